@@ -1,0 +1,1 @@
+//! ombuild: builds the live node image.

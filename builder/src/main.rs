@@ -1,0 +1,2 @@
+//! `ombuild`: thin command-line shell over the `builder` library.
+fn main() {}

@@ -1,0 +1,2 @@
+//! `omctl`: cluster control tool.
+fn main() {}

@@ -1,0 +1,2 @@
+//! `omnode`: init and agent.
+fn main() {}

@@ -1,0 +1,1 @@
+//! omnode: the node agent library.

@@ -1,0 +1,1 @@
+//! omboot: the head node's boot server.
