@@ -1,1 +1,3 @@
-//! ombuild: builds the live node image.
+//! ombuild: builds the live node image from Debian packages.
+
+pub mod iso;

@@ -1,1 +1,3 @@
-//! omnode: the node agent library.
+//! omnode: the node's init, the cluster agent and the tools' shared code.
+
+pub mod init;

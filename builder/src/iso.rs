@@ -1,0 +1,1 @@
+//! (owned by the ISO helper; to be written)

@@ -1,0 +1,1 @@
+//! (owned by the init helper; to be written)

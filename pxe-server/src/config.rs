@@ -1,0 +1,1 @@
+//! (owned by the DHCP helper; to be written)

@@ -1,0 +1,1 @@
+//! (owned by the TFTP/HTTP helper; to be written)
