@@ -1,1 +1,0 @@
-//! (owned by the TFTP/HTTP helper; to be written)

@@ -1,0 +1,1 @@
+//! HTTP boot scripts, static files and the JSON API (to be written).

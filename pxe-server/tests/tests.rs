@@ -1,0 +1,6 @@
+//! The integration tests of `pxe-server`, one module per topic, sharing `util`.
+
+mod util;
+
+mod http;
+mod tftp;
