@@ -1,0 +1,261 @@
+//! Bringing up the network at boot, in the background: kernel modules for
+//! the machine's devices, every wired NIC up, a DHCP client per NIC (or the
+//! static `om.ip=`), and the results sent to PID 1's loop as [`NetEvent`]s.
+//!
+//! Nothing here can stop the boot: a missing driver, no NIC or no DHCP
+//! answer is printed and retried while the shell stays usable.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::cmdline::Settings;
+use super::dhcp_client::{hostname_from_mac, LeaseEvent, Notice, Shell};
+use super::{kmod, netif, reaper};
+
+/// What the network thread tells PID 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetEvent {
+    /// The first interface has an address: the node has a name and can
+    /// start the agent.
+    Up {
+        /// The interface.
+        iface: String,
+        /// Its address.
+        address: Ipv4Addr,
+        /// The host name now set.
+        hostname: String,
+    },
+}
+
+/// The module directory of the running kernel, `/lib/modules/<release>`.
+pub fn modules_dir() -> Option<PathBuf> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    Some(Path::new("/lib/modules").join(release.trim()))
+}
+
+/// Starts the network thread.
+pub fn start(settings: Settings, events: Sender<NetEvent>) {
+    let spawned = std::thread::Builder::new()
+        .name("net".into())
+        .spawn(move || bring_up(settings, events));
+    if let Err(e) = spawned {
+        say!("cannot start the network thread: {e}; no network this boot");
+    }
+}
+
+fn load_modules(extra: &[String], tried: &mut BTreeSet<String>, first: bool) {
+    let Some(dir) = modules_dir() else {
+        say!("cannot read the kernel release; not loading modules");
+        return;
+    };
+    match kmod::load_for_machine(&dir, Path::new("/sys"), extra, tried) {
+        Ok(report) => {
+            if !report.loaded.is_empty() {
+                say!("loaded modules: {}", report.loaded.join(" "));
+            } else if first {
+                say!("no modules to load for this machine's devices");
+            }
+            for e in report.failed {
+                say!("{e}");
+            }
+        }
+        Err(e) if first => say!("not loading modules: {e}"),
+        Err(_) => {}
+    }
+}
+
+fn bring_up(settings: Settings, events: Sender<NetEvent>) {
+    let mut tried = BTreeSet::new();
+    let primary_taken = Arc::new(AtomicBool::new(false));
+    let mut handled: BTreeSet<String> = BTreeSet::new();
+    let mut first = true;
+    let mut last_complaint: Option<Instant> = None;
+    loop {
+        // Loading a bus driver can reveal more devices: a second pass
+        // picks up their modules.
+        load_modules(&settings.modules, &mut tried, first);
+        load_modules(&settings.modules, &mut tried, false);
+        first = false;
+        let nics = netif::wired_interfaces(Path::new("/sys/class/net"));
+        if nics.is_empty()
+            && handled.is_empty()
+            && last_complaint.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            say!("no wired network interface found (no driver for the NIC?); retrying every 5s");
+            last_complaint = Some(Instant::now());
+        }
+        for nic in nics {
+            if !handled.insert(nic.clone()) {
+                continue;
+            }
+            let static_ip = if handled.len() == 1 {
+                settings.static_ip
+            } else {
+                None
+            };
+            let events = events.clone();
+            let primary = primary_taken.clone();
+            let name = format!("dhcp-{nic}");
+            let spawned = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || run_interface(&nic, static_ip, primary, events));
+            if let Err(e) = spawned {
+                say!("cannot start a thread for the interface: {e}");
+            }
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+fn mac_string(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Sets the host name and tells PID 1, once, for the primary interface.
+fn announce(iface: &str, address: Ipv4Addr, dhcp_name: Option<&str>, events: &Sender<NetEvent>) {
+    let hostname = match (dhcp_name, netif::mac_address(iface)) {
+        (Some(n), _) => n.to_string(),
+        (None, Ok(mac)) => hostname_from_mac(mac),
+        (None, Err(_)) => "node".to_string(),
+    };
+    match netif::set_hostname(&hostname) {
+        Ok(()) => say!("hostname {hostname}"),
+        Err(e) => say!("{e}"),
+    }
+    let _ = events.send(NetEvent::Up {
+        iface: iface.to_string(),
+        address,
+        hostname,
+    });
+    reaper::wake();
+}
+
+fn run_interface(
+    iface: &str,
+    static_ip: Option<super::cmdline::StaticIp>,
+    primary: Arc<AtomicBool>,
+    events: Sender<NetEvent>,
+) {
+    let mac = netif::mac_address(iface)
+        .map(mac_string)
+        .unwrap_or_else(|e| e.to_string());
+    if let Err(e) = netif::set_up(iface) {
+        say!("{e}");
+    }
+    // Give the link a moment to negotiate so the first DISCOVER is not lost.
+    let t0 = Instant::now();
+    while !netif::has_carrier(iface) && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !netif::has_carrier(iface) {
+        say!("{iface} ({mac}) has no link (cable?); trying anyway");
+    }
+    if let Some(ip) = static_ip {
+        let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(ip.prefix)).unwrap_or(0));
+        let res =
+            netif::set_address(iface, ip.address, mask, None).and_then(|()| match ip.gateway {
+                Some(gw) => netif::add_default_route(iface, gw),
+                None => Ok(()),
+            });
+        match res {
+            Ok(()) => {
+                say!(
+                    "{iface} ({mac}) static address {}/{}",
+                    ip.address,
+                    ip.prefix
+                );
+                if !primary.swap(true, Ordering::SeqCst) {
+                    announce(iface, ip.address, None, &events);
+                }
+            }
+            Err(e) => say!("{e}"),
+        }
+        return;
+    }
+    say!("{iface} ({mac}) up, asking DHCP");
+    let mut is_primary = false;
+    loop {
+        let mut shell = match Shell::new(iface) {
+            Ok(s) => s,
+            Err(e) => {
+                say!("{e}; retrying in 5s");
+                std::thread::sleep(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let result = shell.run(|event| {
+            match event {
+                LeaseEvent::Bound(lease) => {
+                    if !is_primary {
+                        is_primary = !primary.swap(true, Ordering::SeqCst);
+                    }
+                    match netif::apply_lease(iface, lease, is_primary) {
+                        Ok(()) => say!(
+                            "{iface}: DHCP lease {}/{} from {}, router {}, dns {}, {}s",
+                            lease.address,
+                            lease.prefix_len(),
+                            lease.server,
+                            lease
+                                .routers
+                                .first()
+                                .map(|r| r.to_string())
+                                .unwrap_or_else(|| "none".into()),
+                            if lease.dns.is_empty() {
+                                "none".to_string()
+                            } else {
+                                lease
+                                    .dns
+                                    .iter()
+                                    .map(|d| d.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            },
+                            lease.lease_time.as_secs()
+                        ),
+                        Err(e) => say!("{e}"),
+                    }
+                    if is_primary {
+                        if let Err(e) =
+                            netif::write_resolv_conf(&lease.dns, lease.domain.as_deref())
+                        {
+                            say!("{e}");
+                        }
+                        announce(iface, lease.address, lease.hostname.as_deref(), &events);
+                    }
+                }
+                LeaseEvent::Renewed(lease) => {
+                    tracing::info!(iface, address = %lease.address, "dhcp lease renewed");
+                }
+                LeaseEvent::Lost(lease) => {
+                    say!("{iface}: DHCP lease {} lost; asking again", lease.address);
+                    if let Err(e) = netif::clear_address(iface) {
+                        say!("{e}");
+                    }
+                }
+                LeaseEvent::Notice(Notice::NoOffer { attempts }) => {
+                    say!("{iface}: no DHCP answer after {attempts} tries; still trying")
+                }
+                LeaseEvent::Notice(Notice::Nak { server }) => {
+                    say!("{iface}: DHCP server {server} refused the request; starting over")
+                }
+                LeaseEvent::Notice(Notice::RequestTimedOut { address }) => {
+                    say!("{iface}: no DHCP answer to the request for {address}; starting over")
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        if let Err(e) = result {
+            say!("{iface}: DHCP client failed: {e}; retrying in 5s");
+            std::thread::sleep(Duration::from_secs(5));
+        }
+    }
+}
