@@ -2,5 +2,6 @@
 
 mod util;
 
+mod cli;
 mod http;
 mod tftp;
