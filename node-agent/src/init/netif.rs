@@ -74,15 +74,29 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
-/// The hardware address of `iface` (from sysfs).
+/// The hardware address of `iface` (SIOCGIFHWADDR, so it follows the
+/// calling thread's network namespace, unlike sysfs).
 pub fn mac_address(iface: &str) -> std::io::Result<[u8; 6]> {
-    let s = std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))?;
-    parse_mac(&s).ok_or_else(|| {
-        std::io::Error::new(
+    let mut req =
+        ifreq(iface).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    ioctl(iface, "get hardware address", libc::SIOCGIFHWADDR, &mut req)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+    let hw = unsafe { req.ifr_ifru.ifru_hwaddr };
+    if hw.sa_family != libc::ARPHRD_ETHER {
+        return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("{iface} has no Ethernet address ({:?})", s.trim()),
-        )
-    })
+            format!(
+                "{iface} is not an Ethernet interface (hardware type {})",
+                hw.sa_family
+            ),
+        ));
+    }
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(hw.sa_data.iter()) {
+        *m = *b as u8;
+    }
+    Ok(mac)
 }
 
 /// Whether `iface` reports a carrier (cable plugged, link negotiated).
