@@ -1,1 +1,328 @@
-//! (owned by the TFTP/HTTP helper; to be written)
+//! HTTP side of the boot server: iPXE boot scripts, the image files, and the
+//! JSON API.
+//!
+//! - `GET /boot.ipxe` without parameters is the first-stage script: it makes
+//!   iPXE come back with its MAC, platform and build architecture. With `mac=`
+//!   it is the per-MAC script: `kernel`, `initrd`, `boot`, the command line
+//!   carrying the server address and cluster id. The address in the script is
+//!   the local address of the connection the request came in on, so a head node
+//!   on several networks hands every node an address it can reach.
+//!   `initrd=initrd.img` is always on the command line: the 2019 iPXE that
+//!   Debian ships does not pass the initrd to the EFI stub otherwise, and the
+//!   BIOS path ignores it.
+//! - `GET /{file}`: files of the image directory, streamed, with single-range
+//!   requests (206/416), confined like TFTP (symlinks leading out are refused).
+//!   `vmlinuz` and `initrd.img` record the Kernel and Initrd stages.
+//! - `GET /api/v1/leases`, `GET /api/v1/nodes`, `POST /api/v1/checkin`.
+//!
+//! One info line per request. [`router`] needs [`ConnInfo`] connect info
+//! (`into_make_service_with_connect_info::<ConnInfo>()`); [`serve`] does that.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tower::ServiceExt;
+use tracing::info;
+
+use crate::image::ImageDir;
+use crate::nodes::{BootStage, LeaseSource, MacAddr, NodeRegistry, Observation};
+use crate::tftp::path::{open_confined, PathError};
+
+/// What the HTTP server needs.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The image directory served.
+    pub image: Arc<ImageDir>,
+    /// Where boot stages are recorded.
+    pub registry: Arc<NodeRegistry>,
+    /// The lease table for `/api/v1/leases`.
+    pub leases: Arc<dyn LeaseSource>,
+    /// Cluster id put on the kernel command line (`om.cluster=`).
+    pub cluster_id: String,
+    /// Cluster key, hex (or an `http://` URL), put on the command line as `om.key=`.
+    pub cluster_key: Option<String>,
+}
+
+/// Both ends of an accepted connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    /// The client.
+    pub remote: SocketAddr,
+    /// Our address the client connected to.
+    pub local: SocketAddr,
+}
+
+impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for ConnInfo {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        let remote = *stream.remote_addr();
+        let local = stream.io().local_addr().unwrap_or(remote);
+        ConnInfo { remote, local }
+    }
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+/// The routes; serve with `into_make_service_with_connect_info::<ConnInfo>()`.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/boot.ipxe", get(boot_script))
+        .route("/api/v1/leases", get(leases))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/checkin", post(checkin))
+        .route("/{*path}", get(static_file))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(a) = listener.local_addr() {
+        info!(addr = %a, root = %state.image.root().display(), "http listening");
+    }
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<ConnInfo>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn log_request(
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let resp = next.run(req).await;
+    let bytes = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    info!(
+        client = %canonical(conn.remote),
+        method = %method,
+        uri = %uri,
+        status = resp.status().as_u16(),
+        bytes,
+        range,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "http request"
+    );
+    resp
+}
+
+/// Query of `/boot.ipxe`, as the first-stage script sends it.
+#[derive(Debug, Deserialize)]
+pub struct BootQuery {
+    /// `${net0/mac}`.
+    pub mac: Option<String>,
+    /// `${platform}`: `pcbios` or `efi`.
+    pub platform: Option<String>,
+    /// `${buildarch}`: `i386`, `x86_64`, `arm64`, …
+    pub buildarch: Option<String>,
+}
+
+/// The RFC 4578 code for an iPXE platform and build architecture.
+pub fn arch_code(platform: Option<&str>, buildarch: Option<&str>) -> Option<u16> {
+    match (platform?, buildarch.unwrap_or("")) {
+        ("pcbios", _) => Some(0),
+        ("efi", "x86_64") => Some(7),
+        ("efi", "i386") => Some(6),
+        ("efi", "arm64") => Some(11),
+        ("efi", "arm32") => Some(10),
+        _ => None,
+    }
+}
+
+fn host_of(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// The first-stage script: brings iPXE back with its identity.
+pub fn first_stage_script(server: SocketAddr) -> String {
+    let base = format!("http://{}:{}", host_of(server.ip()), server.port());
+    format!(
+        "#!ipxe\n\
+         chain {base}/boot.ipxe?mac=${{net0/mac}}&platform=${{platform}}&buildarch=${{buildarch}}\n"
+    )
+}
+
+/// The per-MAC script.
+pub fn node_script(
+    server: SocketAddr,
+    mac: MacAddr,
+    kernel_cmdline: &str,
+    cluster_id: &str,
+    cluster_key: Option<&str>,
+) -> String {
+    let base = format!("http://{}:{}", host_of(server.ip()), server.port());
+    let mut cmdline = vec!["initrd=initrd.img".to_string()];
+    cmdline.extend(kernel_cmdline.split_whitespace().map(str::to_owned));
+    cmdline.push(format!("om.server={}", server.ip()));
+    cmdline.push(format!("om.http={}", server.port()));
+    cmdline.push(format!("om.cluster={cluster_id}"));
+    if let Some(k) = cluster_key {
+        cmdline.push(format!("om.key={k}"));
+    }
+    format!(
+        "#!ipxe\n\
+         echo omboot: booting {mac} from {base}\n\
+         kernel {base}/vmlinuz {}\n\
+         initrd {base}/initrd.img\n\
+         boot\n",
+        cmdline.join(" ")
+    )
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn boot_script(
+    State(st): State<HttpState>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    Query(q): Query<BootQuery>,
+) -> Response {
+    let (local, remote) = (canonical(conn.local), canonical(conn.remote));
+    let Some(mac) = q.mac.as_deref() else {
+        return text(StatusCode::OK, first_stage_script(local));
+    };
+    let mac: MacAddr = match mac.parse() {
+        Ok(m) => m,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    st.registry.record(
+        mac,
+        BootStage::Script,
+        Observation {
+            address: Some(remote.ip()),
+            architecture: arch_code(q.platform.as_deref(), q.buildarch.as_deref()),
+            hostname: None,
+        },
+    );
+    let script = node_script(
+        local,
+        mac,
+        st.image.kernel_cmdline(),
+        &st.cluster_id,
+        st.cluster_key.as_deref(),
+    );
+    text(StatusCode::OK, script)
+}
+
+async fn static_file(
+    State(st): State<HttpState>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    UrlPath(path): UrlPath<String>,
+    req: Request,
+) -> Response {
+    let root = st.image.root().to_path_buf();
+    let name = path.clone();
+    let opened = tokio::task::spawn_blocking(move || open_confined(&root, name.as_bytes()))
+        .await
+        .map_err(|e| PathError::Io(std::io::Error::other(e)))
+        .and_then(|r| r);
+    let real = match opened {
+        Ok((_, real, _)) => real,
+        Err(PathError::NotFound) => {
+            return text(StatusCode::NOT_FOUND, format!("{path}: not found\n"))
+        }
+        Err(e @ PathError::Io(_)) => {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{path}: {e}\n"))
+        }
+        Err(e) => return text(StatusCode::FORBIDDEN, format!("{path}: {e}\n")),
+    };
+    let stage = match path.trim_start_matches('/') {
+        "vmlinuz" => Some(BootStage::Kernel),
+        "initrd.img" => Some(BootStage::Initrd),
+        _ => None,
+    };
+    if let Some(stage) = stage {
+        let ip = canonical(conn.remote).ip();
+        let reg = st.registry.clone();
+        if reg.record_ip(ip, stage).is_none() {
+            // The ARP table lives in /proc: keep the read off the async workers.
+            let _ = tokio::task::spawn_blocking(move || reg.record_ip_or_arp(ip, stage)).await;
+        }
+    }
+    match tower_http::services::ServeFile::new(real)
+        .oneshot(req)
+        .await
+    {
+        Ok(resp) => resp.into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{path}: {e}\n")),
+    }
+}
+
+async fn leases(State(st): State<HttpState>) -> Response {
+    Json(st.leases.leases()).into_response()
+}
+
+async fn nodes(State(st): State<HttpState>) -> Response {
+    Json(st.registry.snapshot()).into_response()
+}
+
+/// Body of `POST /api/v1/checkin`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkin {
+    /// The node's MAC.
+    pub mac: MacAddr,
+    /// The node's name.
+    pub name: Option<String>,
+    /// The node's address; the connection's source address when absent.
+    pub address: Option<IpAddr>,
+}
+
+async fn checkin(
+    State(st): State<HttpState>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    Json(c): Json<Checkin>,
+) -> Response {
+    let address = c.address.unwrap_or(canonical(conn.remote).ip());
+    st.registry.record(
+        c.mac,
+        BootStage::Agent,
+        Observation {
+            address: Some(address),
+            architecture: None,
+            hostname: c.name,
+        },
+    );
+    match st.registry.get(c.mac) {
+        Some(rec) => Json(rec).into_response(),
+        None => text(StatusCode::INTERNAL_SERVER_ERROR, "node vanished\n".into()),
+    }
+}

@@ -1,1 +1,289 @@
-//! HTTP boot scripts, static files and the JSON API (to be written).
+//! HTTP: boot scripts (both stages), image files with Range requests, and the
+//! JSON API, driven by curl against the server on loopback.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use expect_test::expect;
+use pxe_server::http::{self, HttpState};
+use pxe_server::image::ImageDir;
+use pxe_server::nodes::{LeaseView, NodeRegistry};
+use tokio::sync::oneshot;
+
+use crate::util::{have_tool, write_pattern};
+
+struct Server {
+    addr: SocketAddr,
+    registry: Arc<NodeRegistry>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    initrd: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Server {
+    async fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("images");
+        write_pattern(&root.join("vmlinuz"), 300_000, 10);
+        let initrd = write_pattern(&root.join("initrd.img"), 3_000_017, 11);
+        write_pattern(&root.join("ipxe/undionly.kpxe"), 70_000, 12);
+        write_pattern(&root.join("ipxe/snponly.efi"), 200_000, 13);
+        std::fs::write(
+            root.join("manifest.json"),
+            r#"{"kernel_cmdline":"console=ttyS0 quiet","kernel_version":"6.1.0-test","packages":[]}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("secret"), "outside").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("escape")).unwrap();
+        let registry = Arc::new(NodeRegistry::new());
+        let leases: Vec<LeaseView> = vec![LeaseView {
+            mac: "52:54:00:00:00:01".parse().unwrap(),
+            ip: "10.99.0.100".parse().unwrap(),
+            hostname: Some("node1".into()),
+            state: "bound".into(),
+            expires: 1_900_000_000,
+        }];
+        let state = HttpState {
+            image: Arc::new(ImageDir::open(&root).unwrap()),
+            registry: registry.clone(),
+            leases: Arc::new(leases),
+            cluster_id: "test-cluster".into(),
+            cluster_key: Some("ab".repeat(32)),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(http::serve(listener, state, async {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            registry,
+            stop: Some(tx),
+            task: Some(task),
+            initrd,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Runs curl; returns (status, body, headers).
+    async fn curl(&self, args: &[&str], path: &str, out: &Path) -> (u16, Vec<u8>, String) {
+        let hdr = out.with_extension("hdr");
+        let o = tokio::process::Command::new("curl")
+            .args(["-sS", "-o"])
+            .arg(out)
+            .arg("-D")
+            .arg(&hdr)
+            .args(["-w", "%{http_code}"])
+            .args(args)
+            .arg(self.url(path))
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "curl {args:?} {path}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let status = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+        let body = std::fs::read(out).unwrap_or_default();
+        let headers = std::fs::read_to_string(&hdr).unwrap_or_default();
+        (status, body, headers)
+    }
+}
+
+fn redact(s: &str, addr: SocketAddr) -> String {
+    s.replace(&addr.port().to_string(), "PORT")
+}
+
+#[tokio::test]
+async fn boot_script_stages() {
+    if !have_tool("curl") {
+        return;
+    }
+    let srv = Server::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("body");
+    let (status, body, _) = srv.curl(&[], "/boot.ipxe", &out).await;
+    assert_eq!(status, 200);
+    expect![[r#"
+        #!ipxe
+        chain http://127.0.0.1:PORT/boot.ipxe?mac=${net0/mac}&platform=${platform}&buildarch=${buildarch}
+    "#]]
+    .assert_eq(&redact(&String::from_utf8_lossy(&body), srv.addr));
+
+    let (status, body, _) = srv
+        .curl(
+            &[],
+            "/boot.ipxe?mac=52:54:00:12:34:56&platform=efi&buildarch=x86_64",
+            &out,
+        )
+        .await;
+    assert_eq!(status, 200);
+    expect![[r#"
+        #!ipxe
+        echo omboot: booting 52:54:00:12:34:56 from http://127.0.0.1:PORT
+        kernel http://127.0.0.1:PORT/vmlinuz initrd=initrd.img console=ttyS0 quiet om.server=127.0.0.1 om.http=PORT om.cluster=test-cluster om.key=abababababababababababababababababababababababababababababababab
+        initrd http://127.0.0.1:PORT/initrd.img
+        boot
+    "#]]
+    .assert_eq(&redact(&String::from_utf8_lossy(&body), srv.addr));
+
+    // The node showed up by itself, with the architecture iPXE reported.
+    let node = srv
+        .registry
+        .get("52:54:00:12:34:56".parse().unwrap())
+        .unwrap();
+    assert_eq!(node.architecture, Some(7));
+    assert_eq!(node.address, Some("127.0.0.1".parse().unwrap()));
+
+    let (status, body, _) = srv.curl(&[], "/boot.ipxe?mac=not-a-mac", &out).await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("invalid mac address"));
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn image_files_with_ranges_record_stages() {
+    if !have_tool("curl") {
+        return;
+    }
+    let srv = Server::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("body");
+    srv.curl(
+        &[],
+        "/boot.ipxe?mac=52:54:00:aa:bb:cc&platform=pcbios&buildarch=i386",
+        &out,
+    )
+    .await;
+
+    let (status, body, _) = srv.curl(&[], "/initrd.img", &out).await;
+    assert_eq!(status, 200);
+    assert!(body == srv.initrd, "initrd differs");
+
+    let (status, body, headers) = srv.curl(&["-r", "1000-1999"], "/initrd.img", &out).await;
+    assert_eq!(status, 206);
+    assert_eq!(body, &srv.initrd[1000..2000]);
+    let total = srv.initrd.len();
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains(&format!("content-range: bytes 1000-1999/{total}")),
+        "{headers}"
+    );
+    let (status, body, _) = srv.curl(&["-r", "-100"], "/initrd.img", &out).await;
+    assert_eq!(status, 206);
+    assert_eq!(body, &srv.initrd[total - 100..]);
+
+    let (status, _, _) = srv.curl(&["-r", "99999999-"], "/initrd.img", &out).await;
+    assert_eq!(status, 416);
+
+    let node = srv
+        .registry
+        .get("52:54:00:aa:bb:cc".parse().unwrap())
+        .unwrap();
+    assert_eq!(serde_json::to_value(node.stage).unwrap(), "initrd");
+    assert_eq!(node.architecture_name.as_deref(), Some("bios"));
+    let (status, _, _) = srv.curl(&[], "/vmlinuz", &out).await;
+    assert_eq!(status, 200);
+    let node = srv
+        .registry
+        .get("52:54:00:aa:bb:cc".parse().unwrap())
+        .unwrap();
+    assert_eq!(serde_json::to_value(node.stage).unwrap(), "kernel");
+
+    let (status, _, _) = srv.curl(&[], "/nothing-here", &out).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = srv.curl(&[], "/escape", &out).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = srv
+        .curl(&["--path-as-is"], "/ipxe/../../secret", &out)
+        .await;
+    assert!(status == 403 || status == 404, "{status}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn api_lists_leases_nodes_and_takes_checkins() {
+    if !have_tool("curl") {
+        return;
+    }
+    let srv = Server::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("body");
+    let (status, body, _) = srv.curl(&[], "/api/v1/leases", &out).await;
+    assert_eq!(status, 200);
+    expect![[r#"[{"mac":"52:54:00:00:00:01","ip":"10.99.0.100","hostname":"node1","state":"bound","expires":1900000000}]"#]]
+        .assert_eq(&String::from_utf8_lossy(&body));
+
+    let (status, body, _) = srv.curl(&[], "/api/v1/nodes", &out).await;
+    assert_eq!((status, body.as_slice()), (200, b"[]".as_slice()));
+
+    // A node that never booted through us checks in and shows up.
+    let (status, _, _) = srv
+        .curl(
+            &[
+                "-H",
+                "content-type: application/json",
+                "-d",
+                r#"{"mac":"02:00:00:00:00:09","name":"n9","address":"10.99.0.9"}"#,
+            ],
+            "/api/v1/checkin",
+            &out,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body, _) = srv.curl(&[], "/api/v1/nodes", &out).await;
+    assert_eq!(status, 200);
+    let nodes: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let n = &nodes[0];
+    assert_eq!(
+        (
+            n["mac"].as_str(),
+            n["address"].as_str(),
+            n["hostname"].as_str(),
+            n["stage"].as_str()
+        ),
+        (
+            Some("02:00:00:00:00:09"),
+            Some("10.99.0.9"),
+            Some("n9"),
+            Some("agent")
+        )
+    );
+    let (status, _, _) = srv
+        .curl(
+            &[
+                "-H",
+                "content-type: application/json",
+                "-d",
+                r#"{"mac":"zz"}"#,
+            ],
+            "/api/v1/checkin",
+            &out,
+        )
+        .await;
+    assert!((400..500).contains(&status), "{status}");
+    srv.stop().await;
+}
