@@ -3,5 +3,6 @@
 mod util;
 
 mod cli;
+mod dhcp;
 mod http;
 mod tftp;

@@ -80,7 +80,7 @@ const SERVER: [u8; 4] = [10, 0, 0, 1];
 fn show_opt(code: u8, v: &[u8]) -> String {
     match code {
         opt::MSG_TYPE => String::new(),
-        1 | 3 | 6 | 54 if v.len() % 4 == 0 => {
+        1 | 3 | 6 | 54 if v.len().is_multiple_of(4) => {
             let ips: Vec<String> = v
                 .chunks(4)
                 .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]).to_string())
