@@ -110,6 +110,35 @@ pub enum ConfigError {
     /// The interfaces could not be listed.
     #[error("cannot list network interfaces: {0}")]
     Interfaces(#[from] nix::Error),
+    /// The images directory is not a complete image (`ombuild image` output).
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    /// The key file cannot be read or does not hold 64 hex digits.
+    #[error("key file {path}: {reason}")]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Default cluster id when none is configured.
+pub const DEFAULT_CLUSTER: &str = "omcluster";
+
+fn read_key(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::KeyFile {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let key = text.trim();
+    if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ConfigError::KeyFile {
+            path: path.to_owned(),
+            reason: "expected 64 hex digits".into(),
+        });
+    }
+    Ok(key.to_ascii_lowercase())
 }
 
 /// DHCP mode: authoritative server or ProxyDHCP beside another server.
@@ -490,8 +519,10 @@ pub struct ServeConfig {
     pub interfaces: Vec<Interface>,
     /// dhcp or proxy.
     pub mode: Mode,
-    /// Image directory (TFTP and HTTP root).
+    /// Image directory (TFTP and HTTP root), as given.
     pub images: PathBuf,
+    /// The validated image directory.
+    pub image: crate::image::ImageDir,
     /// State directory (leases).
     pub state: PathBuf,
     /// HTTP port.
@@ -500,10 +531,12 @@ pub struct ServeConfig {
     pub tftp_port: u16,
     /// DHCP server port (ProxyDHCP also answers on 4011).
     pub dhcp_port: u16,
-    /// Cluster id.
-    pub cluster: Option<String>,
+    /// Cluster id (`om.cluster=`).
+    pub cluster: String,
     /// Cluster key file.
     pub key_file: Option<PathBuf>,
+    /// The cluster key read from it (64 lowercase hex digits).
+    pub key: Option<String>,
     /// Log format.
     pub log_format: LogFormat,
     /// DHCP settings.
@@ -641,15 +674,19 @@ impl ServeConfig {
                 return Err(ConfigError::DuplicateReservation(mac.to_string()));
             }
         }
+        let image = crate::image::ImageDir::open(&images)?;
+        let key = w.key_file.as_deref().map(read_key).transpose()?;
         Ok(ServeConfig {
             interfaces,
             mode,
+            image,
             images,
+            key,
             state: w.state.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             http_port: w.http_port.unwrap_or(80),
             tftp_port: w.tftp_port.unwrap_or(69),
             dhcp_port: w.dhcp_port.unwrap_or(67),
-            cluster: w.cluster,
+            cluster: w.cluster.unwrap_or_else(|| DEFAULT_CLUSTER.into()),
             key_file: w.key_file,
             log_format: w.log_format.unwrap_or_default(),
             dhcp: DhcpConfig {
@@ -692,8 +729,18 @@ mod tests {
         ]
     }
 
+    /// A complete (tiny) image directory.
+    pub(crate) fn fake_image(dir: &Path) {
+        std::fs::create_dir_all(dir.join("ipxe")).unwrap();
+        for f in crate::image::REQUIRED_FILES {
+            std::fs::write(dir.join(f), b"x").unwrap();
+        }
+        std::fs::write(dir.join("manifest.json"), br#"{"kernel_cmdline":"quiet"}"#).unwrap();
+    }
+
     fn check(toml: &str, expect: Expect) {
         let dir = tempfile::tempdir().unwrap();
+        fake_image(dir.path());
         let toml = toml.replace("IMAGES", dir.path().to_str().unwrap());
         let got = WireConfig::parse(&toml, Path::new("omboot.toml"))
             .and_then(|w| ServeConfig::resolve(w, &host()));
@@ -816,6 +863,7 @@ hostname = "node1"
     #[test]
     fn flags_win_over_file() {
         let dir = tempfile::tempdir().unwrap();
+        fake_image(dir.path());
         let wire = WireConfig::parse(
             "interfaces = [\"eth0\"]\nimages = \"/nonexistent\"\n[[pool]]\nrange = \"10.0.0.2-10.0.0.9\"\n",
             Path::new("x"),
@@ -839,6 +887,7 @@ hostname = "node1"
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/omboot.toml");
         let mut wire = WireConfig::load(&path).unwrap();
         let dir = tempfile::tempdir().unwrap();
+        fake_image(dir.path());
         wire.images = Some(dir.path().into());
         let host = [InterfaceAddr {
             name: "eth1".into(),
@@ -847,6 +896,28 @@ hostname = "node1"
         let c = ServeConfig::resolve(wire, &host).unwrap();
         assert_eq!(c.dhcp.pools.len(), 2);
         assert_eq!(c.dhcp.reservations.len(), 1);
+    }
+
+    #[test]
+    fn incomplete_image_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vmlinuz"), b"x").unwrap();
+        let wire = WireConfig {
+            interfaces: vec!["eth0".into()],
+            images: Some(dir.path().into()),
+            pools: vec![WirePool {
+                range: "10.0.0.2-10.0.0.9".into(),
+                ..WirePool::default()
+            }],
+            ..WireConfig::default()
+        };
+        let e = ServeConfig::resolve(wire, &host()).unwrap_err().to_string();
+        assert!(
+            e.ends_with(
+                "is missing initrd.img, ipxe/undionly.kpxe, ipxe/snponly.efi, manifest.json"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,14 +6,20 @@
 //! themselves take bound sockets (Architecture Invariant).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::boot::Available;
 use crate::config::{Mode, ServeConfig};
 use crate::dhcp::engine::{Engine, EngineConfig, PXE_PORT};
 use crate::dhcp::{self, DhcpError, DhcpSocket};
+use crate::http::HttpState;
 use crate::leases::{LeaseError, LeaseStore};
-use crate::nodes::NodeRegistry;
+use crate::nodes::{LeaseSource, NodeRegistry};
+use crate::tftp::TftpLimits;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -24,9 +30,28 @@ pub enum ServeError {
     /// DHCP failed (binding or committing leases).
     #[error(transparent)]
     Dhcp(#[from] DhcpError),
+    /// A TFTP or HTTP socket could not be bound.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// "tftp" or "http".
+        what: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A socket could not be registered with the runtime.
     #[error("cannot register socket: {0}")]
     Socket(#[from] std::io::Error),
+    /// The TFTP server failed.
+    #[error(transparent)]
+    Tftp(#[from] crate::tftp::TftpError),
+    /// A server task panicked.
+    #[error("server task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// The HTTP server failed.
+    #[error("http server: {0}")]
+    Http(std::io::Error),
 }
 
 /// Run everything until `shutdown` resolves.
@@ -59,13 +84,45 @@ pub async fn run(
             mode: config.mode,
             interfaces: config.interfaces.clone(),
             dhcp: config.dhcp.clone(),
-            available: Available::scan(&config.images),
+            available: Available::scan(config.image.root()),
             http_port: config.http_port,
             dhcp_port: config.dhcp_port,
         },
         table,
     );
     let nodes = Arc::new(NodeRegistry::new());
+    let mut tftp_sockets = Vec::new();
+    let mut http_listeners = Vec::new();
+    for iface in &config.interfaces {
+        let addr = SocketAddr::from((iface.addr, config.tftp_port));
+        let s = std::net::UdpSocket::bind(addr).map_err(|source| ServeError::Bind {
+            what: "tftp",
+            addr,
+            source,
+        })?;
+        s.set_nonblocking(true)?;
+        tftp_sockets.push(tokio::net::UdpSocket::from_std(s)?);
+        let addr = SocketAddr::from((iface.addr, config.http_port));
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                what: "http",
+                addr,
+                source,
+            })?;
+        http_listeners.push(l);
+    }
+    let leases: Arc<dyn LeaseSource> = match &store {
+        Some(s) => Arc::new(s.view()),
+        None => Arc::new(Vec::<crate::nodes::LeaseView>::new()),
+    };
+    let http_state = HttpState {
+        image: Arc::new(config.image.clone()),
+        registry: nodes.clone(),
+        leases,
+        cluster_id: config.cluster.clone(),
+        cluster_key: config.key.clone(),
+    };
     tracing::info!(
         mode = %config.mode,
         interfaces = ?config.interfaces.iter().map(|i| format!("{}={}", i.name, i.addr)).collect::<Vec<_>>(),
@@ -74,7 +131,63 @@ pub async fn run(
         "omboot serving"
     );
     let names = config.interfaces.iter().map(|i| i.name.clone()).collect();
-    dhcp::run(sockets, engine, store, Some(nodes), names, shutdown).await?;
+
+    // One token stops every server; any server failing stops the others.
+    let stop = CancellationToken::new();
+    let mut servers: JoinSet<Result<(), ServeError>> = JoinSet::new();
+    for socket in tftp_sockets {
+        let (root, nodes, stop) = (config.image.root().to_owned(), nodes.clone(), stop.clone());
+        servers.spawn(async move {
+            crate::tftp::serve(
+                socket,
+                root,
+                TftpLimits::default(),
+                nodes,
+                stop.cancelled_owned(),
+            )
+            .await
+            .map_err(ServeError::from)
+        });
+    }
+    for listener in http_listeners {
+        let (state, stop) = (http_state.clone(), stop.clone());
+        servers.spawn(async move {
+            crate::http::serve(listener, state, stop.cancelled_owned())
+                .await
+                .map_err(ServeError::Http)
+        });
+    }
+    {
+        let stop = stop.clone();
+        servers.spawn(async move {
+            dhcp::run(
+                sockets,
+                engine,
+                store,
+                Some(nodes),
+                names,
+                stop.cancelled_owned(),
+            )
+            .await
+            .map_err(ServeError::from)
+        });
+    }
+    tokio::pin!(shutdown);
+    let mut result = Ok(());
+    tokio::select! {
+        _ = &mut shutdown => {}
+        Some(r) = servers.join_next() => {
+            result = r.unwrap_or_else(|e| Err(ServeError::Join(e)));
+        }
+    }
+    stop.cancel();
+    while let Some(r) = servers.join_next().await {
+        if let Err(e) = r.unwrap_or_else(|e| Err(ServeError::Join(e))) {
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
     tracing::info!("omboot stopped");
-    Ok(())
+    result
 }

@@ -38,8 +38,7 @@ fn check_refused(config: Option<&str>, flags: &[&str], expect: Expect) {
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = omboot(&args);
-    let stderr = String::from_utf8_lossy(&out.stderr)
-        .replace(dir.path().to_str().unwrap(), "TMP");
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(dir.path().to_str().unwrap(), "TMP");
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(!state.exists(), "nothing may be started or created");
@@ -49,14 +48,20 @@ fn check_refused(config: Option<&str>, flags: &[&str], expect: Expect) {
 #[test]
 fn config_unknown_key_names_the_line() {
     check_refused(
-        Some("interfaces = [\"lo\"]\n\n[[pool]]\nrange = \"127.0.0.10-127.0.0.20\"\nleasetime = 5\n"),
+        Some(
+            "interfaces = [\"lo\"]\n\n[[pool]]\nrange = \"127.0.0.10-127.0.0.20\"\nleasetime = 5\n",
+        ),
         &["--images", "IMAGES"],
-        expect![[r#"omboot: TMP/omboot.toml:5: unknown field `leasetime`, expected one of `range`, `subnet`, `router`"#]],
+        expect![[
+            r#"omboot: TMP/omboot.toml:5: unknown field `leasetime`, expected one of `range`, `subnet`, `router`"#
+        ]],
     );
     check_refused(
         Some("interfaces = [\"lo\"]\nmodes = \"dhcp\"\n"),
         &["--images", "IMAGES"],
-        expect![[r#"omboot: TMP/omboot.toml:2: unknown field `modes`, expected one of `interfaces`, `mode`, `images`, `state`, `http_port`, `tftp_port`, `dhcp_port`, `cluster`, `key_file`, `log_format`, `lease_time`, `decline_quarantine`, `router`, `dns`, `domain`, `pool`, `reservation`"#]],
+        expect![[
+            r#"omboot: TMP/omboot.toml:2: unknown field `modes`, expected one of `interfaces`, `mode`, `images`, `state`, `http_port`, `tftp_port`, `dhcp_port`, `cluster`, `key_file`, `log_format`, `lease_time`, `decline_quarantine`, `router`, `dns`, `domain`, `pool`, `reservation`"#
+        ]],
     );
 }
 
@@ -65,8 +70,14 @@ fn config_overlapping_pools() {
     check_refused(
         None,
         &[
-            "--interface", "lo", "--images", "IMAGES",
-            "--pool", "127.0.0.10-127.0.0.20", "--pool", "127.0.0.15-127.0.0.30",
+            "--interface",
+            "lo",
+            "--images",
+            "IMAGES",
+            "--pool",
+            "127.0.0.10-127.0.0.20",
+            "--pool",
+            "127.0.0.15-127.0.0.30",
         ],
         expect![[r#"omboot: pools 127.0.0.10-127.0.0.20 and 127.0.0.15-127.0.0.30 overlap"#]],
     );
@@ -76,7 +87,14 @@ fn config_overlapping_pools() {
 fn config_pool_outside_interface_subnet() {
     check_refused(
         None,
-        &["--interface", "lo", "--images", "IMAGES", "--pool", "10.0.0.10-10.0.0.20"],
+        &[
+            "--interface",
+            "lo",
+            "--images",
+            "IMAGES",
+            "--pool",
+            "10.0.0.10-10.0.0.20",
+        ],
         expect![[r#"omboot: pool 10.0.0.10-10.0.0.20 is outside 127.0.0.0/8 on lo"#]],
     );
 }
@@ -85,8 +103,35 @@ fn config_pool_outside_interface_subnet() {
 fn config_missing_images_dir() {
     check_refused(
         None,
-        &["--interface", "lo", "--images", "/nonexistent/omboot-images", "--pool", "127.0.0.10-127.0.0.20"],
-        expect![[r#"omboot: images directory /nonexistent/omboot-images does not exist or is not a directory"#]],
+        &[
+            "--interface",
+            "lo",
+            "--images",
+            "/nonexistent/omboot-images",
+            "--pool",
+            "127.0.0.10-127.0.0.20",
+        ],
+        expect![[
+            r#"omboot: images directory /nonexistent/omboot-images does not exist or is not a directory"#
+        ]],
+    );
+}
+
+#[test]
+fn config_incomplete_image_dir() {
+    check_refused(
+        None,
+        &[
+            "--interface",
+            "lo",
+            "--images",
+            "IMAGES",
+            "--pool",
+            "127.0.0.10-127.0.0.20",
+        ],
+        expect![[
+            r#"omboot: images dir TMP/images is missing vmlinuz, initrd.img, ipxe/undionly.kpxe, ipxe/snponly.efi, manifest.json"#
+        ]],
     );
 }
 
@@ -94,18 +139,35 @@ fn config_missing_images_dir() {
 fn config_bad_flag_values() {
     check_refused(
         None,
-        &["--interface", "omt-dhcp-nonexistent0", "--images", "IMAGES", "--pool", "127.0.0.10-127.0.0.20"],
-        expect![[r#"omboot: interface omt-dhcp-nonexistent0 has no IPv4 address (or does not exist)"#]],
+        &[
+            "--interface",
+            "omt-dhcp-nonexistent0",
+            "--images",
+            "IMAGES",
+            "--pool",
+            "127.0.0.10-127.0.0.20",
+        ],
+        expect![[
+            r#"omboot: interface omt-dhcp-nonexistent0 has no IPv4 address (or does not exist)"#
+        ]],
     );
     let out = omboot(&["serve", "--mode", "relay"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid mode \"relay\": expected dhcp or proxy"), "{err}");
+    assert!(
+        err.contains("invalid mode \"relay\": expected dhcp or proxy"),
+        "{err}"
+    );
 }
 
 fn explain(args: &[&str], expect: Expect) {
     let out = omboot(&[&["explain"], args].concat());
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     expect.assert_eq(&String::from_utf8_lossy(&out.stdout));
 }
 
@@ -123,7 +185,16 @@ fn explain_prints_the_rule_and_what_the_node_gets() {
         "#]],
     );
     explain(
-        &["52:54:00:00:00:02", "--arch", "0", "--ipxe", "--server", "10.0.0.1", "--http-port", "8080"],
+        &[
+            "52:54:00:00:00:02",
+            "--arch",
+            "0",
+            "--ipxe",
+            "--server",
+            "10.0.0.1",
+            "--http-port",
+            "8080",
+        ],
         expect![[r#"
             client   52:54:00:00:00:02
             sends    option 93 [0 (bios)], iPXE (option 175, user class iPXE)
@@ -145,7 +216,14 @@ fn explain_prints_the_rule_and_what_the_node_gets() {
         ),
     )
     .unwrap();
-    let out = omboot(&["explain", "52:54:00:00:00:03", "--arch", "11", "--config", cfg.to_str().unwrap()]);
+    let out = omboot(&[
+        "explain",
+        "52:54:00:00:00:03",
+        "--arch",
+        "11",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     let text = String::from_utf8_lossy(&out.stdout).replace(dir.path().to_str().unwrap(), "TMP");
     expect![[r#"
         client   52:54:00:00:00:03
@@ -197,9 +275,15 @@ fn leases_lists_the_store_as_table_and_json() {
     let rows: Vec<&str> = stdout.lines().collect();
     assert_eq!(rows.len(), 3, "{stdout}");
     assert!(rows[0].starts_with("ADDRESS"));
-    assert!(rows[1].starts_with("10.0.0.5         52:54:00:00:00:05 active"), "{stdout}");
+    assert!(
+        rows[1].starts_with("10.0.0.5         52:54:00:00:00:05 active"),
+        "{stdout}"
+    );
     assert!(rows[1].ends_with(" n5"), "{stdout}");
-    assert!(rows[2].starts_with("10.0.0.6         52:54:00:00:00:06 released"), "{stdout}");
+    assert!(
+        rows[2].starts_with("10.0.0.6         52:54:00:00:00:06 released"),
+        "{stdout}"
+    );
     expect!["omboot: warning: skipping lease log line 3: truncated record (23 bytes)"]
         .assert_eq(String::from_utf8_lossy(&out.stderr).trim_end());
 
@@ -208,6 +292,10 @@ fn leases_lists_the_store_as_table_and_json() {
     expect![[r#"[{"expires":4000000000,"hostname":"n5","ip":"10.0.0.5","mac":"52:54:00:00:00:05","state":"active"},{"expires":1,"ip":"10.0.0.6","mac":"52:54:00:00:00:06","state":"released"}]"#]]
         .assert_eq(&v.to_string());
 
-    let out = omboot(&["leases", "--state", &Path::new(state).join("missing").to_string_lossy()]);
+    let out = omboot(&[
+        "leases",
+        "--state",
+        &Path::new(state).join("missing").to_string_lossy(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -187,6 +187,9 @@ fn images_dir(root: &Path) -> PathBuf {
     std::fs::create_dir_all(d.join("ipxe")).unwrap();
     std::fs::write(d.join("ipxe/undionly.kpxe"), b"bios").unwrap();
     std::fs::write(d.join("ipxe/snponly.efi"), b"efi").unwrap();
+    std::fs::write(d.join("vmlinuz"), b"kernel").unwrap();
+    std::fs::write(d.join("initrd.img"), b"initrd").unwrap();
+    std::fs::write(d.join("manifest.json"), br#"{"kernel_cmdline":"quiet"}"#).unwrap();
     d
 }
 
@@ -227,7 +230,7 @@ fn wait_file(path: &Path, needle: &str) -> String {
 
 #[test]
 fn netns_udhcpc_gets_renews_and_releases_a_lease() {
-    if !netns_enabled(&["busybox", "ip"]) {
+    if !netns_enabled(&["busybox", "ip", "curl"]) {
         return;
     }
     let lan = Lan::new("u");
@@ -279,6 +282,15 @@ fn netns_udhcpc_gets_renews_and_releases_a_lease() {
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0]["ip"], "10.77.1.10");
     assert_eq!(leases[0]["state"], "active");
+    // The same lease through the HTTP API of the running server.
+    let api = Command::new("ip")
+        .args(["netns", "exec", &lan.server_ns, "curl", "-sf"])
+        .arg("http://10.77.0.1:8080/api/v1/leases")
+        .output()
+        .unwrap();
+    let api: serde_json::Value = serde_json::from_slice(&api.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&api.stdout)));
+    assert!(api.to_string().contains("\"ip\":\"10.77.1.10\""), "{api}");
 
     // SIGUSR1: renew (unicast REQUEST with ciaddr, answered to the client).
     nix::sys::signal::kill(
