@@ -1,3 +1,30 @@
 //! omnode: the node's init, the cluster agent and the tools' shared code.
+//!
+//! - [`init`]: PID 1 of a netbooted node (mounts, modules, DHCP, command line).
+//! - [`key`]: cluster keys, the key file, derived sub-keys.
+//! - [`crypto`]: sealing of datagrams (AEAD + replay window) and exec streams.
+//! - [`wire`]: what agents say to each other in datagrams, and the framed
+//!   messages of the control socket and exec streams.
+//! - [`membership`]: SWIM membership via `foca`, pure.
+//! - [`discovery`]: the multicast socket that finds peers with no configuration.
+//! - [`load`]: the load vector and the speed calibration.
+//! - [`placement`]: where a job should run, pure.
+//! - [`cgroup`]: the CPU cap on cluster jobs (cgroup v2 `cpu.max`, or v1).
+//! - [`exec`]: running a job on a remote node with streamed stdio and signals.
+//! - [`control`]: the local unix-socket protocol between `omctl` and the agent.
+//! - [`agent`]: the daemon that wires all of the above together.
+//! - [`tools`]: the `omctl` subcommands (`status`, `mon`, `top`, `ps`, `whois`, `run`).
 
+pub mod agent;
+pub mod cgroup;
+pub mod control;
+pub mod crypto;
+pub mod discovery;
+pub mod exec;
 pub mod init;
+pub mod key;
+pub mod load;
+pub mod membership;
+pub mod placement;
+pub mod tools;
+pub mod wire;

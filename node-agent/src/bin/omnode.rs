@@ -1,2 +1,187 @@
-//! `omnode`: init and agent.
-fn main() {}
+//! `omnode`: the node's init (`omnode init`, or `/init` as PID 1), the
+//! cluster agent (`omnode agent`) and the key generator (`omnode keygen`).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use node_agent::agent::{Agent, AgentConfig};
+use node_agent::control::DEFAULT_SOCKET;
+use node_agent::discovery::DEFAULT_PORT;
+use node_agent::init;
+use node_agent::key::ClusterKey;
+
+#[derive(Parser)]
+#[command(
+    name = "omnode",
+    version,
+    about = "omcluster node: init, cluster agent, key generator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run as PID 1 of a netbooted node.
+    Init(init::InitArgs),
+    /// Run the cluster agent.
+    Agent(AgentArgs),
+    /// Make a new cluster key file (mode 0600).
+    Keygen {
+        /// Where to write the key (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Ask PID 1 to power the machine off.
+    Poweroff,
+    /// Ask PID 1 to reboot the machine.
+    Reboot,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The cluster key file (see `omnode keygen`).
+    #[arg(long, value_name = "FILE")]
+    key_file: PathBuf,
+    /// The local control socket for omctl.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// This node's name (default: the hostname).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// An agent to introduce ourselves to, `HOST` or `HOST:PORT` (repeatable; multicast discovery needs none).
+    #[arg(long, value_name = "ADDR")]
+    seed: Vec<String>,
+    /// CPU share cluster jobs may use on this node, percent of all its CPUs.
+    #[arg(long, value_name = "PERCENT", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100))]
+    cpu_quota: u32,
+    /// The network interface to talk on (default: the first non-loopback one that is up).
+    #[arg(long, value_name = "IFACE")]
+    interface: Option<String>,
+    /// Cluster id; agents only talk within one cluster.
+    #[arg(long, value_name = "ID", default_value = "default")]
+    cluster: String,
+    /// UDP port (membership, discovery) and TCP port (remote execution).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Where the agent records its identity.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/omnode")]
+    state_dir: PathBuf,
+    /// Relative CPU speed to report instead of calibrating at start.
+    #[arg(long, value_name = "FACTOR")]
+    speed: Option<f32>,
+}
+
+fn resolve_seed(s: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let with_port = if s.contains(':') {
+        s.to_string()
+    } else {
+        format!("{s}:{port}")
+    };
+    with_port
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve seed {s}"))?
+        .find(|a| a.is_ipv4())
+        .with_context(|| format!("seed {s} has no IPv4 address"))
+}
+
+fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OM_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let key = ClusterKey::load(&args.key_file)?;
+    let name = match args.name {
+        Some(n) => n,
+        None => nix::unistd::gethostname()
+            .context("cannot read the hostname; pass --name")?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    if name.is_empty()
+        || name.len() > 64
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        bail!("node name {name:?} must be 1-64 characters without spaces");
+    }
+    let seeds = args
+        .seed
+        .iter()
+        .map(|s| resolve_seed(s, args.port))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cfg = AgentConfig {
+        key,
+        cluster: args.cluster,
+        name,
+        socket: args.socket,
+        seeds,
+        cpu_quota: args.cpu_quota,
+        interface: args.interface,
+        port: args.port,
+        state_dir: Some(args.state_dir),
+        speed: args.speed,
+    };
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let agent = Agent::bind(cfg).await?;
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        agent.run(shutdown).await?;
+        anyhow::Ok(())
+    })
+}
+
+fn run_init(args: init::InitArgs) -> anyhow::Result<()> {
+    match init::run(args) {
+        Ok(never) => match never {},
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let argv0 = std::env::args().next().unwrap_or_default();
+    let as_init = std::process::id() == 1 || argv0 == "/init" || argv0.ends_with("/init");
+    let result = if as_init && std::env::args().len() <= 1 {
+        run_init(init::InitArgs::default())
+    } else {
+        let cli = Cli::parse();
+        match cli.command {
+            Command::Init(a) => run_init(a),
+            Command::Agent(a) => agent(a),
+            Command::Keygen { out } => ClusterKey::generate()
+                .save(&out)
+                .map(|()| println!("omnode: wrote a new cluster key to {}", out.display()))
+                .map_err(Into::into),
+            Command::Poweroff => {
+                init::request_power(init::PowerAction::PowerOff).map_err(Into::into)
+            }
+            Command::Reboot => init::request_power(init::PowerAction::Reboot).map_err(Into::into),
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("omnode: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

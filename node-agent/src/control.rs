@@ -1,0 +1,75 @@
+//! The local control socket between `omctl` and its agent: a unix stream
+//! socket (default [`DEFAULT_SOCKET`], mode 0666 so every local user can run
+//! jobs as themselves) carrying plain length-prefixed [`Frame`]s. The agent
+//! learns who is asking from the socket's peer credentials (`SO_PEERCRED`),
+//! never from the request, so a caller cannot ask to run as someone else.
+//!
+//! A connection carries one request: `Status` → `StatusReply`, `Ps` →
+//! `PsReply`, or `Run` followed by the job's stdin/signals one way and
+//! `Started`, output, then `Exit` or `Failed` the other.
+
+use std::path::Path;
+
+use tokio::net::UnixStream;
+
+use crate::wire::{self, Frame, WireError};
+
+/// Where the agent listens by default.
+pub const DEFAULT_SOCKET: &str = "/run/omnode.sock";
+
+/// Errors talking to the local agent.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The socket could not be reached.
+    #[error("cannot reach the agent at {path}: {source} (is `omnode agent` running?)")]
+    Connect {
+        /// Socket path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The exchange failed.
+    #[error("talking to the agent: {0}")]
+    Wire(#[from] WireError),
+    /// The agent closed the connection without answering.
+    #[error("the agent closed the connection without answering")]
+    NoAnswer,
+    /// The agent answered something else than expected.
+    #[error("unexpected answer from the agent: {0}")]
+    Unexpected(String),
+}
+
+/// Connects to the agent's socket.
+pub async fn connect(path: &Path) -> Result<UnixStream, ControlError> {
+    UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::Connect {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Sends one request and returns the one answer.
+pub async fn request(path: &Path, req: &Frame) -> Result<Frame, ControlError> {
+    let mut s = connect(path).await?;
+    wire::write_frame(&mut s, req).await?;
+    wire::read_frame(&mut s)
+        .await?
+        .ok_or(ControlError::NoAnswer)
+}
+
+/// The cluster view of the local agent.
+pub async fn status(path: &Path) -> Result<wire::ClusterStatus, ControlError> {
+    match request(path, &Frame::Status).await? {
+        Frame::StatusReply(s) => Ok(s),
+        other => Err(ControlError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// The cluster jobs the local agent knows.
+pub async fn ps(path: &Path) -> Result<Vec<wire::JobInfo>, ControlError> {
+    match request(path, &Frame::Ps).await? {
+        Frame::PsReply(s) => Ok(s),
+        other => Err(ControlError::Unexpected(format!("{other:?}"))),
+    }
+}

@@ -1,0 +1,306 @@
+//! Message encoding. Datagrams between agents (inside the sealing of
+//! [`crate::crypto`]) and the frames of the control socket and exec streams
+//! are `postcard`-encoded enums; frames travel as `len u32 BE | bytes`, sealed
+//! per frame on TCP and plain on the local unix socket.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::crypto::{FrameCipher, StreamError};
+use crate::load::LoadVector;
+use crate::membership::NodeId;
+
+/// Largest frame accepted on a stream.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// What one agent says to another in a datagram.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Datagram {
+    /// A foca membership payload.
+    Swim(Vec<u8>),
+    /// "I am here, and this is my load": multicast for discovery, unicast to
+    /// members at least once a second.
+    Presence {
+        /// The sender.
+        id: NodeId,
+        /// The sender's load vector.
+        load: LoadVector,
+    },
+}
+
+/// Errors decoding or moving messages.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Bytes that do not decode as the expected message.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] postcard::Error),
+    /// A frame announced a length over [`MAX_FRAME`].
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    /// The stream failed.
+    #[error("stream i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A sealed frame failed authentication.
+    #[error(transparent)]
+    Sealing(#[from] StreamError),
+}
+
+impl Datagram {
+    /// Encodes for sealing.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("datagram encoding cannot fail")
+    }
+
+    /// Decodes an opened datagram.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        Ok(postcard::from_bytes(bytes)?)
+    }
+}
+
+/// A job to run, as `omctl run` sends it to its local agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// Run on this node (name, number or address) instead of placing.
+    pub node: Option<String>,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// The caller's working directory.
+    pub cwd: String,
+    /// The caller's environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// A job to run, as the home agent sends it to the target agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// Cluster-unique job id (home node name + counter).
+    pub job: String,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+    /// Environment (the agent adds `OM_NODE` and `OM_HOME`).
+    pub env: Vec<(String, String)>,
+    /// Run as this user…
+    pub uid: u32,
+    /// …and group.
+    pub gid: u32,
+    /// The node it was launched from.
+    pub home: String,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitInfo {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+impl ExitInfo {
+    /// The shell convention: the code, or 128 + signal.
+    pub fn as_status(self) -> i32 {
+        match self {
+            ExitInfo::Code(c) => c,
+            ExitInfo::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// A node as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Name.
+    pub name: String,
+    /// openMosix-style node number (from the address).
+    pub number: u32,
+    /// Agent address.
+    pub addr: String,
+    /// `alive`, `suspect` or `down`.
+    pub state: String,
+    /// Whether this is the node answering.
+    pub local: bool,
+    /// Latest load vector, if one arrived.
+    pub load: Option<LoadVector>,
+    /// Age of that load vector in ms.
+    pub load_age_ms: Option<u64>,
+}
+
+/// The cluster as one agent sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// Cluster id.
+    pub cluster: String,
+    /// The answering node's name.
+    pub node: String,
+    /// Every node known, the answering one included.
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// A cluster job as `ps` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// Job id.
+    pub job: String,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// User it runs as.
+    pub uid: u32,
+    /// Node it runs on.
+    pub node: String,
+    /// Node it was launched from.
+    pub home: String,
+    /// Process id on `node`, once started.
+    pub pid: Option<u32>,
+    /// Start, ms since the Unix epoch.
+    pub started_ms: u64,
+}
+
+/// Messages on the control socket and exec streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Frame {
+    /// omctl → agent: the cluster view, please.
+    Status,
+    /// Reply to `Status`.
+    StatusReply(ClusterStatus),
+    /// omctl → agent: cluster jobs started here or running here.
+    Ps,
+    /// Reply to `Ps`.
+    PsReply(Vec<JobInfo>),
+    /// omctl → agent: run a job.
+    Run(RunRequest),
+    /// home agent → target agent: run this job.
+    Exec(ExecRequest),
+    /// The job started on `node` as `pid`.
+    Started {
+        /// Where it runs.
+        node: String,
+        /// Its process id there.
+        pid: u32,
+        /// Its sequence number among the jobs started there (see
+        /// [`LoadVector::started`]).
+        seq: u64,
+    },
+    /// Bytes for the job's stdin.
+    Stdin(Vec<u8>),
+    /// The job's stdin is closed.
+    StdinEof,
+    /// Deliver this signal to the job's process group.
+    Signal(i32),
+    /// Bytes from the job's stdout.
+    Stdout(Vec<u8>),
+    /// Bytes from the job's stderr.
+    Stderr(Vec<u8>),
+    /// The target is alive and the job is still running.
+    Heartbeat,
+    /// The job ended.
+    Exit(ExitInfo),
+    /// The job could not run or was lost; omctl exits with `code`.
+    Failed {
+        /// Exit status for omctl.
+        code: i32,
+        /// What went wrong, for a human.
+        message: String,
+    },
+}
+
+impl Frame {
+    /// Encodes the frame body.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("frame encoding cannot fail")
+    }
+
+    /// Decodes a frame body.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        Ok(postcard::from_bytes(bytes)?)
+    }
+}
+
+/// Reads one length-prefixed chunk; `Ok(None)` on a clean end of stream.
+pub async fn read_chunk<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>, WireError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME + 64 {
+        return Err(WireError::TooLarge(len));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    Ok(Some(buf))
+}
+
+/// Writes one length-prefixed chunk.
+pub async fn write_chunk<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(), WireError> {
+    let mut buf = Vec::with_capacity(4 + bytes.len());
+    buf.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    buf.extend_from_slice(bytes);
+    w.write_all(&buf).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Reads a plain frame (control socket).
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, WireError> {
+    match read_chunk(r).await? {
+        Some(b) => Ok(Some(Frame::decode(&b)?)),
+        None => Ok(None),
+    }
+}
+
+/// Writes a plain frame (control socket).
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<(), WireError> {
+    write_chunk(w, &f.encode()).await
+}
+
+/// Reads a sealed frame (exec stream).
+pub async fn read_sealed<R: AsyncRead + Unpin>(
+    r: &mut R,
+    cipher: &mut FrameCipher,
+) -> Result<Option<Frame>, WireError> {
+    match read_chunk(r).await? {
+        Some(b) => Ok(Some(Frame::decode(&cipher.open(&b)?)?)),
+        None => Ok(None),
+    }
+}
+
+/// Writes a sealed frame (exec stream).
+pub async fn write_sealed<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    cipher: &mut FrameCipher,
+    f: &Frame,
+) -> Result<(), WireError> {
+    write_chunk(w, &cipher.seal(&f.encode())).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagram_round_trip() {
+        let d = Datagram::Swim(vec![1, 2, 3]);
+        assert_eq!(Datagram::decode(&d.encode()).unwrap(), d);
+        assert!(Datagram::decode(&[200, 1]).is_err());
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let f = Frame::Stdout(b"hello".to_vec());
+        write_frame(&mut a, &f).await.unwrap();
+        drop(a);
+        assert_eq!(read_frame(&mut b).await.unwrap(), Some(f));
+        assert_eq!(read_frame(&mut b).await.unwrap(), None);
+    }
+
+    #[test]
+    fn exit_status_convention() {
+        assert_eq!(ExitInfo::Code(3).as_status(), 3);
+        assert_eq!(ExitInfo::Signal(15).as_status(), 143);
+    }
+}

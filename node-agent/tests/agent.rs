@@ -1,0 +1,704 @@
+//! Multi-node tests of `omnode agent` and `omctl`: one agent per network
+//! namespace on a bridge. Gated by `OM_NETNS_TESTS=1` (always on under CI).
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use node_agent::wire::ClusterStatus;
+
+use crate::util::{self, bin, wait_for, Lan, Reaped};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Agents of one cluster on one [`Lan`].
+struct Cluster {
+    lan: Lan,
+    dir: tempfile::TempDir,
+    id: String,
+    key: PathBuf,
+    agents: Vec<Option<Reaped>>,
+    joined: Vec<Option<mpsc::Receiver<String>>>,
+}
+
+impl Cluster {
+    fn new(tag: &str, net: u8, n: usize) -> Self {
+        let lan = Lan::new(tag, net, n);
+        let dir = util::shared_tempdir();
+        let key = dir.path().join("cluster.key");
+        let out = Command::new(bin("omnode"))
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "keygen: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            lan,
+            dir,
+            id: format!("test-{tag}"),
+            key,
+            agents: (0..n).map(|_| None).collect(),
+            joined: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    fn name(i: usize) -> String {
+        format!("n{i}")
+    }
+
+    fn socket(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("n{i}.sock"))
+    }
+
+    fn start_with(&mut self, i: usize, key: &std::path::Path, extra: &[&str]) {
+        let log = std::fs::File::create(self.dir.path().join(format!("n{i}.log"))).unwrap();
+        let mut child = util::netns_command(&self.lan.nodes[i], bin("omnode"))
+            .arg("agent")
+            .arg("--key-file")
+            .arg(key)
+            .arg("--socket")
+            .arg(self.socket(i))
+            .args([
+                "--name",
+                &Self::name(i),
+                "--cluster",
+                &self.id,
+                "--interface",
+                "eth0",
+                "--speed",
+                "1",
+            ])
+            .arg("--state-dir")
+            .arg(self.dir.path().join(format!("state-n{i}")))
+            .args(extra)
+            .env("OM_LOG", "info,node_agent::agent=debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        self.agents[i] = Some(Reaped(child));
+        self.joined[i] = Some(rx);
+    }
+
+    fn start(&mut self, i: usize, extra: &[&str]) {
+        let key = self.key.clone();
+        self.start_with(i, &key, extra);
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.agents[i] = None;
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("n{i}.log"))).unwrap_or_default()
+    }
+
+    fn join_line(&self, i: usize) -> String {
+        self.joined[i]
+            .as_ref()
+            .unwrap()
+            .recv_timeout(LIMIT)
+            .unwrap_or_else(|_| panic!("n{i} printed no join line; log:\n{}", self.log(i)))
+    }
+
+    fn omctl(&self, i: usize) -> Command {
+        let mut c = Command::new(bin("omctl"));
+        c.arg("--socket").arg(self.socket(i));
+        c
+    }
+
+    fn status(&self, i: usize) -> Result<ClusterStatus, String> {
+        let out = self
+            .omctl(i)
+            .args(["status", "--json"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    /// Waits until agent `i` sees exactly the nodes `alive` as alive (and no other).
+    fn wait_view(&self, i: usize, alive: &[usize], what: &str) -> ClusterStatus {
+        let want: Vec<String> = alive.iter().map(|&j| Self::name(j)).collect();
+        wait_for(&format!("n{i} to see {what} ({want:?})"), LIMIT, || {
+            let s = self.status(i)?;
+            let mut seen: Vec<String> = s
+                .nodes
+                .iter()
+                .filter(|n| n.state == "alive")
+                .map(|n| n.name.clone())
+                .collect();
+            seen.sort();
+            let mut w = want.clone();
+            w.sort();
+            let loads = s
+                .nodes
+                .iter()
+                .filter(|n| n.state == "alive")
+                .all(|n| n.load.is_some());
+            if seen == w && loads {
+                Ok(s)
+            } else {
+                Err(format!("sees {seen:?}"))
+            }
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for i in 0..self.agents.len() {
+                let log = self.log(i);
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!(
+                    "--- n{i} log (last lines, newest first):\n{}",
+                    tail.join("\n")
+                );
+            }
+        }
+    }
+}
+
+fn stdout_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn eight_agents_discover_each_other_and_see_a_death_and_a_rejoin() {
+    if !util::netns_tests() {
+        return;
+    }
+    let n = 8;
+    let mut c = Cluster::new("disc", 81, n);
+    let t0 = Instant::now();
+    for i in 0..n {
+        c.start(i, &[]);
+    }
+    for i in 0..n {
+        let line = c.join_line(i);
+        let prefix = format!("omnode: node n{i} joined cluster {} (", c.id);
+        assert!(
+            line.starts_with(&prefix) && line.ends_with(" nodes)"),
+            "join line: {line}"
+        );
+    }
+    let all: Vec<usize> = (0..n).collect();
+    for i in 0..n {
+        c.wait_view(i, &all, "everyone, with load vectors");
+    }
+    eprintln!("8 agents saw each other {:?} after start", t0.elapsed());
+
+    // Kill one: every other agent marks it dead.
+    let victim = 5;
+    c.kill(victim);
+    let t1 = Instant::now();
+    let rest: Vec<usize> = (0..n).filter(|&j| j != victim).collect();
+    for &i in &rest {
+        wait_for(&format!("n{i} to mark n5 down"), LIMIT, || {
+            let s = c.status(i)?;
+            let v = s
+                .nodes
+                .iter()
+                .find(|x| x.name == "n5")
+                .ok_or("n5 not listed")?;
+            if v.state == "down" {
+                Ok(())
+            } else {
+                Err(v.state.clone())
+            }
+        });
+        c.wait_view(i, &rest, "the others alive");
+    }
+    eprintln!("death of n5 seen by all {:?} after the kill", t1.elapsed());
+
+    // Restart it: everyone sees it again, it sees everyone.
+    c.start(victim, &[]);
+    c.join_line(victim);
+    for i in 0..n {
+        c.wait_view(i, &all, "n5 back");
+    }
+}
+
+#[test]
+fn wrong_key_forged_and_replayed_packets_change_nothing() {
+    if !util::netns_tests() {
+        return;
+    }
+    let mut c = Cluster::new("sec", 82, 4);
+    for i in 0..3 {
+        c.start(i, &[]);
+    }
+    let good = [0, 1, 2];
+    for i in good {
+        c.wait_view(i, &good, "the three keyed nodes");
+    }
+    // n3 has a different key: it hears the others but can open nothing.
+    let wrong = c.dir.path().join("wrong.key");
+    assert!(Command::new(bin("omnode"))
+        .args(["keygen", "--out"])
+        .arg(&wrong)
+        .status()
+        .unwrap()
+        .success());
+    c.start_with(3, &wrong, &[]);
+    let line = c.join_line(3);
+    assert!(
+        line.ends_with("(1 nodes)"),
+        "a keyless agent must join nobody: {line}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    for i in good {
+        let s = c.status(i).unwrap();
+        assert!(
+            !s.nodes.iter().any(|x| x.name == "n3"),
+            "n{i} lists the wrong-key node: {s:?}"
+        );
+        assert_eq!(s.nodes.iter().filter(|x| x.state == "alive").count(), 3);
+    }
+    let s3 = c.status(3).unwrap();
+    assert_eq!(s3.nodes.len(), 1, "the wrong-key node sees others: {s3:?}");
+    assert!(
+        c.log(0).contains("failed authentication"),
+        "n0 never logged a refused packet"
+    );
+
+    // Capture real sealed packets from the LAN, then replay them and flipped copies.
+    let captured = capture(&c.lan.nodes[3], 7946, 5);
+    assert!(!captured.is_empty());
+    let before: Vec<String> = (0..3).map(|i| c.log(i)).collect();
+    let mut sent = 0;
+    for p in &captured {
+        for i in good {
+            let to = format!("{}:7946", c.lan.addr(i));
+            send_from(&c.lan.nodes[3], &to, p);
+            sent += 1;
+            for bit in [0usize, 100, p.len() * 8 - 1] {
+                let mut q = p.clone();
+                q[bit / 8] ^= 1 << (bit % 8);
+                send_from(&c.lan.nodes[3], &to, &q);
+            }
+        }
+    }
+    assert!(sent > 0);
+    wait_for("replays to be refused", LIMIT, || {
+        let refused = (0..3)
+            .map(|i| c.log(i)[before[i].len()..].matches("is a replay").count())
+            .sum::<usize>();
+        if refused > 0 {
+            Ok(())
+        } else {
+            Err("no replay refused yet".into())
+        }
+    });
+    for i in good {
+        let s = c.status(i).unwrap();
+        assert_eq!(s.nodes.len(), 3, "n{i}'s view changed: {s:?}");
+        assert!(s.nodes.iter().all(|x| x.state == "alive"));
+    }
+}
+
+/// Receives `count` datagrams sent to the discovery group, inside netns `ns`.
+fn capture(ns: &str, port: u16, count: usize) -> Vec<Vec<u8>> {
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        enter_netns(&ns);
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&std::net::SocketAddr::from(([0, 0, 0, 0], port)).into())
+            .unwrap();
+        let iface = node_agent::discovery::pick_interface(Some("eth0")).unwrap();
+        s.join_multicast_v4(&node_agent::discovery::GROUP, &iface.addr)
+            .unwrap();
+        let s: std::net::UdpSocket = s.into();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        while out.len() < count {
+            let (n, _) = s.recv_from(&mut buf).expect("captured a packet");
+            out.push(buf[..n].to_vec());
+        }
+        out
+    })
+    .join()
+    .unwrap()
+}
+
+fn enter_netns(ns: &str) {
+    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+}
+
+/// Sends one datagram from inside netns `ns`.
+fn send_from(ns: &str, to: &str, data: &[u8]) {
+    let (ns, to, data) = (ns.to_string(), to.to_string(), data.to_vec());
+    std::thread::spawn(move || {
+        enter_netns(&ns);
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(&data, &to).unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+fn run_on(c: &Cluster, i: usize, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut cmd = c.omctl(i);
+    cmd.arg("run")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut si = child.stdin.take().unwrap();
+    si.write_all(stdin.as_bytes()).unwrap();
+    drop(si);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn remote_run_stdio_status_signals_uid_cwd() {
+    if !util::netns_tests() {
+        return;
+    }
+    let mut c = Cluster::new("run", 83, 3);
+    for i in 0..3 {
+        c.start(i, &[]);
+    }
+    for i in 0..3 {
+        c.wait_view(i, &[0, 1, 2], "all three");
+        let s = c.status(i).unwrap();
+        assert!(s.nodes.iter().all(|n| n.load.is_some()));
+    }
+    let work = util::shared_tempdir();
+    let cwd = work.path().to_str().unwrap().to_string();
+
+    // stdin in, stdout and stderr out, exit status, OM_NODE/OM_HOME, cwd.
+    let script =
+        "read x; echo \"got $x on $OM_NODE from $OM_HOME in $(pwd)\"; echo err >&2; exit 7";
+    let o = Command::new(bin("omctl"))
+        .arg("--socket")
+        .arg(c.socket(0))
+        .args(["run", "--node", "n2", "--", "sh", "-c", script])
+        .current_dir(&cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut ch| {
+            use std::io::Write;
+            ch.stdin.take().unwrap().write_all(b"hello\n")?;
+            ch.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(stdout_of(&o), format!("got hello on n2 from n0 in {cwd}\n"));
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
+    assert_eq!(o.status.code(), Some(7));
+
+    // A large stream both ways survives.
+    let big: String = (0..20000).map(|i| format!("line {i}\n")).collect();
+    let o = run_on(&c, 1, &["--node", "n0", "--", "cat"], &big);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout_of(&o).len(), big.len());
+
+    // Killed by a signal → 128 + n.
+    let o = run_on(
+        &c,
+        0,
+        &["--node", "n1", "--", "sh", "-c", "kill -TERM $$"],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(128 + 15));
+
+    // Runs as the caller: a caller running as nobody gets a job running as nobody.
+    let o = Command::new(bin("omctl"))
+        .arg("--socket")
+        .arg(c.socket(0))
+        .args(["run", "--node", "n1", "--", "sh", "-c", "id -u; id -g"])
+        .current_dir("/")
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout_of(&o),
+        "65534\n65534\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // A cwd that does not exist on the target: a clear error and 127.
+    let gone = work.path().join("only-here");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "mkdir -p {d} && cd {d} && rmdir {d} && exec {omctl} --socket {s} run --node n2 -- true",
+            d = gone.display(),
+            omctl = bin("omctl").display(),
+            s = c.socket(0).display()
+        ))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(127), "stderr: {err}");
+    assert!(
+        err.contains(&format!(
+            "working directory {} does not exist on node n2",
+            gone.display()
+        )),
+        "{err}"
+    );
+
+    // Signal delivery: SIGINT to omctl reaches the remote process group.
+    let mut child = c
+        .omctl(0)
+        .args([
+            "run",
+            "--node",
+            "n1",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo caught INT; exit 3' INT; echo ready; while :; do sleep 0.1; done",
+        ])
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first, "ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let st = child.wait().unwrap();
+    assert_eq!(rest, "caught INT\n");
+    assert_eq!(st.code(), Some(3));
+
+    // ps shows a running job with its node.
+    let mut sleeper = c
+        .omctl(0)
+        .args(["run", "--node", "n2", "--", "sleep", "30"])
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ps = wait_for("the job in ps", LIMIT, || {
+        let o = c
+            .omctl(0)
+            .args(["ps", "--json"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let jobs: Vec<node_agent::wire::JobInfo> =
+            serde_json::from_slice(&o.stdout).map_err(|e| e.to_string())?;
+        jobs.into_iter()
+            .find(|j| j.argv == ["sleep", "30"] && j.pid.is_some())
+            .ok_or_else(|| "not yet".to_string())
+    });
+    assert_eq!((ps.node.as_str(), ps.home.as_str()), ("n2", "n0"));
+
+    // The node running it dies: the caller gets a clear error and 255, no hang.
+    c.kill(2);
+    let st = sleeper.wait().unwrap();
+    assert_eq!(st.code(), Some(255));
+    let _ = sleeper.kill();
+}
+
+#[test]
+fn awk_burst_spreads_over_capped_nodes() {
+    if !util::netns_tests() {
+        return;
+    }
+    let n = 4;
+    let quota = "5";
+    let mut c = Cluster::new("awk", 84, n);
+    for i in 0..n {
+        c.start(i, &["--cpu-quota", quota]);
+    }
+    let all: Vec<usize> = (0..n).collect();
+    for i in 0..n {
+        c.wait_view(i, &all, "all nodes");
+    }
+    wait_for("load vectors everywhere", LIMIT, || {
+        let s = c.status(0)?;
+        if s.nodes
+            .iter()
+            .all(|x| x.load.as_ref().is_some_and(|l| l.cpu_quota == 5))
+        {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
+    let awk = "BEGIN {for(i=0;i<10000;i++)for(j=0;j<1000;j++);}";
+    // One job alone, uncapped, to know the work per job (CPU seconds).
+    let cpu_before = children_cpu();
+    assert!(Command::new("awk").arg(awk).status().unwrap().success());
+    let work = children_cpu() - cpu_before;
+    let cpus = std::thread::available_parallelism().unwrap().get() as f64;
+    let capacity = n as f64 * cpus * 5.0 / 100.0;
+    let jobs = 2 * n;
+    let t = Instant::now();
+    let children: Vec<_> = (0..jobs)
+        .map(|_| {
+            let ch = c
+                .omctl(0)
+                .args([
+                    "run",
+                    "--",
+                    "sh",
+                    "-c",
+                    &format!("awk '{awk}'; echo $OM_NODE"),
+                ])
+                .current_dir("/")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            ch
+        })
+        .collect();
+    let mut per_node = std::collections::BTreeMap::<String, usize>::new();
+    for ch in children {
+        let o = ch.wait_with_output().unwrap();
+        assert!(o.status.success());
+        *per_node
+            .entry(stdout_of(&o).trim().to_string())
+            .or_default() += 1;
+    }
+    let makespan = t.elapsed().as_secs_f64();
+    let ideal = jobs as f64 * work / capacity;
+    eprintln!(
+        "awk burst: {jobs} jobs on {n} nodes capped at {quota}%: makespan {makespan:.2}s, ideal {ideal:.2}s, ratio {:.2}, spread {per_node:?}",
+        makespan / ideal
+    );
+    assert_eq!(per_node.len(), n, "every node got work: {per_node:?}");
+    // Each job can only get `capacity / n` of a CPU on its node, so a pile-up would show.
+    assert!(
+        per_node.values().all(|&k| k == 2),
+        "jobs spread evenly: {per_node:?}"
+    );
+}
+
+/// CPU time (user + system) of this process's reaped children, in seconds.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let u = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_CHILDREN, &mut u), 0);
+        u
+    };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+#[test]
+fn mon_in_tmux_shows_every_node() {
+    if !util::netns_tests() {
+        return;
+    }
+    if Command::new("tmux").arg("-V").output().is_err() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("the mon test needs tmux");
+        }
+        eprintln!("skipped: tmux missing");
+        return;
+    }
+    let n = 3;
+    let mut c = Cluster::new("mon", 85, n);
+    for i in 0..n {
+        c.start(i, &[]);
+    }
+    for i in 0..n {
+        c.wait_view(i, &[0, 1, 2], "all nodes");
+    }
+    let session = "agt-mon-test";
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", session])
+        .status();
+    let cmd = format!(
+        "{} --socket {} mon",
+        bin("omctl").display(),
+        c.socket(0).display()
+    );
+    assert!(Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &cmd
+        ])
+        .status()
+        .unwrap()
+        .success());
+    struct Kill(&'static str);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["kill-session", "-t", self.0])
+                .status();
+        }
+    }
+    let _k = Kill(session);
+    let screen = wait_for("mon to draw every node", LIMIT, || {
+        let o = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", session])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let s = stdout_of(&o);
+        if (0..n).all(|i| s.contains(&format!(" n{i} "))) && s.contains("omctl mon") {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    });
+    assert!(screen.contains("alive"), "{screen}");
+    assert!(Command::new("tmux")
+        .args(["send-keys", "-t", session, "q"])
+        .status()
+        .unwrap()
+        .success());
+    wait_for("mon to quit on q", LIMIT, || {
+        let st = Command::new("tmux")
+            .args(["has-session", "-t", session])
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if st.success() {
+            Err("still running".into())
+        } else {
+            Ok(())
+        }
+    });
+}

@@ -1,0 +1,5 @@
+//! The node-agent integration tests (one binary; topics in modules).
+
+mod agent;
+mod init;
+mod util;
