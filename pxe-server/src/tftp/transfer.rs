@@ -620,10 +620,7 @@ mod tests {
         let (mut t, _) = Transfer::start(&n, 8 * 65537, 5);
         let mut step = t.on_datagram(&packet::encode_ack(0));
         let mut acks = 0u64;
-        loop {
-            let Send::Blocks { first, count } = step.send else {
-                break;
-            };
+        while let Send::Blocks { first, count } = step.send {
             let last = first + count - 1;
             acks += 1;
             // A duplicate of the previous ACK is ignored even across the wrap.
