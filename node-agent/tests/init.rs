@@ -79,6 +79,7 @@ impl DhcpLan {
                 dir.path().join("leases").display()
             ))
             .args(["--pid-file", "--log-dhcp"])
+            .stderr(Stdio::null())
             .arg(format!("--log-facility={}", log.display()))
             .stdin(Stdio::null())
             .spawn()
@@ -88,6 +89,18 @@ impl DhcpLan {
             _dir: dir,
             log,
         }
+    }
+}
+
+impl DhcpLan {
+    /// Stops dnsmasq with SIGTERM (so it flushes its log) and returns the log.
+    fn stop(&mut self) -> String {
+        if let Some(mut c) = self.dnsmasq.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
@@ -125,7 +138,7 @@ fn dhcp_client_gets_a_lease_configures_the_interface_and_renews() {
     if Command::new("dnsmasq").arg("--version").output().is_err() {
         panic!("this test needs dnsmasq (Debian package dnsmasq-base)");
     }
-    let lan = DhcpLan::new();
+    let mut lan = DhcpLan::new();
     let events = in_netns(CLI, || {
         netif::set_up(CLI_IF).unwrap();
         let mut shell = Shell::new(CLI_IF).unwrap();
@@ -147,7 +160,7 @@ fn dhcp_client_gets_a_lease_configures_the_interface_and_renews() {
         result.unwrap();
         events
     });
-    let log = std::fs::read_to_string(&lan.log).unwrap_or_default();
+    let log = lan.stop();
     let bound = events
         .iter()
         .find_map(|e| match e {

@@ -2,4 +2,5 @@
 
 mod agent;
 mod init;
+mod init_qemu;
 mod util;

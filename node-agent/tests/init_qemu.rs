@@ -1,0 +1,478 @@
+//! `omnode init` booting for real: a Debian kernel under qemu (TCG) with a
+//! test initramfs (a static `omnode` as /init, busybox, the e1000 module and
+//! a hand-written modules.dep/modules.alias), its NIC on a tap in a network
+//! namespace bridge where dnsmasq serves DHCP. The assertions read the
+//! serial console and drive the root shell through it.
+//!
+//! Needs root, qemu-system-x86, dnsmasq-base, busybox-static, cpio, gzip,
+//! iproute2 and apt (to download the kernel package into
+//! `$XDG_CACHE_HOME/omcluster-test`, default `~/.cache/omcluster-test`).
+//! Runs under `OM_QEMU_TESTS=1` or `CI=true`. A prebuilt static omnode can be
+//! given with `OM_STATIC_OMNODE=PATH`; otherwise the test builds one.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::util::ip_quiet;
+
+const NS: &str = "omt-init-q";
+const BR: &str = "omtinitbr";
+const TAP: &str = "omtinitq0";
+const VM_MAC: &str = "52:54:00:77:10:01";
+/// Generous limits so a broken boot fails instead of hanging; no speed is
+/// asserted.
+const GUARD: Duration = Duration::from_secs(240);
+
+fn qemu_tests() -> bool {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    if !(ci || std::env::var("OM_QEMU_TESTS").is_ok_and(|v| v == "1")) {
+        eprintln!("skipped: set OM_QEMU_TESTS=1 (needs root, qemu, dnsmasq, busybox-static, apt)");
+        return false;
+    }
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root".to_string());
+    }
+    for (tool, package) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("dnsmasq", "dnsmasq-base"),
+        ("ip", "iproute2"),
+        ("cpio", "cpio"),
+        ("gzip", "gzip"),
+        ("apt-get", "apt"),
+        ("dpkg-deb", "dpkg"),
+    ] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            missing.push(format!("{tool} (package {package})"));
+        }
+    }
+    if !Path::new("/bin/busybox").exists() {
+        missing.push("/bin/busybox (package busybox-static)".into());
+    }
+    if !missing.is_empty() {
+        if ci {
+            panic!("the qemu init test needs {}", missing.join(", "));
+        }
+        eprintln!("skipped: the qemu init test needs {}", missing.join(", "));
+        return false;
+    }
+    true
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The test's scratch space next to the test binary (`target/…/omt-init`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/tests-HASH
+    exe.ancestors().nth(3).unwrap().to_path_buf()
+}
+
+/// A statically linked omnode: `OM_STATIC_OMNODE`, or built with crt-static
+/// in its own target directory.
+fn static_omnode() -> PathBuf {
+    if let Ok(p) = std::env::var("OM_STATIC_OMNODE") {
+        return PathBuf::from(p);
+    }
+    let target = target_dir().join("omt-static");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo)
+        .args(["build", "-p", "node-agent", "--bin", "omnode", "--release"])
+        .args(["--target", "x86_64-unknown-linux-gnu", "--manifest-path"])
+        .arg(&manifest)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_DIR", &target)
+        .stdout(Stdio::null()));
+    let bin = target.join("x86_64-unknown-linux-gnu/release/omnode");
+    let file = run(Command::new("file").arg(&bin));
+    assert!(
+        file.contains("statically linked") || file.contains("static-pie"),
+        "{file}"
+    );
+    bin
+}
+
+fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+    let dir = base.join("omcluster-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The Debian kernel: (vmlinuz, e1000.ko, kernel release).
+fn debian_kernel() -> (PathBuf, PathBuf, String) {
+    let deps = run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]));
+    let pkg = deps
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .find(|p| p.starts_with("linux-image-") && p.ends_with("-amd64"))
+        .unwrap_or_else(|| {
+            panic!(
+                "apt-cache depends linux-image-amd64 names no kernel (run apt-get update): {deps}"
+            )
+        })
+        .to_string();
+    let cache = cache_dir();
+    let find_deb = || {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb"))
+            })
+    };
+    let deb = match find_deb() {
+        Some(d) => d,
+        None => {
+            run(Command::new("apt-get")
+                .args(["download", &pkg])
+                .current_dir(&cache));
+            find_deb().expect("apt-get download left no .deb")
+        }
+    };
+    let kver = pkg.strip_prefix("linux-image-").unwrap().to_string();
+    let dir = cache.join(format!("init-{pkg}"));
+    let vmlinuz = dir.join(format!("boot/vmlinuz-{kver}"));
+    let e1000 = dir.join(format!(
+        "lib/modules/{kver}/kernel/drivers/net/ethernet/intel/e1000/e1000.ko"
+    ));
+    if !vmlinuz.exists() || !e1000.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        // Only the two files the test needs, not the whole 400 MB tree.
+        let script = format!(
+            "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards './boot/vmlinuz-*' './lib/modules/*/e1000.ko'",
+            deb.display(),
+            dir.display()
+        );
+        run(Command::new("sh").args(["-c", &script]));
+    }
+    assert!(
+        vmlinuz.exists() && e1000.exists(),
+        "kernel package {pkg} lacks vmlinuz or e1000.ko"
+    );
+    (vmlinuz, e1000, kver)
+}
+
+/// Packs the test initramfs and returns its path.
+fn initramfs(work: &Path, omnode: &Path, e1000: &Path, kver: &str) -> PathBuf {
+    let root = work.join("root");
+    let _ = std::fs::remove_dir_all(&root);
+    for d in ["bin", "etc", "root", "proc", "sys", "dev", "run", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy(omnode, root.join("bin/omnode")).unwrap();
+    std::os::unix::fs::symlink("bin/omnode", root.join("init")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "ls", "cat", "echo", "ip", "hostname", "mount", "ps", "kill", "grep", "sleep",
+        "uname",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let moddir = root.join(format!("lib/modules/{kver}"));
+    let rel = "kernel/drivers/net/ethernet/intel/e1000/e1000.ko";
+    std::fs::create_dir_all(moddir.join(rel).parent().unwrap()).unwrap();
+    std::fs::copy(e1000, moddir.join(rel)).unwrap();
+    // e1000 has no dependencies; the alias file also carries entries for
+    // modules that are not present, which must not be matched.
+    std::fs::write(moddir.join("modules.dep"), format!("{rel}:\n")).unwrap();
+    std::fs::write(
+        moddir.join("modules.alias"),
+        "# hand-written for the init qemu test\n\
+         alias pci:v00001AF4d00001000sv*sd*bc*sc*i* virtio_net\n\
+         alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n\
+         alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e\n",
+    )
+    .unwrap();
+    let out = work.join("initrd.gz");
+    run(Command::new("sh").args([
+        "-c",
+        &format!(
+            "cd '{}' && find . | sort | cpio -o -H newc -R 0:0 --quiet | gzip -1 > '{}'",
+            root.display(),
+            out.display()
+        ),
+    ]));
+    out
+}
+
+/// The namespace with a bridge, the VM's tap and dnsmasq. Removed on drop
+/// and before setup.
+struct Lan {
+    dnsmasq: Option<Child>,
+}
+
+fn cleanup() {
+    ip_quiet(&["netns", "del", NS]);
+}
+
+impl Lan {
+    fn new(work: &Path) -> Self {
+        cleanup();
+        let sh = |c: &str| {
+            run(Command::new("ip").args(["netns", "exec", NS, "sh", "-c", c]));
+        };
+        run(Command::new("ip").args(["netns", "add", NS]));
+        sh(&format!(
+            "ip link set lo up && ip link add {BR} type bridge && ip addr add 10.77.10.1/24 dev {BR} && ip link set {BR} up \
+             && ip tuntap add {TAP} mode tap && ip link set {TAP} master {BR} && ip link set {TAP} up"
+        ));
+        let dnsmasq = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                NS,
+                "dnsmasq",
+                "--no-daemon",
+                "--conf-file=/dev/null",
+            ])
+            .args([
+                "--no-resolv",
+                "--no-hosts",
+                "--no-ping",
+                "--port=0",
+                "--bind-interfaces",
+            ])
+            .arg(format!("--interface={BR}"))
+            .arg("--dhcp-range=10.77.10.50,10.77.10.60,255.255.255.0,2m")
+            .arg("--dhcp-option=option:router,10.77.10.1")
+            .arg("--dhcp-option=option:dns-server,10.77.10.1")
+            .arg(format!("--dhcp-host={VM_MAC},10.77.10.55,qnode-1"))
+            .arg(format!(
+                "--dhcp-leasefile={}",
+                work.join("leases").display()
+            ))
+            .arg("--pid-file")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq");
+        Lan {
+            dnsmasq: Some(dnsmasq),
+        }
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.dnsmasq.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        cleanup();
+    }
+}
+
+/// The VM: its serial console as a growing text, and its input.
+struct Vm {
+    child: Child,
+    stdin: ChildStdin,
+    console: Arc<(Mutex<String>, Condvar)>,
+}
+
+impl Vm {
+    fn start(vmlinuz: &Path, initrd: &Path, append: &str) -> Self {
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                NS,
+                "qemu-system-x86_64",
+                "-accel",
+                "tcg",
+                "-m",
+                "512",
+            ])
+            .args([
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-serial",
+                "stdio",
+                "-no-reboot",
+            ])
+            .arg("-kernel")
+            .arg(vmlinuz)
+            .arg("-initrd")
+            .arg(initrd)
+            .args(["-append", append])
+            .args([
+                "-netdev",
+                &format!("tap,id=n0,ifname={TAP},script=no,downscript=no"),
+            ])
+            .args(["-device", &format!("e1000,netdev=n0,mac={VM_MAC},romfile=")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start qemu-system-x86_64");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let console = Arc::new((Mutex::new(String::new()), Condvar::new()));
+        let c2 = console.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let (text, cv) = &*c2;
+                text.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]).replace('\r', ""));
+                cv.notify_all();
+            }
+        });
+        Vm {
+            child,
+            stdin,
+            console,
+        }
+    }
+
+    fn text(&self) -> String {
+        self.console.0.lock().unwrap().clone()
+    }
+
+    /// Waits until the console shows `needle` after byte `from`; returns the
+    /// position after it. Panics with the whole console on the guard.
+    fn wait_for(&self, needle: &str, from: usize) -> usize {
+        let (text, cv) = &*self.console;
+        let deadline = Instant::now() + GUARD;
+        let mut t = text.lock().unwrap();
+        loop {
+            if let Some(i) = t.get(from..).and_then(|s| s.find(needle)) {
+                return from + i + needle.len();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "console never showed {needle:?}; console so far:\n{}",
+                *t
+            );
+            t = cv.wait_timeout(t, left).unwrap().0;
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+        self.stdin.flush().unwrap();
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn init_boots_loads_e1000_gets_dhcp_and_keeps_a_shell() {
+    if !qemu_tests() {
+        return;
+    }
+    let work = target_dir().join("omt-init-qemu");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let omnode = static_omnode();
+    let (vmlinuz, e1000, kver) = debian_kernel();
+    let initrd = initramfs(&work, &omnode, &e1000, &kver);
+    let _lan = Lan::new(&work);
+    let key = "5a".repeat(32);
+    let mut vm = Vm::start(
+        &vmlinuz,
+        &initrd,
+        &format!("console=ttyS0 loglevel=3 panic=-1 om.role=node om.cluster=qtest om.server=10.77.10.1 om.key={key}"),
+    );
+
+    let mut at = vm.wait_for(
+        &format!(
+            "omnode: init {} starting on Linux {kver}",
+            env!("CARGO_PKG_VERSION")
+        ),
+        0,
+    );
+    at = vm.wait_for(
+        "omnode: mounted /proc /sys /dev /dev/pts /dev/shm /run /tmp /sys/fs/cgroup",
+        at,
+    );
+    vm.wait_for("omnode: role node, cluster qtest, server 10.77.10.1", at);
+    vm.wait_for("omnode: root shell on /dev/ttyS0", at);
+    at = vm.wait_for("omnode: loaded modules: e1000", at);
+    at = vm.wait_for("omnode: eth0 (52:54:00:77:10:01) up, asking DHCP", at);
+    at = vm.wait_for(
+        "omnode: eth0: DHCP lease 10.77.10.55/24 from 10.77.10.1, router 10.77.10.1, dns 10.77.10.1, 120s",
+        at,
+    );
+    at = vm.wait_for("omnode: hostname qnode-1", at);
+    at = vm.wait_for("omnode: cluster key written to /run/omcluster.key", at);
+    at = vm.wait_for(
+        "omnode: starting agent: /bin/omnode agent --key-file /run/omcluster.key --name qnode-1 --cluster qtest --seed 10.77.10.1",
+        at,
+    );
+
+    // The shell on the serial console works, and sees what init set up.
+    // (The echoed command lines never contain the expected output.)
+    vm.send("echo \"omt-host=$(hostname) sum=$((6*7))\"");
+    at = vm.wait_for("omt-host=qnode-1 sum=42", at);
+    vm.send("ip -4 addr show dev eth0; ip route; grep -c ' cgroup2 ' /proc/mounts; cat /run/omcluster.key; echo omt-done");
+    let end = vm.wait_for("\nomt-done", at);
+    let out = vm.text()[at..end].to_string();
+    assert!(out.contains("inet 10.77.10.55/24"), "{out}");
+    assert!(out.contains("default via 10.77.10.1 dev eth0"), "{out}");
+    assert!(out.contains(&format!("\n{key}\n")), "{out}");
+    assert!(out.contains("\n1\n"), "cgroup2 not mounted once: {out}");
+    at = end;
+
+    // A shell that exits is replaced.
+    vm.send("exit");
+    at = vm.wait_for(
+        "omnode: shell on /dev/ttyS0 exited with status 0; restarting in 1s",
+        at,
+    );
+    vm.send("echo \"omt-again=$((1+1))\"");
+    at = vm.wait_for("omt-again=2", at);
+
+    // Clean power off through PID 1; qemu exits when the machine is off.
+    vm.send("omnode poweroff");
+    vm.wait_for("omnode: power off: stopping all processes", at);
+    vm.wait_for("omnode: power off now", at);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut child = std::mem::replace(&mut vm.child, Command::new("true").spawn().unwrap());
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = rx
+        .recv_timeout(GUARD)
+        .unwrap_or_else(|_| panic!("qemu did not exit after power off; console:\n{}", vm.text()))
+        .unwrap();
+    assert!(status.success(), "qemu exited with {status}");
+    eprintln!("console:\n{}", vm.text());
+}
