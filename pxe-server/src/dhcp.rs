@@ -19,9 +19,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::leases::LeaseRecord;
 use crate::leases::{LeaseError, LeaseStore};
 use crate::nodes::{MacAddr, NodeRegistry};
-use engine::{Engine, Exchange, Incoming};
+use engine::{Engine, Exchange, Incoming, Outcome};
 
 /// Most packets handled (and committed) as one batch.
 const MAX_BATCH: usize = 512;
@@ -61,8 +62,10 @@ pub fn bind(iface: &str, port: u16) -> Result<std::net::UdpSocket, DhcpError> {
     s.set_reuse_address(true).map_err(err)?;
     s.set_broadcast(true).map_err(err)?;
     s.bind_device(Some(iface.as_bytes())).map_err(err)?;
-    // Bursts of thousands of DISCOVERs must queue, not drop.
+    // Bursts of thousands of DISCOVERs must queue, not drop; as root, past
+    // net.core.rmem_max.
     let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &(4 << 20));
     let _ = s.set_send_buffer_size(4 << 20);
     s.set_nonblocking(true).map_err(err)?;
     s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())
@@ -156,6 +159,19 @@ pub async fn run(
         });
     }
     drop(tx);
+    // Replies that need no durable state (OFFER, NAK, INFORM's ACK) go out
+    // at once; outcomes with lease records go to the committer, which writes
+    // everything queued so far with one fsync and only then sends their
+    // replies. The engine keeps deciding while a sync is in flight.
+    let (commit_tx, commit_rx) = mpsc::unbounded_channel::<Vec<Pending>>();
+    let committer = tokio::spawn(commit_loop(
+        commit_rx,
+        store.take(),
+        socks.clone(),
+        meta.clone(),
+        iface_names.clone(),
+        nodes.clone(),
+    ));
     tokio::pin!(shutdown);
     let mut batch: Vec<Received> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -172,11 +188,10 @@ pub async fn run(
             }
         }
         let now = unix_now();
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut records = Vec::new();
+        let mut pending = Vec::new();
         for m in &batch {
             let (iface, local_port) = meta[m.sock];
-            let mut o = engine.handle(
+            let o = engine.handle(
                 Incoming {
                     bytes: &m.bytes,
                     iface,
@@ -185,50 +200,106 @@ pub async fn run(
                 },
                 now,
             );
-            records.append(&mut o.persist);
-            outcomes.push((iface, o));
-        }
-        if !records.is_empty() {
-            if let Some(s) = store.take() {
-                let (s, res) = tokio::task::spawn_blocking(move || {
-                    let mut s = s;
-                    let r = s.commit(&records);
-                    (s, r)
-                })
-                .await?;
-                store = Some(s);
-                if let Err(e) = res {
-                    tracing::error!(cause = %e, "lease commit failed: no replies sent for this batch");
-                    return Err(e.into());
-                }
+            if o.persist.is_empty() {
+                deliver(iface, o, &socks, &meta, &iface_names, nodes.as_deref()).await;
+            } else {
+                pending.push(Pending { iface, outcome: o });
             }
         }
-        for (iface, o) in outcomes {
-            if let Some(ex) = &o.exchange {
-                log_exchange(
-                    ex,
-                    iface_names.get(iface).map(String::as_str).unwrap_or("?"),
-                );
-                if let Some(n) = &nodes {
-                    if ex.arch.is_some() || ex.file.is_some() {
-                        n.record_dhcp(MacAddr(ex.mac.0), ex.ip.map(Into::into), ex.arch, None);
-                    }
-                }
-            }
-            if let Some(r) = o.reply {
-                let Some(si) = meta
-                    .iter()
-                    .position(|&(i, p)| i == r.iface && p == r.local_port)
-                else {
-                    continue;
-                };
-                if let Err(e) = socks[si].send_to(&r.bytes, r.dest).await {
-                    tracing::warn!(dest = %r.dest, cause = %e, "dhcp send failed");
-                }
+        if !pending.is_empty() && commit_tx.send(pending).is_err() {
+            // The committer stopped on a write error; its result says why.
+            break;
+        }
+    }
+    drop(commit_tx);
+    let committed = committer.await?;
+    readers.abort_all();
+    while readers.join_next().await.is_some() {}
+    committed
+}
+
+/// An outcome waiting for its lease records to be durable.
+struct Pending {
+    iface: usize,
+    outcome: Outcome,
+}
+
+/// Log an exchange, record it in the node registry, send its reply.
+async fn deliver(
+    iface: usize,
+    o: Outcome,
+    socks: &[Arc<UdpSocket>],
+    meta: &[(usize, u16)],
+    iface_names: &[String],
+    nodes: Option<&NodeRegistry>,
+) {
+    if let Some(ex) = &o.exchange {
+        log_exchange(
+            ex,
+            iface_names.get(iface).map(String::as_str).unwrap_or("?"),
+        );
+        if let Some(n) = nodes {
+            if ex.arch.is_some() || ex.file.is_some() {
+                n.record_dhcp(MacAddr(ex.mac.0), ex.ip.map(Into::into), ex.arch, None);
             }
         }
     }
-    readers.abort_all();
-    while readers.join_next().await.is_some() {}
+    if let Some(r) = o.reply {
+        let Some(si) = meta
+            .iter()
+            .position(|&(i, p)| i == r.iface && p == r.local_port)
+        else {
+            return;
+        };
+        if let Err(e) = socks[si].send_to(&r.bytes, r.dest).await {
+            tracing::warn!(dest = %r.dest, cause = %e, "dhcp send failed");
+        }
+    }
+}
+
+/// Group commit: take everything queued, write it with one fsync, then
+/// deliver. Stops (and so stops the server) on a write error: a lease that
+/// cannot be kept must not be ACKed.
+async fn commit_loop(
+    mut rx: mpsc::UnboundedReceiver<Vec<Pending>>,
+    mut store: Option<LeaseStore>,
+    socks: Vec<Arc<UdpSocket>>,
+    meta: Vec<(usize, u16)>,
+    iface_names: Vec<String>,
+    nodes: Option<Arc<NodeRegistry>>,
+) -> Result<(), DhcpError> {
+    while let Some(mut group) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            group.extend(more);
+        }
+        let records: Vec<LeaseRecord> = group
+            .iter_mut()
+            .flat_map(|p| std::mem::take(&mut p.outcome.persist))
+            .collect();
+        if let Some(s) = store.take() {
+            let (s, res) = tokio::task::spawn_blocking(move || {
+                let mut s = s;
+                let r = s.commit(&records);
+                (s, r)
+            })
+            .await?;
+            store = Some(s);
+            if let Err(e) = res {
+                tracing::error!(cause = %e, "lease commit failed: stopping, no ACK sent for uncommitted leases");
+                return Err(e.into());
+            }
+        }
+        for p in group {
+            deliver(
+                p.iface,
+                p.outcome,
+                &socks,
+                &meta,
+                &iface_names,
+                nodes.as_deref(),
+            )
+            .await;
+        }
+    }
     Ok(())
 }
