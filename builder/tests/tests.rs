@@ -1,0 +1,5 @@
+//! The builder's one integration-test binary; topic modules below.
+
+mod util;
+
+mod iso;
