@@ -111,6 +111,7 @@ pub struct Engine {
     offer_by_mac: HashMap<Mac, Ipv4Addr>,
     reserved: HashMap<Ipv4Addr, Mac>,
     cursors: Vec<u32>,
+    last_sweep: u64,
 }
 
 /// Which shape of REQUEST (RFC 2131 §4.3.2).
@@ -139,6 +140,7 @@ impl Engine {
             offer_by_mac: HashMap::new(),
             reserved,
             cursors,
+            last_sweep: 0,
         }
     }
 
@@ -149,6 +151,14 @@ impl Engine {
 
     /// Handle one request at unix time `now`.
     pub fn handle(&mut self, inc: Incoming<'_>, now: u64) -> Outcome {
+        if now > self.last_sweep {
+            // Offers never taken up (a client that went elsewhere, a load
+            // generator) must not pile up.
+            self.last_sweep = now;
+            self.offers.retain(|_, o| o.until > now);
+            let offers = &self.offers;
+            self.offer_by_mac.retain(|_, ip| offers.contains_key(ip));
+        }
         let Ok(p) = Packet::parse(inc.bytes) else {
             return Outcome::default();
         };
