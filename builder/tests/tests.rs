@@ -3,3 +3,4 @@
 mod util;
 
 mod iso;
+mod iso_qemu;

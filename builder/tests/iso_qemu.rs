@@ -1,0 +1,377 @@
+//! The hybrid ISO booted by real firmware under qemu (TCG): as a CD and as a
+//! USB stick, with SeaBIOS and with OVMF, through ISOLINUX and systemd-boot,
+//! into Debian's kernel and a busybox initramfs whose `/init` prints
+//! `OMISO-BOOT-OK role=<om.role>` on the serial console and powers off.
+//!
+//! Gated by `OM_QEMU_TESTS=1` (or `CI=true`, where missing prerequisites
+//! fail). Needs qemu-system-x86, ovmf, busybox-static, cpio, isolinux,
+//! syslinux-common, systemd-boot-efi and apt access to download the kernel
+//! package once (cached under `$XDG_CACHE_HOME/omcluster-test`, default
+//! `~/.cache/omcluster-test`). `OM_ISO_BOOTS=seabios-cd,ovmf-usb` runs a
+//! subset; `OM_ISO_LOGS=DIR` keeps the console logs.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::iso::{entries, host_loaders, media, write_iso};
+use crate::util;
+
+const MARKER: &str = "OMISO-BOOT-OK";
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache")
+        });
+    let dir = base.join("omcluster-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Debian's current amd64 kernel image (downloaded once, then cached).
+fn debian_vmlinuz() -> Vec<u8> {
+    let deps = run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]));
+    let pkg = deps
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .find(|p| p.starts_with("linux-image-") && p.ends_with("-amd64"))
+        .unwrap_or_else(|| panic!("apt-cache depends linux-image-amd64 names no kernel: {deps}"))
+        .to_string();
+    let kver = pkg.trim_start_matches("linux-image-").to_string();
+    let cache = cache_dir();
+    let vmlinuz = cache.join(format!("iso-{pkg}/boot/vmlinuz-{kver}"));
+    if !vmlinuz.exists() {
+        let deb = |cache: &Path| {
+            std::fs::read_dir(cache)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb"))
+                })
+        };
+        let deb = match deb(&cache) {
+            Some(d) => d,
+            None => {
+                run(Command::new("apt-get")
+                    .args(["download", &pkg])
+                    .current_dir(&cache));
+                deb(&cache).expect("apt-get download left no .deb")
+            }
+        };
+        let dir = cache.join(format!("iso-{pkg}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = format!(
+            "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards './boot/vmlinuz-*'",
+            deb.display(),
+            dir.display()
+        );
+        run(Command::new("sh").args(["-c", &script]));
+    }
+    std::fs::read(&vmlinuz).unwrap()
+}
+
+/// A newc initramfs (made by `cpio`): static busybox and an `/init` that
+/// prints the marker with the `om.role` it was booted with, then powers off.
+fn marker_initramfs(tmp: &Path) -> Vec<u8> {
+    let root = tmp.join("initramfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    let init = "#!/bin/sh\n\
+        /bin/busybox mkdir -p /proc\n\
+        /bin/busybox mount -t proc proc /proc\n\
+        for w in $(/bin/busybox cat /proc/cmdline); do\n\
+          case $w in om.role=*) role=${w#om.role=} ;; esac\n\
+        done\n\
+        echo \"OMISO-BOOT-OK role=$role\"\n\
+        /bin/busybox poweroff -f\n";
+    std::fs::write(root.join("init"), init).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("sh")
+        .args(["-c", "find . | sort | cpio -o -H newc --quiet"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cpio failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Firmware {
+    SeaBios,
+    Ovmf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Medium {
+    Cd,
+    Usb,
+}
+
+/// One boot: firmware, medium, and the keys to type at a prompt (if any).
+struct Boot {
+    name: &'static str,
+    firmware: Firmware,
+    medium: Medium,
+    /// When this text shows on the serial console, type `keys` (the head
+    /// entry: its label at ISOLINUX's `boot:` prompt, or cursor-down and
+    /// Enter in systemd-boot's menu, which OVMF reads from the serial port).
+    prompt: Option<(&'static str, &'static str)>,
+    expect_role: &'static str,
+}
+
+/// qemu with the serial console on a pipe; killed on drop.
+struct Qemu {
+    child: Child,
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn boot(iso: &Path, tmp: &Path, b: &Boot) -> String {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+    ]);
+    cmd.args(["-serial", "stdio", "-net", "none"]);
+    if b.firmware == Firmware::Ovmf {
+        let vars = tmp.join(format!("{}-vars.fd", b.name));
+        std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+        cmd.args([
+            "-drive",
+            "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+        ]);
+        cmd.arg("-drive")
+            .arg(format!("if=pflash,format=raw,file={}", vars.display()));
+    }
+    match b.medium {
+        Medium::Cd => {
+            cmd.arg("-drive").arg(format!(
+                "if=none,id=cd,media=cdrom,readonly=on,format=raw,file={}",
+                iso.display()
+            ));
+            cmd.args(["-device", "ide-cd,drive=cd,bootindex=0"]);
+        }
+        Medium::Usb => {
+            cmd.arg("-drive").arg(format!(
+                "if=none,id=stick,format=raw,snapshot=on,file={}",
+                iso.display()
+            ));
+            cmd.args([
+                "-device",
+                "qemu-xhci",
+                "-device",
+                "usb-storage,drive=stick,bootindex=0",
+            ]);
+        }
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut q = Qemu {
+        child: cmd.spawn().expect("qemu-system-x86_64 starts"),
+    };
+    let mut stdout = q.child.stdout.take().unwrap();
+    let mut stdin = q.child.stdin.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    // A hang guard, not a timing assertion: TCG on a loaded 2-core machine
+    // is slow, so allow plenty.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut log = String::new();
+    let mut typed = b.prompt.is_none();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => log.push_str(&String::from_utf8_lossy(&chunk)),
+            Err(_) => break,
+        }
+        if let (false, Some((prompt, keys))) = (typed, b.prompt) {
+            if log.contains(prompt) {
+                stdin.write_all(keys.as_bytes()).unwrap();
+                stdin.flush().unwrap();
+                typed = true;
+            }
+        }
+        // Stop once the marker line is complete (the VM powers off anyway).
+        if log.find(MARKER).is_some_and(|at| log[at..].contains('\n')) {
+            break;
+        }
+    }
+    let _ = q.child.kill();
+    let mut err = String::new();
+    if let Some(mut e) = q.child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    // OM_ISO_LOGS=DIR keeps each console log for a look afterwards.
+    let logs = std::env::var_os("OM_ISO_LOGS").map_or_else(|| tmp.to_path_buf(), PathBuf::from);
+    std::fs::write(logs.join(format!("{}.log", b.name)), &log).unwrap();
+    log + &err
+}
+
+fn prerequisites() -> bool {
+    [
+        "qemu-system-x86_64",
+        "cpio",
+        "busybox",
+        "apt-get",
+        "dpkg-deb",
+    ]
+    .iter()
+    .all(|t| util::tool(t).is_some())
+        && [
+            "/usr/share/OVMF/OVMF_CODE_4M.fd",
+            "/usr/share/OVMF/OVMF_VARS_4M.fd",
+        ]
+        .iter()
+        .all(|f| {
+            let ok = Path::new(f).exists();
+            assert!(
+                ok || !util::ci(),
+                "{f} is missing: install the Debian package ovmf"
+            );
+            ok
+        })
+}
+
+#[test]
+fn iso_boots_from_cd_and_usb_with_seabios_and_ovmf() {
+    if !util::enabled("OM_QEMU_TESTS") {
+        eprintln!("skipping: set OM_QEMU_TESTS=1 to boot the ISO in qemu");
+        return;
+    }
+    if !prerequisites() {
+        return;
+    }
+    let Some(loaders) = host_loaders() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let kernel = debian_vmlinuz();
+    let initrd = marker_initramfs(tmp.path());
+    let extra = vec![("manifest.json".to_string(), b"{}\n".to_vec())];
+    let cmdline = "console=ttyS0 panic=-1";
+    let iso_path = tmp.path().join("om.iso");
+    write_iso(
+        &media(&loaders, &kernel, &initrd, &extra, entries(cmdline)),
+        &iso_path,
+    );
+    let boots = [
+        Boot {
+            name: "seabios-cd",
+            firmware: Firmware::SeaBios,
+            medium: Medium::Cd,
+            prompt: None,
+            expect_role: "node",
+        },
+        Boot {
+            name: "seabios-cd-head",
+            firmware: Firmware::SeaBios,
+            medium: Medium::Cd,
+            prompt: Some(("boot:", "head\r")),
+            expect_role: "head",
+        },
+        Boot {
+            name: "ovmf-cd",
+            firmware: Firmware::Ovmf,
+            medium: Medium::Cd,
+            prompt: None,
+            expect_role: "node",
+        },
+        Boot {
+            name: "seabios-usb",
+            firmware: Firmware::SeaBios,
+            medium: Medium::Usb,
+            prompt: None,
+            expect_role: "node",
+        },
+        Boot {
+            name: "ovmf-usb",
+            firmware: Firmware::Ovmf,
+            medium: Medium::Usb,
+            prompt: None,
+            expect_role: "node",
+        },
+        Boot {
+            name: "ovmf-cd-head",
+            firmware: Firmware::Ovmf,
+            medium: Medium::Cd,
+            prompt: Some(("Boot in", "\x1b[B\r")),
+            expect_role: "head",
+        },
+    ];
+    let only = std::env::var("OM_ISO_BOOTS").ok();
+    let results: Vec<(String, String, &'static str)> = std::thread::scope(|s| {
+        let handles: Vec<_> = boots
+            .iter()
+            .filter(|b| {
+                only.as_deref()
+                    .is_none_or(|o| o.split(',').any(|n| n == b.name))
+            })
+            .map(|b| {
+                let iso = iso_path.clone();
+                let tmp = tmp.path().to_path_buf();
+                s.spawn(move || (b.name.to_string(), boot(&iso, &tmp, b), b.expect_role))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut failed = Vec::new();
+    for (name, log, role) in &results {
+        let want = format!("{MARKER} role={role}");
+        if !log.lines().any(|l| l.trim_end() == want) {
+            let tail: String = log
+                .chars()
+                .rev()
+                .take(3000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            eprintln!("---- {name}: no \"{want}\" line; console tail:\n{tail}");
+            failed.push(name.clone());
+        }
+    }
+    assert!(failed.is_empty(), "boots without the marker: {failed:?}");
+}
