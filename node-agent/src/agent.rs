@@ -445,10 +445,18 @@ fn announce_join(cfg: &AgentConfig, n: usize, me: &NodeId) {
     }
 }
 
+/// Copies foca's member states into the view. Nodes foca has forgotten
+/// (removed some time after their death) stay listed as down.
 fn refresh_nodes(view: &Mutex<View>, membership: &Membership) {
+    let states = membership.states();
     let mut v = view.lock().expect("view");
     v.me = membership.identity().clone();
-    for (id, state) in membership.states() {
+    for (name, (_, st)) in v.nodes.iter_mut() {
+        if !states.iter().any(|(k, _)| &k.name == name) {
+            *st = NodeState::Down;
+        }
+    }
+    for (id, state) in states {
         let st = match state {
             foca::State::Alive => NodeState::Alive,
             foca::State::Suspect => NodeState::Suspect,
@@ -460,13 +468,6 @@ fn refresh_nodes(view: &Mutex<View>, membership: &Membership) {
             _ => {
                 v.nodes.insert(id.name.clone(), (id, st));
             }
-        }
-    }
-    let known: Vec<NodeId> = membership.states().into_iter().map(|(id, _)| id).collect();
-    for (name, (id, st)) in v.nodes.iter_mut() {
-        if !known.iter().any(|k| &k.name == name) {
-            let _ = id;
-            *st = NodeState::Down;
         }
     }
 }
@@ -645,7 +646,8 @@ impl Controller {
                         .count() as u32
                 })
                 .unwrap_or(0);
-            let background = (load.runnable as f32 - 1.0 - load.jobs as f32).max(0.0);
+            // The 1-minute average is steadier than the instantaneous count.
+            let background = (load.loadavg - load.jobs as f32).max(0.0);
             cands.push(Candidate {
                 name: id.name.clone(),
                 cpus: load.cpus,

@@ -1,15 +1,12 @@
 //! Cluster keys: generation, the key file format, and the derivation of the
 //! per-purpose keys that seal datagrams and exec streams.
 //!
-//! A key file is text, one meaningful line:
+//! A key file is text: the 32-byte key as 64 hex digits and a newline, the
+//! same form `om.key=` carries on the kernel command line, that `omboot`
+//! serves and that `omnode init` writes to `/run/omcluster.key`. When
+//! reading, blank lines and `#` comments are skipped, and the key line may be
+//! prefixed with the tag `omcluster-key-v1`.
 //!
-//! ```text
-//! # omcluster cluster key: the same file on every node, keep it secret
-//! omcluster-key-v1 0123…(64 hex digits)
-//! ```
-//!
-//! Lines starting with `#` and blank lines are ignored. A bare 64-digit hex
-//! string (the form `om.key=` carries on the kernel command line) is accepted too.
 //! Sub-keys are HKDF-SHA256 of the cluster key, salted with a fixed label and
 //! bound to the cluster id, so two clusters sharing a key still cannot talk.
 
@@ -22,7 +19,7 @@ use sha2::Sha256;
 
 /// Length of a cluster key in bytes.
 pub const KEY_LEN: usize = 32;
-/// The tag that starts the key line of a key file.
+/// A tag the key line of a key file may start with.
 pub const KEY_FILE_TAG: &str = "omcluster-key-v1";
 const HKDF_SALT: &[u8] = b"omcluster/v1/key-derivation";
 
@@ -60,7 +57,7 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// The text holds no key line.
-    #[error("no key found (expected a line `{KEY_FILE_TAG} <64 hex digits>`)")]
+    #[error("no key found (expected a line of 64 hex digits)")]
     Missing,
     /// The key is not 64 hex digits.
     #[error("key `{0}` is not 64 hex digits")]
@@ -108,12 +105,9 @@ impl ClusterKey {
         Err(KeyError::Missing)
     }
 
-    /// The key file text.
+    /// The key file text: 64 hex digits and a newline.
     pub fn to_text(&self) -> String {
-        format!(
-            "# omcluster cluster key: the same file on every node, keep it secret\n{KEY_FILE_TAG} {}\n",
-            hex::encode(self.0)
-        )
+        format!("{}\n", hex::encode(self.0))
     }
 
     /// Reads a key file.
@@ -174,6 +168,12 @@ mod tests {
     fn text_round_trip() {
         let key = ClusterKey::generate();
         assert_eq!(ClusterKey::parse(&key.to_text()).unwrap(), key);
+    }
+
+    #[test]
+    fn tagged_and_commented_accepted() {
+        let text = format!("# cluster key\n\n{KEY_FILE_TAG} {}\n", "01".repeat(32));
+        assert_eq!(ClusterKey::parse(&text).unwrap(), ClusterKey([1; 32]));
     }
 
     #[test]

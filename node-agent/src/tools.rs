@@ -44,7 +44,18 @@ pub fn classic_argv(argv: Vec<String>) -> Vec<String> {
         "mps" => "ps",
         "mosrun" => "run",
         "mosctl" => {
-            if argv.get(1).is_some_and(|a| a == "whois" || a == "status") {
+            // `mosctl [--socket S] whois X` keeps its subcommand.
+            let mut args = argv.iter().skip(1);
+            let mut first = None;
+            while let Some(a) = args.next() {
+                if a == "--socket" {
+                    args.next();
+                } else if !a.starts_with("--socket=") {
+                    first = Some(a.as_str());
+                    break;
+                }
+            }
+            if matches!(first, Some("whois" | "status")) {
                 return replace_first(argv);
             }
             "status"
@@ -433,6 +444,14 @@ mod tests {
         assert_eq!(classic_argv(argv("mps --json")), argv("omctl ps --json"));
         assert_eq!(classic_argv(argv("mosctl")), argv("omctl status"));
         assert_eq!(classic_argv(argv("mosctl whois 3")), argv("omctl whois 3"));
+        assert_eq!(
+            classic_argv(argv("mosctl --socket /s whois 3")),
+            argv("omctl --socket /s whois 3")
+        );
+        assert_eq!(
+            classic_argv(argv("mosctl --socket /s --json")),
+            argv("omctl status --socket /s --json")
+        );
         assert_eq!(classic_argv(argv("omctl status")), argv("omctl status"));
     }
 

@@ -500,6 +500,36 @@ fn remote_run_stdio_status_signals_uid_cwd() {
     assert_eq!(rest, "caught INT\n");
     assert_eq!(st.code(), Some(3));
 
+    // The classic names, through symlinks.
+    for name in ["mosrun", "mosctl", "mps"] {
+        std::os::unix::fs::symlink(bin("omctl"), work.path().join(name)).unwrap();
+    }
+    let classic = |name: &str, args: &[&str]| {
+        Command::new(work.path().join(name))
+            .arg("--socket")
+            .arg(c.socket(1))
+            .args(args)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = classic(
+        "mosrun",
+        &["--node", "n0", "--", "sh", "-c", "echo $OM_NODE"],
+    );
+    assert_eq!(stdout_of(&o), "n0\n");
+    let o = classic("mosctl", &[]);
+    assert!(
+        stdout_of(&o).starts_with(&format!("cluster {}, seen from n1: 3 nodes, 3 alive", c.id)),
+        "{}",
+        stdout_of(&o)
+    );
+    let o = classic("mosctl", &["whois", "10.83.0.3"]);
+    assert_eq!(stdout_of(&o), "node 3 is n2 at 10.83.0.3:7946 (alive)\n");
+    let o = classic("mps", &["--json"]);
+    assert_eq!(stdout_of(&o).trim(), "[]");
+
     // ps shows a running job with its node.
     let mut sleeper = c
         .omctl(0)
@@ -701,4 +731,92 @@ fn mon_in_tmux_shows_every_node() {
             Ok(())
         }
     });
+}
+
+#[test]
+fn keygen_writes_a_private_hex_key_and_refuses_to_overwrite() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k");
+    let o = Command::new(bin("omnode"))
+        .args(["keygen", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.len(), 65);
+    assert!(text.trim_end().chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let o = Command::new(bin("omnode"))
+        .args(["keygen", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with(&format!("omnode: cannot write key file {}", path.display())),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        text,
+        "the key was overwritten"
+    );
+}
+
+#[test]
+fn agent_with_a_bad_key_file_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k");
+    std::fs::write(&path, "not a key\n").unwrap();
+    let o = Command::new(bin("omnode"))
+        .args(["agent", "--key-file"])
+        .arg(&path)
+        .arg("--socket")
+        .arg(dir.path().join("s"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "omnode: key `not a key` is not 64 hex digits\n"
+    );
+    let o = Command::new(bin("omnode"))
+        .args(["agent", "--key-file", "/nonexistent/k", "--cpu-quota", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "clap rejects a zero quota");
+}
+
+#[test]
+fn omctl_without_an_agent_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("none.sock");
+    let o = Command::new(bin("omctl"))
+        .arg("--socket")
+        .arg(&sock)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(254));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "omctl: cannot reach the agent at {}",
+            sock.display()
+        )),
+        "{err}"
+    );
+    let o = Command::new(bin("omctl"))
+        .arg("--socket")
+        .arg(&sock)
+        .args(["run", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(254));
 }

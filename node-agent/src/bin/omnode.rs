@@ -101,6 +101,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("OM_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let key = ClusterKey::load(&args.key_file)?;
     let name = match args.name {
@@ -159,8 +160,13 @@ fn run_init(args: init::InitArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let argv0 = std::env::args().next().unwrap_or_default();
-    let as_init = std::process::id() == 1 || argv0 == "/init" || argv0.ends_with("/init");
-    let result = if as_init && std::env::args().len() <= 1 {
+    // The kernel starts /init as PID 1, possibly with boot parameters it did
+    // not understand as arguments: PID 1 is always init. Started as `/init`
+    // without arguments by something else, too (init re-executes itself as
+    // `/init agent …` for the agent, which must parse normally).
+    let pid1 = std::process::id() == 1;
+    let as_init = pid1 || (argv0.ends_with("/init") && std::env::args().len() <= 1);
+    let result = if as_init {
         run_init(init::InitArgs::default())
     } else {
         let cli = Cli::parse();
