@@ -820,3 +820,46 @@ fn omctl_without_an_agent_says_where_it_looked() {
         .unwrap();
     assert_eq!(o.status.code(), Some(254));
 }
+
+#[test]
+fn seeds_join_agents_that_multicast_cannot_reach() {
+    if !util::netns_tests() {
+        return;
+    }
+    // Different ports: each agent's multicast goes to its own port, so the
+    // other never hears it; only the seed brings them together.
+    let mut c = Cluster::new("seed", 86, 3);
+    c.start(0, &["--port", "7101"]);
+    c.start(1, &["--port", "7102", "--seed", "10.86.0.1:7101"]);
+    c.start(2, &["--port", "7103"]);
+    for i in [0, 1] {
+        c.wait_view(i, &[0, 1], "its seed peer");
+    }
+    let line = c.join_line(2);
+    assert!(
+        line.ends_with("(1 nodes)"),
+        "an agent with no seed on another port joined: {line}"
+    );
+    for i in [0, 1] {
+        let s = c.status(i).unwrap();
+        assert!(!s.nodes.iter().any(|n| n.name == "n2"), "{s:?}");
+    }
+    // Remote execution uses the member's own port.
+    let o = c
+        .omctl(1)
+        .args(["run", "--node", "n0", "--", "sh", "-c", "echo $OM_NODE"])
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(stdout_of(&o), "n0\n");
+    let o = c.omctl(1).args(["top", "--once"]).output().unwrap();
+    let top = stdout_of(&o);
+    assert!(
+        top.starts_with(&format!("omctl top: cluster {} from n1: 2 nodes", c.id)),
+        "{top}"
+    );
+    let o = c.omctl(1).args(["whois", "n0", "--json"]).output().unwrap();
+    let n: node_agent::wire::NodeStatus = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((n.addr.as_str(), n.number), ("10.86.0.1:7101", 1));
+}
