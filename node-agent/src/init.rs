@@ -218,7 +218,7 @@ impl Supervisor {
             .ok()
             .and_then(PowerAction::from_signal);
         if let Some(action) = action {
-            power::shutdown(action);
+            power::shutdown(action, &self.services.tty_pids());
         }
     }
 

@@ -294,37 +294,33 @@ struct Vm {
 }
 
 impl Vm {
-    fn start(vmlinuz: &Path, initrd: &Path, append: &str) -> Self {
-        let mut child = Command::new("ip")
+    /// Boots; with `nic` an e1000 on the tap in the test namespace, else
+    /// no network device at all.
+    fn start(vmlinuz: &Path, initrd: &Path, append: &str, nic: bool) -> Self {
+        let mut cmd = if nic {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", NS, "qemu-system-x86_64"])
+                .args([
+                    "-netdev",
+                    &format!("tap,id=n0,ifname={TAP},script=no,downscript=no"),
+                ])
+                .args(["-device", &format!("e1000,netdev=n0,mac={VM_MAC},romfile=")]);
+            c
+        } else {
+            let mut c = Command::new("qemu-system-x86_64");
+            c.args(["-nic", "none"]);
+            c
+        };
+        let mut child = cmd
             .args([
-                "netns",
-                "exec",
-                NS,
-                "qemu-system-x86_64",
-                "-accel",
-                "tcg",
-                "-m",
-                "512",
+                "-accel", "tcg", "-m", "512", "-display", "none", "-monitor", "none",
             ])
-            .args([
-                "-display",
-                "none",
-                "-monitor",
-                "none",
-                "-serial",
-                "stdio",
-                "-no-reboot",
-            ])
+            .args(["-serial", "stdio", "-no-reboot"])
             .arg("-kernel")
             .arg(vmlinuz)
             .arg("-initrd")
             .arg(initrd)
             .args(["-append", append])
-            .args([
-                "-netdev",
-                &format!("tap,id=n0,ifname={TAP},script=no,downscript=no"),
-            ])
-            .args(["-device", &format!("e1000,netdev=n0,mac={VM_MAC},romfile=")])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -410,6 +406,7 @@ fn init_boots_loads_e1000_gets_dhcp_and_keeps_a_shell() {
         &vmlinuz,
         &initrd,
         &format!("console=ttyS0 loglevel=3 panic=-1 om.role=node om.cluster=qtest om.server=10.77.10.1 om.key={key}"),
+        true,
     );
 
     let mut at = vm.wait_for(
@@ -464,15 +461,65 @@ fn init_boots_loads_e1000_gets_dhcp_and_keeps_a_shell() {
     vm.send("omnode poweroff");
     vm.wait_for("omnode: power off: stopping all processes", at);
     vm.wait_for("omnode: power off now", at);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut child = std::mem::replace(&mut vm.child, Command::new("true").spawn().unwrap());
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let status = rx
-        .recv_timeout(GUARD)
-        .unwrap_or_else(|_| panic!("qemu did not exit after power off; console:\n{}", vm.text()))
-        .unwrap();
-    assert!(status.success(), "qemu exited with {status}");
-    eprintln!("console:\n{}", vm.text());
+    vm.wait_exit();
+}
+
+impl Vm {
+    /// Waits for qemu to exit (the guest powered off, or rebooted under
+    /// -no-reboot) and checks it exited cleanly.
+    fn wait_exit(mut self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = rx
+            .recv_timeout(GUARD)
+            .unwrap_or_else(|_| panic!("qemu did not exit; console:\n{}", self.text()))
+            .unwrap();
+        assert!(status.success(), "qemu exited with {status}");
+        eprintln!("console:\n{}", self.text());
+    }
+}
+
+#[test]
+fn init_without_a_nic_says_so_keeps_the_shell_and_reboots() {
+    if !qemu_tests() {
+        return;
+    }
+    let work = target_dir().join("omt-init-qemu-nonic");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let omnode = static_omnode();
+    let (vmlinuz, e1000, kver) = debian_kernel();
+    let initrd = initramfs(&work, &omnode, &e1000, &kver);
+    let mut vm = Vm::start(
+        &vmlinuz,
+        &initrd,
+        "console=ttyS0 loglevel=3 panic=-1 om.colour=blue om.role=boss",
+        false,
+    );
+    let mut at = vm.wait_for("omnode: mounted /proc /sys /dev", 0);
+    at = vm.wait_for(
+        "omnode: kernel command line: unknown parameter om.colour",
+        at,
+    );
+    at = vm.wait_for(
+        "omnode: kernel command line: om.role=\"boss\" is not valid: expected node or head",
+        at,
+    );
+    at = vm.wait_for("omnode: role node, cluster (none), server (none)", at);
+    at = vm.wait_for("omnode: no modules to load for this machine's devices", at);
+    at = vm.wait_for(
+        "omnode: no wired network interface found (no driver for the NIC?); retrying every 5s",
+        at,
+    );
+    // PID 1 is still there and the shell works.
+    vm.send("echo \"omt-alive=$((2*21)) $(cat /proc/1/comm)\"");
+    // The kernel named PID 1 after /init, the symlink it ran.
+    at = vm.wait_for("omt-alive=42 init", at);
+    vm.send("omnode reboot");
+    vm.wait_for("omnode: reboot: stopping all processes", at);
+    vm.wait_for("omnode: reboot now", at);
+    vm.wait_exit();
 }

@@ -602,6 +602,43 @@ mod tests {
     }
 
     #[test]
+    fn modaliases_are_read_from_every_bus() {
+        let sys = tempfile::tempdir().unwrap();
+        let dev = |bus: &str, name: &str, alias: Option<&str>| {
+            let d = sys.path().join("bus").join(bus).join("devices").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            if let Some(a) = alias {
+                std::fs::write(d.join("modalias"), format!("{a}\n")).unwrap();
+            }
+        };
+        dev(
+            "pci",
+            "0000:00:03.0",
+            Some("pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00"),
+        );
+        dev(
+            "pci",
+            "0000:00:01.0",
+            Some("pci:v00008086d00007000sv00001AF4sd00001100bc06sc01i00"),
+        );
+        dev("virtio", "virtio0", Some("virtio:d00000001v00001AF4"));
+        dev("platform", "serial8250", None);
+        dev("acpi", "dup", Some("virtio:d00000001v00001AF4"));
+        let found = scan_modaliases(sys.path());
+        expect![[r#"
+            [
+                "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00",
+                "pci:v00008086d00007000sv00001AF4sd00001100bc06sc01i00",
+                "virtio:d00000001v00001AF4",
+            ]
+        "#]]
+        .assert_debug_eq(&found);
+        let idx = index();
+        let wanted: Vec<String> = found.iter().flat_map(|a| idx.modules_for(a)).collect();
+        assert_eq!(wanted, vec!["e1000", "virtio_net"]);
+    }
+
+    #[test]
     fn module_names() {
         assert_eq!(
             module_name("kernel/drivers/scsi/scsi-common.ko"),

@@ -329,6 +329,31 @@ mod tests {
     }
 
     #[test]
+    fn only_wired_device_backed_interfaces_are_used() {
+        let net = tempfile::tempdir().unwrap();
+        let iface = |name: &str, ty: &str, device: bool, extra: Option<&str>| {
+            let d = net.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("type"), format!("{ty}\n")).unwrap();
+            if device {
+                std::fs::create_dir_all(d.join("device")).unwrap();
+            }
+            if let Some(x) = extra {
+                std::fs::create_dir_all(d.join(x)).unwrap();
+            }
+        };
+        iface("lo", "772", false, None);
+        iface("eth1", "1", true, None);
+        iface("eth0", "1", true, None);
+        iface("wlan0", "1", true, Some("wireless"));
+        iface("wlp2s0", "1", true, Some("phy80211"));
+        iface("br0", "1", false, Some("bridge"));
+        iface("ib0", "32", true, None);
+        assert_eq!(wired_interfaces(net.path()), vec!["eth0", "eth1"]);
+        assert!(wired_interfaces(&net.path().join("missing")).is_empty());
+    }
+
+    #[test]
     fn macs_and_resolv_conf() {
         assert_eq!(
             parse_mac("52:54:00:12:34:ab\n"),

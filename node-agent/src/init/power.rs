@@ -91,11 +91,15 @@ fn reap_until_none(limit: Duration) -> bool {
     }
 }
 
-/// PID 1's shutdown: stop every process (TERM, then KILL after 5 s), sync,
+/// PID 1's shutdown: hang up the shells in `hangup` (interactive shells
+/// ignore SIGTERM), stop every process (TERM, then KILL after 5 s), sync,
 /// unmount, and power off / reboot / halt. Never returns; if the final
 /// syscall fails it says so and idles, the machine can then be reset.
-pub fn shutdown(action: PowerAction) -> ! {
+pub fn shutdown(action: PowerAction, hangup: &[Pid]) -> ! {
     say!("{}: stopping all processes", action.verb());
+    for pid in hangup {
+        let _ = kill(*pid, Signal::SIGHUP);
+    }
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     if !reap_until_none(Duration::from_secs(5)) {
         say!("some processes ignored SIGTERM; killing them");

@@ -163,6 +163,15 @@ impl Services {
         self.list.iter().filter_map(|s| s.pid).collect()
     }
 
+    /// The pids of running services that sit on a terminal (the shells).
+    pub fn tty_pids(&self) -> Vec<Pid> {
+        self.list
+            .iter()
+            .filter(|s| s.tty.is_some())
+            .filter_map(|s| s.pid)
+            .collect()
+    }
+
     /// The next time a service is due to (re)start.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.list.iter().filter_map(|s| s.next_start).min()
