@@ -16,10 +16,14 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&data[..i], &data[i + 2..]),
         None => (data, &[][..]),
     };
-    let Ok(Packet::Rrq(req)) = packet::parse(first) else { return };
+    let Ok(Packet::Rrq(req)) = packet::parse(first) else {
+        return;
+    };
     if let Ok(p) = sanitize(&req.filename) {
         assert!(p.is_relative());
-        assert!(p.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+        assert!(p
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_))));
     }
     let size = (req.filename.len() as u64) * 977;
     let limits = TftpLimits::default();
@@ -29,7 +33,11 @@ fuzz_target!(|data: &[u8]| {
     let (mut t, _) = Transfer::start(&n, size, 3);
     let last = size / u64::from(n.blksize) + 1;
     for chunk in rest.split(|&b| b == 0xfe) {
-        let step = if chunk.is_empty() { t.on_timeout() } else { t.on_datagram(chunk) };
+        let step = if chunk.is_empty() {
+            t.on_timeout()
+        } else {
+            t.on_datagram(chunk)
+        };
         if let Send::Blocks { first, count } = step.send {
             assert!(first >= 1 && count >= 1 && first + count - 1 <= last);
         }
