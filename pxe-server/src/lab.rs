@@ -494,3 +494,271 @@ mod tests {
         assert_eq!(a[0] & 0x02, 0x02);
     }
 }
+
+/// A background process that is killed (and reaped) when dropped.
+#[derive(Debug)]
+pub struct Background {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Background {
+    /// Starts `command` with stdout and stderr going to `log`.
+    pub fn spawn(mut command: Command, log: &Path) -> Result<Self, LabError> {
+        let out = fs::File::create(log).map_err(io_err(format!("creating {}", log.display())))?;
+        let err = out
+            .try_clone()
+            .map_err(io_err(format!("duplicating {}", log.display())))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(io_err(format!(
+                "starting {:?}",
+                command.get_args().collect::<Vec<_>>()
+            )))?;
+        Ok(Background {
+            child,
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// Where its output goes.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Fails if the process has exited, naming its log.
+    pub fn check_running(&mut self, what: &str) -> Result<(), LabError> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Err(LabError::Command {
+                command: what.to_string(),
+                stderr: format!("exited ({status}); last output: {}", tail(&self.log, 10)),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join(" | ")
+}
+
+/// What a [`ClusterLab`] is made of.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// The namespace name (also the prefix of the work directory).
+    pub name: String,
+    /// Where `omboot`, `omnode` and `omctl` are.
+    pub bin_dir: PathBuf,
+    /// The image directory to serve.
+    pub image_dir: PathBuf,
+    /// Logs, keys, state and the machines' consoles go here.
+    pub work_dir: PathBuf,
+    /// One machine per entry, booting through that firmware path.
+    pub firmwares: Vec<Firmware>,
+    /// The cluster id.
+    pub cluster: String,
+    /// Memory per machine in MiB.
+    pub memory_mib: u32,
+}
+
+/// The head's address on every lab LAN.
+pub const LAB_HEAD: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// The address pool the lab's `omboot` hands out.
+pub const LAB_POOL: &str = "10.77.0.100-10.77.0.200";
+
+/// A whole virtual cluster: the LAN, `omboot serve` and the head's agent in
+/// the namespace, and qemu machines netbooting from it.
+#[derive(Debug)]
+pub struct ClusterLab {
+    config: LabConfig,
+    head_socket: PathBuf,
+    key_file: PathBuf,
+    // Field order is drop order: machines first, then the processes, and the
+    // namespace last.
+    /// The netbooting machines, in the order of `config.firmwares`.
+    pub nodes: Vec<QemuNode>,
+    agent: Background,
+    server: Background,
+    lan: VirtualLan,
+}
+
+impl ClusterLab {
+    /// Creates the LAN, a cluster key, starts `omboot serve --mode dhcp` and
+    /// the head's agent, and powers on the machines.
+    pub fn start(config: LabConfig) -> Result<Self, LabError> {
+        check_prerequisites(&config.firmwares)?;
+        for program in ["omboot", "omnode", "omctl"] {
+            let path = config.bin_dir.join(program);
+            if !path.is_file() {
+                return Err(LabError::MissingFile {
+                    path,
+                    hint: "build the workspace's binaries first (scripts/static-build)".into(),
+                });
+            }
+        }
+        let work = &config.work_dir;
+        let _ = fs::remove_dir_all(work);
+        fs::create_dir_all(work).map_err(io_err(format!("creating {}", work.display())))?;
+        let mut lan = VirtualLan::create(&config.name, LAB_HEAD, 24)?;
+
+        let key_file = work.join("cluster.key");
+        run(
+            &config.bin_dir.join("omnode").to_string_lossy(),
+            ["keygen".as_ref(), "--out".as_ref(), key_file.as_os_str()],
+        )?;
+
+        let mut server = lan.command(config.bin_dir.join("omboot"));
+        server
+            .args(["serve", "--interface", "br0", "--mode", "dhcp"])
+            .args(["--pool", LAB_POOL, "--http-port", "80"])
+            .args(["--cluster", &config.cluster])
+            .arg("--images")
+            .arg(&config.image_dir)
+            .arg("--state")
+            .arg(work.join("omboot-state"))
+            .arg("--key-file")
+            .arg(&key_file);
+        let server = Background::spawn(server, &work.join("omboot.log"))?;
+
+        let head_socket = work.join("head.sock");
+        let mut agent = lan.command(config.bin_dir.join("omnode"));
+        agent
+            .args(["agent", "--name", "head", "--interface", "br0"])
+            .args(["--cluster", &config.cluster])
+            .arg("--key-file")
+            .arg(&key_file)
+            .arg("--socket")
+            .arg(&head_socket)
+            .arg("--state-dir")
+            .arg(work.join("head-state"));
+        let agent = Background::spawn(agent, &work.join("head-agent.log"))?;
+
+        let mut nodes = Vec::new();
+        for (index, firmware) in config.firmwares.iter().enumerate() {
+            let spec = NodeSpec {
+                name: format!("vm{}", index + 1),
+                firmware: *firmware,
+                mac: lab_mac(index as u8 + 1),
+                memory_mib: config.memory_mib,
+                work_dir: work.clone(),
+                extra_args: Vec::new(),
+            };
+            nodes.push(QemuNode::boot(&mut lan, spec)?);
+        }
+        Ok(ClusterLab {
+            config,
+            head_socket,
+            key_file,
+            nodes,
+            agent,
+            server,
+            lan,
+        })
+    }
+
+    /// The lab's settings.
+    pub fn config(&self) -> &LabConfig {
+        &self.config
+    }
+
+    /// The head agent's control socket.
+    pub fn head_socket(&self) -> &Path {
+        &self.head_socket
+    }
+
+    /// The cluster key file.
+    pub fn key_file(&self) -> &Path {
+        &self.key_file
+    }
+
+    /// The namespace everything runs in.
+    pub fn lan(&self) -> &VirtualLan {
+        &self.lan
+    }
+
+    /// Fails if `omboot` or the head's agent has died.
+    pub fn check_services(&mut self) -> Result<(), LabError> {
+        self.server.check_running("omboot serve")?;
+        self.agent.check_running("omnode agent (head)")
+    }
+
+    /// An `omctl` command talking to the head's agent, run from `/`.
+    pub fn omctl(&self) -> Command {
+        let mut command = Command::new(self.config.bin_dir.join("omctl"));
+        command
+            .arg("--socket")
+            .arg(&self.head_socket)
+            .current_dir("/");
+        command
+    }
+
+    /// The head's view of the cluster (`omctl status --json`).
+    pub fn status(&self) -> Result<serde_json::Value, LabError> {
+        let output = self
+            .omctl()
+            .args(["status", "--json"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_err("running omctl status"))?;
+        if !output.status.success() {
+            return Err(LabError::Command {
+                command: "omctl status --json".into(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        serde_json::from_slice(&output.stdout).map_err(|e| LabError::Command {
+            command: "omctl status --json".into(),
+            stderr: format!("unreadable output: {e}"),
+        })
+    }
+
+    /// The names of the nodes the head sees in `state` (`alive`, `suspect`, `down`).
+    pub fn nodes_in_state(status: &serde_json::Value, state: &str) -> Vec<String> {
+        status["nodes"]
+            .as_array()
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .filter(|n| n["state"] == state)
+                    .filter_map(|n| n["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The boot stages `omboot` recorded (`GET /api/v1/nodes`), fetched with
+    /// a plain HTTP/1.0 request from inside the namespace.
+    pub fn boot_stages(&self) -> Result<serde_json::Value, LabError> {
+        let output = self
+            .lan
+            .command("curl")
+            .args(["-sf", "--max-time", "5"])
+            .arg(format!("http://{LAB_HEAD}/api/v1/nodes"))
+            .output()
+            .map_err(io_err("running curl"))?;
+        if !output.status.success() {
+            return Err(LabError::Command {
+                command: "curl /api/v1/nodes".into(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        serde_json::from_slice(&output.stdout).map_err(|e| LabError::Command {
+            command: "curl /api/v1/nodes".into(),
+            stderr: format!("unreadable output: {e}"),
+        })
+    }
+}
