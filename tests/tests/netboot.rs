@@ -6,7 +6,7 @@
 //! the head places the awk loop from the openMosix documentation on the nodes;
 //! a machine that is powered off is declared dead by the head.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -157,10 +157,6 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
         took.as_secs_f64(),
         ClusterLab::nodes_in_state(&after, "alive")
     );
-    eprintln!(
-        "logs in {} (namespace {})",
-        cluster.work.display(),
-        cluster.lan.name()
-    );
+    eprintln!("logs in {}", lab.config().work_dir.display());
     Ok(())
 }
