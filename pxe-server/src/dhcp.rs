@@ -26,6 +26,25 @@ use engine::{Engine, Exchange, Incoming, Outcome};
 
 /// Most packets handled (and committed) as one batch.
 const MAX_BATCH: usize = 512;
+/// Replies sent back to back before a 1 ms pause. A group commit releases
+/// hundreds of ACKs at once; a relay agent (or one load generator) receives
+/// them all on one socket, whose buffer holds about 170 packets.
+const BURST: usize = 64;
+
+/// Spaces out reply bursts (see [`BURST`]).
+#[derive(Default)]
+struct Pacer {
+    sent: usize,
+}
+
+impl Pacer {
+    async fn tick(&mut self) {
+        self.sent += 1;
+        if self.sent % BURST == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+}
 
 /// A DHCP shell error.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +208,7 @@ pub async fn run(
         }
         let now = unix_now();
         let mut pending = Vec::new();
+        let mut pacer = Pacer::default();
         for m in &batch {
             let (iface, local_port) = meta[m.sock];
             let o = engine.handle(
@@ -201,6 +221,9 @@ pub async fn run(
                 now,
             );
             if o.persist.is_empty() {
+                if o.reply.is_some() {
+                    pacer.tick().await;
+                }
                 deliver(iface, o, &socks, &meta, &iface_names, nodes.as_deref()).await;
             } else {
                 pending.push(Pending { iface, outcome: o });
@@ -289,7 +312,11 @@ async fn commit_loop(
                 return Err(e.into());
             }
         }
+        let mut pacer = Pacer::default();
         for p in group {
+            if p.outcome.reply.is_some() {
+                pacer.tick().await;
+            }
             deliver(
                 p.iface,
                 p.outcome,
