@@ -162,6 +162,15 @@ fn iso_read_back_by_xorriso_isoinfo_fdisk_and_mtools() {
     let m = media(&l, &kernel, &initrd, &extra, entries("console=ttyS0"));
     let report = write_iso(&m, &path);
     let p = path.to_str().unwrap();
+    if let Some(keep) = std::env::var_os("OM_ISO_KEEP") {
+        std::fs::copy(&path, keep).unwrap();
+    }
+
+    // genisoimage's structure checker.
+    if let Some(isovfy) = util::tool("isovfy") {
+        let v = run(&isovfy, &[p]);
+        assert!(v.contains("No errors found"), "isovfy: {v}");
+    }
 
     // El Torito as xorriso sees it.
     let el = run(xorriso, &["-indev", p, "-report_el_torito", "plain"]);

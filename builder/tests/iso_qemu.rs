@@ -88,7 +88,8 @@ fn debian_vmlinuz() -> Vec<u8> {
 }
 
 /// A newc initramfs (made by `cpio`): static busybox and an `/init` that
-/// prints the marker with the `om.role` it was booted with, then powers off.
+/// prints the marker with the `om.role` it was booted with, then powers off;
+/// plus 30 MB of filler.
 fn marker_initramfs(tmp: &Path) -> Vec<u8> {
     let root = tmp.join("initramfs");
     std::fs::create_dir_all(root.join("bin")).unwrap();
@@ -103,6 +104,12 @@ fn marker_initramfs(tmp: &Path) -> Vec<u8> {
         echo \"OMISO-BOOT-OK role=$role\"\n\
         /bin/busybox poweroff -f\n";
     std::fs::write(root.join("init"), init).unwrap();
+    // Filler so the ESP (kernel + initrd) passes El Torito's 32 MiB count
+    // limit, as the real image's does.
+    let filler: Vec<u8> = (0..30u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(root.join("filler"), filler).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(root.join("init"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new("sh")
@@ -293,9 +300,13 @@ fn iso_boots_from_cd_and_usb_with_seabios_and_ovmf() {
     let extra = vec![("manifest.json".to_string(), b"{}\n".to_vec())];
     let cmdline = "console=ttyS0 panic=-1";
     let iso_path = tmp.path().join("om.iso");
-    write_iso(
+    let report = write_iso(
         &media(&loaders, &kernel, &initrd, &extra, entries(cmdline)),
         &iso_path,
+    );
+    assert!(
+        report.esp_size > 32 << 20 && report.esp_sector_count == u16::MAX,
+        "the ESP must pass El Torito's 32 MiB count to test that case: {report:?}"
     );
     let boots = [
         Boot {
