@@ -38,6 +38,8 @@ use crate::wire::{
 
 /// How long a lone agent waits for peers before printing its join line.
 pub const DISCOVERY_WINDOW: Duration = Duration::from_secs(3);
+/// Exec connections (jobs and handshakes) handled at once.
+pub const MAX_EXEC_CONNECTIONS: usize = 1024;
 /// How often the load vector goes out.
 pub const PRESENCE_PERIOD: Duration = Duration::from_millis(500);
 
@@ -256,13 +258,26 @@ impl Agent {
             running: running.clone(),
             started: started_jobs.clone(),
         };
+        // Unauthenticated peers can open connections: cap how many are handled
+        // at once (each ends within the 5 s handshake timeout unless keyed).
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_EXEC_CONNECTIONS));
         let tcp_task = tokio::spawn(async move {
             loop {
                 match tcp.accept().await {
-                    Ok((stream, _)) => {
-                        tokio::spawn(exec::serve(stream, exec_ctx.clone()));
+                    Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let ctx = exec_ctx.clone();
+                            tokio::spawn(async move {
+                                exec::serve(stream, ctx).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => warn!(%peer, "too many exec connections, refusing"),
+                    },
+                    Err(e) => {
+                        warn!(cause = %e, "exec accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    Err(e) => warn!(cause = %e, "exec accept failed"),
                 }
             }
         });
@@ -282,7 +297,10 @@ impl Agent {
                         let ctl = ctl.clone();
                         tokio::spawn(async move { ctl.handle(stream).await });
                     }
-                    Err(e) => warn!(cause = %e, "control accept failed"),
+                    Err(e) => {
+                        warn!(cause = %e, "control accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             }
         });

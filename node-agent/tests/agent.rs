@@ -280,7 +280,7 @@ fn wrong_key_forged_and_replayed_packets_change_nothing() {
     );
 
     // Capture real sealed packets from the LAN, then replay them and flipped copies.
-    let captured = capture(&c.lan.nodes[3], 7946, 5);
+    let captured = capture(&c.lan.nodes[3], 7946, 5, &c.lan.addr(3));
     assert!(!captured.is_empty());
     let before: Vec<String> = (0..3).map(|i| c.log(i)).collect();
     let mut sent = 0;
@@ -315,8 +315,10 @@ fn wrong_key_forged_and_replayed_packets_change_nothing() {
 }
 
 /// Receives `count` datagrams sent to the discovery group, inside netns `ns`.
-fn capture(ns: &str, port: u16, count: usize) -> Vec<Vec<u8>> {
+/// Packets from `skip` (the wrong-key agent itself) are not kept.
+fn capture(ns: &str, port: u16, count: usize, skip: &str) -> Vec<Vec<u8>> {
     let ns = ns.to_string();
+    let skip: std::net::IpAddr = skip.parse().unwrap();
     std::thread::spawn(move || {
         enter_netns(&ns);
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
@@ -331,8 +333,10 @@ fn capture(ns: &str, port: u16, count: usize) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut buf = [0u8; 2048];
         while out.len() < count {
-            let (n, _) = s.recv_from(&mut buf).expect("captured a packet");
-            out.push(buf[..n].to_vec());
+            let (n, from) = s.recv_from(&mut buf).expect("captured a packet");
+            if from.ip() != skip {
+                out.push(buf[..n].to_vec());
+            }
         }
         out
     })
