@@ -1,0 +1,445 @@
+//! `omboot demo`: a virtual cluster for a person to watch.
+//!
+//! It builds the default image if there is none (running `ombuild image`,
+//! which shows its own progress bars), creates the virtual LAN of [`crate::lab`],
+//! starts `omboot serve` and the head's agent there, boots N qemu machines
+//! through the three firmware paths in turn, prints each machine's boot stages
+//! as `omboot` sees them and the joined lines from their consoles, then runs
+//! the awk batch of the openMosix documentation through `omctl run`, prints
+//! where each job ran, and compares the batch with the same jobs on one node
+//! alone. Everything is torn down at the end and on Ctrl-C; `--keep` leaves
+//! the cluster running and prints how to look inside and how to stop it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::lab::{self, ClusterLab, Firmware, LabConfig, LabError};
+
+/// The namespace the demo's LAN lives in.
+pub const DEMO_NAMESPACE: &str = "om-demo";
+
+/// What can stop the demo.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The lab could not be built or driven.
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    /// A companion program is not next to `omboot`.
+    #[error("{0} not found next to omboot; build the binaries with scripts/static-build (or cargo build --release)")]
+    MissingBinary(PathBuf),
+    /// `ombuild image` failed.
+    #[error("building the image failed: ombuild exited with {0}")]
+    Build(String),
+    /// A machine did not join in time.
+    #[error("{node} did not join within {secs} s; its console log is {log}")]
+    NoJoin {
+        /// The machine.
+        node: String,
+        /// How long the demo waited.
+        secs: u64,
+        /// Its serial console log.
+        log: PathBuf,
+    },
+    /// A job of the batch failed.
+    #[error("job {index} of the batch failed ({status}): {stderr}")]
+    Job {
+        /// Which job.
+        index: usize,
+        /// How `omctl run` exited.
+        status: String,
+        /// What it said.
+        stderr: String,
+    },
+    /// The user pressed Ctrl-C.
+    #[error("interrupted; the virtual cluster was torn down")]
+    Interrupted,
+    /// An I/O error on a process the demo runs.
+    #[error("{what}: {source}")]
+    Io {
+        /// What the demo was doing.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// The demo's settings.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// How many machines to netboot.
+    pub nodes: usize,
+    /// Leave the cluster running at the end.
+    pub keep: bool,
+    /// The recipe to build when the image is missing.
+    pub recipe: PathBuf,
+    /// The image directory (built there if missing).
+    pub image_dir: PathBuf,
+    /// Logs, consoles and state.
+    pub work_dir: PathBuf,
+    /// Where `omnode`, `omctl` and `ombuild` are.
+    pub bin_dir: PathBuf,
+    /// Inner loop count of the awk job (the documentation's is 10000; under
+    /// TCG emulation a smaller one keeps the demo short).
+    pub awk_loops: u32,
+    /// Memory per machine in MiB.
+    pub memory_mib: u32,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn check_interrupt() -> Result<(), DemoError> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        return Err(DemoError::Interrupted);
+    }
+    Ok(())
+}
+
+fn sleep_interruptibly(duration: Duration) -> Result<(), DemoError> {
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        check_interrupt()?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check_interrupt()
+}
+
+/// The firmware of machine `index`: the three paths in turn.
+pub fn firmware_for(index: usize) -> Firmware {
+    [Firmware::BiosIpxe, Firmware::UefiIpxe, Firmware::UefiPxe][index % 3]
+}
+
+/// Runs the demo.
+pub fn run(options: DemoOptions) -> Result<(), DemoError> {
+    // Ctrl-C sets a flag the loops below check; the lab's Drop then tears
+    // everything down. SIGTERM is treated the same.
+    let action = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_interrupt),
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::empty(),
+    );
+    for signal in [nix::sys::signal::SIGINT, nix::sys::signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        let _ = unsafe { nix::sys::signal::sigaction(signal, &action) };
+    }
+
+    let firmwares: Vec<Firmware> = (0..options.nodes).map(firmware_for).collect();
+    lab::check_prerequisites(&firmwares)?;
+    for program in ["omnode", "omctl"] {
+        let path = options.bin_dir.join(program);
+        if !path.is_file() {
+            return Err(DemoError::MissingBinary(path));
+        }
+    }
+    ensure_image(&options)?;
+    check_interrupt()?;
+
+    println!(
+        "omboot demo: starting a virtual LAN ({DEMO_NAMESPACE}, head {}) with {} machines",
+        lab::LAB_HEAD,
+        options.nodes
+    );
+    let mut lab = ClusterLab::start(LabConfig {
+        name: DEMO_NAMESPACE.to_string(),
+        bin_dir: options.bin_dir.clone(),
+        image_dir: options.image_dir.clone(),
+        work_dir: options.work_dir.clone(),
+        firmwares,
+        cluster: "demo".to_string(),
+        memory_mib: options.memory_mib,
+    })?;
+    for node in &lab.nodes {
+        println!(
+            "  {} {} powered on ({}), console: {}",
+            node.name(),
+            node.spec().mac_text(),
+            node.spec().firmware.label(),
+            node.log_path().display()
+        );
+    }
+
+    watch_boot(&mut lab)?;
+    run_batch(&lab, &options)?;
+
+    if options.keep {
+        print_keep_instructions(&lab, &options);
+        // The machines and services must outlive this process: forget the
+        // lab so its Drop does not tear it down.
+        std::mem::forget(lab);
+        return Ok(());
+    }
+    println!("omboot demo: tearing the virtual cluster down");
+    drop(lab);
+    Ok(())
+}
+
+/// Removes a cluster left running by `omboot demo --keep`.
+pub fn stop() {
+    lab::remove_namespace(DEMO_NAMESPACE);
+}
+
+fn ensure_image(options: &DemoOptions) -> Result<(), DemoError> {
+    if options.image_dir.join("manifest.json").is_file() {
+        println!(
+            "omboot demo: using the image in {}",
+            options.image_dir.display()
+        );
+        return Ok(());
+    }
+    let ombuild = options.bin_dir.join("ombuild");
+    if !ombuild.is_file() {
+        return Err(DemoError::MissingBinary(ombuild));
+    }
+    println!(
+        "omboot demo: no image in {}; building it from {}",
+        options.image_dir.display(),
+        options.recipe.display()
+    );
+    let status = std::process::Command::new(&ombuild)
+        .arg("image")
+        .arg(&options.recipe)
+        .arg("--out")
+        .arg(&options.image_dir)
+        .status()
+        .map_err(|source| DemoError::Io {
+            what: format!("running {}", ombuild.display()),
+            source,
+        })?;
+    if !status.success() {
+        return Err(DemoError::Build(status.to_string()));
+    }
+    Ok(())
+}
+
+/// Prints each machine's boot stages as they change, then its joined line.
+fn watch_boot(lab: &mut ClusterLab) -> Result<(), DemoError> {
+    const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
+    let start = Instant::now();
+    let mut last_stage: BTreeMap<String, String> = BTreeMap::new();
+    let mut joined: BTreeMap<String, String> = BTreeMap::new();
+    while joined.len() < lab.nodes.len() {
+        check_interrupt()?;
+        lab.check_services()?;
+        if let Ok(stages) = lab.boot_stages() {
+            for node in stages.as_array().into_iter().flatten() {
+                let mac = node["mac"].as_str().unwrap_or("?").to_string();
+                let stage = node["stage"]
+                    .as_str()
+                    .or_else(|| node["last_stage"].as_str())
+                    .unwrap_or("?")
+                    .to_string();
+                if last_stage.get(&mac) != Some(&stage) {
+                    let address = node["address"]
+                        .as_str()
+                        .or_else(|| node["ip"].as_str())
+                        .unwrap_or("-");
+                    println!(
+                        "  [{:>5.1}s] {mac} {address:<15} boot stage: {stage}",
+                        start.elapsed().as_secs_f64()
+                    );
+                    last_stage.insert(mac, stage);
+                }
+            }
+        }
+        for node in &lab.nodes {
+            if joined.contains_key(node.name()) {
+                continue;
+            }
+            if let Some(line) = node
+                .console()
+                .lines()
+                .find(|l| l.contains("joined cluster"))
+            {
+                let line = line.trim_end_matches('\r').to_string();
+                println!(
+                    "  [{:>5.1}s] {}: {line}",
+                    start.elapsed().as_secs_f64(),
+                    node.name()
+                );
+                joined.insert(node.name().to_string(), line);
+            }
+        }
+        if start.elapsed() > JOIN_TIMEOUT {
+            let node = lab
+                .nodes
+                .iter()
+                .find(|n| !joined.contains_key(n.name()))
+                .expect("a machine has not joined");
+            return Err(DemoError::NoJoin {
+                node: node.name().to_string(),
+                secs: JOIN_TIMEOUT.as_secs(),
+                log: node.log_path().to_path_buf(),
+            });
+        }
+        sleep_interruptibly(Duration::from_millis(500))?;
+    }
+    // The head's view settles a moment after the last console line.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(status) = lab.status() {
+            let alive = ClusterLab::nodes_in_state(&status, "alive");
+            if alive.len() > lab.nodes.len() || Instant::now() > deadline {
+                println!(
+                    "omboot demo: the head sees {} nodes alive: {}",
+                    alive.len(),
+                    alive.join(", ")
+                );
+                return Ok(());
+            }
+        }
+        sleep_interruptibly(Duration::from_millis(250))?;
+    }
+}
+
+fn awk_job(loops: u32) -> String {
+    format!(
+        "awk 'BEGIN {{for(i=0;i<{loops};i++)for(j=0;j<{loops};j++);}}'; echo \"ran on $OM_NODE\""
+    )
+}
+
+/// Runs `jobs` awk jobs at once through `omctl run` (on `node` if given) and
+/// returns where each ran and how long the batch took.
+fn batch(
+    lab: &ClusterLab,
+    jobs: usize,
+    loops: u32,
+    node: Option<&str>,
+) -> Result<(Vec<String>, Duration), DemoError> {
+    let start = Instant::now();
+    let mut children: Vec<Child> = Vec::new();
+    for _ in 0..jobs {
+        let mut command = lab.omctl();
+        command.arg("run");
+        if let Some(node) = node {
+            command.args(["--node", node]);
+        }
+        command
+            .args(["--", "sh", "-c", &awk_job(loops)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        children.push(command.spawn().map_err(|source| DemoError::Io {
+            what: "running omctl run".into(),
+            source,
+        })?);
+    }
+    let mut placed = Vec::new();
+    for (index, child) in children.into_iter().enumerate() {
+        let output = child.wait_with_output().map_err(|source| DemoError::Io {
+            what: "waiting for omctl run".into(),
+            source,
+        })?;
+        check_interrupt()?;
+        if !output.status.success() {
+            return Err(DemoError::Job {
+                index,
+                status: output.status.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let node = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("ran on "))
+            .unwrap_or("?")
+            .to_string();
+        placed.push(node);
+    }
+    Ok((placed, start.elapsed()))
+}
+
+fn run_batch(lab: &ClusterLab, options: &DemoOptions) -> Result<(), DemoError> {
+    let jobs = 2 * (lab.nodes.len() + 1);
+    let loops = options.awk_loops;
+    println!(
+        "omboot demo: running {jobs} copies of awk 'BEGIN {{for(i=0;i<{loops};i++)for(j=0;j<{loops};j++);}}' through omctl run"
+    );
+    let (placed, took) = batch(lab, jobs, loops, None)?;
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for (index, node) in placed.iter().enumerate() {
+        println!("  job {:>2} ran on {node}", index + 1);
+        *per_node.entry(node).or_default() += 1;
+    }
+    let spread: Vec<String> = per_node.iter().map(|(n, c)| format!("{n}: {c}")).collect();
+    println!("  spread: {}", spread.join(", "));
+    let alone = lab.nodes.first().map(|n| n.name().to_string());
+    let status = lab.status()?;
+    // Compare with one netbooted machine alone (the head runs natively and
+    // would not be a fair single node).
+    let single = ClusterLab::nodes_in_state(&status, "alive")
+        .into_iter()
+        .find(|n| n != "head")
+        .or(alone);
+    if let Some(single) = single {
+        let (_, alone_took) = batch(lab, jobs, loops, Some(&single))?;
+        println!(
+            "omboot demo: the batch took {:.1} s on the cluster, {:.1} s on {single} alone ({:.2}x)",
+            took.as_secs_f64(),
+            alone_took.as_secs_f64(),
+            alone_took.as_secs_f64() / took.as_secs_f64().max(0.001)
+        );
+    }
+    Ok(())
+}
+
+fn print_keep_instructions(lab: &ClusterLab, options: &DemoOptions) {
+    let socket = lab.head_socket().display();
+    let omctl = options.bin_dir.join("omctl");
+    println!("omboot demo: the cluster keeps running (--keep).");
+    println!("  a shell on the virtual LAN:  ip netns exec {DEMO_NAMESPACE} bash");
+    println!(
+        "  watch it like mosmon:        {} --socket {socket} mon",
+        omctl.display()
+    );
+    println!(
+        "  run a job on it:             {} --socket {socket} run -- uname -n",
+        omctl.display()
+    );
+    println!(
+        "  consoles and logs:           {}",
+        options.work_dir.display()
+    );
+    println!("  tear it down:                omboot demo --stop");
+}
+
+/// The default locations, relative to the working directory and to the
+/// running `omboot`.
+pub fn default_bin_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machines_take_the_three_firmware_paths_in_turn() {
+        let paths: Vec<_> = (0..4).map(firmware_for).collect();
+        assert_eq!(
+            paths,
+            [
+                Firmware::BiosIpxe,
+                Firmware::UefiIpxe,
+                Firmware::UefiPxe,
+                Firmware::BiosIpxe
+            ]
+        );
+    }
+
+    #[test]
+    fn the_awk_job_is_the_documented_loop_with_its_node_reported() {
+        assert_eq!(
+            awk_job(10000),
+            "awk 'BEGIN {for(i=0;i<10000;i++)for(j=0;j<10000;j++);}'; echo \"ran on $OM_NODE\""
+        );
+    }
+}
