@@ -41,34 +41,19 @@ fn locked<T>(name: &str, body: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 /// Builds `omnode`, `omctl`, `omboot` and `ombuild` as static release
-/// binaries (what the image needs) and returns the directory holding them.
+/// binaries (what the image needs) with `scripts/static-build` and returns the
+/// directory holding them.
 pub fn static_binaries() -> Result<PathBuf> {
     locked("static", || {
-        let root = workspace();
-        let target_dir = root.join("target/static");
-        let status = Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "x86_64-unknown-linux-gnu",
-                "-p",
-                "node-agent",
-                "-p",
-                "pxe-server",
-                "-p",
-                "builder",
-                "--bins",
-            ])
-            .status()
-            .context("running cargo build for the static binaries")?;
-        if !status.success() {
-            bail!("cargo build of the static binaries failed ({status})");
+        let output = Command::new(workspace().join("scripts/static-build"))
+            .current_dir(workspace())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .context("running scripts/static-build")?;
+        if !output.status.success() {
+            bail!("scripts/static-build failed ({})", output.status);
         }
-        Ok(target_dir.join("x86_64-unknown-linux-gnu/release"))
+        Ok(PathBuf::from(String::from_utf8(output.stdout)?.trim()))
     })
 }
 
