@@ -125,28 +125,34 @@ fn marker_initramfs(tmp: &Path) -> Vec<u8> {
     out.stdout
 }
 
+/// Which firmware qemu runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Firmware {
+pub enum Firmware {
     SeaBios,
     Ovmf,
 }
 
+/// How the ISO is attached: an IDE CD-ROM or a USB stick (raw disk).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Medium {
+pub enum Medium {
     Cd,
     Usb,
 }
 
 /// One boot: firmware, medium, and the keys to type at a prompt (if any).
-struct Boot {
-    name: &'static str,
-    firmware: Firmware,
-    medium: Medium,
+pub struct Boot {
+    /// Names the console log (`<name>.log`).
+    pub name: &'static str,
+    pub firmware: Firmware,
+    pub medium: Medium,
     /// When this text shows on the serial console, type `keys` (the head
     /// entry: its label at ISOLINUX's `boot:` prompt, or cursor-down and
     /// Enter in systemd-boot's menu, which OVMF reads from the serial port).
-    prompt: Option<(&'static str, &'static str)>,
-    expect_role: &'static str,
+    pub prompt: Option<(&'static str, &'static str)>,
+    /// The boot is over once a whole console line contains this.
+    pub until: &'static str,
+    /// The `om.role` this boot picks (checked by this module's test).
+    pub expect_role: &'static str,
 }
 
 /// qemu with the serial console on a pipe; killed on drop.
@@ -161,7 +167,9 @@ impl Drop for Qemu {
     }
 }
 
-fn boot(iso: &Path, tmp: &Path, b: &Boot) -> String {
+/// Boots `iso` as `b` says and returns the serial console output (plus
+/// qemu's stderr); other test modules use it for the real image.
+pub fn boot(iso: &Path, tmp: &Path, b: &Boot) -> String {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args([
         "-accel",
@@ -242,7 +250,7 @@ fn boot(iso: &Path, tmp: &Path, b: &Boot) -> String {
             }
         }
         // Stop once the marker line is complete (the VM powers off anyway).
-        if log.find(MARKER).is_some_and(|at| log[at..].contains('\n')) {
+        if log.find(b.until).is_some_and(|at| log[at..].contains('\n')) {
             break;
         }
     }
@@ -255,6 +263,61 @@ fn boot(iso: &Path, tmp: &Path, b: &Boot) -> String {
     let logs = std::env::var_os("OM_ISO_LOGS").map_or_else(|| tmp.to_path_buf(), PathBuf::from);
     std::fs::write(logs.join(format!("{}.log", b.name)), &log).unwrap();
     log + &err
+}
+
+/// The six boots the ISO must survive: SeaBIOS and OVMF, CD and USB, the
+/// default entry everywhere and the head entry typed on both CD boots.
+pub fn all_boots(until: &'static str) -> Vec<Boot> {
+    vec![
+        Boot {
+            name: "seabios-cd",
+            firmware: Firmware::SeaBios,
+            medium: Medium::Cd,
+            prompt: None,
+            until,
+            expect_role: "node",
+        },
+        Boot {
+            name: "seabios-cd-head",
+            firmware: Firmware::SeaBios,
+            medium: Medium::Cd,
+            prompt: Some(("boot:", "head\r")),
+            until,
+            expect_role: "head",
+        },
+        Boot {
+            name: "ovmf-cd",
+            firmware: Firmware::Ovmf,
+            medium: Medium::Cd,
+            prompt: None,
+            until,
+            expect_role: "node",
+        },
+        Boot {
+            name: "seabios-usb",
+            firmware: Firmware::SeaBios,
+            medium: Medium::Usb,
+            prompt: None,
+            until,
+            expect_role: "node",
+        },
+        Boot {
+            name: "ovmf-usb",
+            firmware: Firmware::Ovmf,
+            medium: Medium::Usb,
+            prompt: None,
+            until,
+            expect_role: "node",
+        },
+        Boot {
+            name: "ovmf-cd-head",
+            firmware: Firmware::Ovmf,
+            medium: Medium::Cd,
+            prompt: Some(("Boot in", "\x1b[B\r")),
+            until,
+            expect_role: "head",
+        },
+    ]
 }
 
 fn prerequisites() -> bool {
@@ -308,50 +371,7 @@ fn iso_boots_from_cd_and_usb_with_seabios_and_ovmf() {
         report.esp_size > 32 << 20 && report.esp_sector_count == u16::MAX,
         "the ESP must pass El Torito's 32 MiB count to test that case: {report:?}"
     );
-    let boots = [
-        Boot {
-            name: "seabios-cd",
-            firmware: Firmware::SeaBios,
-            medium: Medium::Cd,
-            prompt: None,
-            expect_role: "node",
-        },
-        Boot {
-            name: "seabios-cd-head",
-            firmware: Firmware::SeaBios,
-            medium: Medium::Cd,
-            prompt: Some(("boot:", "head\r")),
-            expect_role: "head",
-        },
-        Boot {
-            name: "ovmf-cd",
-            firmware: Firmware::Ovmf,
-            medium: Medium::Cd,
-            prompt: None,
-            expect_role: "node",
-        },
-        Boot {
-            name: "seabios-usb",
-            firmware: Firmware::SeaBios,
-            medium: Medium::Usb,
-            prompt: None,
-            expect_role: "node",
-        },
-        Boot {
-            name: "ovmf-usb",
-            firmware: Firmware::Ovmf,
-            medium: Medium::Usb,
-            prompt: None,
-            expect_role: "node",
-        },
-        Boot {
-            name: "ovmf-cd-head",
-            firmware: Firmware::Ovmf,
-            medium: Medium::Cd,
-            prompt: Some(("Boot in", "\x1b[B\r")),
-            expect_role: "head",
-        },
-    ];
+    let boots = all_boots(MARKER);
     let only = std::env::var("OM_ISO_BOOTS").ok();
     let results: Vec<(String, String, &'static str)> = std::thread::scope(|s| {
         let handles: Vec<_> = boots
