@@ -105,6 +105,22 @@ impl Bench {
     }
 }
 
+impl Drop for Bench {
+    fn drop(&mut self) {
+        // SIGTERM first: the agents leave and remove their job cgroups.
+        for a in self.agents.iter().flatten() {
+            let pid = nix::unistd::Pid::from_raw(a.0.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        let t = Instant::now();
+        for a in self.agents.iter_mut().flatten() {
+            while t.elapsed() < Duration::from_secs(3) && matches!(a.0.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
 fn alive(s: &node_agent::wire::ClusterStatus) -> usize {
     s.nodes.iter().filter(|n| n.state == "alive").count()
 }
