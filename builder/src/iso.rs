@@ -473,3 +473,94 @@ impl<W: Write + Seek> HashingWriter<'_, W> {
         self.write_zeros(offset.saturating_sub(self.pos))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn fake_isolinux() -> Vec<u8> {
+        let mut b = vec![0x90u8; 4000];
+        b[64..68].copy_from_slice(&eltorito::ISOHYBRID_MAGIC.to_le_bytes());
+        b
+    }
+
+    fn le32(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    }
+
+    #[test]
+    fn the_pieces_point_at_each_other() {
+        let isolinux = fake_isolinux();
+        let kernel = vec![1u8; 5000];
+        let initrd = vec![2u8; 7000];
+        let media = BootMedia {
+            volume_id: "omtest".into(),
+            epoch: 1_700_000_000,
+            files: vec![
+                IsoFile::new("/vmlinuz", &kernel),
+                IsoFile::new("initrd.img", &initrd),
+            ],
+            kernel: "vmlinuz".into(),
+            initrd: "/initrd.img".into(),
+            isolinux_bin: &isolinux,
+            ldlinux_c32: b"ldlinux",
+            isohdpfx: &[0xAB; 432],
+            systemd_boot_efi: b"MZ",
+            entries: vec![BootEntry {
+                label: "compute".into(),
+                title: "c".into(),
+                cmdline: "quiet".into(),
+            }],
+        };
+        let mut out = Cursor::new(Vec::new());
+        let r = write_hybrid_iso(&media, &mut out).unwrap();
+        let img = out.into_inner();
+        assert_eq!(img.len() as u64, r.size);
+        let block = |lba: u32| &img[lba as usize * 2048..(lba as usize + 1) * 2048];
+
+        // PVD: volume id uppercased, volume size both-endian = the whole image.
+        let pvd = block(16);
+        assert_eq!(&pvd[1..6], b"CD001");
+        assert_eq!(&pvd[40..48], b"OMTEST  ");
+        assert_eq!(&pvd[80..88], &iso9660::both32((r.size / 2048) as u32));
+        // Boot record -> catalog -> isolinux and ESP.
+        assert_eq!(le32(block(17), 0x47), r.catalog_lba);
+        assert_eq!(block(18)[0], 255);
+        let cat = block(r.catalog_lba);
+        assert_eq!(le32(cat, 32 + 8), r.isolinux_lba);
+        assert_eq!(le32(cat, 96 + 8), r.esp_lba);
+        assert_eq!(
+            u16::from_le_bytes([cat[96 + 6], cat[96 + 7]]),
+            r.esp_sector_count
+        );
+        // Boot-info table inside the written isolinux.bin.
+        let iso_bin = &img[r.isolinux_lba as usize * 2048..][..isolinux.len()];
+        assert_eq!(le32(iso_bin, 8), 16);
+        assert_eq!(le32(iso_bin, 12), r.isolinux_lba);
+        assert_eq!(le32(iso_bin, 16), isolinux.len() as u32);
+        // MBR: isohybrid pointer, signature, boot code kept.
+        assert_eq!(&img[..432], &[0xAB; 432][..]);
+        assert_eq!(le32(&img, 432), r.isolinux_lba * 4);
+        assert_eq!(le32(&img, 440), r.mbr_signature);
+        assert_eq!(&img[510..512], &[0x55, 0xAA]);
+        // The ESP is a FAT volume with the kernel in it.
+        let esp = &img[r.esp_lba as usize * 2048..][..r.esp_size as usize];
+        assert_eq!(&esp[510..512], &[0x55, 0xAA]);
+        let fs =
+            fatfs::FileSystem::new(Cursor::new(esp.to_vec()), fatfs::FsOptions::new()).unwrap();
+        let mut k = Vec::new();
+        std::io::Read::read_to_end(&mut fs.root_dir().open_file("vmlinuz").unwrap(), &mut k)
+            .unwrap();
+        assert_eq!(k, kernel);
+        // Files in the report are where the report says.
+        for (path, lba, size) in &r.files {
+            if path == "initrd.img" {
+                assert_eq!(&img[*lba as usize * 2048..][..*size as usize], &initrd[..]);
+            }
+        }
+        // GPT primary header at byte 512.
+        assert_eq!(&img[512..520], b"EFI PART");
+        assert_eq!(&img[img.len() - 512..img.len() - 504], b"EFI PART");
+    }
+}
