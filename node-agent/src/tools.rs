@@ -393,13 +393,22 @@ pub async fn run(socket: &Path, node: Option<String>, argv: Vec<String>) -> i32 
         }
     }
     let mut frames = exec::plain_reader(rd);
+    let mut stdout_gone = false;
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
     while let Some(f) = frames.recv().await {
         match f {
             Ok(Frame::Stdout(d)) => {
-                let _ = stdout.write_all(&d).await;
-                let _ = stdout.flush().await;
+                let written = match stdout.write_all(&d).await {
+                    Ok(()) => stdout.flush().await,
+                    Err(e) => Err(e),
+                };
+                // Our reader went away (`omctl run -- yes | head`): the job
+                // gets the SIGPIPE it would get locally.
+                if written.is_err() && !stdout_gone {
+                    stdout_gone = true;
+                    let _ = tx.send(Frame::Signal(libc::SIGPIPE)).await;
+                }
             }
             Ok(Frame::Stderr(d)) => {
                 let _ = stderr.write_all(&d).await;

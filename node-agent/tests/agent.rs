@@ -432,6 +432,20 @@ fn remote_run_stdio_status_signals_uid_cwd() {
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(stdout_of(&o).len(), big.len());
 
+    // A reader that goes away sends SIGPIPE to the job, as locally.
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} --socket {} run --node n2 -- yes | head -n 3; echo \"${{PIPESTATUS[0]}}\"",
+            bin("omctl").display(),
+            c.socket(0).display()
+        ))
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(stdout_of(&o), "y\ny\ny\n141\n");
+
     // Killed by a signal → 128 + n.
     let o = run_on(
         &c,
