@@ -40,6 +40,8 @@ enum Command {
     Poweroff,
     /// Ask PID 1 to reboot the machine.
     Reboot,
+    /// Ask PID 1 to halt the machine (power stays on).
+    Halt,
 }
 
 #[derive(clap::Args)]
@@ -181,6 +183,7 @@ fn main() -> ExitCode {
                 init::request_power(init::PowerAction::PowerOff).map_err(Into::into)
             }
             Command::Reboot => init::request_power(init::PowerAction::Reboot).map_err(Into::into),
+            Command::Halt => init::request_power(init::PowerAction::Halt).map_err(Into::into),
         }
     };
     match result {
