@@ -119,6 +119,14 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
     {
         bail!("node name {name:?} must be 1-64 characters without spaces");
     }
+    if let Some(s) = args.speed {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("--speed {s} must be a positive number");
+        }
+    }
+    if args.cluster.is_empty() || args.cluster.len() > 64 {
+        bail!("cluster id {:?} must be 1-64 characters", args.cluster);
+    }
     let seeds = args
         .seed
         .iter()
