@@ -45,8 +45,23 @@ pub struct Interface {
     pub addr: Ipv4Addr,
 }
 
-/// The named interface, or the first one that is up, not loopback, and has an
-/// IPv4 address; loopback if there is no other.
+/// The interface of the IPv4 default route in `/proc/net/route` text.
+pub fn default_route_interface(route: &str) -> Option<String> {
+    route.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // Iface Destination Gateway Flags RefCnt Use Metric Mask …; RTF_UP = 1.
+        let up = f
+            .get(3)
+            .and_then(|x| u32::from_str_radix(x, 16).ok())
+            .is_some_and(|fl| fl & 1 == 1);
+        (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000" && up).then(|| f[0].to_string())
+    })
+}
+
+/// The named interface; else the one holding the default route (on a
+/// netbooted node, the NIC it booted and got DHCP on); else the first one
+/// that is up, not loopback, and has an IPv4 address; loopback if there is
+/// no other.
 pub fn pick_interface(name: Option<&str>) -> Result<Interface, DiscoveryError> {
     let mut candidates = Vec::new();
     for ifa in getifaddrs().map_err(DiscoveryError::List)? {
@@ -68,9 +83,17 @@ pub fn pick_interface(name: Option<&str>) -> Result<Interface, DiscoveryError> {
             .ok_or_else(|| DiscoveryError::NoSuchInterface(want.to_string()));
     }
     let up = |f: &InterfaceFlags| f.contains(InterfaceFlags::IFF_UP);
+    let routed = std::fs::read_to_string("/proc/net/route")
+        .ok()
+        .and_then(|r| default_route_interface(&r));
     candidates
         .iter()
-        .find(|(_, _, f)| up(f) && !f.contains(InterfaceFlags::IFF_LOOPBACK))
+        .find(|(n, _, f)| up(f) && Some(n) == routed.as_ref())
+        .or_else(|| {
+            candidates
+                .iter()
+                .find(|(_, _, f)| up(f) && !f.contains(InterfaceFlags::IFF_LOOPBACK))
+        })
         .or_else(|| candidates.iter().find(|(_, _, f)| up(f)))
         .map(|(name, addr, _)| Interface {
             name: name.clone(),
@@ -114,6 +137,17 @@ mod tests {
             e.to_string(),
             "interface omt-no-such0 does not exist or has no IPv4 address"
         );
+    }
+
+    #[test]
+    fn default_route() {
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth1\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
+";
+        assert_eq!(default_route_interface(table), Some("eth0".into()));
+        assert_eq!(default_route_interface("Iface\tDestination\n"), None);
     }
 
     #[test]

@@ -61,7 +61,7 @@ struct AgentArgs {
     /// CPU share cluster jobs may use on this node, percent of all its CPUs.
     #[arg(long, value_name = "PERCENT", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100))]
     cpu_quota: u32,
-    /// The network interface to talk on (default: the first non-loopback one that is up).
+    /// The network interface to talk on (default: that of the default route, else the first non-loopback one that is up).
     #[arg(long, value_name = "IFACE")]
     interface: Option<String>,
     /// Cluster id; agents only talk within one cluster.
