@@ -241,7 +241,14 @@ fn netns_udhcpc_gets_renews_and_releases_a_lease() {
         &lan,
         &state,
         &images,
-        &["--pool", "10.77.1.10-10.77.1.20", "--http-port", "8080"],
+        &[
+            "--pool",
+            "10.77.1.10-10.77.1.20",
+            "--http-port",
+            "8080",
+            "--log-format",
+            "json",
+        ],
     );
     let events = tmp.path().join("events");
     let script = tmp.path().join("udhcpc.sh");
@@ -277,7 +284,14 @@ fn netns_udhcpc_gets_renews_and_releases_a_lease() {
         bound,
         "bound ip=10.77.1.10 mask=16 serverid=10.77.0.1 lease=3600"
     );
-    server.wait_log("REQUEST→ACK");
+    // One JSON log line per exchange, with the client, address and type.
+    let line = server.wait_log("REQUEST→ACK");
+    let ev: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(ev["ip"], "10.77.1.10", "{line}");
+    assert_eq!(ev["type"], "REQUEST→ACK", "{line}");
+    assert_eq!(ev["level"], "INFO", "{line}");
+    assert!(ev["mac"].as_str().is_some_and(|m| m.len() == 17), "{line}");
     let leases = leases_json(&state);
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0]["ip"], "10.77.1.10");
@@ -312,7 +326,7 @@ fn netns_udhcpc_gets_renews_and_releases_a_lease() {
     )
     .unwrap();
     client.wait().unwrap();
-    server.wait_log("type=RELEASE");
+    server.wait_log("\"type\":\"RELEASE\"");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let l = leases_json(&state);
