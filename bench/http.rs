@@ -4,8 +4,8 @@
 //! (default 3) alternating rounds. Run: `bench/http.sh` or
 //! `cargo bench -p pxe-server --bench http`.
 //!
-//! Our server runs as a child of this binary (`--serve-http DIR`) so its RSS is
-//! its own.
+//! Our server runs as a child of this binary (`--serve-http DIR [ADDR]`) so its
+//! RSS is its own; that mode also serves an image directory by hand.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -19,7 +19,8 @@ const SIZE: usize = 32 << 20;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--serve-http") {
-        serve(Path::new(&args[i + 1]));
+        let addr = args.get(i + 2).map_or("127.0.0.1:0", String::as_str);
+        serve(Path::new(&args[i + 1]), addr);
         return;
     }
     if let Err(e) = run() {
@@ -28,10 +29,11 @@ fn main() {
     }
 }
 
-fn serve(root: &Path) {
+/// Child mode: our HTTP server on `addr` (default `127.0.0.1:0`), port on stdout.
+fn serve(root: &Path, addr: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         println!("{}", listener.local_addr().unwrap().port());
         let state = pxe_server::http::HttpState {
             image: Arc::new(pxe_server::image::ImageDir::open(root).unwrap()),
