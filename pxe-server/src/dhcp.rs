@@ -40,7 +40,7 @@ struct Pacer {
 impl Pacer {
     async fn tick(&mut self) {
         self.sent += 1;
-        if self.sent % BURST == 0 {
+        if self.sent.is_multiple_of(BURST) {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     }
