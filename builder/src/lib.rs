@@ -1,3 +1,37 @@
-//! ombuild: builds the live node image from Debian packages.
+//! ombuild: builds the omcluster live node image from Debian packages,
+//! rootless and byte-reproducible.
+//!
+//! Modules, in the order a build uses them:
+//! - [`recipe`]: the image recipe (`images/node.toml`), validated;
+//! - [`mirror`]: finding the Debian mirror in the host's apt sources;
+//! - [`openpgp`]: verifying `InRelease` against the archive keyring;
+//! - [`debian`], [`version`]: Release/Packages parsing, dependency fields,
+//!   Debian version ordering;
+//! - [`resolve`]: the dependency closure (Depends, Pre-Depends,
+//!   alternatives, Provides);
+//! - [`lockfile`]: pinned packages beside the recipe;
+//! - [`fetch`]: the download cache (parallel, resumable, verified);
+//! - [`deb`]: `.deb` extraction (ar + tar.{xz,zst,gz}) into a [`tree`];
+//! - [`elf`], [`modules`]: `.modinfo`, the module closure, `modules.dep`;
+//! - [`initramfs`], [`cpio`]: the initramfs tree and its newc archive;
+//! - [`iso`]: the hybrid BIOS/UEFI CD/USB image;
+//! - [`manifest`]: the `manifest.json` of an image directory;
+//! - [`image`]: the build from recipe to image directory.
 
+pub mod cpio;
+pub mod deb;
+pub mod debian;
+pub mod elf;
+pub mod fetch;
+pub mod image;
+pub mod initramfs;
 pub mod iso;
+pub mod lockfile;
+pub mod manifest;
+pub mod mirror;
+pub mod modules;
+pub mod openpgp;
+pub mod recipe;
+pub mod resolve;
+pub mod tree;
+pub mod version;

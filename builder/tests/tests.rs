@@ -2,5 +2,11 @@
 
 mod util;
 
+mod cpio;
+mod image;
+mod initramfs;
 mod iso;
 mod iso_qemu;
+mod modules;
+mod recipe;
+mod resolve;

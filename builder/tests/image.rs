@@ -1,0 +1,444 @@
+//! Real builds from the Debian mirror (gated by `OM_NET_TESTS=1`, always on
+//! under `CI=true`): as an unprivileged user, byte-reproducible, refusing a
+//! tampered `.deb` and a tampered `InRelease`, and booting under qemu
+//! (`OM_QEMU_TESTS=1`). They share one package cache in the cargo target
+//! tmp dir, serialised by a file lock, so only the first run downloads.
+//!
+//! The agent is a stand-in here: the static host busybox. The boots with the
+//! real `omnode` are the e2e crate's.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::util::{enabled, tool, workspace};
+
+/// Held while a test uses the shared cache.
+struct CacheLock(#[allow(dead_code)] File);
+
+fn shared_cache() -> (PathBuf, CacheLock) {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(base).unwrap();
+    let f = File::create(base.join("om-cache.lock")).unwrap();
+    // SAFETY: flock on a file descriptor we own; blocks until we hold it.
+    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock failed");
+    let cache = base.join("om-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    (cache, CacheLock(f))
+}
+
+/// A work dir with a copy of the shipped recipe and lockfile (plus extra
+/// recipe text) and of the ombuild binary, so nothing sits next to it.
+struct Work {
+    dir: tempfile::TempDir,
+}
+
+impl Work {
+    fn new(extra_recipe: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("debian-img-")
+            .tempdir()
+            .unwrap();
+        let ws = workspace();
+        let recipe = std::fs::read_to_string(ws.join("images/node.toml")).unwrap();
+        std::fs::write(
+            dir.path().join("node.toml"),
+            format!("{recipe}\n{extra_recipe}"),
+        )
+        .unwrap();
+        if let Ok(lock) = std::fs::read(ws.join("images/node.lock")) {
+            std::fs::write(dir.path().join("node.lock"), lock).unwrap();
+        }
+        std::fs::copy(env!("CARGO_BIN_EXE_ombuild"), dir.path().join("ombuild")).unwrap();
+        std::fs::copy(busybox(), dir.path().join("agent")).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        Work { dir }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Run `ombuild image` with the stand-in agent and the given cache.
+    fn build(&self, out: &str, cache: &Path, extra: &[&str], as_nobody: bool) -> Output {
+        let agent = self.path("agent");
+        let mut args: Vec<String> = vec![
+            "image".into(),
+            self.path("node.toml").display().to_string(),
+            "--out".into(),
+            self.path(out).display().to_string(),
+            "--cache".into(),
+            cache.display().to_string(),
+            "--agent".into(),
+            agent.display().to_string(),
+            "--omctl".into(),
+            agent.display().to_string(),
+            "--omboot".into(),
+            agent.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let bin = self.path("ombuild");
+        let mut cmd = if as_nobody {
+            let mut c = Command::new(tool("setpriv").expect("setpriv (util-linux)"));
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        cmd.args(&args)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env("HOME", self.dir.path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null());
+        let out = cmd.output().unwrap();
+        eprintln!(
+            "ombuild {args:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+fn busybox() -> PathBuf {
+    tool("busybox").expect("busybox-static")
+}
+
+fn chown_r(p: &Path, uid: u32) {
+    let st = Command::new("chown")
+        .args(["-R", &format!("{uid}:{uid}")])
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+const OUTPUTS: &[&str] = &[
+    "vmlinuz",
+    "initrd.img",
+    "ipxe/undionly.kpxe",
+    "ipxe/snponly.efi",
+    "ipxe/ipxe.efi",
+    "node.iso",
+    "manifest.json",
+];
+
+/// The initramfs as a list of `mode name[ -> target]` lines via GNU cpio.
+fn initrd_listing(initrd: &Path) -> String {
+    let data = std::fs::read(initrd).unwrap();
+    let mut cpio = Vec::new();
+    zstd::stream::read::Decoder::new(data.as_slice())
+        .unwrap()
+        .read_to_end(&mut cpio)
+        .unwrap();
+    let mut child = Command::new(tool("cpio").expect("cpio"))
+        .args(["-t", "-v", "--quiet"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &cpio));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn unprivileged_build_is_complete_and_byte_reproducible() {
+    if !enabled("OM_NET_TESTS") {
+        return;
+    }
+    let (cache, _lock) = shared_cache();
+    let w = Work::new("");
+    let nobody = is_root();
+    if nobody {
+        chown_r(&cache, 65534);
+        chown_r(w.dir.path(), 65534);
+    }
+    let a = w.build("a", &cache, &[], nobody);
+    assert!(a.status.success(), "first build failed");
+    let b = w.build("b", &cache, &[], nobody);
+    assert!(b.status.success(), "second build failed");
+    for f in OUTPUTS {
+        let da = std::fs::read(w.path("a").join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let db = std::fs::read(w.path("b").join(f)).unwrap();
+        assert!(da == db, "{f} differs between two builds");
+        assert!(!da.is_empty(), "{f} is empty");
+    }
+    // The manifest describes the files.
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.path("a/manifest.json")).unwrap()).unwrap();
+    let arts = m["artifacts"].as_array().unwrap();
+    assert_eq!(arts.len(), OUTPUTS.len() - 1);
+    for a in arts {
+        let data = std::fs::read(w.path("a").join(a["path"].as_str().unwrap())).unwrap();
+        assert_eq!(a["size"].as_u64().unwrap(), data.len() as u64);
+        assert_eq!(
+            a["sha256"].as_str().unwrap(),
+            builder::fetch::sha256_hex(&data)
+        );
+    }
+    let kver = m["kernel_version"].as_str().unwrap().to_string();
+    assert!(kver.ends_with("-amd64"), "{kver}");
+    assert_eq!(
+        m["kernel_cmdline"],
+        "console=tty0 console=ttyS0,115200 quiet"
+    );
+    let pkgs: Vec<&str> = m["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in [
+        "busybox-static",
+        "ipxe",
+        "isolinux",
+        "linux-image-amd64",
+        "syslinux-common",
+        "systemd-boot-efi",
+    ] {
+        assert!(pkgs.contains(&p), "{p} not in manifest packages {pkgs:?}");
+    }
+    // The initramfs layout, read back by GNU cpio.
+    let listing = initrd_listing(&w.path("a/initrd.img"));
+    for needle in [
+        " init -> bin/omnode\n",
+        " bin/sh -> busybox\n",
+        " sbin/modprobe -> ../bin/busybox\n",
+        " bin/mosmon -> omctl\n",
+        &format!(" lib/modules/{kver}/modules.dep\n"),
+        &format!(" lib/modules/{kver}/kernel/drivers/net/ethernet/intel/e1000/e1000.ko\n"),
+        &format!(" lib/modules/{kver}/kernel/drivers/net/virtio_net.ko\n"),
+        &format!(" lib/modules/{kver}/kernel/fs/isofs/isofs.ko\n"),
+        &format!(" lib/modules/{kver}/kernel/fs/overlayfs/overlay.ko\n"),
+    ] {
+        assert!(listing.contains(needle), "initramfs lacks {needle:?}");
+    }
+    assert!(!listing.contains("usr/share/doc"), "docs were unpacked");
+    for line in listing.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!((f[2], f[3]), ("root", "root"), "not owned by root: {line}");
+    }
+}
+
+fn copy_cache(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn tampered_deb_in_the_cache_is_refused_offline_and_replaced_online() {
+    if !enabled("OM_NET_TESTS") {
+        return;
+    }
+    let (shared, _lock) = shared_cache();
+    let w = Work::new("");
+    // Warm the shared cache, then work on a private copy of it.
+    assert!(w.build("warm", &shared, &[], false).status.success());
+    let cache = w.path("cache");
+    copy_cache(&shared, &cache);
+    let deb = std::fs::read_dir(cache.join("debs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("busybox-static_")
+        })
+        .expect("busybox-static in the cache");
+    let mut data = std::fs::read(&deb).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    std::fs::write(&deb, &data).unwrap();
+
+    let out = w.build("offline", &cache, &["--offline"], false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("SHA256 mismatch for busybox-static"), "{err}");
+    assert!(!w.path("offline/initrd.img").exists());
+
+    let out = w.build("online", &cache, &[], false);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fails its SHA256 check, fetching it again")
+    );
+    let a = std::fs::read(w.path("warm/initrd.img")).unwrap();
+    assert!(
+        a == std::fs::read(w.path("online/initrd.img")).unwrap(),
+        "initrd differs after refetch"
+    );
+}
+
+#[test]
+fn tampered_inrelease_is_refused() {
+    if !enabled("OM_NET_TESTS") {
+        return;
+    }
+    let (shared, _lock) = shared_cache();
+    let w = Work::new("");
+    let cache = w.path("cache");
+    copy_cache(&shared, &cache);
+    // Resolving fetches and verifies InRelease and Packages; the lockfile
+    // it writes must name every recipe root.
+    let out = w.build("fresh", &cache, &["--update"], false);
+    assert!(out.status.success());
+    let lock = std::fs::read_to_string(w.path("node.lock")).unwrap();
+    for p in ["busybox-static", "ipxe", "systemd-boot-efi"] {
+        assert!(
+            lock.contains(&format!("name = \"{p}\"")),
+            "{p} not in the new lockfile"
+        );
+    }
+    assert!(
+        lock.contains("name = \"linux-image-6.1.0-"),
+        "no real kernel package in the lockfile"
+    );
+    // Offline re-resolution re-verifies the cached InRelease: fine as is…
+    let out = w.build("again", &cache, &["--update", "--offline"], false);
+    assert!(out.status.success());
+    // …and refused once one byte of the signed text changes.
+    let inrelease = std::fs::read_dir(cache.join("dists"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("bookworm/InRelease"))
+        .find(|p| p.exists())
+        .expect("cached InRelease");
+    let text = std::fs::read_to_string(&inrelease).unwrap();
+    assert!(text.contains("Codename: bookworm"));
+    std::fs::write(
+        &inrelease,
+        text.replacen("Codename: bookworm", "Codename: bookwork", 1),
+    )
+    .unwrap();
+    let out = w.build("tampered", &cache, &["--update", "--offline"], false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("OpenPGP signature of InRelease of bookworm does not verify"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_package_is_reported() {
+    if !enabled("OM_NET_TESTS") {
+        return;
+    }
+    let (shared, _lock) = shared_cache();
+    let w = Work::new("");
+    let recipe = std::fs::read_to_string(w.path("node.toml")).unwrap();
+    std::fs::write(
+        w.path("node.toml"),
+        recipe.replace(
+            "initramfs = [\"busybox-static\"]",
+            "initramfs = [\"busybox-static\", \"no-such-package-om\"]",
+        ),
+    )
+    .unwrap();
+    let cache = w.path("cache");
+    copy_cache(&shared, &cache);
+    let out = w.build("x", &cache, &[], false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(
+        err.contains("package no-such-package-om does not exist in the archive index"),
+        "{err}"
+    );
+}
+
+/// A test init: load the NIC driver through modules.alias, show the link.
+const TEST_INIT: &str = r#"
+[[files]]
+path = "/omtest-init"
+mode = 0o755
+text = """
+#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+for a in $(cat /sys/bus/pci/devices/*/modalias); do modprobe -q "$a"; done
+grep -q '^e1000 ' /proc/modules && echo OMTEST-MODULE-LOADED
+[ -e /sys/class/net/eth0 ] && echo OMTEST-ETH0-PRESENT
+echo OMTEST-DONE
+poweroff -f
+"""
+"#;
+
+#[test]
+fn qemu_boots_kernel_and_initramfs_and_loads_the_nic_driver() {
+    if !enabled("OM_NET_TESTS") || !enabled("OM_QEMU_TESTS") {
+        return;
+    }
+    let Some(qemu) = tool("qemu-system-x86_64") else {
+        return;
+    };
+    let (shared, _lock) = shared_cache();
+    let w = Work::new(TEST_INIT);
+    assert!(w.build("img", &shared, &[], false).status.success());
+    let serial = w.path("serial.log");
+    let mut child = Command::new(qemu)
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "768",
+            "-nographic",
+            "-no-reboot",
+            "-monitor",
+            "none",
+        ])
+        .arg("-kernel")
+        .arg(w.path("img/vmlinuz"))
+        .arg("-initrd")
+        .arg(w.path("img/initrd.img"))
+        .args(["-append", "console=ttyS0 rdinit=/omtest-init panic=-1"])
+        // A NIC without a backend: the driver binds, no packet leaves.
+        .args(["-net", "none", "-device", "e1000"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the VM to power off, within a generous bound.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = match rx.recv_timeout(Duration::from_secs(300)) {
+        Ok(st) => Some(st.unwrap()),
+        Err(_) => {
+            // SAFETY: signalling the qemu process this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let _ = rx.recv();
+            None
+        }
+    };
+    let log = std::fs::read_to_string(&serial).unwrap_or_default();
+    eprintln!("serial console:\n{log}");
+    assert!(status.is_some(), "the VM did not power off");
+    assert!(
+        log.contains("OMTEST-MODULE-LOADED"),
+        "e1000 not loaded through modules.alias"
+    );
+    assert!(log.contains("OMTEST-ETH0-PRESENT"), "no eth0");
+    assert!(log.contains("OMTEST-DONE"));
+}
