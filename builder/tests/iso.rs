@@ -113,7 +113,10 @@ fn run(tool: &Path, args: &[&str]) -> String {
 }
 
 /// Synthetic image files: small kernel/initrd stand-ins plus the boot kit.
-fn synthetic() -> (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>) {
+/// Extra image files: (path, contents).
+type Files = Vec<(String, Vec<u8>)>;
+
+fn synthetic() -> (Vec<u8>, Vec<u8>, Files) {
     let kernel: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
     let initrd: Vec<u8> = (0..250_000u32).map(|i| (i * 13 + 1) as u8).collect();
     let extra = vec![
@@ -137,7 +140,7 @@ fn raw_guid(text: &str) -> String {
     order.iter().map(|&i| b(i)).collect()
 }
 
-fn lines_with<'a>(text: &'a str, needles: &[&str]) -> String {
+fn lines_with(text: &str, needles: &[&str]) -> String {
     text.lines()
         .filter(|l| needles.iter().any(|n| l.contains(n)))
         .map(str::trim_end)

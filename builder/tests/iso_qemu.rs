@@ -2,6 +2,8 @@
 //! USB stick, with SeaBIOS and with OVMF, through ISOLINUX and systemd-boot,
 //! into Debian's kernel and a busybox initramfs whose `/init` prints
 //! `OMISO-BOOT-OK role=<om.role>` on the serial console and powers off.
+//! On the CD boots the guest also mounts the CD with Linux's own ISO 9660 /
+//! Rock Ridge driver and lists it, which must match what was written.
 //!
 //! Gated by `OM_QEMU_TESTS=1` (or `CI=true`, where missing prerequisites
 //! fail). Needs qemu-system-x86, ovmf, busybox-static, cpio, isolinux,
@@ -42,8 +44,21 @@ fn cache_dir() -> PathBuf {
     dir
 }
 
-/// Debian's current amd64 kernel image (downloaded once, then cached).
-fn debian_vmlinuz() -> Vec<u8> {
+/// Modules the guest loads, in dependency order, to mount the CD: the IDE
+/// controller (libata, ata_piix), SCSI CD-ROM (sr_mod) and ISO 9660.
+const CD_MODULES: [&str; 7] = [
+    "scsi_common",
+    "scsi_mod",
+    "libata",
+    "ata_piix",
+    "cdrom",
+    "sr_mod",
+    "isofs",
+];
+
+/// Debian's current amd64 kernel image and the [`CD_MODULES`] (downloaded
+/// once, then cached).
+fn debian_kernel() -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
     let deps = run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]));
     let pkg = deps
         .lines()
@@ -53,8 +68,21 @@ fn debian_vmlinuz() -> Vec<u8> {
         .to_string();
     let kver = pkg.trim_start_matches("linux-image-").to_string();
     let cache = cache_dir();
-    let vmlinuz = cache.join(format!("iso-{pkg}/boot/vmlinuz-{kver}"));
-    if !vmlinuz.exists() {
+    let dir = cache.join(format!("iso-{pkg}"));
+    let vmlinuz = dir.join(format!("boot/vmlinuz-{kver}"));
+    let find_ko = |name: &str| -> Option<PathBuf> {
+        let out = Command::new("find")
+            .arg(&dir)
+            .args(["-name", &format!("{name}.ko")])
+            .output()
+            .ok()?;
+        let p = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()?
+            .to_string();
+        Some(PathBuf::from(p))
+    };
+    if !vmlinuz.exists() || CD_MODULES.iter().any(|m| find_ko(m).is_none()) {
         let deb = |cache: &Path| {
             std::fs::read_dir(cache)
                 .unwrap()
@@ -75,34 +103,64 @@ fn debian_vmlinuz() -> Vec<u8> {
                 deb(&cache).expect("apt-get download left no .deb")
             }
         };
-        let dir = cache.join(format!("iso-{pkg}"));
         std::fs::create_dir_all(&dir).unwrap();
+        let kos: Vec<String> = CD_MODULES
+            .iter()
+            .map(|m| format!("'./lib/modules/*/{m}.ko'"))
+            .collect();
         let script = format!(
-            "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards './boot/vmlinuz-*'",
+            "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards './boot/vmlinuz-*' {}",
             deb.display(),
-            dir.display()
+            dir.display(),
+            kos.join(" ")
         );
         run(Command::new("sh").args(["-c", &script]));
     }
-    std::fs::read(&vmlinuz).unwrap()
+    let modules = CD_MODULES
+        .iter()
+        .map(|m| {
+            let p = find_ko(m).unwrap_or_else(|| panic!("{m}.ko is not in {pkg}"));
+            (m.to_string(), std::fs::read(p).unwrap())
+        })
+        .collect();
+    (std::fs::read(&vmlinuz).unwrap(), modules)
 }
 
 /// A newc initramfs (made by `cpio`): static busybox and an `/init` that
-/// prints the marker with the `om.role` it was booted with, then powers off;
-/// plus 30 MB of filler.
-fn marker_initramfs(tmp: &Path) -> Vec<u8> {
+/// mounts the CD if there is one and lists it (`OMISO-LS <mode> <size>
+/// <path>` lines: Linux's own ISO 9660 and Rock Ridge reader), prints the
+/// marker with the `om.role` it was booted with, then powers off; plus
+/// 30 MB of filler.
+fn marker_initramfs(tmp: &Path, modules: &[(String, Vec<u8>)]) -> Vec<u8> {
     let root = tmp.join("initramfs");
     std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("mods")).unwrap();
+    let mut insmods = String::new();
+    for (name, ko) in modules {
+        std::fs::write(root.join(format!("mods/{name}.ko")), ko).unwrap();
+        insmods.push_str(&format!("/bin/busybox insmod /mods/{name}.ko\n"));
+    }
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
     std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
-    let init = "#!/bin/sh\n\
-        /bin/busybox mkdir -p /proc\n\
+    let init = format!(
+        "#!/bin/sh\n\
+        /bin/busybox mkdir -p /proc /dev /mnt\n\
         /bin/busybox mount -t proc proc /proc\n\
+        /bin/busybox mount -t devtmpfs dev /dev\n\
+        {insmods}\
+        i=0; while [ ! -b /dev/sr0 ] && [ $i -lt 100 ]; do /bin/busybox sleep 0.1; i=$((i+1)); done\n\
+        if /bin/busybox mount -t iso9660 -o ro /dev/sr0 /mnt; then\n\
+          cd /mnt && /bin/busybox find . | /bin/busybox sort | while read f; do\n\
+            echo \"OMISO-LS $(/bin/busybox stat -c '%A %s' \"$f\") $f\"\n\
+          done\n\
+          cd /\n\
+        fi\n\
         for w in $(/bin/busybox cat /proc/cmdline); do\n\
-          case $w in om.role=*) role=${w#om.role=} ;; esac\n\
+          case $w in om.role=*) role=${{w#om.role=}} ;; esac\n\
         done\n\
         echo \"OMISO-BOOT-OK role=$role\"\n\
-        /bin/busybox poweroff -f\n";
+        /bin/busybox poweroff -f\n"
+    );
     std::fs::write(root.join("init"), init).unwrap();
     // Filler so the ESP (kernel + initrd) passes El Torito's 32 MiB count
     // limit, as the real image's does.
@@ -358,8 +416,8 @@ fn iso_boots_from_cd_and_usb_with_seabios_and_ovmf() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let kernel = debian_vmlinuz();
-    let initrd = marker_initramfs(tmp.path());
+    let (kernel, modules) = debian_kernel();
+    let initrd = marker_initramfs(tmp.path(), &modules);
     let extra = vec![("manifest.json".to_string(), b"{}\n".to_vec())];
     let cmdline = "console=ttyS0 panic=-1";
     let iso_path = tmp.path().join("om.iso");
@@ -405,4 +463,28 @@ fn iso_boots_from_cd_and_usb_with_seabios_and_ovmf() {
         }
     }
     assert!(failed.is_empty(), "boots without the marker: {failed:?}");
+
+    // Linux mounted the CD and saw the Rock Ridge names, modes and sizes.
+    let mut want: Vec<String> = vec![
+        "drwxr-xr-x 2048 .".into(),
+        "drwxr-xr-x 2048 ./isolinux".into(),
+    ];
+    for (path, _, size) in &report.files {
+        let mode = if path.starts_with("isolinux/") {
+            "-r--r--r--"
+        } else {
+            "-rw-r--r--"
+        };
+        want.push(format!("{mode} {size} ./{path}"));
+    }
+    want.sort();
+    for (name, log, _) in results.iter().filter(|(n, _, _)| n.contains("-cd")) {
+        let mut seen: Vec<String> = log
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("OMISO-LS "))
+            .map(str::to_string)
+            .collect();
+        seen.sort();
+        assert_eq!(seen, want, "{name}: the guest's listing of the mounted CD");
+    }
 }
