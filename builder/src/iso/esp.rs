@@ -107,8 +107,12 @@ pub fn build(input: &EspInput) -> io::Result<Vec<u8>> {
     }
 }
 
+/// fatfs says "No space left on device" when files don't fit, and refuses
+/// sizes whose cluster count fits no FAT type; both are cured by growing.
 fn is_full(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Other && e.to_string().contains("No space")
+    let text = e.to_string();
+    e.kind() == io::ErrorKind::Other
+        && (text.contains("No space") || text.contains("unfortunate disk size"))
         || e.kind() == io::ErrorKind::WriteZero
         || e.kind() == io::ErrorKind::UnexpectedEof
 }
@@ -198,7 +202,7 @@ impl fatfs::TimeProvider for EpochTime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Seek};
 
     fn entries() -> Vec<BootEntry> {
         vec![
@@ -260,6 +264,34 @@ mod tests {
             }
         );
         assert_eq!(fs.volume_label(), "OMCLUSTER");
+    }
+
+    #[test]
+    fn every_size_formats() {
+        // Sizes cross the FAT12/FAT16 boundary, where some volume sizes fit
+        // no FAT type; the builder must step over them.
+        let e = entries();
+        for kib in (0..12 * 1024).step_by(256) {
+            let kernel = vec![9u8; kib * 1024];
+            let input = EspInput {
+                volume_label: "OMCLUSTER",
+                epoch: 0,
+                systemd_boot_efi: b"MZ",
+                kernel: &kernel,
+                initrd: b"i",
+                entries: &e,
+            };
+            let img = build(&input).unwrap_or_else(|err| panic!("kernel of {kib} KiB: {err}"));
+            let fs = fatfs::FileSystem::new(Cursor::new(img), fatfs::FsOptions::new()).unwrap();
+            assert_eq!(
+                fs.root_dir()
+                    .open_file("vmlinuz")
+                    .unwrap()
+                    .seek(std::io::SeekFrom::End(0))
+                    .unwrap(),
+                kernel.len() as u64
+            );
+        }
     }
 
     #[test]
