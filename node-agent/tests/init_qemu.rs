@@ -118,7 +118,8 @@ fn cache_dir() -> PathBuf {
     dir
 }
 
-/// The Debian kernel: (vmlinuz, e1000.ko, kernel release).
+/// The Debian kernel: (vmlinuz, the extracted `lib/modules/<release>`
+/// holding [`MODULES`], kernel release).
 fn debian_kernel() -> (PathBuf, PathBuf, String) {
     let deps = run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]));
     let pkg = deps
@@ -155,28 +156,69 @@ fn debian_kernel() -> (PathBuf, PathBuf, String) {
     let kver = pkg.strip_prefix("linux-image-").unwrap().to_string();
     let dir = cache.join(format!("init-{pkg}"));
     let vmlinuz = dir.join(format!("boot/vmlinuz-{kver}"));
-    let e1000 = dir.join(format!(
-        "lib/modules/{kver}/kernel/drivers/net/ethernet/intel/e1000/e1000.ko"
-    ));
-    if !vmlinuz.exists() || !e1000.exists() {
+    let modroot = dir.join(format!("lib/modules/{kver}"));
+    let have_all = MODULES.iter().all(|(rel, _)| modroot.join(rel).exists());
+    if !vmlinuz.exists() || !have_all {
         std::fs::create_dir_all(&dir).unwrap();
-        // Only the two files the test needs, not the whole 400 MB tree.
-        let script = format!(
-            "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards './boot/vmlinuz-*' './lib/modules/*/e1000.ko'",
+        // Only the files the tests need, not the whole 400 MB tree.
+        let mut script = format!(
+            "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards './boot/vmlinuz-*'",
             deb.display(),
             dir.display()
         );
+        for (rel, _) in MODULES {
+            script.push_str(&format!(" './lib/modules/*/{rel}'"));
+        }
         run(Command::new("sh").args(["-c", &script]));
     }
-    assert!(
-        vmlinuz.exists() && e1000.exists(),
-        "kernel package {pkg} lacks vmlinuz or e1000.ko"
-    );
-    (vmlinuz, e1000, kver)
+    for (rel, _) in MODULES {
+        assert!(
+            modroot.join(rel).exists(),
+            "kernel package {pkg} lacks {rel}"
+        );
+    }
+    assert!(vmlinuz.exists(), "kernel package {pkg} lacks vmlinuz");
+    (vmlinuz, modroot, kver)
 }
 
-/// Packs the test initramfs and returns its path.
-fn initramfs(work: &Path, omnode: &Path, e1000: &Path, kver: &str) -> PathBuf {
+/// The modules the test images carry, with their dependencies as Debian's
+/// 6.1 kernel declares them (`depends=` in each .ko): e1000 for the NIC,
+/// virtio-pci and virtio-blk for the head's boot medium, isofs to mount it.
+const MODULES: &[(&str, &[&str])] = &[
+    ("kernel/drivers/net/ethernet/intel/e1000/e1000.ko", &[]),
+    ("kernel/drivers/virtio/virtio_ring.ko", &[]),
+    (
+        "kernel/drivers/virtio/virtio.ko",
+        &["kernel/drivers/virtio/virtio_ring.ko"],
+    ),
+    ("kernel/drivers/virtio/virtio_pci_modern_dev.ko", &[]),
+    ("kernel/drivers/virtio/virtio_pci_legacy_dev.ko", &[]),
+    (
+        "kernel/drivers/virtio/virtio_pci.ko",
+        &[
+            "kernel/drivers/virtio/virtio_ring.ko",
+            "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+            "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+            "kernel/drivers/virtio/virtio.ko",
+        ],
+    ),
+    (
+        "kernel/drivers/block/virtio_blk.ko",
+        &[
+            "kernel/drivers/virtio/virtio.ko",
+            "kernel/drivers/virtio/virtio_ring.ko",
+        ],
+    ),
+    ("kernel/drivers/cdrom/cdrom.ko", &[]),
+    (
+        "kernel/fs/isofs/isofs.ko",
+        &["kernel/drivers/cdrom/cdrom.ko"],
+    ),
+];
+
+/// Packs the test initramfs and returns its path: e1000 only, or (`head`)
+/// also the modules for a virtio disk holding the boot medium.
+fn initramfs(work: &Path, omnode: &Path, modroot: &Path, kver: &str, head: bool) -> PathBuf {
     let root = work.join("root");
     let _ = std::fs::remove_dir_all(&root);
     for d in ["bin", "etc", "root", "proc", "sys", "dev", "run", "tmp"] {
@@ -187,25 +229,37 @@ fn initramfs(work: &Path, omnode: &Path, e1000: &Path, kver: &str) -> PathBuf {
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
     for applet in [
         "sh", "ls", "cat", "echo", "ip", "hostname", "mount", "ps", "kill", "grep", "sleep",
-        "uname",
+        "uname", "awk",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     let moddir = root.join(format!("lib/modules/{kver}"));
-    let rel = "kernel/drivers/net/ethernet/intel/e1000/e1000.ko";
-    std::fs::create_dir_all(moddir.join(rel).parent().unwrap()).unwrap();
-    std::fs::copy(e1000, moddir.join(rel)).unwrap();
-    // e1000 has no dependencies; the alias file also carries entries for
-    // modules that are not present, which must not be matched.
-    std::fs::write(moddir.join("modules.dep"), format!("{rel}:\n")).unwrap();
-    std::fs::write(
-        moddir.join("modules.alias"),
+    let mut dep = String::new();
+    for (rel, deps) in MODULES {
+        if !head && !rel.ends_with("/e1000.ko") {
+            continue;
+        }
+        std::fs::create_dir_all(moddir.join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(modroot.join(rel), moddir.join(rel)).unwrap();
+        dep.push_str(&format!("{rel}: {}\n", deps.join(" ")));
+    }
+    std::fs::write(moddir.join("modules.dep"), dep).unwrap();
+    // Also entries for modules that are not present (virtio_net, e1000e):
+    // they must not match this machine's devices.
+    let mut alias = String::from(
         "# hand-written for the init qemu test\n\
          alias pci:v00001AF4d00001000sv*sd*bc*sc*i* virtio_net\n\
          alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n\
          alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e\n",
-    )
-    .unwrap();
+    );
+    if head {
+        alias.push_str(
+            "alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\n\
+             alias virtio:d00000002v* virtio_blk\n\
+             alias fs-iso9660 isofs\n",
+        );
+    }
+    std::fs::write(moddir.join("modules.alias"), alias).unwrap();
     let out = work.join("initrd.gz");
     run(Command::new("sh").args([
         "-c",
@@ -286,6 +340,16 @@ impl Drop for Lan {
     }
 }
 
+/// The VM's network.
+enum Net {
+    /// An e1000 on the tap in the test namespace (dnsmasq there).
+    Tap,
+    /// An e1000 with this MAC on an isolated qemu hub.
+    Isolated(&'static str),
+    /// No network device.
+    None,
+}
+
 /// The VM: its serial console as a growing text, and its input.
 struct Vm {
     child: Child,
@@ -294,23 +358,34 @@ struct Vm {
 }
 
 impl Vm {
-    /// Boots; with `nic` an e1000 on the tap in the test namespace, else
-    /// no network device at all.
-    fn start(vmlinuz: &Path, initrd: &Path, append: &str, nic: bool) -> Self {
-        let mut cmd = if nic {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", NS, "qemu-system-x86_64"])
-                .args([
-                    "-netdev",
-                    &format!("tap,id=n0,ifname={TAP},script=no,downscript=no"),
-                ])
-                .args(["-device", &format!("e1000,netdev=n0,mac={VM_MAC},romfile=")]);
-            c
-        } else {
-            let mut c = Command::new("qemu-system-x86_64");
-            c.args(["-nic", "none"]);
-            c
+    /// Boots with the given network and extra qemu arguments.
+    fn start(vmlinuz: &Path, initrd: &Path, append: &str, net: Net, extra: &[&str]) -> Self {
+        let mut cmd = match net {
+            Net::Tap => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", NS, "qemu-system-x86_64"])
+                    .args([
+                        "-netdev",
+                        &format!("tap,id=n0,ifname={TAP},script=no,downscript=no"),
+                    ])
+                    .args(["-device", &format!("e1000,netdev=n0,mac={VM_MAC},romfile=")]);
+                c
+            }
+            Net::Isolated(mac) => {
+                // A hub port with nothing else on the hub: a NIC that
+                // reaches nobody.
+                let mut c = Command::new("qemu-system-x86_64");
+                c.args(["-netdev", "hubport,id=n0,hubid=0"])
+                    .args(["-device", &format!("e1000,netdev=n0,mac={mac},romfile=")]);
+                c
+            }
+            Net::None => {
+                let mut c = Command::new("qemu-system-x86_64");
+                c.args(["-nic", "none"]);
+                c
+            }
         };
+        cmd.args(extra);
         let mut child = cmd
             .args([
                 "-accel", "tcg", "-m", "512", "-display", "none", "-monitor", "none",
@@ -398,15 +473,16 @@ fn init_boots_loads_e1000_gets_dhcp_and_keeps_a_shell() {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     let omnode = static_omnode();
-    let (vmlinuz, e1000, kver) = debian_kernel();
-    let initrd = initramfs(&work, &omnode, &e1000, &kver);
+    let (vmlinuz, modroot, kver) = debian_kernel();
+    let initrd = initramfs(&work, &omnode, &modroot, &kver, false);
     let _lan = Lan::new(&work);
     let key = "5a".repeat(32);
     let mut vm = Vm::start(
         &vmlinuz,
         &initrd,
         &format!("console=ttyS0 loglevel=3 panic=-1 om.role=node om.cluster=qtest om.server=10.77.10.1 om.key={key}"),
-        true,
+        Net::Tap,
+        &[],
     );
 
     let mut at = vm.wait_for(
@@ -439,14 +515,21 @@ fn init_boots_loads_e1000_gets_dhcp_and_keeps_a_shell() {
     // (The echoed command lines never contain the expected output.)
     vm.send("echo \"omt-host=$(hostname) sum=$((6*7))\"");
     at = vm.wait_for("omt-host=qnode-1 sum=42", at);
-    vm.send("ip -4 addr show dev eth0; ip route; grep -c ' cgroup2 ' /proc/mounts; cat /run/omcluster.key; echo omt-done");
-    let end = vm.wait_for("\nomt-done", at);
+    vm.send("ip -4 addr show dev eth0; ip route; grep -c ' cgroup2 ' /proc/mounts; cat /run/omcluster.key; echo omt-done-$((2+3))");
+    let end = vm.wait_for("omt-done-5", at);
     let out = vm.text()[at..end].to_string();
     assert!(out.contains("inet 10.77.10.55/24"), "{out}");
     assert!(out.contains("default via 10.77.10.1 dev eth0"), "{out}");
     assert!(out.contains(&format!("\n{key}\n")), "{out}");
     assert!(out.contains("\n1\n"), "cgroup2 not mounted once: {out}");
     at = end;
+
+    // The agent is supervised: when it dies, init restarts it. (PID 1 runs
+    // the same binary, so pick the agent by its arguments.)
+    vm.send("kill $(ps -o pid,args | awk '$2 ~ /omnode$/ && $3 == \"agent\" {print $1}'); echo omt-killed-$((3*3))");
+    at = vm.wait_for("omt-killed-9", at);
+    at = vm.wait_for("omnode: agent ", at);
+    at = vm.wait_for("; restarting in 1s", at);
 
     // A shell that exits is replaced.
     vm.send("exit");
@@ -491,13 +574,14 @@ fn init_without_a_nic_says_so_keeps_the_shell_and_reboots() {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     let omnode = static_omnode();
-    let (vmlinuz, e1000, kver) = debian_kernel();
-    let initrd = initramfs(&work, &omnode, &e1000, &kver);
+    let (vmlinuz, modroot, kver) = debian_kernel();
+    let initrd = initramfs(&work, &omnode, &modroot, &kver, false);
     let mut vm = Vm::start(
         &vmlinuz,
         &initrd,
         "console=ttyS0 loglevel=3 panic=-1 om.colour=blue om.role=boss",
-        false,
+        Net::None,
+        &[],
     );
     let mut at = vm.wait_for("omnode: mounted /proc /sys /dev", 0);
     at = vm.wait_for(
@@ -521,5 +605,76 @@ fn init_without_a_nic_says_so_keeps_the_shell_and_reboots() {
     vm.send("omnode reboot");
     vm.wait_for("omnode: reboot: stopping all processes", at);
     vm.wait_for("omnode: reboot now", at);
+    vm.wait_exit();
+}
+
+#[test]
+fn init_as_head_mounts_its_boot_medium_and_supervises_omboot() {
+    if !qemu_tests() {
+        return;
+    }
+    let have_xorriso = Command::new("xorriso").arg("-version").output().is_ok();
+    if !have_xorriso {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("the head qemu test needs xorriso (package xorriso)");
+        }
+        eprintln!("skipped: the head qemu test needs xorriso (package xorriso)");
+        return;
+    }
+    let work = target_dir().join("omt-init-qemu-head");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.join("medium")).unwrap();
+    std::fs::write(work.join("medium/hello.txt"), "omt-medium-ok\n").unwrap();
+    let iso = work.join("medium.iso");
+    run(Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-V", "OMTEST", "-o"])
+        .arg(&iso)
+        .arg(work.join("medium")));
+    let omnode = static_omnode();
+    let (vmlinuz, modroot, kver) = debian_kernel();
+    let initrd = initramfs(&work, &omnode, &modroot, &kver, true);
+    let key = "c3".repeat(32);
+    let drive = format!("file={},if=virtio,format=raw,readonly=on", iso.display());
+    let mut vm = Vm::start(
+        &vmlinuz,
+        &initrd,
+        &format!("console=ttyS0 loglevel=3 panic=-1 om.role=head om.cluster=qhead om.ip=10.77.11.1/24 om.key={key}"),
+        Net::Isolated("52:54:00:77:11:01"),
+        &["-drive", &drive],
+    );
+    let mut at = vm.wait_for("omnode: role head, cluster qhead, server (none)", 0);
+    at = vm.wait_for(
+        "omnode: eth0 (52:54:00:77:11:01) static address 10.77.11.1/24",
+        at,
+    );
+    // No DHCP name: the host name comes from the MAC.
+    vm.wait_for("omnode: hostname node-525400771101", at);
+    // virtio-pci by PCI modalias, then virtio-blk by the virtio device it
+    // revealed, then isofs to mount the medium.
+    at = vm.wait_for(
+        "omnode: boot medium /dev/vda mounted on /run/omcluster/media",
+        0,
+    );
+    at = vm.wait_for(
+        "omnode: starting /bin/omboot serve --mode dhcp --images /run/omcluster/media",
+        at,
+    );
+    // This image has no omboot: init says so and keeps retrying.
+    at = vm.wait_for(
+        "omnode: cannot start omboot (/bin/omboot serve --mode dhcp --images /run/omcluster/media): No such file or directory (os error 2); retrying in",
+        at,
+    );
+    vm.send("cat /run/omcluster/media/hello.txt; grep -o -e '^virtio_blk ' -e '^isofs ' -e '^e1000 ' /proc/modules; echo omt-end-$((4+4))");
+    let end = vm.wait_for("omt-end-8", at);
+    let out = vm.text()[at..end].to_string();
+    assert!(out.contains("\nomt-medium-ok\n"), "{out}");
+    for m in ["virtio_blk", "isofs", "e1000"] {
+        assert!(
+            out.contains(&format!("\n{m} \n")),
+            "module {m} not loaded: {out}"
+        );
+    }
+    vm.send("omnode poweroff");
+    vm.wait_for("omnode: power off now", end);
     vm.wait_exit();
 }

@@ -390,6 +390,18 @@ pub fn load(name: &str, path: &Path) -> Result<(), KmodError> {
     }
 }
 
+/// Loads the named modules (and their dependencies) from the index in
+/// `dir`; returns the ones actually loaded. Used for file systems, which no
+/// device modalias asks for.
+pub fn load_named(dir: &Path, names: &[String]) -> Result<Vec<String>, KmodError> {
+    let index = ModuleIndex::load(dir)?;
+    let order = index.load_order(names, &loaded_modules())?;
+    for name in &order {
+        load(name, &dir.join(&index.modules[name].path))?;
+    }
+    Ok(order)
+}
+
 /// What one loading pass did.
 #[derive(Debug, Default)]
 pub struct LoadReport {

@@ -47,7 +47,17 @@ pub fn find_iso9660() -> Vec<PathBuf> {
     out
 }
 
-/// Mounts the first ISO 9660 device read-only at [`MEDIA_DIR`].
+/// Whether the kernel knows file system `fs` (`/proc/filesystems`).
+fn fs_available(fs: &str) -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some(fs))
+}
+
+/// Mounts the first ISO 9660 device read-only at [`MEDIA_DIR`], loading the
+/// `isofs` module first when the kernel has it as a module (PID 1 has no
+/// modprobe for the kernel to call).
 pub fn mount_media() -> Result<PathBuf, String> {
     let devices = find_iso9660();
     let Some(dev) = devices.first() else {
@@ -56,6 +66,15 @@ pub fn mount_media() -> Result<PathBuf, String> {
                 .into(),
         );
     };
+    if !fs_available("iso9660") {
+        let dir =
+            super::network::modules_dir().ok_or("cannot read the kernel release to load isofs")?;
+        match super::kmod::load_named(&dir, &["isofs".to_string()]) {
+            Ok(loaded) if !loaded.is_empty() => say!("loaded modules: {}", loaded.join(" ")),
+            Ok(_) => {}
+            Err(e) => return Err(format!("cannot load the iso9660 file system: {e}")),
+        }
+    }
     let _ = std::fs::create_dir_all(MEDIA_DIR);
     nix::mount::mount(
         Some(dev.as_path()),
