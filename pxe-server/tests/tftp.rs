@@ -18,6 +18,7 @@ const BIG: usize = 65536 * 512 + 1234;
 
 struct Server {
     addr: SocketAddr,
+    registry: Arc<NodeRegistry>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), tftp::TftpError>>>,
 }
@@ -27,17 +28,19 @@ impl Server {
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = sock.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
+        let registry = Arc::new(NodeRegistry::new());
         let task = tokio::spawn(tftp::serve(
             sock,
             root.to_path_buf(),
             limits,
-            Arc::new(NodeRegistry::new()),
+            registry.clone(),
             async {
                 let _ = rx.await;
             },
         ));
         Server {
             addr,
+            registry,
             stop: Some(tx),
             task: Some(task),
         }
@@ -502,5 +505,27 @@ async fn duplicate_ack_does_not_resend() {
     .await
     .unwrap();
     assert_transfer_ended(&sock, tid).await;
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn transfer_records_tftp_stage_for_known_node() {
+    if !have_tool("curl") {
+        return;
+    }
+    let f = files(false);
+    let srv = Server::start(&f.root(), TftpLimits::default()).await;
+    let mac: pxe_server::nodes::MacAddr = "52:54:00:00:00:42".parse().unwrap();
+    srv.registry
+        .record_dhcp(mac, Some("127.0.0.1".parse().unwrap()), Some(0), None);
+    let out = f.dir.path().join("out");
+    run(tokio::process::Command::new("curl")
+        .args(["-sS", "-o"])
+        .arg(&out)
+        .arg(format!("tftp://{}/ipxe/undionly.kpxe", srv.addr)))
+    .await;
+    assert_same(&out, &f.small, "undionly.kpxe");
+    let node = srv.registry.get(mac).unwrap();
+    assert_eq!(node.stage, pxe_server::nodes::BootStage::Tftp);
     srv.stop().await;
 }
