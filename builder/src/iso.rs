@@ -12,8 +12,8 @@
 //! block 17     El Torito boot record      block 18  descriptor set terminator
 //! block 19     Rock Ridge continuation area (the ER entry)
 //! ...          path tables (L, M), directories, file data in sorted path
-//!              order (with /isolinux/: boot.cat, isolinux.bin, isolinux.cfg,
-//!              ldlinux.c32, added by the writer)
+//!              order (with /isolinux/: boot.cat, boot.msg, isolinux.bin,
+//!              isolinux.cfg, ldlinux.c32, added by the writer)
 //! ...          the FAT EFI system partition image (systemd-boot, loader
 //!              entries, kernel, initrd), after the files, inside the volume
 //! last 9       backup GPT (entries + header in the last 512-byte sector)
@@ -245,8 +245,10 @@ pub fn write_hybrid_iso<W: Write + Seek>(
             mode: f.mode,
         })
         .collect();
-    let boot_files: [(&str, u64); 4] = [
+    let message = isolinux::message(&media.entries);
+    let boot_files: [(&str, u64); 5] = [
         (&catalog_path, BLOCK),
+        (isolinux::MESSAGE, message.len() as u64),
         (&isolinux_bin_path, media.isolinux_bin.len() as u64),
         ("isolinux/isolinux.cfg", cfg.len() as u64),
         ("isolinux/ldlinux.c32", media.ldlinux_c32.len() as u64),
@@ -288,6 +290,7 @@ pub fn write_hybrid_iso<W: Write + Seek>(
     contents.insert(&catalog_path, &catalog);
     contents.insert(&isolinux_bin_path, &isolinux_bin);
     contents.insert("isolinux/isolinux.cfg", cfg.as_bytes());
+    contents.insert(isolinux::MESSAGE, message.as_bytes());
     contents.insert("isolinux/ldlinux.c32", media.ldlinux_c32);
 
     let volume = iso9660::VolumeInfo {

@@ -238,6 +238,7 @@ fn iso_read_back_by_xorriso_isoinfo_fdisk_and_mtools() {
         /ipxe/snponly.efi
         /ipxe/undionly.kpxe
         /isolinux/boot.cat
+        /isolinux/boot.msg
         /isolinux/isolinux.bin
         /isolinux/isolinux.cfg
         /isolinux/ldlinux.c32
@@ -254,6 +255,7 @@ fn iso_read_back_by_xorriso_isoinfo_fdisk_and_mtools() {
         /IPXE/SNPONLY.EFI;1
         /IPXE/UNDIONLY.KPXE;1
         /ISOLINUX/BOOT.CAT;1
+        /ISOLINUX/BOOT.MSG;1
         /ISOLINUX/ISOLINUX.BIN;1
         /ISOLINUX/ISOLINUX.CFG;1
         /ISOLINUX/LDLINUX.C32;1

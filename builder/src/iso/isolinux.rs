@@ -1,10 +1,25 @@
 //! ISOLINUX configuration (`isolinux/isolinux.cfg`): the BIOS boot menu.
 //!
-//! No menu module: a `boot:` prompt on the screen and on the first serial
-//! port, where typing an entry's label picks it; after 3 s the first entry
-//! boots. The kernel and initrd are read from ISO 9660.
+//! No menu module: `isolinux/boot.msg` lists the entries on the screen
+//! above a `boot:` prompt (the prompt is also on the first serial port);
+//! typing an entry's label picks it, after 3 s the first entry boots. The kernel and initrd are read from ISO 9660.
 
 use super::BootEntry;
+
+/// Path in the ISO tree of the text shown above the `boot:` prompt.
+pub const MESSAGE: &str = "isolinux/boot.msg";
+
+/// The text shown on screen above the `boot:` prompt: the entries and how
+/// to pick one.
+pub fn message(entries: &[BootEntry]) -> String {
+    let mut m = String::from("\nomcluster boot entries:\n");
+    for (i, e) in entries.iter().enumerate() {
+        let note = if i == 0 { " (default, in 3 s)" } else { "" };
+        m.push_str(&format!("  {:<10} {}{note}\n", e.label, e.title));
+    }
+    m.push_str("Type an entry's name and Enter at the boot: prompt.\n");
+    m
+}
 
 /// The config text for `entries` (default first), booting `kernel` and
 /// `initrd` (paths in the ISO tree).
@@ -17,12 +32,7 @@ pub fn config(entries: &[BootEntry], kernel: &str, initrd: &str) -> String {
         c.push_str(&format!("DEFAULT {}\n", first.label));
     }
     c.push_str("PROMPT 1\nTIMEOUT 30\n");
-    let labels: Vec<&str> = entries.iter().map(|e| e.label.as_str()).collect();
-    c.push_str(&format!(
-        "SAY omcluster boot entries: {} (default {})\n",
-        labels.join(", "),
-        labels.first().unwrap_or(&"")
-    ));
+    c.push_str(&format!("DISPLAY /{MESSAGE}\n"));
     for e in entries {
         c.push_str(&format!(
             "\nLABEL {}\n  MENU LABEL {}\n  LINUX /{kernel}\n  INITRD /{initrd}\n  APPEND {}\n",
@@ -36,6 +46,30 @@ pub fn config(entries: &[BootEntry], kernel: &str, initrd: &str) -> String {
 mod tests {
     use super::*;
     use expect_test::expect;
+
+    #[test]
+    fn message_lists_the_entries() {
+        let entries = vec![
+            BootEntry {
+                label: "compute".into(),
+                title: "compute node".into(),
+                cmdline: String::new(),
+            },
+            BootEntry {
+                label: "head".into(),
+                title: "head node".into(),
+                cmdline: String::new(),
+            },
+        ];
+        expect![[r#"
+
+            omcluster boot entries:
+              compute    compute node (default, in 3 s)
+              head       head node
+            Type an entry's name and Enter at the boot: prompt.
+        "#]]
+        .assert_eq(&message(&entries));
+    }
 
     #[test]
     fn two_entries() {
@@ -56,7 +90,7 @@ mod tests {
             DEFAULT compute
             PROMPT 1
             TIMEOUT 30
-            SAY omcluster boot entries: compute, head (default compute)
+            DISPLAY /isolinux/boot.msg
 
             LABEL compute
               MENU LABEL compute node
