@@ -97,16 +97,33 @@ fn static_omnode() -> PathBuf {
         .args(["build", "-p", "node-agent", "--bin", "omnode", "--release"])
         .args(["--target", "x86_64-unknown-linux-gnu", "--manifest-path"])
         .arg(&manifest)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env("CARGO_TARGET_DIR", &target)
         .stdout(Stdio::null()));
     let bin = target.join("x86_64-unknown-linux-gnu/release/omnode");
-    let file = run(Command::new("file").arg(&bin));
     assert!(
-        file.contains("statically linked") || file.contains("static-pie"),
-        "{file}"
+        !has_interpreter(&std::fs::read(&bin).unwrap()),
+        "{} is dynamically linked",
+        bin.display()
     );
     bin
+}
+
+/// Whether a 64-bit little-endian ELF file asks for a program interpreter
+/// (PT_INTERP), i.e. is dynamically linked.
+fn has_interpreter(elf: &[u8]) -> bool {
+    assert!(
+        elf.starts_with(b"\x7fELF\x02\x01"),
+        "not a 64-bit LE ELF file"
+    );
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    (0..phnum).any(|i| {
+        let p = phoff + i * phentsize;
+        u32::from_le_bytes(elf[p..p + 4].try_into().unwrap()) == 3
+    })
 }
 
 fn cache_dir() -> PathBuf {
@@ -677,4 +694,14 @@ fn init_as_head_mounts_its_boot_medium_and_supervises_omboot() {
     vm.send("omnode poweroff");
     vm.wait_for("omnode: power off now", end);
     vm.wait_exit();
+}
+
+#[test]
+fn static_check_tells_static_from_dynamic_binaries() {
+    // The test binary itself is dynamically linked; busybox-static is not.
+    let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    assert!(has_interpreter(&me));
+    if let Ok(bb) = std::fs::read("/bin/busybox") {
+        assert!(!has_interpreter(&bb));
+    }
 }
