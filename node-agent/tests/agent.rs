@@ -891,4 +891,24 @@ fn seeds_join_agents_that_multicast_cannot_reach() {
     let o = c.omctl(1).args(["whois", "n0", "--json"]).output().unwrap();
     let n: node_agent::wire::NodeStatus = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((n.addr.as_str(), n.number), ("10.86.0.1:7101", 1));
+
+    // A clean stop (SIGTERM) leaves the cluster and removes the socket.
+    let pid = nix::unistd::Pid::from_raw(c.agents[0].as_ref().unwrap().0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let st = c.agents[0].as_mut().unwrap().0.wait().unwrap();
+    assert_eq!(st.code(), Some(0));
+    assert!(!c.socket(0).exists(), "the control socket was left behind");
+    wait_for("n1 to see n0 leave", LIMIT, || {
+        let s = c.status(1)?;
+        let n0 = s
+            .nodes
+            .iter()
+            .find(|x| x.name == "n0")
+            .ok_or("n0 not listed")?;
+        if n0.state == "down" {
+            Ok(())
+        } else {
+            Err(n0.state.clone())
+        }
+    });
 }
