@@ -349,3 +349,25 @@ impl Fetcher {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_named() {
+        let e = io_error(
+            Path::new("/out/initrd.img"),
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        assert_eq!(
+            e.to_string(),
+            "no space left on device while writing /out/initrd.img"
+        );
+        let e = io_error(
+            Path::new("/x"),
+            std::io::Error::from_raw_os_error(libc::EACCES),
+        );
+        assert!(matches!(e, FetchError::Io { .. }));
+    }
+}

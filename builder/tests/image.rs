@@ -442,3 +442,56 @@ fn qemu_boots_kernel_and_initramfs_and_loads_the_nic_driver() {
     assert!(log.contains("OMTEST-ETH0-PRESENT"), "no eth0");
     assert!(log.contains("OMTEST-DONE"));
 }
+
+/// Run the real binary (no network needed) and return (exit code, stderr).
+fn run_offline_cli(w: &Work, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(w.path("ombuild"))
+        .arg("image")
+        .arg(w.path("node.toml"))
+        .args(["--out"])
+        .arg(w.path("out"))
+        .args(["--cache"])
+        .arg(w.path("empty-cache"))
+        .args(["--agent"])
+        .arg(w.path("agent"))
+        .args(args)
+        .env("HOME", w.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn offline_build_with_an_empty_cache_names_the_missing_package() {
+    let w = Work::new("");
+    let (code, err) = run_offline_cli(&w, &["--offline"]);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("offline build: "), "{err}");
+    assert!(err.contains("is not in the cache"), "{err}");
+    assert!(err.contains("run once without --offline"), "{err}");
+}
+
+#[test]
+fn unreachable_mirror_is_a_network_error() {
+    let w = Work::new("");
+    // Port 9 (discard) on loopback: nothing listens, the connection is refused.
+    let (code, err) = run_offline_cli(&w, &["--mirror", "http://127.0.0.1:9/debian"]);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(
+        err.contains("cannot fetch http://127.0.0.1:9/debian/pool/main/"),
+        "{err}"
+    );
+}
+
+#[test]
+fn recipe_errors_exit_with_their_code_and_line() {
+    let w = Work::new("colour = \"blue\"\n");
+    let (code, err) = run_offline_cli(&w, &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("node.toml:"), "{err}");
+    assert!(err.contains("unknown field `colour`"), "{err}");
+}
