@@ -188,19 +188,30 @@ impl Supervisor {
             self.start_media();
         }
         loop {
-            self.services.start_due(Instant::now());
-            let timeout = self
-                .services
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()))
-                .unwrap_or(Duration::from_secs(60))
-                .min(Duration::from_secs(60));
-            if let Some(sig) = reaper::wait_signal(timeout) {
-                self.on_signal(sig);
+            // A panic here would end PID 1 and panic the kernel: report it
+            // (the panic hook already printed the message) and go on.
+            let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.turn()));
+            if turn.is_err() {
+                say!("internal error in the init loop (see above); carrying on");
             }
-            while let Ok(ev) = self.rx.try_recv() {
-                self.on_event(ev);
-            }
+        }
+    }
+
+    /// One turn of the loop: start what is due, wait for a signal or the
+    /// next deadline, handle the signal and the queued events.
+    fn turn(&mut self) {
+        self.services.start_due(Instant::now());
+        let timeout = self
+            .services
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(60))
+            .min(Duration::from_secs(60));
+        if let Some(sig) = reaper::wait_signal(timeout) {
+            self.on_signal(sig);
+        }
+        while let Ok(ev) = self.rx.try_recv() {
+            self.on_event(ev);
         }
     }
 
