@@ -397,6 +397,12 @@ fn iso_two_writes_are_byte_identical_and_inputs_change_the_ids() {
     let rb = iso::write_hybrid_iso(&m, &mut b).unwrap();
     assert_eq!(ra, rb);
     assert!(a.get_ref() == b.get_ref(), "two writes differ");
+    // The order the files are given in doesn't matter.
+    let mut shuffled = m.clone();
+    shuffled.files.reverse();
+    let mut c = Cursor::new(Vec::new());
+    iso::write_hybrid_iso(&shuffled, &mut c).unwrap();
+    assert!(a.get_ref() == c.get_ref(), "file order changed the image");
     let mut m2 = m.clone();
     m2.epoch += 1;
     let rc = iso::write_hybrid_iso(&m2, Cursor::new(Vec::new())).unwrap();
