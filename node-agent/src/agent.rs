@@ -554,6 +554,32 @@ impl Controller {
         all
     }
 
+    /// Jobs of every live node: ours, and each other node's answer to `Ps`
+    /// (asked in parallel; a node that does not answer is left out).
+    async fn cluster_jobs(&self) -> Vec<JobInfo> {
+        let peers: Vec<NodeId> = {
+            let v = self.view.lock().expect("view");
+            v.nodes
+                .values()
+                .filter(|(_, st)| *st != NodeState::Down)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let asks = peers
+            .iter()
+            .map(|id| exec::remote_jobs(id.addr, &self.stream_key));
+        let mut all = self.jobs();
+        for jobs in futures::future::join_all(asks).await.into_iter().flatten() {
+            for j in jobs {
+                // The target's entry (with its pid) replaces our launch record.
+                all.retain(|x| x.job != j.job);
+                all.push(j);
+            }
+        }
+        all.sort_by(|a, b| a.job.cmp(&b.job));
+        all
+    }
+
     async fn handle(self, stream: UnixStream) {
         let cred = match stream.peer_cred() {
             Ok(c) => c,
@@ -574,6 +600,10 @@ impl Controller {
             }
             Frame::Ps => {
                 let _ = wire::write_frame(&mut wr, &Frame::PsReply(self.jobs())).await;
+            }
+            Frame::PsCluster => {
+                let jobs = self.cluster_jobs().await;
+                let _ = wire::write_frame(&mut wr, &Frame::PsReply(jobs)).await;
             }
             Frame::Run(req) => {
                 let (tx, mut rx) = mpsc::channel::<Frame>(64);

@@ -66,6 +66,14 @@ pub async fn status(path: &Path) -> Result<wire::ClusterStatus, ControlError> {
     }
 }
 
+/// The cluster jobs of every live node, as the local agent gathers them.
+pub async fn ps_cluster(path: &Path) -> Result<Vec<wire::JobInfo>, ControlError> {
+    match request(path, &Frame::PsCluster).await? {
+        Frame::PsReply(s) => Ok(s),
+        other => Err(ControlError::Unexpected(format!("{other:?}"))),
+    }
+}
+
 /// The cluster jobs the local agent knows.
 pub async fn ps(path: &Path) -> Result<Vec<wire::JobInfo>, ControlError> {
     match request(path, &Frame::Ps).await? {

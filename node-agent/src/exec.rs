@@ -197,6 +197,17 @@ pub async fn serve(stream: TcpStream, ctx: ExecContext) {
     .await
     {
         Ok(Ok(Some(Frame::Exec(req)))) => req,
+        Ok(Ok(Some(Frame::Ps))) => {
+            let jobs: Vec<JobInfo> = ctx
+                .running
+                .lock()
+                .expect("jobs lock")
+                .values()
+                .cloned()
+                .collect();
+            let _ = wire::write_sealed(&mut s.wr, &mut s.send, &Frame::PsReply(jobs)).await;
+            return;
+        }
         Ok(Ok(other)) => {
             warn!(?peer, frame = ?other.map(|f| format!("{f:?}")), "exec stream did not start with a request");
             return;
@@ -451,6 +462,25 @@ async fn run_job(req: ExecRequest, ctx: ExecContext, s: SecureStream) {
     if ok {
         let _ = wire::write_sealed(&mut wr, &mut send, &Frame::Exit(exit)).await;
         let _ = wr.shutdown().await;
+    }
+}
+
+/// Asks the agent at `addr` which cluster jobs run there.
+pub async fn remote_jobs(
+    addr: SocketAddr,
+    stream_key: &[u8; 32],
+) -> Result<Vec<JobInfo>, WireError> {
+    let mut s = connect(addr, stream_key).await?;
+    wire::write_sealed(&mut s.wr, &mut s.send, &Frame::Ps).await?;
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        wire::read_sealed(&mut s.rd, &mut s.recv),
+    )
+    .await
+    {
+        Ok(Ok(Some(Frame::PsReply(jobs)))) => Ok(jobs),
+        Ok(Err(e)) => Err(e),
+        _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "no job list").into()),
     }
 }
 

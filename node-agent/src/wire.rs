@@ -203,6 +203,9 @@ pub enum Frame {
         /// What went wrong, for a human.
         message: String,
     },
+    /// omctl → agent: the cluster jobs of every live node (answered with
+    /// `PsReply`; agents ask each other with `Ps` over exec streams).
+    PsCluster,
 }
 
 impl Frame {

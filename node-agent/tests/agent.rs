@@ -580,6 +580,17 @@ fn remote_run_stdio_status_signals_uid_cwd() {
             .ok_or_else(|| "not yet".to_string())
     });
     assert_eq!((ps.node.as_str(), ps.home.as_str()), ("n2", "n0"));
+    // n1 neither launched nor runs it, but sees it cluster-wide, with n2's pid.
+    let o = c.omctl(1).args(["ps", "--all", "--json"]).output().unwrap();
+    let jobs: Vec<node_agent::wire::JobInfo> = serde_json::from_slice(&o.stdout).unwrap();
+    let seen: Vec<_> = jobs.iter().filter(|j| j.job == ps.job).collect();
+    assert_eq!(seen.len(), 1, "{jobs:?}");
+    assert_eq!((seen[0].node.as_str(), seen[0].pid), ("n2", ps.pid));
+    let o = c.omctl(1).args(["ps"]).output().unwrap();
+    assert!(
+        !stdout_of(&o).contains("sleep 30"),
+        "n1's own ps lists another node's job"
+    );
 
     // The node running it dies: the caller gets a clear error and 255, no hang.
     c.kill(2);

@@ -37,7 +37,7 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Live view of cluster jobs and the node each runs on (mtop); q quits.
+    /// Live view of every node's cluster jobs and where each runs (mtop); q quits.
     Top {
         /// Print one frame and exit.
         #[arg(long)]
@@ -48,6 +48,9 @@ enum Command {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// The jobs of every node, not only this one's.
+        #[arg(long)]
+        all: bool,
     },
     /// Show one node, by name, node number or address.
     Whois {
@@ -79,8 +82,12 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
                 print!("{}", tools::status_table(&s));
             }
         }
-        Command::Ps { json } => {
-            let jobs = control::ps(&socket).await?;
+        Command::Ps { json, all } => {
+            let jobs = if all {
+                control::ps_cluster(&socket).await?
+            } else {
+                control::ps(&socket).await?
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&jobs)?);
             } else {
@@ -113,7 +120,7 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
                 let socket = socket.clone();
                 async move {
                     let s = control::status(&socket).await?;
-                    let jobs = control::ps(&socket).await?;
+                    let jobs = control::ps_cluster(&socket).await?;
                     Ok(tools::top_lines(&s, &jobs))
                 }
             })
