@@ -264,10 +264,15 @@ impl VirtualLan {
         Ok(name.to_string())
     }
 
-    /// A command that runs `program` inside the namespace.
+    /// A command that runs `program` inside the namespace. It enters only
+    /// the network namespace (`nsenter --net`): `ip netns exec` would also
+    /// remount `/sys`, hiding the cgroup hierarchies the agent caps jobs with.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name]).arg(program);
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
         command
     }
 }
