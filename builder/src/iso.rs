@@ -9,9 +9,12 @@
 //! block 0-15   system area: hybrid MBR (isohdpfx.bin, protective 0xEE entry)
 //!              + primary GPT (512-byte LBA 1..33) with the ESP as partition 1
 //! block 16     primary volume descriptor (ISO 9660, Rock Ridge RRIP_1991A)
-//! block 17     El Torito boot record      block 18  descriptor set terminator
-//! block 19     Rock Ridge continuation area (the ER entry)
-//! ...          path tables (L, M), directories, file data in sorted path
+//! block 17     El Torito boot record (El Torito wants it exactly here)
+//! block 18     Joliet supplementary volume descriptor (UCS-2 level 3)
+//! block 19     descriptor set terminator
+//! block 20     Rock Ridge continuation area (the ER entry)
+//! ...          path tables (L, M) and directories of the Rock Ridge tree,
+//!              then of the Joliet tree, file data (shared) in sorted path
 //!              order (with /isolinux/: boot.cat, boot.msg, isolinux.bin,
 //!              isolinux.cfg, ldlinux.c32, added by the writer)
 //! ...          the FAT EFI system partition image (systemd-boot, loader
@@ -44,8 +47,7 @@
 //! fdisk and mtools read back what was meant; qemu boots both entries from
 //! CD and USB under SeaBIOS and OVMF with an ESP over 32 MiB, and the guest
 //! kernel mounts the CD and sees the Rock Ridge names. Not covered: Secure
-//! Boot (systemd-boot from Debian is unsigned, and no shim is added), and
-//! Joliet (Windows shows the ISO 9660 names).
+//! Boot (systemd-boot from Debian is unsigned, and no shim is added).
 
 pub mod eltorito;
 pub mod esp;
@@ -270,7 +272,8 @@ pub fn write_hybrid_iso<W: Write + Seek>(
     }
 
     let tree = iso9660::Tree::build(&inputs)?;
-    let layout = tree.layout(FIRST_FREE_LBA, esp_image.len() as u64)?;
+    let joliet = iso9660::Tree::build_with(&inputs, iso9660::Names::Joliet)?;
+    let layout = tree.layout(Some(&joliet), FIRST_FREE_LBA, esp_image.len() as u64)?;
 
     let lba_of = |path: &str| -> u32 {
         layout
@@ -318,8 +321,11 @@ pub fn write_hybrid_iso<W: Write + Seek>(
     w.hash = Sha256::new();
     w.put(&tree.primary_volume_descriptor(&layout, &volume))?;
     w.put(&eltorito::boot_record(catalog_lba))?;
+    w.put(&joliet.primary_volume_descriptor(&layout, &volume))?;
     w.put(&iso9660::terminator())?;
-    for (lba, block) in tree.metadata_blocks(&layout, &volume) {
+    let mut metadata = tree.metadata_blocks(&layout, &volume);
+    metadata.extend(joliet.metadata_blocks(&layout, &volume));
+    for (lba, block) in metadata {
         w.pad_to(u64::from(lba) * BLOCK)?;
         w.put(&block)?;
     }
@@ -370,8 +376,8 @@ pub fn write_hybrid_iso<W: Write + Seek>(
     })
 }
 
-/// Blocks 16-18 are the volume descriptors; layout starts after them.
-const FIRST_FREE_LBA: u32 = 19;
+/// Blocks 16-19 are the volume descriptors; layout starts after them.
+const FIRST_FREE_LBA: u32 = 20;
 
 fn normalise(path: &str) -> &str {
     path.trim_start_matches('/')
@@ -537,7 +543,9 @@ mod tests {
         assert_eq!(&pvd[80..88], &iso9660::both32((r.size / 2048) as u32));
         // Boot record -> catalog -> isolinux and ESP.
         assert_eq!(le32(block(17), 0x47), r.catalog_lba);
-        assert_eq!(block(18)[0], 255);
+        assert_eq!(&block(18)[..6], b"\x02CD001");
+        assert_eq!(&block(18)[88..91], b"%/E");
+        assert_eq!(block(19)[0], 255);
         let cat = block(r.catalog_lba);
         assert_eq!(le32(cat, 32 + 8), r.isolinux_lba);
         assert_eq!(le32(cat, 96 + 8), r.esp_lba);

@@ -244,6 +244,8 @@ fn iso_read_back_by_xorriso_isoinfo_fdisk_and_mtools() {
         /isolinux/ldlinux.c32
     "#]]
     .assert_eq(&listing);
+    let joliet = run(isoinfo, &["-J", "-f", "-i", p]);
+    assert_eq!(joliet, listing, "the Joliet tree has the same names");
     let plain = run(isoinfo, &["-f", "-i", p]);
     expect![[r#"
         /INITRD.IMG;1
@@ -281,6 +283,7 @@ fn iso_read_back_by_xorriso_isoinfo_fdisk_and_mtools() {
             "Volume id",
             "Volume size",
             "Rock Ridge",
+            "Joliet",
             "El Torito",
             "Bootoff",
             "Logical block size",
@@ -291,8 +294,9 @@ fn iso_read_back_by_xorriso_isoinfo_fdisk_and_mtools() {
          Logical block size is: 2048\n\
          Volume size is: {}\n\
          El Torito VD version 1 found, boot catalog is in sector {}\n\
+         Joliet with UCS level 3 found\n\
          Rock Ridge signatures version 1 found\n        \
-         Bootoff {:x} {}\n",
+         Bootoff {:X} {}\n",
         report.size / 2048,
         report.catalog_lba,
         report.isolinux_lba,

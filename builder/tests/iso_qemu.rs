@@ -2,8 +2,9 @@
 //! USB stick, with SeaBIOS and with OVMF, through ISOLINUX and systemd-boot,
 //! into Debian's kernel and a busybox initramfs whose `/init` prints
 //! `OMISO-BOOT-OK role=<om.role>` on the serial console and powers off.
-//! On the CD boots the guest also mounts the CD with Linux's own ISO 9660 /
-//! Rock Ridge driver and lists it, which must match what was written.
+//! On the CD boots the guest also mounts the CD with Linux's own ISO 9660
+//! driver and lists it, through Rock Ridge and (`-o norock`) through Joliet,
+//! which must match what was written.
 //!
 //! Gated by `OM_QEMU_TESTS=1` (or `CI=true`, where missing prerequisites
 //! fail). Needs qemu-system-x86, ovmf, busybox-static, cpio, isolinux,
@@ -153,6 +154,9 @@ fn marker_initramfs(tmp: &Path, modules: &[(String, Vec<u8>)]) -> Vec<u8> {
           cd /mnt && /bin/busybox find . | /bin/busybox sort | while read f; do\n\
             echo \"OMISO-LS $(/bin/busybox stat -c '%A %s' \"$f\") $f\"\n\
           done\n\
+          cd /\n\
+          /bin/busybox umount /mnt\n\
+          /bin/busybox mount -t iso9660 -o ro,norock /dev/sr0 /mnt && cd /mnt && /bin/busybox find . | /bin/busybox sort | while read f; do echo \"OMISO-JL $f\"; done\n\
           cd /\n\
         fi\n\
         for w in $(/bin/busybox cat /proc/cmdline); do\n\
@@ -498,5 +502,17 @@ fn iso_boots_from_cd_and_usb_with_seabios_and_ovmf() {
             .collect();
         seen.sort();
         assert_eq!(seen, want, "{name}: the guest's listing of the mounted CD");
+        // Without Rock Ridge the kernel reads the Joliet tree: same names.
+        let mut joliet: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("OMISO-JL "))
+            .collect();
+        joliet.sort();
+        let mut names: Vec<&str> = want.iter().map(|w| w.rsplit(' ').next().unwrap()).collect();
+        names.sort();
+        assert_eq!(
+            joliet, names,
+            "{name}: the guest's Joliet listing (mount -o norock)"
+        );
     }
 }

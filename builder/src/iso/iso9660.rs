@@ -1,17 +1,20 @@
-//! ISO 9660 layout (ECMA-119) with Rock Ridge (RRIP 1991A over SUSP): name
-//! mangling, the directory tree, directory records, path tables and volume
-//! descriptors. Pure: sizes in, blocks of bytes out.
+//! ISO 9660 layout (ECMA-119) with Rock Ridge (RRIP 1991A over SUSP) and a
+//! Joliet tree: name mangling, the directory trees, directory records, path
+//! tables and volume descriptors. Pure: sizes in, blocks of bytes out.
 //!
-//! Names: each component gets an ISO 9660 level 2 identifier (`A-Z 0-9 _`,
-//! at most 30 characters plus `;1` for files, 31 for directories; clashes get
-//! a numeric tail) and a Rock Ridge `NM` entry with the name as given, plus a
-//! `PX` entry with the mode. The root's `.` record carries `SP` and a `CE`
-//! pointing at the continuation block that holds the `ER` entry.
+//! Names: in the Rock Ridge tree each component gets an ISO 9660 level 2
+//! identifier (`A-Z 0-9 _`, at most 30 characters plus `;1` for files, 31 for
+//! directories; clashes get a numeric tail) and a Rock Ridge `NM` entry with
+//! the name as given, plus a `PX` entry with the mode. The root's `.` record
+//! carries `SP` and a `CE` pointing at the continuation block that holds the
+//! `ER` entry. The Joliet tree (for readers without Rock Ridge, e.g. Windows)
+//! has the same directories with UCS-2 names and points at the same file
+//! extents.
 //!
-//! Layout from block 19: the continuation block, the L and M path tables,
-//! the directories in path-table order (breadth first, sorted), the files
-//! sorted by path, then the caller's trailing image (the ESP) and the tail
-//! reserved for the backup GPT.
+//! Layout from block 20: the continuation block, the Rock Ridge tree's L and
+//! M path tables and directories in path-table order (breadth first,
+//! sorted), the same for the Joliet tree, the files sorted by path, then the
+//! caller's trailing image (the ESP) and the tail reserved for the backup GPT.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
@@ -69,11 +72,43 @@ struct FileNode {
     mode: u32,
 }
 
-/// The directory tree with ISO names assigned; `dirs` is in path-table order.
+/// Which name space a tree carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    /// ISO 9660 level 2 identifiers plus Rock Ridge `NM`/`PX` entries.
+    RockRidge,
+    /// Joliet: UCS-2 names (up to 64 characters, no `;1`), no system use entries.
+    Joliet,
+}
+
+/// The directory tree with names assigned; `dirs` is in path-table order.
 #[derive(Debug, Clone)]
 pub struct Tree {
+    names: Names,
     dirs: Vec<DirNode>,
     files: Vec<FileNode>,
+}
+
+/// Where the Joliet tree's metadata went.
+#[derive(Debug, Clone)]
+pub struct JolietLayout {
+    /// Type L path table.
+    pub l_path_lba: u32,
+    /// Type M path table.
+    pub m_path_lba: u32,
+    /// Path table size in bytes.
+    pub path_table_size: u32,
+    dir_lba: Vec<u32>,
+    dir_size: Vec<u32>,
+}
+
+/// Addresses a tree's records point at.
+#[derive(Clone, Copy)]
+struct Addrs<'a> {
+    dir_lba: &'a [u32],
+    dir_size: &'a [u32],
+    file_lba: &'a [u32],
+    ce_lba: u32,
 }
 
 /// Block addresses of everything in the volume.
@@ -97,6 +132,8 @@ pub struct Layout {
     pub esp_lba: u32,
     /// Volume space size: the whole image including the backup GPT tail.
     pub total_blocks: u32,
+    /// The Joliet tree's metadata, when there is one.
+    pub joliet: Option<JolietLayout>,
 }
 
 impl Layout {
@@ -132,8 +169,13 @@ struct TmpDir {
 const MAX_DEPTH: usize = 8;
 
 impl Tree {
-    /// Builds the tree from file paths; parent directories are implicit.
+    /// Builds the Rock Ridge tree from file paths; parent directories are implicit.
     pub fn build(inputs: &[InputFile]) -> Result<Tree, IsoError> {
+        Tree::build_with(inputs, Names::RockRidge)
+    }
+
+    /// Builds the tree in the given name space.
+    pub fn build_with(inputs: &[InputFile], names: Names) -> Result<Tree, IsoError> {
         let mut root = TmpDir::default();
         let mut files = Vec::new();
         for f in inputs {
@@ -184,7 +226,7 @@ impl Tree {
             let mut entries = Vec::new();
             let mut subdir_entries = Vec::new();
             for (name, sub) in &tmp.subdirs {
-                let id = unique_id(&mut used, name, true);
+                let id = unique_in(names, &mut used, name, true);
                 subdir_entries.push((id.clone(), sub));
                 entries.push(Entry {
                     kind: Kind::Dir(usize::MAX),
@@ -193,15 +235,15 @@ impl Tree {
                 });
             }
             for (name, &fi) in &tmp.files {
-                let id = unique_id(&mut used, name, false);
+                let id = unique_in(names, &mut used, name, false);
                 entries.push(Entry {
                     kind: Kind::File(fi),
                     iso_id: id,
                     rr_name: name.clone(),
                 });
             }
-            entries.sort_by_key(|e| sort_key(&e.iso_id));
-            subdir_entries.sort_by_key(|e| sort_key(&e.0));
+            entries.sort_by_key(|e| key_in(names, &e.iso_id));
+            subdir_entries.sort_by_key(|e| key_in(names, &e.0));
             let subdirs = subdir_entries.len() as u32;
             dirs.push(DirNode {
                 iso_id,
@@ -223,7 +265,7 @@ impl Tree {
                 .filter(|e| matches!(e.kind, Kind::Dir(_)))
                 .map(|e| e.iso_id.clone())
                 .collect();
-            ids.sort_by_key(|id| sort_key(id));
+            ids.sort_by_key(|id| key_in(names, id));
             for id in ids {
                 let e = dir
                     .entries
@@ -234,7 +276,7 @@ impl Tree {
                 next += 1;
             }
         }
-        let tree = Tree { dirs, files };
+        let tree = Tree { names, dirs, files };
         // Every record must fit in 255 bytes.
         for d in &tree.dirs {
             for e in &d.entries {
@@ -249,7 +291,12 @@ impl Tree {
 
     /// Assigns block addresses starting at `first_lba`, with a trailing
     /// image of `esp_bytes` after the files.
-    pub fn layout(&self, first_lba: u32, esp_bytes: u64) -> Result<Layout, IsoError> {
+    pub fn layout(
+        &self,
+        joliet: Option<&Tree>,
+        first_lba: u32,
+        esp_bytes: u64,
+    ) -> Result<Layout, IsoError> {
         let mut lba = u64::from(first_lba);
         let ce_lba = lba;
         lba += 1;
@@ -267,6 +314,29 @@ impl Tree {
             dir_size.push(size);
             lba += blocks(u64::from(size));
         }
+        let joliet = joliet.map(|j| {
+            let path_table_size = j.path_table(&[], false).len() as u64;
+            let pt_blocks = blocks(path_table_size);
+            let l_path_lba = lba as u32;
+            lba += pt_blocks;
+            let m_path_lba = lba as u32;
+            lba += pt_blocks;
+            let mut dir_lba = Vec::new();
+            let mut dir_size = Vec::new();
+            for d in 0..j.dirs.len() {
+                let size = j.dir_extent_size(d);
+                dir_lba.push(lba as u32);
+                dir_size.push(size);
+                lba += blocks(u64::from(size));
+            }
+            JolietLayout {
+                l_path_lba,
+                m_path_lba,
+                path_table_size: path_table_size as u32,
+                dir_lba,
+                dir_size,
+            }
+        });
         let mut file_order: Vec<usize> = (0..self.files.len()).collect();
         file_order.sort_by(|&a, &b| self.files[a].path.cmp(&self.files[b].path));
         let mut file_lba = vec![0u32; self.files.len()];
@@ -292,11 +362,16 @@ impl Tree {
             files: self.files.clone(),
             esp_lba: esp_lba as u32,
             total_blocks: lba as u32,
+            joliet,
         })
     }
 
-    /// The primary volume descriptor (block 16).
+    /// This tree's volume descriptor: the primary one (block 16) for the
+    /// Rock Ridge tree, the Joliet supplementary one for the Joliet tree.
     pub fn primary_volume_descriptor(&self, layout: &Layout, vol: &VolumeInfo) -> Vec<u8> {
+        if self.names == Names::Joliet {
+            return self.joliet_volume_descriptor(layout, vol);
+        }
         let mut b = vec![0u8; BLOCK as usize];
         b[0] = 1;
         b[1..6].copy_from_slice(b"CD001");
@@ -335,10 +410,73 @@ impl Tree {
         b
     }
 
-    /// Metadata blocks after the descriptors: continuation area, path tables
-    /// and directories, each with its LBA.
+    /// The Joliet supplementary volume descriptor (UCS-2 level 3).
+    fn joliet_volume_descriptor(&self, layout: &Layout, vol: &VolumeInfo) -> Vec<u8> {
+        let j = layout
+            .joliet
+            .as_ref()
+            .expect("the layout was made with the Joliet tree");
+        let mut b = vec![0u8; BLOCK as usize];
+        b[0] = 2;
+        b[1..6].copy_from_slice(b"CD001");
+        b[6] = 1;
+        put_ucs2(&mut b[8..40], "LINUX");
+        put_ucs2(&mut b[40..72], &vol.volume_id);
+        b[80..88].copy_from_slice(&both32(layout.total_blocks));
+        b[88..91].copy_from_slice(b"%/E");
+        b[120..124].copy_from_slice(&both16(1));
+        b[124..128].copy_from_slice(&both16(1));
+        b[128..132].copy_from_slice(&both16(BLOCK as u16));
+        b[132..140].copy_from_slice(&both32(j.path_table_size));
+        b[140..144].copy_from_slice(&j.l_path_lba.to_le_bytes());
+        b[148..152].copy_from_slice(&j.m_path_lba.to_be_bytes());
+        let root = record(&[0], j.dir_lba[0], j.dir_size[0], true, vol.epoch, &[]);
+        b[156..190].copy_from_slice(&root);
+        put_ucs2(&mut b[190..318], &vol.volume_id);
+        put_ucs2(&mut b[318..446], "");
+        put_ucs2(&mut b[446..574], "OMBUILD");
+        put_ucs2(&mut b[574..702], "OMBUILD");
+        put_ucs2(&mut b[702..738], "");
+        put_ucs2(&mut b[739..775], "");
+        put_ucs2(&mut b[776..812], "");
+        let date = dec_datetime(vol.epoch);
+        b[813..830].copy_from_slice(&date);
+        b[830..847].copy_from_slice(&date);
+        b[847..864].copy_from_slice(&dec_datetime_unset());
+        b[864..881].copy_from_slice(&date);
+        b[881] = 1;
+        b
+    }
+
+    fn addrs<'a>(&self, layout: &'a Layout) -> Addrs<'a> {
+        let (dir_lba, dir_size) = match (self.names, &layout.joliet) {
+            (Names::Joliet, Some(j)) => (&j.dir_lba[..], &j.dir_size[..]),
+            _ => (&layout.dir_lba[..], &layout.dir_size[..]),
+        };
+        Addrs {
+            dir_lba,
+            dir_size,
+            file_lba: &layout.file_lba,
+            ce_lba: layout.ce_lba,
+        }
+    }
+
+    /// Metadata blocks after the descriptors: continuation area (Rock Ridge
+    /// tree only), path tables and directories, each with its LBA.
     pub fn metadata_blocks(&self, layout: &Layout, vol: &VolumeInfo) -> Vec<(u32, Vec<u8>)> {
         let mut out = Vec::new();
+        if self.names == Names::Joliet {
+            let j = layout
+                .joliet
+                .as_ref()
+                .expect("the layout was made with the Joliet tree");
+            out.push((j.l_path_lba, self.path_table(&j.dir_lba, false)));
+            out.push((j.m_path_lba, self.path_table(&j.dir_lba, true)));
+            for d in 0..self.dirs.len() {
+                out.push((j.dir_lba[d], self.dir_extent(d, layout, vol.epoch)));
+            }
+            return out;
+        }
         let mut ce = er_entry();
         ce.resize(BLOCK as usize, 0);
         out.push((layout.ce_lba, ce));
@@ -375,6 +513,9 @@ impl Tree {
     }
 
     fn entry_su(&self, e: &Entry) -> Vec<u8> {
+        if self.names == Names::Joliet {
+            return Vec::new();
+        }
         let mut su = match e.kind {
             Kind::Dir(i) => px(0o040755, 2 + self.dirs.get(i).map_or(0, |d| d.subdirs)),
             Kind::File(i) => px(0o100000 | self.files[i].mode, 1),
@@ -386,21 +527,29 @@ impl Tree {
     /// Records of directory `d`: `.`, `..`, then the entries.
     fn dir_records(&self, d: usize, layout: Option<&Layout>, epoch: u64) -> Vec<Vec<u8>> {
         let dir = &self.dirs[d];
-        let at = |i: usize| layout.map_or((0, 0), |l| (l.dir_lba[i], l.dir_size[i]));
+        let addrs = layout.map(|l| self.addrs(l));
+        let at = |i: usize| addrs.map_or((0, 0), |a| (a.dir_lba[i], a.dir_size[i]));
+        let rr = self.names == Names::RockRidge;
         let mut recs = Vec::new();
         let (lba, size) = at(d);
         let mut dot_su = Vec::new();
-        if d == 0 {
-            dot_su.extend_from_slice(&[b'S', b'P', 7, 1, 0xBE, 0xEF, 0]);
-        }
-        dot_su.extend_from_slice(&px(0o040755, 2 + dir.subdirs));
-        if d == 0 {
-            let ce_lba = layout.map_or(0, |l| l.ce_lba);
-            dot_su.extend_from_slice(&ce_entry(ce_lba, 0, er_entry().len() as u32));
+        if rr {
+            if d == 0 {
+                dot_su.extend_from_slice(&[b'S', b'P', 7, 1, 0xBE, 0xEF, 0]);
+            }
+            dot_su.extend_from_slice(&px(0o040755, 2 + dir.subdirs));
+            if d == 0 {
+                let ce_lba = addrs.map_or(0, |a| a.ce_lba);
+                dot_su.extend_from_slice(&ce_entry(ce_lba, 0, er_entry().len() as u32));
+            }
         }
         recs.push(record(&[0], lba, size, true, epoch, &dot_su));
         let (plba, psize) = at(dir.parent);
-        let parent_su = px(0o040755, 2 + self.dirs[dir.parent].subdirs);
+        let parent_su = if rr {
+            px(0o040755, 2 + self.dirs[dir.parent].subdirs)
+        } else {
+            Vec::new()
+        };
         recs.push(record(&[1], plba, psize, true, epoch, &parent_su));
         for e in &dir.entries {
             let su = self.entry_su(e);
@@ -410,7 +559,7 @@ impl Tree {
                     record(&e.iso_id, l, s, true, epoch, &su)
                 }
                 Kind::File(i) => {
-                    let l = layout.map_or(0, |l| l.file_lba[i]);
+                    let l = addrs.map_or(0, |a| a.file_lba[i]);
                     record(&e.iso_id, l, self.files[i].size as u32, false, epoch, &su)
                 }
             };
@@ -600,6 +749,74 @@ fn unique_id(used: &mut HashSet<Vec<u8>>, name: &str, dir: bool) -> Vec<u8> {
     unreachable!("u32 tails run out only after 4 billion clashes")
 }
 
+/// Unique identifier for `name` in the tree's name space.
+fn unique_in(names: Names, used: &mut HashSet<Vec<u8>>, name: &str, dir: bool) -> Vec<u8> {
+    match names {
+        Names::RockRidge => unique_id(used, name, dir),
+        Names::Joliet => joliet_unique(used, name),
+    }
+}
+
+/// Sort key in the tree's name space (Joliet: UCS-2 code order).
+fn key_in(names: Names, id: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    match names {
+        Names::RockRidge => sort_key(id),
+        Names::Joliet => (id.to_vec(), Vec::new()),
+    }
+}
+
+/// Joliet limits identifiers to 64 UCS-2 characters.
+const JOLIET_MAX: usize = 64;
+
+/// Joliet identifier: the name in UCS-2, characters Joliet forbids (and
+/// those outside UCS-2) as `_`, at most 64 of them. No `;1` version: every
+/// reader shows the name as is.
+pub fn joliet_name(name: &str) -> Vec<u16> {
+    let mut units: Vec<u16> = name
+        .chars()
+        .map(|c| {
+            let bad = c.is_control() || "*/:;?\\".contains(c) || (c as u32) > 0xFFFF;
+            if bad {
+                '_' as u16
+            } else {
+                c as u16
+            }
+        })
+        .collect();
+    units.truncate(JOLIET_MAX);
+    units
+}
+
+fn ucs2_bytes(units: &[u16]) -> Vec<u8> {
+    units.iter().flat_map(|u| u.to_be_bytes()).collect()
+}
+
+fn joliet_unique(used: &mut HashSet<Vec<u8>>, name: &str) -> Vec<u8> {
+    let first = joliet_name(name);
+    if used.insert(ucs2_bytes(&first)) {
+        return ucs2_bytes(&first);
+    }
+    for n in 1u32.. {
+        let tail: Vec<u16> = n.to_string().bytes().map(u16::from).collect();
+        let mut c: Vec<u16> = first[..first.len().min(JOLIET_MAX - tail.len())].to_vec();
+        c.extend(&tail);
+        if used.insert(ucs2_bytes(&c)) {
+            return ucs2_bytes(&c);
+        }
+    }
+    unreachable!("u32 tails run out only after 4 billion clashes")
+}
+
+/// UCS-2 big-endian text field padded with UCS-2 spaces.
+fn put_ucs2(field: &mut [u8], s: &str) {
+    for pair in field.chunks_mut(2) {
+        pair.copy_from_slice(&[0, b' '][..pair.len()]);
+    }
+    for (i, u) in s.encode_utf16().take(field.len() / 2).enumerate() {
+        field[2 * i..2 * i + 2].copy_from_slice(&u.to_be_bytes());
+    }
+}
+
 /// ECMA-119 9.3 ordering: name then extension, each padded with spaces;
 /// all d-characters sort above the space, so plain tuple order matches.
 fn sort_key(id: &[u8]) -> (Vec<u8>, Vec<u8>) {
@@ -707,6 +924,30 @@ mod tests {
     }
 
     #[test]
+    fn joliet_names() {
+        let text = |u: Vec<u16>| String::from_utf16(&u).unwrap();
+        assert_eq!(text(joliet_name("undionly.kpxe")), "undionly.kpxe");
+        assert_eq!(text(joliet_name("a:b;c*d")), "a_b_c_d");
+        assert_eq!(joliet_name(&"x".repeat(100)).len(), 64);
+        let mut used = HashSet::new();
+        let long = "y".repeat(70);
+        assert_eq!(joliet_unique(&mut used, &long).len(), 128);
+        let second = joliet_unique(&mut used, &(long.clone() + "z"));
+        assert_eq!(
+            text(
+                second
+                    .chunks(2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .collect()
+            ),
+            "y".repeat(63) + "1"
+        );
+        let mut field = [0u8; 8];
+        put_ucs2(&mut field, "AB");
+        assert_eq!(field, [0, b'A', 0, b'B', 0, b' ', 0, b' ']);
+    }
+
+    #[test]
     fn directory_record_bytes() {
         let su = px(0o100644, 1);
         let r = record(b"VMLINUZ.;1", 0x1234, 1000, false, 1_700_000_000, &su);
@@ -752,7 +993,7 @@ mod tests {
             },
         ];
         let tree = Tree::build(&files).unwrap();
-        let layout = tree.layout(19, 4096).unwrap();
+        let layout = tree.layout(None, 19, 4096).unwrap();
         let lt = tree.path_table(&layout.dir_lba, false);
         let mt = tree.path_table(&layout.dir_lba, true);
         expect![[r#"
