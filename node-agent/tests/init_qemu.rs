@@ -25,6 +25,10 @@ const VM_MAC: &str = "52:54:00:77:10:01";
 /// Generous limits so a broken boot fails instead of hanging; no speed is
 /// asserted.
 const GUARD: Duration = Duration::from_secs(240);
+/// The kernel command line every test starts from: serial console, only
+/// kernel errors on it, reboot on panic (qemu then exits under -no-reboot),
+/// and no IO-APIC timer probe, which TCG on a loaded host can fail.
+const BASE_APPEND: &str = "console=ttyS0 loglevel=3 panic=-1 no_timer_check";
 
 fn qemu_tests() -> bool {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
@@ -497,7 +501,7 @@ fn init_boots_loads_e1000_gets_dhcp_and_keeps_a_shell() {
     let mut vm = Vm::start(
         &vmlinuz,
         &initrd,
-        &format!("console=ttyS0 loglevel=3 panic=-1 om.role=node om.cluster=qtest om.server=10.77.10.1 om.key={key}"),
+        &format!("{BASE_APPEND} om.role=node om.cluster=qtest om.server=10.77.10.1 om.key={key}"),
         Net::Tap,
         &[],
     );
@@ -596,7 +600,7 @@ fn init_without_a_nic_says_so_keeps_the_shell_and_reboots() {
     let mut vm = Vm::start(
         &vmlinuz,
         &initrd,
-        "console=ttyS0 loglevel=3 panic=-1 om.colour=blue om.role=boss",
+        &format!("{BASE_APPEND} om.colour=blue om.role=boss"),
         Net::None,
         &[],
     );
@@ -655,7 +659,7 @@ fn init_as_head_mounts_its_boot_medium_and_supervises_omboot() {
     let mut vm = Vm::start(
         &vmlinuz,
         &initrd,
-        &format!("console=ttyS0 loglevel=3 panic=-1 om.role=head om.cluster=qhead om.ip=10.77.11.1/24 om.key={key}"),
+        &format!("{BASE_APPEND} om.role=head om.cluster=qhead om.ip=10.77.11.1/24 om.key={key}"),
         Net::Isolated("52:54:00:77:11:01"),
         &["-drive", &drive],
     );
