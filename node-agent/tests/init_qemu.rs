@@ -536,12 +536,13 @@ fn init_boots_loads_e1000_gets_dhcp_and_keeps_a_shell() {
     // (The echoed command lines never contain the expected output.)
     vm.send("echo \"omt-host=$(hostname) sum=$((6*7))\"");
     at = vm.wait_for("omt-host=qnode-1 sum=42", at);
-    vm.send("ip -4 addr show dev eth0; ip route; grep -c ' cgroup2 ' /proc/mounts; cat /run/omcluster.key; echo omt-done-$((2+3))");
+    vm.send("ip -4 addr show dev eth0; ip route; grep -c ' cgroup2 ' /proc/mounts; cat /run/omcluster.key /etc/resolv.conf; echo omt-done-$((2+3))");
     let end = vm.wait_for("omt-done-5", at);
     let out = vm.text()[at..end].to_string();
     assert!(out.contains("inet 10.77.10.55/24"), "{out}");
     assert!(out.contains("default via 10.77.10.1 dev eth0"), "{out}");
     assert!(out.contains(&format!("\n{key}\n")), "{out}");
+    assert!(out.contains("\nnameserver 10.77.10.1\n"), "{out}");
     assert!(out.contains("\n1\n"), "cgroup2 not mounted once: {out}");
     at = end;
 
