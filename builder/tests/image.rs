@@ -289,6 +289,41 @@ fn tampered_deb_in_the_cache_is_refused_offline_and_replaced_online() {
 }
 
 #[test]
+fn interrupted_download_resumes_with_a_range_request() {
+    if !enabled("OM_NET_TESTS") {
+        return;
+    }
+    let (shared, _lock) = shared_cache();
+    let w = Work::new("");
+    assert!(w.build("warm", &shared, &[], false).status.success());
+    let cache = w.path("cache");
+    copy_cache(&shared, &cache);
+    let deb = std::fs::read_dir(cache.join("debs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("ipxe_")
+        })
+        .expect("ipxe in the cache");
+    // Leave the first half as a partial download, as an interrupted run would.
+    let data = std::fs::read(&deb).unwrap();
+    let mut part = deb.clone().into_os_string();
+    part.push(".part");
+    std::fs::write(&part, &data[..data.len() / 2]).unwrap();
+    std::fs::remove_file(&deb).unwrap();
+    let out = w.build("resumed", &cache, &[], false);
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("resuming download"), "{log}");
+    assert!(std::fs::read(&deb).unwrap() == data, "resumed file differs");
+    assert!(!Path::new(&part).exists());
+}
+
+#[test]
 fn tampered_inrelease_is_refused() {
     if !enabled("OM_NET_TESTS") {
         return;
