@@ -48,7 +48,6 @@ pub const IPXE_FILES: &[(&str, &str)] = &[
 const ISOLINUX_BIN: &str = "usr/lib/ISOLINUX/isolinux.bin";
 const ISOHDPFX_BIN: &str = "usr/lib/ISOLINUX/isohdpfx.bin";
 const LDLINUX_C32: &str = "usr/lib/syslinux/modules/bios/ldlinux.c32";
-const SYSTEMD_BOOT: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 
 /// What to build and how (the CLI flags).
 #[derive(Debug, Clone)]
@@ -579,7 +578,10 @@ pub fn build(opts: &Options) -> Result<Report, Error> {
         boot_file(ISOLINUX_BIN)?,
         boot_file(ISOHDPFX_BIN)?,
         boot_file(LDLINUX_C32)?,
-        boot_file(SYSTEMD_BOOT)?,
+        boot_file(&format!(
+            "usr/lib/systemd/boot/efi/systemd-boot{}.efi",
+            recipe.architecture.efi_suffix()
+        ))?,
     );
     let media = BootMedia {
         volume_id: format!("OMCLUSTER_{}", recipe.name)

@@ -35,6 +35,15 @@ impl Architecture {
         }
     }
 
+    /// The UEFI architecture suffix of boot loader file names
+    /// (`systemd-boot<suffix>.efi`, `BOOT<SUFFIX>.EFI`).
+    pub fn efi_suffix(self) -> &'static str {
+        match self {
+            Architecture::X86_64 => "x64",
+            Architecture::Aarch64 => "aa64",
+        }
+    }
+
     /// The multiarch tuple directory (`lib/<tuple>`).
     pub fn multiarch(self) -> &'static str {
         match self {
