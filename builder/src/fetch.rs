@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Errors from fetching or reading the cache.
 #[derive(Debug, thiserror::Error)]
@@ -345,7 +345,12 @@ impl Fetcher {
             });
         }
         std::fs::rename(&part, &w.dest).map_err(|e| io_error(&w.dest, e))?;
-        info!(package = %w.what, bytes = data.len(), "downloaded");
+        // With bars on screen a log line would tear them; the bar said it.
+        if self.bars.is_some() {
+            debug!(package = %w.what, bytes = data.len(), "downloaded");
+        } else {
+            info!(package = %w.what, bytes = data.len(), "downloaded");
+        }
         Ok(())
     }
 }
