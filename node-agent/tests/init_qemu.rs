@@ -88,24 +88,22 @@ fn target_dir() -> PathBuf {
     exe.ancestors().nth(3).unwrap().to_path_buf()
 }
 
-/// A statically linked omnode: `OM_STATIC_OMNODE`, or built with crt-static
-/// in its own target directory.
+/// A statically linked omnode: `OM_STATIC_OMNODE`, or built by
+/// `scripts/static-build` (the same build the image and the end-to-end tests
+/// use, so it is built once for all of them).
 fn static_omnode() -> PathBuf {
     if let Ok(p) = std::env::var("OM_STATIC_OMNODE") {
         return PathBuf::from(p);
     }
-    let target = target_dir().join("omt-static");
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo)
-        .args(["build", "-p", "node-agent", "--bin", "omnode", "--release"])
-        .args(["--target", "x86_64-unknown-linux-gnu", "--manifest-path"])
-        .arg(&manifest)
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/static-build");
+    let output = Command::new(&script)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_TARGET_DIR", &target)
-        .stdout(Stdio::null()));
-    let bin = target.join("x86_64-unknown-linux-gnu/release/omnode");
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running scripts/static-build");
+    assert!(output.status.success(), "scripts/static-build failed");
+    let dir = String::from_utf8(output.stdout).expect("a UTF-8 path");
+    let bin = PathBuf::from(dir.trim()).join("omnode");
     assert!(
         !has_interpreter(&std::fs::read(&bin).unwrap()),
         "{} is dynamically linked",
