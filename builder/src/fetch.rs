@@ -37,6 +37,15 @@ pub enum FetchError {
         /// The status code.
         status: u16,
     },
+    /// The mirror no longer has a pinned package file (archives drop old
+    /// versions at point releases).
+    #[error("{what} is gone from the mirror ({url}: HTTP status 404); run with --update to pin current versions")]
+    Gone {
+        /// The package.
+        what: String,
+        /// The URL.
+        url: String,
+    },
     /// `--offline` and the file is not in the cache.
     #[error("offline build: {what} is not in the cache ({path}); run once without --offline")]
     NotCached {
@@ -311,6 +320,12 @@ impl Fetcher {
                 std::fs::File::create(&part).map_err(|e| io_error(&part, e))?,
                 0,
             ),
+            404 => {
+                return Err(FetchError::Gone {
+                    what: w.what.clone(),
+                    url,
+                })
+            }
             _ => return Err(FetchError::Status { url, status }),
         };
         if start > 0 {

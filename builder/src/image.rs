@@ -209,7 +209,10 @@ impl Error {
             Error::Recipe(_) => 3,
             Error::Signature(_) | Error::Fetch(FetchError::HashMismatch { .. }) => 4,
             Error::Fetch(
-                FetchError::Http { .. } | FetchError::Status { .. } | FetchError::NotCached { .. },
+                FetchError::Http { .. }
+                | FetchError::Status { .. }
+                | FetchError::Gone { .. }
+                | FetchError::NotCached { .. },
             )
             | Error::NoMirror { .. } => 5,
             Error::Fetch(FetchError::DiskFull { .. }) => 6,

@@ -530,3 +530,27 @@ fn recipe_errors_exit_with_their_code_and_line() {
     assert!(err.contains("node.toml:"), "{err}");
     assert!(err.contains("unknown field `colour`"), "{err}");
 }
+
+#[test]
+fn a_pinned_package_gone_from_the_mirror_says_to_update() {
+    use std::io::Write;
+    // A loopback "mirror" that has nothing: every request gets a 404.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(16) {
+            let Ok(mut c) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(
+                b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    let w = Work::new("");
+    let mirror = format!("http://127.0.0.1:{port}/debian");
+    let (code, err) = run_offline_cli(&w, &["--mirror", &mirror]);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("is gone from the mirror"), "{err}");
+    assert!(err.contains("run with --update"), "{err}");
+}
