@@ -117,7 +117,7 @@ pub fn unpack_into(
         })?;
     let reader: Box<dyn Read + '_> = match data.name.as_str() {
         "data.tar" => Box::new(data.data),
-        "data.tar.xz" => Box::new(xz_reader(data.data)?),
+        "data.tar.xz" => Box::new(xz_reader(package, data.data)?),
         "data.tar.zst" => Box::new(
             zstd::stream::read::Decoder::with_buffer(data.data)
                 .map_err(|e| tar_err(package, &data.name, e))?,
@@ -143,7 +143,10 @@ fn tar_err(package: &str, member: &str, source: std::io::Error) -> DebError {
 
 /// A multi-threaded xz decoder: dpkg-deb writes multi-block xz streams, which
 /// liblzma decodes in parallel.
-fn xz_reader(data: &[u8]) -> Result<liblzma::read::XzDecoder<&[u8]>, DebError> {
+fn xz_reader<'a>(
+    package: &str,
+    data: &'a [u8],
+) -> Result<liblzma::read::XzDecoder<&'a [u8]>, DebError> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
@@ -153,7 +156,7 @@ fn xz_reader(data: &[u8]) -> Result<liblzma::read::XzDecoder<&[u8]>, DebError> {
         .memlimit_stop(u64::MAX)
         .decoder()
         .map_err(|e| DebError::Tar {
-            package: String::new(),
+            package: package.to_string(),
             member: "data.tar.xz".into(),
             source: std::io::Error::other(e),
         })?;
