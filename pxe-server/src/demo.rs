@@ -16,7 +16,7 @@ use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::lab::{self, ClusterLab, Firmware, LabConfig, LabError};
+use crate::lab::{self, ClusterLab, Firmware, LabConfig, LabError, LabMode};
 
 /// The namespace the demo's LAN lives in.
 pub const DEMO_NAMESPACE: &str = "om-demo";
@@ -86,6 +86,9 @@ pub struct DemoOptions {
     pub awk_loops: u32,
     /// Memory per machine in MiB.
     pub memory_mib: u32,
+    /// `omboot` as the LAN's DHCP server, or as ProxyDHCP beside a LAN
+    /// router's dnsmasq.
+    pub mode: LabMode,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -153,6 +156,7 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
         firmwares,
         cluster: "demo".to_string(),
         memory_mib: options.memory_mib,
+        mode: options.mode,
     })?;
     for node in &lab.nodes {
         println!(
@@ -182,6 +186,7 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
 /// Removes a cluster left running by `omboot demo --keep`.
 pub fn stop() {
     lab::remove_namespace(DEMO_NAMESPACE);
+    lab::remove_namespace(&format!("{DEMO_NAMESPACE}-rtr"));
 }
 
 fn ensure_image(options: &DemoOptions) -> Result<(), DemoError> {

@@ -578,7 +578,27 @@ pub struct LabConfig {
     pub cluster: String,
     /// Memory per machine in MiB.
     pub memory_mib: u32,
+    /// Whether `omboot` is the LAN's DHCP server or a ProxyDHCP beside
+    /// another one.
+    pub mode: LabMode,
 }
+
+/// How addresses are handed out on the lab's LAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabMode {
+    /// `omboot serve --mode dhcp` is the only DHCP server (a dedicated boot
+    /// network).
+    Dhcp,
+    /// An existing LAN: a "router" namespace on the bridge runs dnsmasq as the
+    /// LAN's DHCP server (addresses only, no PXE options) and `omboot serve
+    /// --mode proxy` adds the boot information.
+    Proxy,
+}
+
+/// The LAN router's address in [`LabMode::Proxy`].
+pub const LAB_ROUTER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 254);
+/// The addresses the LAN router's dnsmasq hands out in [`LabMode::Proxy`].
+pub const LAB_ROUTER_POOL: (&str, &str) = ("10.77.0.50", "10.77.0.99");
 
 /// The head's address on every lab LAN.
 pub const LAB_HEAD: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -598,7 +618,83 @@ pub struct ClusterLab {
     pub nodes: Vec<QemuNode>,
     agent: Background,
     server: Background,
+    _router: Option<LanRouter>,
     lan: VirtualLan,
+}
+
+/// Removes a namespace (and kills what runs in it) when dropped.
+#[derive(Debug)]
+struct NamespaceGuard(String);
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        remove_namespace(&self.0);
+    }
+}
+
+/// The existing LAN's own DHCP server, in a namespace of its own joined to
+/// the lab's bridge by a veth pair (a home router, as far as the machines
+/// can tell).
+#[derive(Debug)]
+struct LanRouter {
+    // Field order is drop order: dnsmasq first, then its namespace.
+    _dnsmasq: Background,
+    _namespace: NamespaceGuard,
+}
+
+impl LanRouter {
+    fn start(lan: &VirtualLan, work: &Path) -> Result<Self, LabError> {
+        if which("dnsmasq").is_none() {
+            return Err(LabError::MissingProgram {
+                program: "dnsmasq".into(),
+                hint: "apt-get install dnsmasq-base".into(),
+            });
+        }
+        let ns = format!("{}-rtr", lan.name());
+        remove_namespace(&ns);
+        run("ip", ["netns", "add", &ns])?;
+        let namespace = NamespaceGuard(ns.clone());
+        lan.exec_ip(&[
+            "link", "add", "rtr0", "type", "veth", "peer", "name", "rtr1",
+        ])?;
+        lan.exec_ip(&["link", "set", "rtr1", "netns", &ns])?;
+        lan.exec_ip(&["link", "set", "rtr0", "master", "br0"])?;
+        lan.exec_ip(&["link", "set", "rtr0", "up"])?;
+        let cidr = format!("{LAB_ROUTER}/{}", lan.prefix_len());
+        for args in [
+            vec!["link", "set", "lo", "up"],
+            vec!["addr", "add", &cidr, "dev", "rtr1"],
+            vec!["link", "set", "rtr1", "up"],
+        ] {
+            let mut full = vec!["netns", "exec", ns.as_str(), "ip"];
+            full.extend(args);
+            run("ip", full)?;
+        }
+        let mut dnsmasq = Command::new("nsenter");
+        dnsmasq
+            .arg(format!("--net=/run/netns/{ns}"))
+            .args(["--", "dnsmasq", "--no-daemon", "--port=0", "--log-dhcp"])
+            .args([
+                "--interface=rtr1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+            ])
+            .arg(format!(
+                "--dhcp-range={},{},255.255.255.0,1h",
+                LAB_ROUTER_POOL.0, LAB_ROUTER_POOL.1
+            ))
+            .arg(format!("--dhcp-option=option:router,{LAB_ROUTER}"))
+            .arg(format!(
+                "--dhcp-leasefile={}",
+                work.join("dnsmasq.leases").display()
+            ))
+            .arg("--user=root");
+        Ok(LanRouter {
+            _dnsmasq: Background::spawn(dnsmasq, &work.join("dnsmasq.log"))?,
+            _namespace: namespace,
+        })
+    }
 }
 
 impl ClusterLab {
@@ -626,10 +722,17 @@ impl ClusterLab {
             ["keygen".as_ref(), "--out".as_ref(), key_file.as_os_str()],
         )?;
 
+        let router = match config.mode {
+            LabMode::Dhcp => None,
+            LabMode::Proxy => Some(LanRouter::start(&lan, work)?),
+        };
         let mut server = lan.command(config.bin_dir.join("omboot"));
+        server.args(["serve", "--interface", "br0", "--http-port", "80"]);
+        match config.mode {
+            LabMode::Dhcp => server.args(["--mode", "dhcp", "--pool", LAB_POOL]),
+            LabMode::Proxy => server.args(["--mode", "proxy"]),
+        };
         server
-            .args(["serve", "--interface", "br0", "--mode", "dhcp"])
-            .args(["--pool", LAB_POOL, "--http-port", "80"])
             .args(["--cluster", &config.cluster])
             .arg("--images")
             .arg(&config.image_dir)
@@ -671,6 +774,7 @@ impl ClusterLab {
             nodes,
             agent,
             server,
+            _router: router,
             lan,
         })
     }

@@ -68,6 +68,10 @@ struct DemoArgs {
     /// Memory per machine in MiB.
     #[arg(long, default_value_t = 768)]
     memory: u32,
+    /// dhcp: omboot is the LAN's DHCP server; proxy: a LAN router's dnsmasq
+    /// hands out addresses and omboot answers as ProxyDHCP.
+    #[arg(long, default_value = "dhcp", value_parser = ["dhcp", "proxy"])]
+    mode: String,
 }
 
 #[derive(Args)]
@@ -257,6 +261,11 @@ fn demo(a: DemoArgs) -> Result<(), Failure> {
         bin_dir: pxe_server::demo::default_bin_dir(),
         awk_loops: a.awk_loops,
         memory_mib: a.memory,
+        mode: if a.mode == "proxy" {
+            pxe_server::lab::LabMode::Proxy
+        } else {
+            pxe_server::lab::LabMode::Dhcp
+        },
     })
     .map_err(|e| Failure {
         code: 1,

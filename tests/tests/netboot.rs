@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use pxe_server::lab::{ClusterLab, Firmware, LabConfig};
+use pxe_server::lab::{ClusterLab, Firmware, LabConfig, LabMode};
 use serde_json::Value;
 
 use crate::util;
@@ -44,7 +44,7 @@ fn wait_for_view(
     }
 }
 
-fn start_cluster(name: &str, firmwares: &[Firmware]) -> Result<ClusterLab> {
+fn start_cluster(name: &str, firmwares: &[Firmware], mode: LabMode) -> Result<ClusterLab> {
     let bin_dir = util::static_binaries()?;
     let image_dir = util::default_image(&bin_dir)?;
     let work_dir = util::workspace().join("target/e2e").join(name);
@@ -56,6 +56,7 @@ fn start_cluster(name: &str, firmwares: &[Firmware]) -> Result<ClusterLab> {
         firmwares: firmwares.to_vec(),
         cluster: CLUSTER.to_string(),
         memory_mib: 768,
+        mode,
     })?)
 }
 
@@ -65,7 +66,7 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
         return Ok(());
     }
     let firmwares = [Firmware::BiosIpxe, Firmware::UefiIpxe, Firmware::UefiPxe];
-    let mut lab = start_cluster("om-e2e", &firmwares)?;
+    let mut lab = start_cluster("om-e2e", &firmwares, LabMode::Dhcp)?;
 
     let mut joined = Vec::new();
     for node in &mut lab.nodes {
@@ -158,5 +159,47 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
         ClusterLab::nodes_in_state(&after, "alive")
     );
     eprintln!("logs in {}", lab.config().work_dir.display());
+    Ok(())
+}
+
+/// An existing LAN: its router's dnsmasq hands out addresses (and no boot
+/// options), `omboot serve --mode proxy` only adds the boot file. All three
+/// firmware paths must still netboot and join, with addresses from the
+/// router's pool.
+#[test]
+fn qemu_proxy_mode_beside_the_lans_own_dhcp_server() -> Result<()> {
+    if !util::qemu_tests_enabled("qemu_proxy_mode_beside_the_lans_own_dhcp_server") {
+        return Ok(());
+    }
+    let firmwares = [Firmware::BiosIpxe, Firmware::UefiIpxe, Firmware::UefiPxe];
+    let mut lab = start_cluster("om-e2e-proxy", &firmwares, LabMode::Proxy)?;
+    for node in &mut lab.nodes {
+        let line = node
+            .wait_for("joined cluster", JOIN_TIMEOUT)
+            .with_context(|| format!("{} ({})", node.name(), node.spec().firmware.label()))?;
+        eprintln!("{} ({}): {line}", node.name(), node.spec().firmware.label());
+    }
+    let stages = lab.boot_stages()?;
+    let addresses: Vec<String> = stages
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["address"].as_str().map(String::from))
+        .collect();
+    eprintln!("addresses seen by omboot: {addresses:?}");
+    let (low, high) = pxe_server::lab::LAB_ROUTER_POOL;
+    let (low, high): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (low.parse()?, high.parse()?);
+    for address in &addresses {
+        let ip: std::net::Ipv4Addr = address.parse()?;
+        ensure!(
+            low <= ip && ip <= high,
+            "{ip} is not from the LAN router's pool {low}-{high}: omboot handed out an address in proxy mode"
+        );
+    }
+    let leases = std::fs::read_to_string(lab.config().work_dir.join("dnsmasq.leases"))?;
+    ensure!(
+        leases.lines().count() >= firmwares.len(),
+        "the LAN router leased fewer addresses than there are machines: {leases}"
+    );
     Ok(())
 }

@@ -210,8 +210,11 @@ impl Engine {
         iface: usize,
     ) {
         if let Some(f) = d.filename() {
+            // next-server goes with every boot file, an HTTP URL included:
+            // iPXE takes a ProxyDHCP answer only when it carries both
+            // (dhcp_has_pxeopts), and ignores our ProxyDHCPACK otherwise.
+            reply.siaddr = self.server_addr(iface);
             if matches!(d.boot, Boot::Tftp(_)) {
-                reply.siaddr = self.server_addr(iface);
                 reply.sname = self.server_addr(iface).to_string().into_bytes();
             }
             reply.file = f.as_bytes().to_vec();
