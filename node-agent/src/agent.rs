@@ -66,6 +66,9 @@ pub struct AgentConfig {
     pub state_dir: Option<PathBuf>,
     /// Relative speed; calibrated at start when `None`.
     pub speed: Option<f32>,
+    /// The boot server's check-in URL (`omnode init` passes it); the agent
+    /// posts there once it has joined.
+    pub checkin: Option<String>,
 }
 
 /// Errors starting the agent.
@@ -453,6 +456,9 @@ fn announce_join(cfg: &AgentConfig, n: usize, me: &NodeId) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
     info!(nodes = n, "joined");
+    if let Some(url) = &cfg.checkin {
+        crate::checkin::spawn(url.clone(), cfg.name.clone(), me.addr.ip());
+    }
     if let Some(dir) = &cfg.state_dir {
         let _ = std::fs::create_dir_all(dir);
         let record = serde_json::json!({

@@ -340,6 +340,11 @@ impl Supervisor {
         if let Some(server) = self.settings.server {
             argv.push("--seed".into());
             argv.push(server.to_string());
+            argv.push("--checkin".into());
+            argv.push(format!(
+                "http://{server}:{}/api/v1/checkin",
+                self.settings.http_port
+            ));
         }
         say!("starting agent: {}", argv.join(" "));
         self.services.add("agent", argv, None, Instant::now());

@@ -12,11 +12,13 @@
 //! - [`cgroup`]: the CPU cap on cluster jobs (cgroup v2 `cpu.max`, or v1).
 //! - [`exec`]: running a job on a remote node with streamed stdio and signals.
 //! - [`control`]: the local unix-socket protocol between `omctl` and the agent.
+//! - [`checkin`]: telling the boot server (`omboot`) that the agent has joined.
 //! - [`agent`]: the daemon that wires all of the above together.
 //! - [`tools`]: the `omctl` subcommands (`status`, `mon`, `top`, `ps`, `whois`, `run`).
 
 pub mod agent;
 pub mod cgroup;
+pub mod checkin;
 pub mod control;
 pub mod crypto;
 pub mod discovery;

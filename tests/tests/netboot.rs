@@ -81,6 +81,27 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
         joined.push(line);
     }
 
+    // Each agent checks in with omboot once joined: the boot server's node
+    // list shows every machine at its last stage.
+    let start = Instant::now();
+    loop {
+        let stages = lab.boot_stages()?;
+        let at_agent = stages
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["stage"] == "agent")
+            .count();
+        if at_agent == lab.nodes.len() {
+            break;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "not every machine checked in with omboot: {stages}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
     let (view, _) = wait_for_view(
         &mut lab,
         "the head and three nodes alive",

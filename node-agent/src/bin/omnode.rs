@@ -76,6 +76,10 @@ struct AgentArgs {
     /// Relative CPU speed to report instead of calibrating at start.
     #[arg(long, value_name = "FACTOR")]
     speed: Option<f32>,
+    /// Boot server URL to check in at once joined
+    /// (`http://SERVER:PORT/api/v1/checkin`; `omnode init` passes it).
+    #[arg(long, value_name = "URL")]
+    checkin: Option<String>,
 }
 
 fn resolve_seed(s: &str, port: u16) -> anyhow::Result<SocketAddr> {
@@ -143,6 +147,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         port: args.port,
         state_dir: Some(args.state_dir),
         speed: args.speed,
+        checkin: args.checkin,
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {

@@ -1,0 +1,175 @@
+//! The agent's check-in with the boot server: once the node has joined, it
+//! tells `omboot` (`POST /api/v1/checkin`) so the head's node list shows the
+//! last boot stage, "agent", next to DHCP, TFTP, script, kernel and initrd.
+//!
+//! `omnode init` passes the URL (`--checkin http://SERVER:PORT/api/v1/checkin`)
+//! when the kernel command line names the server; an agent started by hand
+//! has none and does not check in. The request is plain HTTP/1.0 with a JSON
+//! body, made on a thread of its own and retried a few times: a boot server
+//! that is away must not hold up or fail the agent.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::init::key::{parse_response, parse_url};
+
+/// What went wrong with one check-in attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckinError {
+    /// The URL is not `http://host[:port]/path`.
+    #[error("bad check-in URL {0:?}: expected http://HOST[:PORT]/PATH")]
+    BadUrl(String),
+    /// No interface holds the agent's address, so there is no MAC to report.
+    #[error("no interface holds {0}; cannot tell the boot server this node's MAC")]
+    NoMac(IpAddr),
+    /// Talking to the boot server failed.
+    #[error("check-in at {url}: {source}")]
+    Io {
+        /// The URL.
+        url: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The boot server answered something other than 200.
+    #[error("check-in at {url}: server answered {status:?}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// Its status line (or what came instead).
+        status: String,
+    },
+}
+
+/// The MAC address of the interface holding `address`, from sysfs.
+pub fn mac_of(address: IpAddr) -> Option<String> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    let name = addrs
+        .filter(|a| {
+            a.address
+                .as_ref()
+                .and_then(|s| s.as_sockaddr_in())
+                .is_some_and(|s| IpAddr::V4(s.ip()) == address)
+        })
+        .map(|a| a.interface_name)
+        .next()?;
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).ok()?;
+    Some(mac.trim().to_string())
+}
+
+/// The JSON body `omboot` expects.
+pub fn body(mac: &str, name: &str, address: IpAddr) -> String {
+    serde_json::json!({ "mac": mac, "name": name, "address": address }).to_string()
+}
+
+/// One check-in attempt.
+pub fn post(url: &str, name: &str, address: IpAddr) -> Result<(), CheckinError> {
+    let (host, port, path) = parse_url(url).map_err(|_| CheckinError::BadUrl(url.into()))?;
+    let mac = mac_of(address).ok_or(CheckinError::NoMac(address))?;
+    let json = body(&mac, name, address);
+    let io = |source| CheckinError::Io {
+        url: url.to_string(),
+        source,
+    };
+    let target: SocketAddr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(io)?
+        .next()
+        .ok_or_else(|| CheckinError::BadUrl(url.into()))?;
+    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(5)).map_err(io)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(io)?;
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: omnode-agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+        json.len()
+    );
+    stream.write_all(request.as_bytes()).map_err(io)?;
+    let mut answer = Vec::new();
+    stream
+        .take(64 * 1024)
+        .read_to_end(&mut answer)
+        .map_err(io)?;
+    let status = parse_response(&answer)
+        .map(|(status, _)| status)
+        .unwrap_or_else(|| "a malformed response".into());
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(CheckinError::Status {
+            url: url.to_string(),
+            status,
+        });
+    }
+    Ok(())
+}
+
+/// Checks in on a thread of its own: up to five attempts, two seconds apart.
+pub fn spawn(url: String, name: String, address: IpAddr) {
+    let spawned = std::thread::Builder::new()
+        .name("checkin".into())
+        .spawn(move || {
+            for attempt in 1..=5 {
+                match post(&url, &name, address) {
+                    Ok(()) => {
+                        info!(%url, "checked in with the boot server");
+                        return;
+                    }
+                    Err(e) if attempt == 5 => warn!(cause = %e, "giving up the check-in"),
+                    Err(e) => warn!(cause = %e, attempt, "check-in failed; retrying"),
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        });
+    if let Err(e) = spawned {
+        warn!(cause = %e, "cannot start the check-in thread");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_is_what_omboot_reads() {
+        assert_eq!(
+            body(
+                "52:54:00:0c:00:01",
+                "node-1",
+                "10.77.0.100".parse().unwrap()
+            ),
+            r#"{"address":"10.77.0.100","mac":"52:54:00:0c:00:01","name":"node-1"}"#
+        );
+    }
+
+    #[test]
+    fn a_check_in_reaches_a_local_server_and_needs_a_200() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = vec![0; 4096];
+            let n = conn.read(&mut request).unwrap();
+            conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                .unwrap();
+            String::from_utf8_lossy(&request[..n]).into_owned()
+        });
+        let url = format!("http://127.0.0.1:{port}/api/v1/checkin");
+        post(&url, "node-1", "127.0.0.1".parse().unwrap()).unwrap();
+        let request = server.join().unwrap();
+        assert!(
+            request.starts_with("POST /api/v1/checkin HTTP/1.0\r\n"),
+            "{request}"
+        );
+        assert!(request.ends_with(r#""name":"node-1"}"#), "{request}");
+    }
+
+    #[test]
+    fn a_bad_url_is_named() {
+        let err = post("ftp://x/y", "n", "127.0.0.1".parse().unwrap()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"bad check-in URL "ftp://x/y": expected http://HOST[:PORT]/PATH"#
+        );
+    }
+}
