@@ -7,10 +7,15 @@
 //! Our server runs as a child of this binary (`--serve-http DIR [ADDR]`) so its
 //! RSS is its own; that mode also serves an image directory by hand.
 
+#[path = "common.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+
+use common::{median, pattern, rss_kib, Proc};
 use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 50;
@@ -48,38 +53,6 @@ fn serve(root: &Path, addr: &str) {
     });
 }
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// 50 clients at once; returns wall seconds. Every download must be complete.
 fn round(port: u16) -> anyhow::Result<f64> {
     let url = format!("http://127.0.0.1:{port}/initrd.img");
@@ -104,11 +77,6 @@ fn round(port: u16) -> anyhow::Result<f64> {
         );
     }
     Ok(start.elapsed().as_secs_f64())
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn run() -> anyhow::Result<()> {

@@ -11,11 +11,16 @@
 //! Our server runs as a child process of this binary (`--serve-tftp DIR`) so its
 //! RSS is its own.
 
+#[path = "common.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
+
+use common::{median, pattern, rss_kib, Proc};
 use std::time::{Duration, Instant};
 
 const NETNS: &str = "omt-tftp-bench";
@@ -53,14 +58,6 @@ fn serve(root: &Path) {
         .await
         .unwrap();
     });
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 struct Netns;
@@ -176,35 +173,6 @@ fn fetch(t: &Target, c: Client, file: &str, out: &Path, want: &[u8]) -> anyhow::
     let got = std::fs::read(out)?;
     anyhow::ensure!(got == want, "{} via {}: file differs", t.name, c.label());
     Ok(secs)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn run() -> anyhow::Result<()> {
