@@ -6,8 +6,9 @@
 //! (and serial), and in the background load the device modules ([`kmod`]),
 //! bring up the wired NICs with DHCP ([`network`], [`dhcp_client`],
 //! [`packet`], [`netif`]). Once the network is up: the cluster key
-//! ([`key`]), the agent, and on the head the boot medium ([`media`]) and
-//! `omboot serve`. Then PID 1 loops forever: reap children, restart the
+//! ([`key`]; the head makes a fresh one), the agent, and on the head the
+//! boot medium ([`media`]) and `omboot serve` with the interface, mode and
+//! pool [`head`] derives from the address the head got. Then PID 1 loops forever: reap children, restart the
 //! supervised ones with backoff, and power off or reboot on request
 //! ([`power`]).
 //!
@@ -33,6 +34,7 @@ macro_rules! say {
 pub mod cmdline;
 pub mod console;
 pub mod dhcp_client;
+pub mod head;
 pub mod key;
 pub mod kmod;
 pub mod media;
@@ -141,6 +143,9 @@ struct Supervisor {
     hostname: Option<String>,
     key_ready: bool,
     key_started: bool,
+    /// The head's serving interface and address, once the network is up.
+    head_net: Option<head::HeadNet>,
+    media_ready: bool,
 }
 
 impl Supervisor {
@@ -154,6 +159,8 @@ impl Supervisor {
             hostname: None,
             key_ready: false,
             key_started: false,
+            head_net: None,
+            media_ready: false,
         }
     }
 
@@ -238,11 +245,23 @@ impl Supervisor {
             Event::Net(network::NetEvent::Up {
                 iface,
                 address,
+                prefix,
+                gateway,
+                from_dhcp,
                 hostname,
             }) => {
                 tracing::info!(%iface, %address, %hostname, "network up");
                 if self.hostname.is_none() {
                     self.hostname = Some(hostname);
+                    if self.settings.role == cmdline::Role::Head {
+                        self.head_net = Some(head::HeadNet {
+                            iface,
+                            address,
+                            prefix,
+                            gateway,
+                            from_dhcp,
+                        });
+                    }
                     self.start_key();
                 }
             }
@@ -250,21 +269,43 @@ impl Supervisor {
                 self.key_ready = true;
             }
             Event::MediaReady => {
-                if !self.services.contains("omboot") {
-                    let argv = vec![
-                        OMBOOT.to_string(),
-                        "serve".into(),
-                        "--mode".into(),
-                        "dhcp".into(),
-                        "--images".into(),
-                        media::MEDIA_DIR.into(),
-                    ];
-                    say!("starting {}", argv.join(" "));
-                    self.services.add("omboot", argv, None, Instant::now());
-                }
+                self.media_ready = true;
             }
         }
+        self.maybe_start_omboot();
         self.maybe_start_agent();
+    }
+
+    /// On the head, once the medium is mounted, the address known and the
+    /// key in place: `omboot serve` on the head's interface.
+    fn maybe_start_omboot(&mut self) {
+        let Some(net) = &self.head_net else {
+            return;
+        };
+        if !self.media_ready || !self.key_ready || self.services.contains("omboot") {
+            return;
+        }
+        match head::omboot_argv(
+            OMBOOT,
+            &self.settings,
+            net,
+            std::path::Path::new(media::MEDIA_DIR),
+            std::path::Path::new(key::KEY_FILE),
+        ) {
+            Ok(Some(argv)) => {
+                say!("starting {}", argv.join(" "));
+                self.services.add("omboot", argv, None, Instant::now());
+            }
+            Ok(None) => {
+                // Record it as handled so the message is printed once.
+                self.media_ready = false;
+                say!("om.pxe=off: not serving the netboot");
+            }
+            Err(e) => {
+                self.media_ready = false;
+                say!("not serving the netboot: {e}");
+            }
+        }
     }
 
     /// Installs or fetches the key once the network is up.
@@ -275,6 +316,18 @@ impl Supervisor {
         self.key_started = true;
         let path = std::path::Path::new(key::KEY_FILE);
         match self.settings.key.clone() {
+            // The head makes the cluster: a fresh key each boot, handed to
+            // the nodes on their command line by omboot.
+            None if self.settings.role == cmdline::Role::Head => {
+                let fresh = crate::key::ClusterKey::generate();
+                match key::install(fresh.to_text().trim(), path) {
+                    Ok(()) => {
+                        say!("new cluster key written to {}", key::KEY_FILE);
+                        self.key_ready = true;
+                    }
+                    Err(e) => say!("{e}"),
+                }
+            }
             None => say!(
                 "no om.key= on the kernel command line; not starting the agent (pass om.key=HEX64 or om.key=http://HEAD/…)"
             ),
@@ -332,12 +385,21 @@ impl Supervisor {
             "--name".into(),
             name,
             "--cluster".into(),
-            self.settings
-                .cluster
-                .clone()
-                .unwrap_or_else(|| "omcluster".into()),
+            head::cluster_id(&self.settings).to_string(),
         ];
-        if let Some(server) = self.settings.server {
+        if let Some(net) = self
+            .head_net
+            .as_ref()
+            .filter(|_| self.settings.pxe != cmdline::PxeMode::Off)
+        {
+            // The head checks in with its own boot server, so the nodes
+            // list shows it too.
+            argv.push("--checkin".into());
+            argv.push(format!(
+                "http://{}:{}/api/v1/checkin",
+                net.address, self.settings.http_port
+            ));
+        } else if let Some(server) = self.settings.server {
             argv.push("--seed".into());
             argv.push(server.to_string());
             argv.push("--checkin".into());

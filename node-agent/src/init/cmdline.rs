@@ -26,6 +26,22 @@ pub enum KeySource {
     Url(String),
 }
 
+/// How the head serves the netboot (`om.pxe=`); ignored on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PxeMode {
+    /// Decide from the network: ProxyDHCP when a DHCP server gave the head
+    /// its address, authoritative DHCP when the address is static (from
+    /// `om.ip=` or the fallback after no DHCP server answered).
+    #[default]
+    Auto,
+    /// Authoritative DHCP server for the head's subnet.
+    Dhcp,
+    /// ProxyDHCP beside the LAN's own DHCP server.
+    Proxy,
+    /// No boot server: the head runs only the agent.
+    Off,
+}
+
 /// A static IPv4 address for an interface (`om.ip=ADDR/PREFIX[,GATEWAY]`),
 /// used instead of DHCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +71,8 @@ pub struct Settings {
     pub modules: Vec<String>,
     /// `om.ip=ADDR/PREFIX[,GATEWAY]`: static address instead of DHCP.
     pub static_ip: Option<StaticIp>,
+    /// `om.pxe=auto|dhcp|proxy|off`: how the head serves the netboot.
+    pub pxe: PxeMode,
 }
 
 impl Default for Settings {
@@ -67,6 +85,7 @@ impl Default for Settings {
             key: None,
             modules: Vec::new(),
             static_ip: None,
+            pxe: PxeMode::Auto,
         }
     }
 }
@@ -85,7 +104,7 @@ pub enum CmdlineError {
         why: &'static str,
     },
     /// An `om.` parameter this version does not know.
-    #[error("unknown parameter {0} (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip)")]
+    #[error("unknown parameter {0} (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip, om.pxe)")]
     Unknown(String),
 }
 
@@ -191,6 +210,13 @@ pub fn parse(line: &str) -> (Settings, Vec<CmdlineError>) {
                 Some(ip) => s.static_ip = Some(ip),
                 None => problems.push(bad("expected ADDR/PREFIX or ADDR/PREFIX,GATEWAY")),
             },
+            "pxe" => match value {
+                "auto" => s.pxe = PxeMode::Auto,
+                "dhcp" => s.pxe = PxeMode::Dhcp,
+                "proxy" => s.pxe = PxeMode::Proxy,
+                "off" => s.pxe = PxeMode::Off,
+                _ => problems.push(bad("expected auto, dhcp, proxy or off")),
+            },
             _ => problems.push(CmdlineError::Unknown(format!("om.{name}"))),
         }
     }
@@ -249,6 +275,7 @@ mod tests {
                     ),
                     modules: [],
                     static_ip: None,
+                    pxe: Auto,
                 }
             "#]],
         );
@@ -257,7 +284,7 @@ mod tests {
     #[test]
     fn head_with_hex_key_modules_and_static_ip() {
         check(
-            "om.role=head om.key=00112233445566778899AABBCCDDEEFF00112233445566778899aabbccddeeff om.modules=e1000,virtio-net om.ip=10.77.0.1/24,10.77.0.254",
+            "om.role=head om.key=00112233445566778899AABBCCDDEEFF00112233445566778899aabbccddeeff om.modules=e1000,virtio-net om.ip=10.77.0.1/24,10.77.0.254 om.pxe=proxy",
             expect![[r#"
                 Settings {
                     server: None,
@@ -282,6 +309,7 @@ mod tests {
                             ),
                         },
                     ),
+                    pxe: Proxy,
                 }
             "#]],
         );
@@ -290,7 +318,7 @@ mod tests {
     #[test]
     fn bad_values_are_reported_and_defaults_kept() {
         check(
-            "om.server=head.local om.http=0 om.role=boss om.key=abc om.cluster= om.modules=ok,b/ad om.ip=10.0.0.1/33 om.colour=blue",
+            "om.server=head.local om.http=0 om.role=boss om.key=abc om.cluster= om.modules=ok,b/ad om.ip=10.0.0.1/33 om.pxe=maybe om.colour=blue",
             expect![[r#"
                 Settings {
                     server: None,
@@ -302,6 +330,7 @@ mod tests {
                         "ok",
                     ],
                     static_ip: None,
+                    pxe: Auto,
                 }
                 problem: om.server="head.local" is not valid: expected an IPv4 address
                 problem: om.http="0" is not valid: expected a TCP port 1-65535
@@ -310,7 +339,8 @@ mod tests {
                 problem: om.cluster="" is not valid: expected letters, digits, '-', '_' or '.'
                 problem: om.modules="b/ad" is not valid: not a module name
                 problem: om.ip="10.0.0.1/33" is not valid: expected ADDR/PREFIX or ADDR/PREFIX,GATEWAY
-                problem: unknown parameter om.colour (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip)
+                problem: om.pxe="maybe" is not valid: expected auto, dhcp, proxy or off
+                problem: unknown parameter om.colour (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip, om.pxe)
             "#]],
         );
     }

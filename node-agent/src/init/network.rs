@@ -1,6 +1,8 @@
 //! Bringing up the network at boot, in the background: kernel modules for
 //! the machine's devices, every wired NIC up, a DHCP client per NIC (or the
 //! static `om.ip=`), and the results sent to PID 1's loop as [`NetEvent`]s.
+//! A head without `om.ip=` probes DHCP on its first NIC and takes
+//! [`head::FALLBACK_ADDRESS`] when no server answers.
 //!
 //! Nothing here can stop the boot: a missing driver, no NIC or no DHCP
 //! answer is printed and retried while the shell stays usable.
@@ -14,9 +16,9 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::cmdline::Settings;
+use super::cmdline::{Role, Settings, StaticIp};
 use super::dhcp_client::{hostname_from_mac, LeaseEvent, Notice, Shell};
-use super::{kmod, netif, reaper};
+use super::{head, kmod, netif, reaper};
 
 /// What the network thread tells PID 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,9 +30,41 @@ pub enum NetEvent {
         iface: String,
         /// Its address.
         address: Ipv4Addr,
+        /// Its prefix length.
+        prefix: u8,
+        /// The default gateway, if any.
+        gateway: Option<Ipv4Addr>,
+        /// Whether a DHCP server gave the address (else it is static).
+        from_dhcp: bool,
         /// The host name now set.
         hostname: String,
     },
+}
+
+/// How the first interface gets its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Addressing {
+    /// DHCP, retried for ever.
+    Dhcp,
+    /// This static address.
+    Static(StaticIp),
+    /// DHCP, but after [`head::DHCP_PROBE_TRIES`] unanswered DISCOVERs this
+    /// static address instead (the head on a network with no DHCP server).
+    DhcpOr(StaticIp),
+}
+
+impl Addressing {
+    /// What the settings ask of the first interface.
+    fn first(settings: &Settings) -> Self {
+        match (settings.static_ip, settings.role) {
+            (Some(ip), _) => Addressing::Static(ip),
+            (None, Role::Node) => Addressing::Dhcp,
+            (None, Role::Head) if head::probes_dhcp(settings) => {
+                Addressing::DhcpOr(head::FALLBACK_ADDRESS)
+            }
+            (None, Role::Head) => Addressing::Static(head::FALLBACK_ADDRESS),
+        }
+    }
 }
 
 /// The module directory of the running kernel, `/lib/modules/<release>`.
@@ -94,17 +128,17 @@ fn bring_up(settings: Settings, events: Sender<NetEvent>) {
             if !handled.insert(nic.clone()) {
                 continue;
             }
-            let static_ip = if handled.len() == 1 {
-                settings.static_ip
+            let addressing = if handled.len() == 1 {
+                Addressing::first(&settings)
             } else {
-                None
+                Addressing::Dhcp
             };
             let events = events.clone();
             let primary = primary_taken.clone();
             let name = format!("dhcp-{nic}");
             let spawned = std::thread::Builder::new()
                 .name(name)
-                .spawn(move || run_interface(&nic, static_ip, primary, events));
+                .spawn(move || run_interface(&nic, addressing, primary, events));
             if let Err(e) = spawned {
                 say!("cannot start a thread for the interface: {e}");
             }
@@ -120,9 +154,27 @@ fn mac_string(mac: [u8; 6]) -> String {
         .join(":")
 }
 
+/// An interface's address as PID 1 hears of it.
+struct Configured<'a> {
+    iface: &'a str,
+    address: Ipv4Addr,
+    prefix: u8,
+    gateway: Option<Ipv4Addr>,
+    /// The DHCP server's answer: `Some` (with the host name it gave, if
+    /// any) when the address came from DHCP.
+    dhcp: Option<Option<&'a str>>,
+}
+
 /// Sets the host name and tells PID 1, once, for the primary interface.
-fn announce(iface: &str, address: Ipv4Addr, dhcp_name: Option<&str>, events: &Sender<NetEvent>) {
-    let hostname = match (dhcp_name, netif::mac_address(iface)) {
+fn announce(c: Configured<'_>, events: &Sender<NetEvent>) {
+    let Configured {
+        iface,
+        address,
+        prefix,
+        gateway,
+        dhcp,
+    } = c;
+    let hostname = match (dhcp.flatten(), netif::mac_address(iface)) {
         (Some(n), _) => n.to_string(),
         (None, Ok(mac)) => hostname_from_mac(mac),
         (None, Err(_)) => "node".to_string(),
@@ -134,14 +186,55 @@ fn announce(iface: &str, address: Ipv4Addr, dhcp_name: Option<&str>, events: &Se
     let _ = events.send(NetEvent::Up {
         iface: iface.to_string(),
         address,
+        prefix,
+        gateway,
+        from_dhcp: dhcp.is_some(),
         hostname,
     });
     reaper::wake();
 }
 
+/// Gives `iface` the static address `ip` and announces it if it is the
+/// first interface with an address.
+fn apply_static(
+    iface: &str,
+    mac: &str,
+    ip: StaticIp,
+    primary: &AtomicBool,
+    events: &Sender<NetEvent>,
+) {
+    let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(ip.prefix)).unwrap_or(0));
+    let res = netif::set_address(iface, ip.address, mask, None).and_then(|()| match ip.gateway {
+        Some(gw) => netif::add_default_route(iface, gw),
+        None => Ok(()),
+    });
+    match res {
+        Ok(()) => {
+            say!(
+                "{iface} ({mac}) static address {}/{}",
+                ip.address,
+                ip.prefix
+            );
+            if !primary.swap(true, Ordering::SeqCst) {
+                announce(
+                    Configured {
+                        iface,
+                        address: ip.address,
+                        prefix: ip.prefix,
+                        gateway: ip.gateway,
+                        dhcp: None,
+                    },
+                    events,
+                );
+            }
+        }
+        Err(e) => say!("{e}"),
+    }
+}
+
 fn run_interface(
     iface: &str,
-    static_ip: Option<super::cmdline::StaticIp>,
+    addressing: Addressing,
     primary: Arc<AtomicBool>,
     events: Sender<NetEvent>,
 ) {
@@ -159,28 +252,14 @@ fn run_interface(
     if !netif::has_carrier(iface) {
         say!("{iface} ({mac}) has no link (cable?); trying anyway");
     }
-    if let Some(ip) = static_ip {
-        let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(ip.prefix)).unwrap_or(0));
-        let res =
-            netif::set_address(iface, ip.address, mask, None).and_then(|()| match ip.gateway {
-                Some(gw) => netif::add_default_route(iface, gw),
-                None => Ok(()),
-            });
-        match res {
-            Ok(()) => {
-                say!(
-                    "{iface} ({mac}) static address {}/{}",
-                    ip.address,
-                    ip.prefix
-                );
-                if !primary.swap(true, Ordering::SeqCst) {
-                    announce(iface, ip.address, None, &events);
-                }
-            }
-            Err(e) => say!("{e}"),
+    let fallback = match addressing {
+        Addressing::Static(ip) => {
+            apply_static(iface, &mac, ip, &primary, &events);
+            return;
         }
-        return;
-    }
+        Addressing::Dhcp => None,
+        Addressing::DhcpOr(ip) => Some(ip),
+    };
     say!("{iface} ({mac}) up, asking DHCP");
     let mut is_primary = false;
     loop {
@@ -229,7 +308,16 @@ fn run_interface(
                         {
                             say!("{e}");
                         }
-                        announce(iface, lease.address, lease.hostname.as_deref(), &events);
+                        announce(
+                            Configured {
+                                iface,
+                                address: lease.address,
+                                prefix: lease.prefix_len(),
+                                gateway: lease.routers.first().copied(),
+                                dhcp: Some(lease.hostname.as_deref()),
+                            },
+                            &events,
+                        );
                     }
                 }
                 LeaseEvent::Renewed(lease) => {
@@ -242,6 +330,14 @@ fn run_interface(
                     }
                 }
                 LeaseEvent::Notice(Notice::NoOffer { attempts }) => {
+                    if let Some(ip) = fallback.filter(|_| *attempts >= head::DHCP_PROBE_TRIES) {
+                        say!(
+                            "{iface}: no DHCP server answered {attempts} tries; this is a boot network of our own: taking {}/{}",
+                            ip.address,
+                            ip.prefix
+                        );
+                        return ControlFlow::Break(());
+                    }
                     say!("{iface}: no DHCP answer after {attempts} tries; still trying")
                 }
                 LeaseEvent::Notice(Notice::Nak { server }) => {
@@ -253,6 +349,10 @@ fn run_interface(
             }
             ControlFlow::Continue(())
         });
+        if let (Ok(()), Some(ip)) = (&result, fallback) {
+            apply_static(iface, &mac, ip, &primary, &events);
+            return;
+        }
         if let Err(e) = result {
             say!("{iface}: DHCP client failed: {e}; retrying in 5s");
             std::thread::sleep(Duration::from_secs(5));

@@ -1,0 +1,345 @@
+//! The head's boot service, decided from what the network gave it: which
+//! interface and mode `omboot serve` runs with, the address pool in DHCP
+//! mode, and its command line.
+//!
+//! Pure: the caller passes the settings and the interface's address; the
+//! result is an argv for [`super::reaper::Services`] or an error naming what
+//! is wrong. The ClusterKnoppix way: boot the ISO's head entry with no
+//! settings at all and it works on either kind of network.
+//!
+//! - An existing LAN: its DHCP server answers the head, so the head serves
+//!   as ProxyDHCP and never hands out an address.
+//! - A dedicated boot network (a switch and the nodes): nobody answers
+//!   within [`DHCP_PROBE_TRIES`] DISCOVERs (2 + 4 + 8 s), so the head takes
+//!   [`FALLBACK_ADDRESS`] and is the network's DHCP server.
+//!
+//! `om.ip=` skips the probe (static address, DHCP mode) and `om.pxe=`
+//! overrides the mode.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use super::cmdline::{PxeMode, Settings, StaticIp};
+
+/// The head's address on a boot network where no DHCP server answered.
+pub const FALLBACK_ADDRESS: StaticIp = StaticIp {
+    address: Ipv4Addr::new(10, 77, 0, 1),
+    prefix: 24,
+    gateway: None,
+};
+
+/// How many DHCP DISCOVERs the head sends before it decides the network
+/// has no DHCP server and takes [`FALLBACK_ADDRESS`].
+pub const DHCP_PROBE_TRIES: u32 = 3;
+
+/// The longest prefix that still leaves room for a pool (a /28 gives 6).
+const LONGEST_POOL_PREFIX: u8 = 28;
+
+/// The head's address on the interface it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadNet {
+    /// The interface, e.g. `eth0`.
+    pub iface: String,
+    /// Its address.
+    pub address: Ipv4Addr,
+    /// Its prefix length.
+    pub prefix: u8,
+    /// A router to keep out of the pool (the `om.ip=` gateway).
+    pub gateway: Option<Ipv4Addr>,
+    /// Whether a DHCP server gave the address (so the LAN has one).
+    pub from_dhcp: bool,
+}
+
+/// The mode `omboot serve` runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeMode {
+    /// Authoritative DHCP for the pool.
+    Dhcp,
+    /// ProxyDHCP only.
+    Proxy,
+}
+
+/// An inclusive address range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// First address.
+    pub start: Ipv4Addr,
+    /// Last address.
+    pub end: Ipv4Addr,
+}
+
+impl std::fmt::Display for Range {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+/// Why the head cannot serve the netboot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// The subnet is too small to split into the head's half and a pool.
+    #[error("{address}/{prefix} on {iface} leaves no room for a DHCP pool: use a /{LONGEST_POOL_PREFIX} or shorter prefix in om.ip=, or om.pxe=proxy beside another DHCP server")]
+    SubnetTooSmall {
+        /// The interface.
+        iface: String,
+        /// The head's address.
+        address: Ipv4Addr,
+        /// Its prefix length.
+        prefix: u8,
+    },
+}
+
+/// The mode for `pxe` on `net`; `None` when the head serves nothing.
+pub fn serve_mode(pxe: PxeMode, net: &HeadNet) -> Option<ServeMode> {
+    match pxe {
+        PxeMode::Off => None,
+        PxeMode::Dhcp => Some(ServeMode::Dhcp),
+        PxeMode::Proxy => Some(ServeMode::Proxy),
+        PxeMode::Auto if net.from_dhcp => Some(ServeMode::Proxy),
+        PxeMode::Auto => Some(ServeMode::Dhcp),
+    }
+}
+
+/// Whether the head should probe for a DHCP server before falling back to
+/// [`FALLBACK_ADDRESS`]: only when it has no `om.ip=` and the mode could
+/// still be proxy.
+pub fn probes_dhcp(settings: &Settings) -> bool {
+    settings.static_ip.is_none() && settings.pxe != PxeMode::Dhcp
+}
+
+/// The DHCP pool for a head at `address/prefix`: the half of the subnet the
+/// head is not in, without the network and broadcast addresses and without
+/// `gateway` (which splits the range in two when it falls inside).
+pub fn pool(net: &HeadNet) -> Result<Vec<Range>, HeadError> {
+    if net.prefix > LONGEST_POOL_PREFIX {
+        return Err(HeadError::SubnetTooSmall {
+            iface: net.iface.clone(),
+            address: net.address,
+            prefix: net.prefix,
+        });
+    }
+    let size = 1u64 << (32 - u32::from(net.prefix));
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(net.prefix))
+        .unwrap_or(0);
+    let network = u64::from(u32::from(net.address) & mask);
+    let broadcast = network + size - 1;
+    let half = size / 2;
+    let (start, end) = if u64::from(u32::from(net.address)) < network + half {
+        (network + half, broadcast - 1)
+    } else {
+        (network + 1, network + half - 1)
+    };
+    let mut ranges = vec![(start, end)];
+    if let Some(gw) = net.gateway.map(|g| u64::from(u32::from(g))) {
+        if (start..=end).contains(&gw) {
+            ranges = [(start, gw.saturating_sub(1)), (gw + 1, end)]
+                .into_iter()
+                .filter(|(s, e)| s <= e && *s >= start && *e <= end)
+                .collect();
+        }
+    }
+    // Every value lies inside the head's /prefix, so it fits in 32 bits.
+    let addr = |v: u64| Ipv4Addr::from(v as u32);
+    Ok(ranges
+        .into_iter()
+        .map(|(s, e)| Range {
+            start: addr(s),
+            end: addr(e),
+        })
+        .collect())
+}
+
+/// Where `omboot serve` keeps its lease log on the head (the head's state
+/// lives as long as the boot).
+pub const STATE_DIR: &str = "/run/omboot";
+
+/// The `omboot serve` command line for the head: `omboot` is the binary,
+/// `images` the mounted boot medium, `key_file` the cluster key handed to
+/// the nodes. `None` when `om.pxe=off`.
+pub fn omboot_argv(
+    omboot: &str,
+    settings: &Settings,
+    net: &HeadNet,
+    images: &Path,
+    key_file: &Path,
+) -> Result<Option<Vec<String>>, HeadError> {
+    let Some(mode) = serve_mode(settings.pxe, net) else {
+        return Ok(None);
+    };
+    let mut argv: Vec<String> = vec![
+        omboot.into(),
+        "serve".into(),
+        "--interface".into(),
+        net.iface.clone(),
+        "--mode".into(),
+        match mode {
+            ServeMode::Dhcp => "dhcp",
+            ServeMode::Proxy => "proxy",
+        }
+        .into(),
+    ];
+    if mode == ServeMode::Dhcp {
+        for range in pool(net)? {
+            argv.push("--pool".into());
+            argv.push(range.to_string());
+        }
+    }
+    argv.extend([
+        "--images".into(),
+        images.display().to_string(),
+        "--state".into(),
+        STATE_DIR.into(),
+        "--http-port".into(),
+        settings.http_port.to_string(),
+        "--cluster".into(),
+        cluster_id(settings).into(),
+        "--key-file".into(),
+        key_file.display().to_string(),
+    ]);
+    Ok(Some(argv))
+}
+
+/// The cluster id: `om.cluster=`, else `omcluster`.
+pub fn cluster_id(settings: &Settings) -> &str {
+    settings.cluster.as_deref().unwrap_or("omcluster")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::{expect, Expect};
+
+    fn net(cidr: &str, gateway: Option<&str>, from_dhcp: bool) -> HeadNet {
+        let (a, p) = cidr.split_once('/').unwrap();
+        HeadNet {
+            iface: "eth0".into(),
+            address: a.parse().unwrap(),
+            prefix: p.parse().unwrap(),
+            gateway: gateway.map(|g| g.parse().unwrap()),
+            from_dhcp,
+        }
+    }
+
+    fn check_pool(cidr: &str, gateway: Option<&str>, expect: Expect) {
+        let out = match pool(&net(cidr, gateway, false)) {
+            Ok(ranges) => ranges
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+            Err(e) => format!("error: {e}"),
+        };
+        expect.assert_eq(&out);
+    }
+
+    #[test]
+    fn pool_is_the_other_half_of_the_subnet() {
+        check_pool("10.77.0.1/24", None, expect!["10.77.0.128-10.77.0.254"]);
+        check_pool("10.77.0.200/24", None, expect!["10.77.0.1-10.77.0.127"]);
+        check_pool(
+            "192.168.8.1/22",
+            None,
+            expect!["192.168.10.0-192.168.11.254"],
+        );
+        check_pool("10.0.0.1/28", None, expect!["10.0.0.8-10.0.0.14"]);
+        check_pool("10.0.0.1/8", None, expect!["10.128.0.0-10.255.255.254"]);
+    }
+
+    #[test]
+    fn pool_leaves_out_the_gateway() {
+        check_pool(
+            "10.77.0.1/24",
+            Some("10.77.0.254"),
+            expect!["10.77.0.128-10.77.0.253"],
+        );
+        check_pool(
+            "10.77.0.1/24",
+            Some("10.77.0.200"),
+            expect!["10.77.0.128-10.77.0.199 10.77.0.201-10.77.0.254"],
+        );
+        check_pool(
+            "10.77.0.1/24",
+            Some("10.77.0.128"),
+            expect!["10.77.0.129-10.77.0.254"],
+        );
+        // A gateway in the head's own half changes nothing.
+        check_pool(
+            "10.77.0.1/24",
+            Some("10.77.0.2"),
+            expect!["10.77.0.128-10.77.0.254"],
+        );
+    }
+
+    #[test]
+    fn tiny_subnets_are_refused_with_the_fix() {
+        check_pool(
+            "10.0.0.1/29",
+            None,
+            expect!["error: 10.0.0.1/29 on eth0 leaves no room for a DHCP pool: use a /28 or shorter prefix in om.ip=, or om.pxe=proxy beside another DHCP server"],
+        );
+    }
+
+    fn check_argv(cmdline: &str, head: HeadNet, expect: Expect) {
+        let (settings, problems) = super::super::cmdline::parse(cmdline);
+        assert!(problems.is_empty(), "{problems:?}");
+        let out = match omboot_argv(
+            "/bin/omboot",
+            &settings,
+            &head,
+            Path::new("/run/omcluster/media"),
+            Path::new("/run/omcluster.key"),
+        ) {
+            Ok(Some(argv)) => argv.join(" "),
+            Ok(None) => "no boot server".into(),
+            Err(e) => format!("error: {e}"),
+        };
+        expect.assert_eq(&out);
+    }
+
+    #[test]
+    fn static_address_serves_dhcp_with_a_pool() {
+        check_argv(
+            "om.role=head",
+            net("10.77.0.1/24", None, false),
+            expect!["/bin/omboot serve --interface eth0 --mode dhcp --pool 10.77.0.128-10.77.0.254 --images /run/omcluster/media --state /run/omboot --http-port 80 --cluster omcluster --key-file /run/omcluster.key"],
+        );
+    }
+
+    #[test]
+    fn address_from_a_dhcp_server_serves_proxy() {
+        check_argv(
+            "om.role=head om.cluster=lab om.http=8080",
+            net("192.168.1.40/24", None, true),
+            expect!["/bin/omboot serve --interface eth0 --mode proxy --images /run/omcluster/media --state /run/omboot --http-port 8080 --cluster lab --key-file /run/omcluster.key"],
+        );
+    }
+
+    #[test]
+    fn om_pxe_overrides_the_mode() {
+        check_argv(
+            "om.role=head om.pxe=dhcp",
+            net("192.168.1.40/24", None, true),
+            expect!["/bin/omboot serve --interface eth0 --mode dhcp --pool 192.168.1.128-192.168.1.254 --images /run/omcluster/media --state /run/omboot --http-port 80 --cluster omcluster --key-file /run/omcluster.key"],
+        );
+        check_argv(
+            "om.role=head om.pxe=off",
+            net("10.77.0.1/24", None, false),
+            expect!["no boot server"],
+        );
+        check_argv(
+            "om.role=head om.pxe=dhcp",
+            net("10.0.0.1/30", None, false),
+            expect!["error: 10.0.0.1/30 on eth0 leaves no room for a DHCP pool: use a /28 or shorter prefix in om.ip=, or om.pxe=proxy beside another DHCP server"],
+        );
+    }
+
+    #[test]
+    fn only_an_unconfigured_head_probes_for_dhcp() {
+        let probes = |line: &str| probes_dhcp(&super::super::cmdline::parse(line).0);
+        assert!(probes("om.role=head"));
+        assert!(probes("om.role=head om.pxe=proxy"));
+        assert!(!probes("om.role=head om.pxe=dhcp"));
+        assert!(!probes("om.role=head om.ip=10.1.0.1/16"));
+    }
+}
