@@ -14,7 +14,9 @@
 
 use std::ffi::OsStr;
 use std::fs;
+use std::io::Write;
 use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -316,6 +318,11 @@ pub struct NodeSpec {
     pub work_dir: PathBuf,
     /// Extra qemu arguments (for example a CD-ROM for a head node).
     pub extra_args: Vec<String>,
+    /// Whether the serial port takes input ([`QemuNode::type_on_serial`]):
+    /// the console then runs over a socket the lab copies to the log file,
+    /// instead of straight into the file, so it is logged only while this
+    /// process runs.
+    pub serial_input: bool,
 }
 
 impl NodeSpec {
@@ -335,6 +342,8 @@ pub struct QemuNode {
     spec: NodeSpec,
     child: Child,
     log: PathBuf,
+    /// The serial port's socket, for typing (with `serial_input`).
+    serial: Option<UnixStream>,
 }
 
 impl QemuNode {
@@ -356,9 +365,21 @@ impl QemuNode {
             "none",
         ]);
         command.args(["-m", &spec.memory_mib.to_string()]);
-        command
-            .arg("-serial")
-            .arg(format!("file:{}", log.display()));
+        let socket = spec.work_dir.join(format!("{}.serial.sock", spec.name));
+        if spec.serial_input {
+            let _ = fs::remove_file(&socket);
+            // wait=on: the machine starts only once the lab is connected, so
+            // not a byte of the console is lost.
+            command.arg("-chardev").arg(format!(
+                "socket,id=serial0,path={},server=on,wait=on",
+                socket.display()
+            ));
+            command.args(["-serial", "chardev:serial0"]);
+        } else {
+            command
+                .arg("-serial")
+                .arg(format!("file:{}", log.display()));
+        }
         command.args([
             "-netdev",
             &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
@@ -400,7 +421,69 @@ impl QemuNode {
         let child = command
             .spawn()
             .map_err(io_err("starting qemu-system-x86_64"))?;
-        Ok(QemuNode { spec, child, log })
+        let mut node = QemuNode {
+            spec,
+            child,
+            log,
+            serial: None,
+        };
+        if node.spec.serial_input {
+            node.serial = Some(node.connect_serial(&socket)?);
+        }
+        Ok(node)
+    }
+
+    /// Connects to the serial socket of a just-started qemu and copies what
+    /// the machine prints to the log file in a thread (which ends when qemu
+    /// closes the socket). Returns the stream to type on.
+    fn connect_serial(&mut self, socket: &Path) -> Result<UnixStream, LabError> {
+        let start = Instant::now();
+        let stream = loop {
+            match UnixStream::connect(socket) {
+                Ok(stream) => break stream,
+                Err(e) => {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        return Err(LabError::QemuExited {
+                            node: self.spec.name.clone(),
+                            status: status.to_string(),
+                            wanted: "the serial socket".into(),
+                            log: self.log.clone(),
+                        });
+                    }
+                    if start.elapsed() > Duration::from_secs(30) {
+                        return Err(LabError::Io {
+                            what: format!("connecting to {}", socket.display()),
+                            source: e,
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        let mut reader = stream
+            .try_clone()
+            .map_err(io_err("cloning the serial socket"))?;
+        let mut log = fs::File::create(&self.log)
+            .map_err(io_err(format!("creating {}", self.log.display())))?;
+        std::thread::Builder::new()
+            .name(format!("serial-{}", self.spec.name))
+            .spawn(move || std::io::copy(&mut reader, &mut log))
+            .map_err(io_err("starting the serial log thread"))?;
+        Ok(stream)
+    }
+
+    /// Types `text` on the machine's serial port (needs `serial_input`).
+    pub fn type_on_serial(&mut self, text: &str) -> Result<(), LabError> {
+        let Some(serial) = self.serial.as_mut() else {
+            return Err(LabError::Io {
+                what: format!("typing on {}", self.spec.name),
+                source: std::io::Error::other("the machine was booted without serial_input"),
+            });
+        };
+        serial.write_all(text.as_bytes()).map_err(io_err(format!(
+            "typing on {}'s serial port",
+            self.spec.name
+        )))
     }
 
     /// The machine's name.
@@ -764,6 +847,7 @@ impl ClusterLab {
                 memory_mib: config.memory_mib,
                 work_dir: work.clone(),
                 extra_args: Vec::new(),
+                serial_input: false,
             };
             nodes.push(QemuNode::boot(&mut lan, spec)?);
         }

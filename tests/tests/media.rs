@@ -12,36 +12,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use pxe_server::lab::{self, Firmware, NodeSpec, QemuNode, VirtualLan};
 
-use crate::util;
+use crate::util::{self, medium_args, Medium};
 
 /// What `omnode init` prints when the console shell is up.
 const INIT_READY: &str = "omnode: root shell on";
-
-#[derive(Clone, Copy, Debug)]
-enum Medium {
-    Cd,
-    Usb,
-}
-
-fn medium_args(medium: Medium, iso: &std::path::Path) -> Vec<String> {
-    let file = iso.display();
-    match medium {
-        Medium::Cd => vec![
-            "-drive".into(),
-            format!("if=none,id=boot,media=cdrom,readonly=on,format=raw,file={file}"),
-            "-device".into(),
-            "ide-cd,drive=boot,bootindex=0".into(),
-        ],
-        Medium::Usb => vec![
-            "-drive".into(),
-            format!("if=none,id=boot,readonly=on,format=raw,file={file}"),
-            "-device".into(),
-            "qemu-xhci".into(),
-            "-device".into(),
-            "usb-storage,drive=boot,bootindex=0".into(),
-        ],
-    }
-}
 
 #[test]
 fn qemu_built_iso_boots_the_image_from_cd_and_usb_on_bios_and_uefi() -> Result<()> {
@@ -75,6 +49,7 @@ fn qemu_built_iso_boots_the_image_from_cd_and_usb_on_bios_and_uefi() -> Result<(
                 memory_mib: 768,
                 work_dir: work.clone(),
                 extra_args: medium_args(*medium, &iso),
+                serial_input: false,
             };
             machines.push(QemuNode::boot(&mut lan, spec)?);
         }

@@ -1,10 +1,13 @@
 //! End-to-end tests: the three programs together, under qemu, on a virtual LAN.
 //!
 //! - `util`: static builds of the binaries, the image build, gating.
+//! - `head`: the ISO's head entry serves the netboot from its own medium;
+//!   a second machine netboots from it and joins.
 //! - `media`: the built ISO boots the image from CD and USB, BIOS and UEFI.
 //! - `netboot`: `ombuild image` → `omboot serve` → three firmware paths
 //!   netboot, join and share the awk batch.
 
+mod head;
 mod media;
 mod netboot;
 mod util;

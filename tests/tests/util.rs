@@ -76,3 +76,33 @@ pub fn default_image(bin: &Path) -> Result<PathBuf> {
         Ok(out)
     })
 }
+
+#[derive(Clone, Copy, Debug)]
+/// How a machine has the ISO attached.
+pub enum Medium {
+    /// An IDE CD-ROM drive.
+    Cd,
+    /// A USB stick (the ISO `dd`-ed to it) on an xHCI controller.
+    Usb,
+}
+
+/// The qemu arguments that attach `iso` as `medium`, first in the boot order.
+pub fn medium_args(medium: Medium, iso: &std::path::Path) -> Vec<String> {
+    let file = iso.display();
+    match medium {
+        Medium::Cd => vec![
+            "-drive".into(),
+            format!("if=none,id=boot,media=cdrom,readonly=on,format=raw,file={file}"),
+            "-device".into(),
+            "ide-cd,drive=boot,bootindex=0".into(),
+        ],
+        Medium::Usb => vec![
+            "-drive".into(),
+            format!("if=none,id=boot,readonly=on,format=raw,file={file}"),
+            "-device".into(),
+            "qemu-xhci".into(),
+            "-device".into(),
+            "usb-storage,drive=boot,bootindex=0".into(),
+        ],
+    }
+}
