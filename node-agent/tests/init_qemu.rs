@@ -668,20 +668,19 @@ fn init_as_head_mounts_its_boot_medium_and_supervises_omboot() {
         at,
     );
     // No DHCP name: the host name comes from the MAC.
-    vm.wait_for("omnode: hostname node-525400771101", at);
+    vm.wait_for("omnode: hostname head-525400771101", at);
     // virtio-pci by PCI modalias, then virtio-blk by the virtio device it
     // revealed, then isofs to mount the medium.
     at = vm.wait_for(
         "omnode: boot medium /dev/vda mounted on /run/omcluster/media",
         0,
     );
-    at = vm.wait_for(
-        "omnode: starting /bin/omboot serve --mode dhcp --images /run/omcluster/media",
-        at,
-    );
+    // A static address: DHCP mode, the other half of the /24 as the pool.
+    let serve = "/bin/omboot serve --interface eth0 --mode dhcp --pool 10.77.11.128-10.77.11.254 --images /run/omcluster/media --state /run/omboot --http-port 80 --cluster qhead --key-file /run/omcluster.key";
+    at = vm.wait_for(&format!("omnode: starting {serve}"), at);
     // This image has no omboot: init says so and keeps retrying.
     at = vm.wait_for(
-        "omnode: cannot start omboot (/bin/omboot serve --mode dhcp --images /run/omcluster/media): No such file or directory (os error 2); retrying in",
+        &format!("omnode: cannot start omboot ({serve}): No such file or directory (os error 2); retrying in"),
         at,
     );
     vm.send("cat /run/omcluster/media/hello.txt; grep -o -e '^virtio_blk ' -e '^isofs ' -e '^e1000 ' /proc/modules; echo omt-end-$((4+4))");

@@ -570,11 +570,12 @@ pub fn valid_hostname(name: &str) -> bool {
         })
 }
 
-/// The host name a node takes when DHCP gives none: `node-` and the MAC in
-/// lowercase hex without separators, e.g. `node-5254001234ab`.
-pub fn hostname_from_mac(mac: [u8; 6]) -> String {
+/// The host name a machine takes when DHCP gives none: its role (`node`
+/// or `head`), `-` and the MAC in lowercase hex without separators, e.g.
+/// `node-5254001234ab`.
+pub fn hostname_from_mac(role: &str, mac: [u8; 6]) -> String {
     let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-    format!("node-{hex}")
+    format!("{role}-{hex}")
 }
 
 /// A failure of the socket shell.
@@ -1183,7 +1184,8 @@ mod tests {
 
     #[test]
     fn hostnames() {
-        assert_eq!(hostname_from_mac(MAC), "node-5254001234ab");
+        assert_eq!(hostname_from_mac("node", MAC), "node-5254001234ab");
+        assert_eq!(hostname_from_mac("head", MAC), "head-5254001234ab");
         assert!(valid_hostname("n1.lab"));
         assert!(!valid_hostname("-x"));
         assert!(!valid_hostname("a b"));

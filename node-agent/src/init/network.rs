@@ -135,10 +135,11 @@ fn bring_up(settings: Settings, events: Sender<NetEvent>) {
             };
             let events = events.clone();
             let primary = primary_taken.clone();
+            let role = settings.role;
             let name = format!("dhcp-{nic}");
             let spawned = std::thread::Builder::new()
                 .name(name)
-                .spawn(move || run_interface(&nic, addressing, primary, events));
+                .spawn(move || run_interface(&nic, addressing, role, primary, events));
             if let Err(e) = spawned {
                 say!("cannot start a thread for the interface: {e}");
             }
@@ -163,6 +164,15 @@ struct Configured<'a> {
     /// The DHCP server's answer: `Some` (with the host name it gave, if
     /// any) when the address came from DHCP.
     dhcp: Option<Option<&'a str>>,
+    /// The machine's role, which names it when DHCP gives no name.
+    role: Role,
+}
+
+fn role_word(role: Role) -> &'static str {
+    match role {
+        Role::Node => "node",
+        Role::Head => "head",
+    }
 }
 
 /// Sets the host name and tells PID 1, once, for the primary interface.
@@ -173,11 +183,12 @@ fn announce(c: Configured<'_>, events: &Sender<NetEvent>) {
         prefix,
         gateway,
         dhcp,
+        role,
     } = c;
     let hostname = match (dhcp.flatten(), netif::mac_address(iface)) {
         (Some(n), _) => n.to_string(),
-        (None, Ok(mac)) => hostname_from_mac(mac),
-        (None, Err(_)) => "node".to_string(),
+        (None, Ok(mac)) => hostname_from_mac(role_word(role), mac),
+        (None, Err(_)) => role_word(role).to_string(),
     };
     match netif::set_hostname(&hostname) {
         Ok(()) => say!("hostname {hostname}"),
@@ -200,6 +211,7 @@ fn apply_static(
     iface: &str,
     mac: &str,
     ip: StaticIp,
+    role: Role,
     primary: &AtomicBool,
     events: &Sender<NetEvent>,
 ) {
@@ -223,6 +235,7 @@ fn apply_static(
                         prefix: ip.prefix,
                         gateway: ip.gateway,
                         dhcp: None,
+                        role,
                     },
                     events,
                 );
@@ -235,6 +248,7 @@ fn apply_static(
 fn run_interface(
     iface: &str,
     addressing: Addressing,
+    role: Role,
     primary: Arc<AtomicBool>,
     events: Sender<NetEvent>,
 ) {
@@ -254,7 +268,7 @@ fn run_interface(
     }
     let fallback = match addressing {
         Addressing::Static(ip) => {
-            apply_static(iface, &mac, ip, &primary, &events);
+            apply_static(iface, &mac, ip, role, &primary, &events);
             return;
         }
         Addressing::Dhcp => None,
@@ -315,6 +329,7 @@ fn run_interface(
                                 prefix: lease.prefix_len(),
                                 gateway: lease.routers.first().copied(),
                                 dhcp: Some(lease.hostname.as_deref()),
+                                role,
                             },
                             &events,
                         );
@@ -350,7 +365,7 @@ fn run_interface(
             ControlFlow::Continue(())
         });
         if let (Ok(()), Some(ip)) = (&result, fallback) {
-            apply_static(iface, &mac, ip, &primary, &events);
+            apply_static(iface, &mac, ip, role, &primary, &events);
             return;
         }
         if let Err(e) = result {
