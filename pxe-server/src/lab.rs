@@ -933,25 +933,40 @@ impl ClusterLab {
             .unwrap_or_default()
     }
 
-    /// The boot stages `omboot` recorded (`GET /api/v1/nodes`), fetched with
-    /// a plain HTTP/1.0 request from inside the namespace.
+    /// The boot stages `omboot` recorded (`GET /api/v1/nodes`).
     pub fn boot_stages(&self) -> Result<serde_json::Value, LabError> {
-        let output = self
-            .lan
-            .command("curl")
-            .args(["-sf", "--max-time", "5"])
-            .arg(format!("http://{LAB_HEAD}/api/v1/nodes"))
-            .output()
-            .map_err(io_err("running curl"))?;
-        if !output.status.success() {
-            return Err(LabError::Command {
-                command: "curl /api/v1/nodes".into(),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            });
-        }
-        serde_json::from_slice(&output.stdout).map_err(|e| LabError::Command {
-            command: "curl /api/v1/nodes".into(),
-            stderr: format!("unreadable output: {e}"),
-        })
+        boot_stages(&self.lan, LAB_HEAD)
     }
+}
+
+/// The boot stages the `omboot` at `server` recorded (`GET /api/v1/nodes`),
+/// fetched with curl from inside the LAN's namespace.
+pub fn boot_stages(lan: &VirtualLan, server: Ipv4Addr) -> Result<serde_json::Value, LabError> {
+    let output = lan
+        .command("curl")
+        .args(["-sf", "--max-time", "5"])
+        .arg(format!("http://{server}/api/v1/nodes"))
+        .output()
+        .map_err(io_err("running curl"))?;
+    if !output.status.success() {
+        return Err(LabError::Command {
+            command: format!("curl http://{server}/api/v1/nodes"),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| LabError::Command {
+        command: format!("curl http://{server}/api/v1/nodes"),
+        stderr: format!("unreadable output: {e}"),
+    })
+}
+
+/// How many machines in `stages` (from [`boot_stages`]) are at `stage`
+/// (`dhcp`, `tftp`, `http`, `agent`…).
+pub fn machines_at_stage(stages: &serde_json::Value, stage: &str) -> usize {
+    stages
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["stage"] == stage)
+        .count()
 }

@@ -94,14 +94,9 @@ fn qemu_head_booted_from_the_iso_netboots_a_node_that_joins() -> Result<()> {
     // Both machines check in with the head's boot server.
     let start = Instant::now();
     let stages = loop {
-        let stages = head_nodes(&lan)?;
-        let at_agent = stages
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| n["stage"] == "agent")
-            .count();
-        if at_agent == 2 {
+        // Until omboot is listening, curl fails: keep asking.
+        let stages = lab::boot_stages(&lan, HEAD).unwrap_or_default();
+        if lab::machines_at_stage(&stages, "agent") == 2 {
             break stages;
         }
         ensure!(
@@ -130,18 +125,4 @@ fn qemu_head_booted_from_the_iso_netboots_a_node_that_joins() -> Result<()> {
         .context("omctl status on the head")?;
     eprintln!("head: {status}");
     Ok(())
-}
-
-/// `GET /api/v1/nodes` from the head, asked from the observer address.
-fn head_nodes(lan: &VirtualLan) -> Result<serde_json::Value> {
-    let output = lan
-        .command("curl")
-        .args(["-sf", "--max-time", "5"])
-        .arg(format!("http://{HEAD}/api/v1/nodes"))
-        .output()
-        .context("running curl")?;
-    if !output.status.success() {
-        return Ok(serde_json::Value::Null);
-    }
-    serde_json::from_slice(&output.stdout).context("the head's /api/v1/nodes is not JSON")
 }

@@ -86,13 +86,7 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
     let start = Instant::now();
     loop {
         let stages = lab.boot_stages()?;
-        let at_agent = stages
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| n["stage"] == "agent")
-            .count();
-        if at_agent == lab.nodes.len() {
+        if pxe_server::lab::machines_at_stage(&stages, "agent") == lab.nodes.len() {
             break;
         }
         ensure!(
