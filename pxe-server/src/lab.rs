@@ -719,14 +719,17 @@ impl Drop for NamespaceGuard {
 /// the lab's bridge by a veth pair (a home router, as far as the machines
 /// can tell).
 #[derive(Debug)]
-struct LanRouter {
+pub struct LanRouter {
     // Field order is drop order: dnsmasq first, then its namespace.
     _dnsmasq: Background,
     _namespace: NamespaceGuard,
 }
 
 impl LanRouter {
-    fn start(lan: &VirtualLan, work: &Path) -> Result<Self, LabError> {
+    /// Starts dnsmasq at [`LAB_ROUTER`] handing out [`LAB_ROUTER_POOL`] on
+    /// `lan`, logging to `work/dnsmasq.log` and leasing to
+    /// `work/dnsmasq.leases`. Stopped (and its namespace removed) on drop.
+    pub fn start(lan: &VirtualLan, work: &Path) -> Result<Self, LabError> {
         if which("dnsmasq").is_none() {
             return Err(LabError::MissingProgram {
                 program: "dnsmasq".into(),

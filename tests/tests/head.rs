@@ -1,41 +1,88 @@
 //! The ClusterKnoppix experience: one ISO, boot the head from it, netboot
 //! the rest. A qemu machine boots the built ISO's "head" entry (typed at
-//! ISOLINUX's `boot:` prompt) on an empty virtual LAN, finds no DHCP server,
-//! takes the fallback address and serves DHCP, TFTP and HTTP from its own
-//! boot medium; a second machine with OVMF's own PXE stack (so it fetches
-//! iPXE over TFTP first) netboots from it and joins the head's cluster.
+//! ISOLINUX's `boot:` prompt) with no settings and decides by itself how to
+//! serve, from its own boot medium:
 //!
-//! The bridge carries an observer address (10.77.0.2, outside the head's
-//! pool) so the test can ask the head's HTTP API what it saw.
+//! - on an empty virtual LAN it finds no DHCP server, takes the fallback
+//!   address and serves DHCP, TFTP and HTTP;
+//! - on a LAN with a router's DHCP server (dnsmasq) it takes a lease from it
+//!   and serves as ProxyDHCP, handing out no address.
+//!
+//! Either way a second machine with OVMF's own PXE stack (so it fetches
+//! iPXE over TFTP first) netboots from the head and joins its cluster, both
+//! check in with the head's boot server, and `omctl status` typed on the
+//! head's serial shell shows both alive.
+//!
+//! The bridge carries an observer address (10.77.0.2, outside every pool) so
+//! the test can ask the head's HTTP API what it saw.
 
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use pxe_server::lab::{self, Firmware, NodeSpec, QemuNode, VirtualLan};
+use pxe_server::lab::{self, Firmware, LanRouter, NodeSpec, QemuNode, VirtualLan};
 
 use crate::util::{self, medium_args, Medium};
 
 /// The address the head takes when no DHCP server answers it
 /// (`node_agent::init::head::FALLBACK_ADDRESS`).
-const HEAD: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const FALLBACK: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+
+/// The network the head boots on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lan {
+    /// Nothing else on it: the head is the DHCP server.
+    Dedicated,
+    /// A router's dnsmasq hands out addresses: the head is ProxyDHCP.
+    WithRouter,
+}
 
 #[test]
-fn qemu_head_booted_from_the_iso_netboots_a_node_that_joins() -> Result<()> {
-    if !util::qemu_tests_enabled("qemu_head_booted_from_the_iso_netboots_a_node_that_joins") {
+fn qemu_head_booted_from_the_iso_serves_dhcp_on_an_empty_lan_and_a_node_joins() -> Result<()> {
+    head_from_the_iso(
+        "qemu_head_booted_from_the_iso_serves_dhcp_on_an_empty_lan_and_a_node_joins",
+        Lan::Dedicated,
+    )
+}
+
+#[test]
+fn qemu_head_booted_from_the_iso_serves_proxydhcp_beside_a_router_and_a_node_joins() -> Result<()> {
+    head_from_the_iso(
+        "qemu_head_booted_from_the_iso_serves_proxydhcp_beside_a_router_and_a_node_joins",
+        Lan::WithRouter,
+    )
+}
+
+fn head_from_the_iso(test: &str, kind: Lan) -> Result<()> {
+    if !util::qemu_tests_enabled(test) {
         return Ok(());
     }
     lab::check_prerequisites(&[Firmware::BiosIpxe, Firmware::UefiPxe])?;
     ensure!(
-        node_agent::init::head::FALLBACK_ADDRESS.address == HEAD,
+        node_agent::init::head::FALLBACK_ADDRESS.address == FALLBACK,
         "the head's fallback address changed; update this test"
     );
     let bin = util::static_binaries()?;
     let image = util::default_image(&bin)?;
     let iso = image.join("node.iso");
-    let work = util::workspace().join("target/e2e/om-head");
+    let name = match kind {
+        Lan::Dedicated => "om-head",
+        Lan::WithRouter => "om-headr",
+    };
+    let work = util::workspace().join("target/e2e").join(name);
     let _ = std::fs::remove_dir_all(&work);
-    let mut lan = VirtualLan::create("om-head", Ipv4Addr::new(10, 77, 0, 2), 24)?;
+    std::fs::create_dir_all(&work)?;
+    let mut lan = VirtualLan::create(name, Ipv4Addr::new(10, 77, 0, 2), 24)?;
+    // Declared after the LAN so it is dropped first.
+    let _router = match kind {
+        Lan::Dedicated => None,
+        Lan::WithRouter => Some(LanRouter::start(&lan, &work)?),
+    };
+    let router_pool = {
+        let (low, high) = lab::LAB_ROUTER_POOL;
+        low.parse::<Ipv4Addr>()?..=high.parse::<Ipv4Addr>()?
+    };
 
     let mut head = QemuNode::boot(
         &mut lan,
@@ -54,10 +101,36 @@ fn qemu_head_booted_from_the_iso_netboots_a_node_that_joins() -> Result<()> {
     head.type_on_serial("head\r")?;
     head.wait_for("omnode: role head", Duration::from_secs(240))
         .context("the head entry booting")?;
-    let fallback = head
-        .wait_for("no DHCP server answered", Duration::from_secs(180))
-        .context("the head's DHCP probe")?;
-    eprintln!("head: {fallback}");
+    let (head_address, node_pool): (Ipv4Addr, RangeInclusive<Ipv4Addr>) = match kind {
+        Lan::Dedicated => {
+            let line = head
+                .wait_for("no DHCP server answered", Duration::from_secs(180))
+                .context("the head's DHCP probe")?;
+            eprintln!("head: {line}");
+            (
+                FALLBACK,
+                Ipv4Addr::new(10, 77, 0, 128)..=Ipv4Addr::new(10, 77, 0, 254),
+            )
+        }
+        Lan::WithRouter => {
+            let line = head
+                .wait_for("eth0: DHCP lease", Duration::from_secs(180))
+                .context("the head's lease from the LAN router")?;
+            eprintln!("head: {line}");
+            let address = line
+                .split_whitespace()
+                .skip_while(|w| *w != "lease")
+                .nth(1)
+                .and_then(|cidr| cidr.split('/').next())
+                .and_then(|a| a.parse().ok())
+                .with_context(|| format!("no address in {line:?}"))?;
+            ensure!(
+                router_pool.contains(&address),
+                "the head's address {address} is not from the router's pool"
+            );
+            (address, router_pool.clone())
+        }
+    };
     let serving = head
         .wait_for(
             "omnode: starting /bin/omboot serve",
@@ -65,10 +138,16 @@ fn qemu_head_booted_from_the_iso_netboots_a_node_that_joins() -> Result<()> {
         )
         .context("the head starting its boot server")?;
     eprintln!("head: {serving}");
-    ensure!(
-        serving.contains("--mode dhcp") && serving.contains("--pool 10.77.0.128-10.77.0.254"),
-        "the head should serve DHCP for the upper half of its /24: {serving}"
-    );
+    match kind {
+        Lan::Dedicated => ensure!(
+            serving.contains("--mode dhcp --pool 10.77.0.128-10.77.0.254"),
+            "the head should serve DHCP for the upper half of its /24: {serving}"
+        ),
+        Lan::WithRouter => ensure!(
+            serving.contains("--mode proxy") && !serving.contains("--pool"),
+            "beside the router the head should be ProxyDHCP only: {serving}"
+        ),
+    }
 
     let mut node = QemuNode::boot(
         &mut lan,
@@ -95,7 +174,7 @@ fn qemu_head_booted_from_the_iso_netboots_a_node_that_joins() -> Result<()> {
     let start = Instant::now();
     let stages = loop {
         // Until omboot is listening, curl fails: keep asking.
-        let stages = lab::boot_stages(&lan, HEAD).unwrap_or_default();
+        let stages = lab::boot_stages(&lan, head_address).unwrap_or_default();
         if lab::machines_at_stage(&stages, "agent") == 2 {
             break stages;
         }
@@ -114,8 +193,8 @@ fn qemu_head_booted_from_the_iso_netboots_a_node_that_joins() -> Result<()> {
         .context("the node is not in the head's nodes list")?;
     let node_ip: Ipv4Addr = node_address.parse()?;
     ensure!(
-        (Ipv4Addr::new(10, 77, 0, 128)..=Ipv4Addr::new(10, 77, 0, 254)).contains(&node_ip),
-        "the node's address {node_ip} is not from the head's pool"
+        node_pool.contains(&node_ip),
+        "the node's address {node_ip} is not from {node_pool:?}"
     );
 
     // And the head's own omctl sees both alive, typed on its serial shell.
