@@ -373,7 +373,7 @@ fn iso_read_back_by_xorriso_isoinfo_fdisk_and_mtools() {
     expect![[r#"
         default compute.conf
         timeout 3
-        editor no
+        editor yes
     "#]]
     .assert_eq(&run(mtype, &["-i", &esp, "::/loader/loader.conf"]));
     let efi = Command::new(mtype)

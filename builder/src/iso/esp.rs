@@ -41,10 +41,12 @@ pub const KERNEL: &str = "vmlinuz";
 /// Initrd path inside the ESP.
 pub const INITRD: &str = "initrd.img";
 
-/// `loader/loader.conf`.
+/// `loader/loader.conf`. The command line editor (`e` on an entry) is on:
+/// it is how a head gets `om.ip=` or `om.pxe=` on UEFI, as typing after the
+/// label does at ISOLINUX's prompt; the medium holds no secret to protect.
 pub fn loader_conf(entries: &[BootEntry]) -> String {
     let default = entries.first().map_or("", |e| e.label.as_str());
-    format!("default {default}.conf\ntimeout 3\neditor no\n")
+    format!("default {default}.conf\ntimeout 3\neditor yes\n")
 }
 
 /// `loader/entries/<label>.conf` for the entry at `index`.
@@ -298,7 +300,7 @@ mod tests {
     fn loader_conf_names_the_first_entry() {
         assert_eq!(
             loader_conf(&entries()),
-            "default compute.conf\ntimeout 3\neditor no\n"
+            "default compute.conf\ntimeout 3\neditor yes\n"
         );
     }
 }
