@@ -242,6 +242,12 @@ async fn boot_script(
     text(StatusCode::OK, script)
 }
 
+/// Read size for static files. tower-http's default of 64 KiB costs a
+/// blocking-pool hop and a task wake-up per chunk: 50 clients fetching the
+/// initrd got 0.8x busybox httpd's throughput; 256 KiB gives 1.0-1.1x for
+/// 40 MB of RSS at that load (1 MiB gave no more and took 114 MB).
+const STATIC_CHUNK: usize = 1 << 18;
+
 async fn static_file(
     State(st): State<HttpState>,
     ConnectInfo(conn): ConnectInfo<ConnInfo>,
@@ -278,6 +284,7 @@ async fn static_file(
         }
     }
     match tower_http::services::ServeFile::new(real)
+        .with_buf_chunk_size(STATIC_CHUNK)
         .oneshot(req)
         .await
     {
