@@ -141,6 +141,8 @@ struct Supervisor {
     tx: mpsc::Sender<Event>,
     rx: mpsc::Receiver<Event>,
     hostname: Option<String>,
+    /// The interface that got the first address: the agent talks on it.
+    primary_iface: Option<String>,
     key_ready: bool,
     key_started: bool,
     /// The head's serving interface and address, once the network is up.
@@ -157,6 +159,7 @@ impl Supervisor {
             tx,
             rx,
             hostname: None,
+            primary_iface: None,
             key_ready: false,
             key_started: false,
             head_net: None,
@@ -253,6 +256,7 @@ impl Supervisor {
                 tracing::info!(%iface, %address, %hostname, "network up");
                 if self.hostname.is_none() {
                     self.hostname = Some(hostname);
+                    self.primary_iface = Some(iface.clone());
                     if self.settings.role == cmdline::Role::Head {
                         self.head_net = Some(head::HeadNet {
                             iface,
@@ -387,6 +391,12 @@ impl Supervisor {
             "--cluster".into(),
             head::cluster_id(&self.settings).to_string(),
         ];
+        // Not the default route's interface: a head with an uplink NIC
+        // serves the cluster on the other one.
+        if let Some(iface) = &self.primary_iface {
+            argv.push("--interface".into());
+            argv.push(iface.clone());
+        }
         if let Some(net) = self
             .head_net
             .as_ref()

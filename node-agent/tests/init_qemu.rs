@@ -526,7 +526,7 @@ fn init_boots_loads_e1000_gets_dhcp_and_keeps_a_shell() {
     at = vm.wait_for("omnode: hostname qnode-1", at);
     at = vm.wait_for("omnode: cluster key written to /run/omcluster.key", at);
     at = vm.wait_for(
-        "omnode: starting agent: /bin/omnode agent --key-file /run/omcluster.key --name qnode-1 --cluster qtest --seed 10.77.10.1 --checkin http://10.77.10.1:80/api/v1/checkin",
+        "omnode: starting agent: /bin/omnode agent --key-file /run/omcluster.key --name qnode-1 --cluster qtest --interface eth0 --seed 10.77.10.1 --checkin http://10.77.10.1:80/api/v1/checkin",
         at,
     );
 
