@@ -68,6 +68,9 @@ pub enum InitError {
 /// Where the agent and omboot binaries live in the image.
 const OMNODE: &str = "/bin/omnode";
 const OMBOOT: &str = "/bin/omboot";
+/// Where the head's `omboot serve` writes: one line per exchange would bury
+/// the console shell.
+const OMBOOT_LOG: &str = "/run/omboot.log";
 
 /// Runs PID 1. Returns only an error (when not PID 1); otherwise it never
 /// returns: shutdown ends in the reboot syscall.
@@ -174,7 +177,7 @@ impl Supervisor {
             self.services.add(
                 &format!("shell on {}", tty.display()),
                 vec!["/bin/sh".into()],
-                Some(tty),
+                reaper::Attach::Tty(tty),
                 now,
             );
         }
@@ -298,7 +301,13 @@ impl Supervisor {
         ) {
             Ok(Some(argv)) => {
                 say!("starting {}", argv.join(" "));
-                self.services.add("omboot", argv, None, Instant::now());
+                say!("omboot logs to {OMBOOT_LOG} (tail -f it to watch the nodes boot)");
+                self.services.add(
+                    "omboot",
+                    argv,
+                    reaper::Attach::LogFile(OMBOOT_LOG.into()),
+                    Instant::now(),
+                );
             }
             Ok(None) => {
                 // Record it as handled so the message is printed once.
@@ -419,7 +428,8 @@ impl Supervisor {
             ));
         }
         say!("starting agent: {}", argv.join(" "));
-        self.services.add("agent", argv, None, Instant::now());
+        self.services
+            .add("agent", argv, reaper::Attach::Console, Instant::now());
     }
 
     fn start_media(&self) {

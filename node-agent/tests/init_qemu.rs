@@ -678,6 +678,7 @@ fn init_as_head_mounts_its_boot_medium_and_supervises_omboot() {
     // A static address: DHCP mode, the other half of the /24 as the pool.
     let serve = "/bin/omboot serve --interface eth0 --mode dhcp --pool 10.77.11.128-10.77.11.254 --images /run/omcluster/media --state /run/omboot --http-port 80 --cluster qhead --key-file /run/omcluster.key";
     at = vm.wait_for(&format!("omnode: starting {serve}"), at);
+    at = vm.wait_for("omnode: omboot logs to /run/omboot.log", at);
     // This image has no omboot: init says so and keeps retrying.
     at = vm.wait_for(
         &format!("omnode: cannot start omboot ({serve}): No such file or directory (os error 2); retrying in"),

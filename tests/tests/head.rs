@@ -203,5 +203,23 @@ fn head_from_the_iso(test: &str, kind: Lan) -> Result<()> {
         .wait_for("nodes, 2 alive", Duration::from_secs(60))
         .context("omctl status on the head")?;
     eprintln!("head: {status}");
+
+    // omboot logs to a file, not over the head's console shell: the node's
+    // TFTP fetch of iPXE is there.
+    head.type_on_serial(
+        "echo \"tftp-lines=$(grep -c 'tftp transfer' /run/omboot.log)\" | tr = :\r",
+    )?;
+    let line = head
+        .wait_for("tftp-lines:", Duration::from_secs(30))
+        .context("reading the head's omboot log")?;
+    let count: u32 = line
+        .rsplit(':')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("no count in {line:?}"))?;
+    ensure!(
+        count >= 1,
+        "the head's /run/omboot.log has no TFTP transfer: {line}"
+    );
     Ok(())
 }

@@ -117,6 +117,19 @@ pub fn next_backoff(prev: Option<Duration>, ran_for: Duration) -> Duration {
     }
 }
 
+/// Where a service's stdio goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attach {
+    /// The terminal, as its session leader (the shells).
+    Tty(PathBuf),
+    /// The console's stdout and stderr (what PID 1 has), stdin from
+    /// /dev/null: for programs whose few lines a person should see.
+    Console,
+    /// This file, appended to (stdout and stderr), stdin from /dev/null:
+    /// for chatty servers that would bury the shell on the console.
+    LogFile(PathBuf),
+}
+
 /// A supervised child.
 #[derive(Debug)]
 pub struct Service {
@@ -124,9 +137,8 @@ pub struct Service {
     pub name: String,
     /// Program and arguments.
     pub argv: Vec<String>,
-    /// Terminal to run on as session leader (shells), else the console
-    /// stdio with stdin from /dev/null.
-    pub tty: Option<PathBuf>,
+    /// Where it runs and writes.
+    pub attach: Attach,
     pid: Option<Pid>,
     started: Option<Instant>,
     backoff: Option<Duration>,
@@ -141,11 +153,11 @@ pub struct Services {
 
 impl Services {
     /// Adds a service, to be started at the next [`Services::start_due`].
-    pub fn add(&mut self, name: &str, argv: Vec<String>, tty: Option<PathBuf>, now: Instant) {
+    pub fn add(&mut self, name: &str, argv: Vec<String>, attach: Attach, now: Instant) {
         self.list.push(Service {
             name: name.to_string(),
             argv,
-            tty,
+            attach,
             pid: None,
             started: None,
             backoff: None,
@@ -167,7 +179,7 @@ impl Services {
     pub fn tty_pids(&self) -> Vec<Pid> {
         self.list
             .iter()
-            .filter(|s| s.tty.is_some())
+            .filter(|s| matches!(s.attach, Attach::Tty(_)))
             .filter_map(|s| s.pid)
             .collect()
     }
@@ -249,10 +261,20 @@ fn spawn(svc: &Service) -> std::io::Result<Pid> {
     } else {
         "/"
     });
-    match &svc.tty {
-        Some(tty) => super::console::on_tty(&mut cmd, tty)?,
-        None => {
+    match &svc.attach {
+        Attach::Tty(tty) => super::console::on_tty(&mut cmd, tty)?,
+        Attach::Console => {
             cmd.stdin(Stdio::null());
+            super::console::detached(&mut cmd);
+        }
+        Attach::LogFile(path) => {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            cmd.stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log);
             super::console::detached(&mut cmd);
         }
     }
@@ -284,7 +306,7 @@ mod tests {
         svcs.add(
             "ghost",
             vec!["/nonexistent/omnode-test-binary".into()],
-            None,
+            Attach::Console,
             now,
         );
         assert_eq!(svcs.next_deadline(), Some(now));
@@ -293,5 +315,33 @@ mod tests {
         assert_eq!(svcs.next_deadline(), Some(now + Duration::from_secs(1)));
         svcs.start_due(now + Duration::from_secs(1));
         assert_eq!(svcs.next_deadline(), Some(now + Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn a_logged_service_appends_stdout_and_stderr_to_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("svc.log");
+        std::fs::write(&log, "earlier run\n").unwrap();
+        let now = Instant::now();
+        let mut svcs = Services::default();
+        svcs.add(
+            "chatty",
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo out; echo err >&2".into(),
+            ],
+            Attach::LogFile(log.clone()),
+            now,
+        );
+        svcs.start_due(now);
+        let pids = svcs.pids();
+        assert_eq!(pids.len(), 1);
+        let status = nix::sys::wait::waitpid(pids[0], None).unwrap();
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pids[0], 0));
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "earlier run\nout\nerr\n"
+        );
     }
 }
