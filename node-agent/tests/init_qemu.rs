@@ -700,6 +700,63 @@ fn init_as_head_mounts_its_boot_medium_and_supervises_omboot() {
 }
 
 #[test]
+fn init_as_head_with_an_uplink_serves_on_the_nic_no_dhcp_server_answers() {
+    if !qemu_tests() {
+        return;
+    }
+    // eth0: an uplink whose DHCP server (qemu's own, isolated from the host
+    // with restrict=on) answers at once. eth1: the cluster's switch, where
+    // nobody answers. The head must serve on eth1 although eth0 has an
+    // address 14 s sooner, and its agent must talk on eth1 too.
+    let work = target_dir().join("omt-init-qemu-head-uplink");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let omnode = static_omnode();
+    let (vmlinuz, modroot, kver) = debian_kernel();
+    let initrd = initramfs(&work, &omnode, &modroot, &kver, true);
+    let mut vm = Vm::start(
+        &vmlinuz,
+        &initrd,
+        &format!("{BASE_APPEND} om.role=head om.cluster=qup"),
+        Net::None,
+        &[
+            "-netdev",
+            "user,id=up,restrict=on",
+            "-device",
+            "e1000,netdev=up,mac=52:54:00:77:12:01,romfile=",
+            "-netdev",
+            "hubport,id=cl,hubid=0",
+            "-device",
+            "e1000,netdev=cl,mac=52:54:00:77:12:02,romfile=",
+        ],
+    );
+    let mut at = vm.wait_for("omnode: role head, cluster qup, server (none)", 0);
+    at = vm.wait_for("omnode: eth0: DHCP lease 10.0.2.15/24 from 10.0.2.2", at);
+    at = vm.wait_for(
+        "omnode: eth1: no DHCP server answered 3 tries; this is a boot network of our own: taking 10.77.0.1/24",
+        at,
+    );
+    at = vm.wait_for("omnode: hostname head-525400771202", at);
+    at = vm.wait_for("omnode: new cluster key written to /run/omcluster.key", at);
+    at = vm.wait_for(
+        "omnode: starting agent: /bin/omnode agent --key-file /run/omcluster.key --name head-525400771202 --cluster qup --interface eth1 --checkin http://10.77.0.1:80/api/v1/checkin",
+        at,
+    );
+    // No boot medium in this machine: init keeps looking for it and starts
+    // no omboot. The uplink keeps its lease.
+    vm.send("ip -4 -o addr show eth0; ip -4 -o addr show eth1; echo omt-end-$((5+5))");
+    let end = vm.wait_for("omt-end-10", at);
+    let out = vm.text()[at..end].to_string();
+    let console = vm.text();
+    assert!(out.contains("inet 10.0.2.15/24"), "{console}");
+    assert!(out.contains("inet 10.77.0.1/24"), "{console}");
+    assert!(!console.contains("starting /bin/omboot"), "{console}");
+    vm.send("omnode poweroff");
+    vm.wait_for("omnode: power off now", end);
+    vm.wait_exit();
+}
+
+#[test]
 fn static_check_tells_static_from_dynamic_binaries() {
     // The test binary itself is dynamically linked; busybox-static is not.
     let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();

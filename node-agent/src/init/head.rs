@@ -13,9 +13,15 @@
 //!   within [`DHCP_PROBE_TRIES`] DISCOVERs (2 + 4 + 8 s), so the head takes
 //!   [`FALLBACK_ADDRESS`] and is the network's DHCP server.
 //!
-//! `om.ip=` skips the probe (static address, DHCP mode) and `om.pxe=`
-//! overrides the mode.
+//! With several NICs every one probes, and [`Election`] picks the one to
+//! serve on: the first with a link on which no DHCP server answered (the
+//! cluster's own network, beside an uplink with a router), else the first
+//! by name once all have leases.
+//!
+//! `om.ip=` skips the probe (static address on the first NIC, DHCP mode) and
+//! `om.pxe=` overrides the mode.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -87,6 +93,92 @@ pub enum HeadError {
         /// Its prefix length.
         prefix: u8,
     },
+}
+
+/// How one NIC's DHCP probe went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Probe<T> {
+    /// Still asking.
+    Pending,
+    /// A DHCP server gave it an address (`T` describes it).
+    Leased(T),
+    /// Linked, and no DHCP server answered.
+    NoServer,
+}
+
+/// Which of the head's NICs serves the cluster (auto mode, no `om.ip=`).
+/// Every NIC joins before its probe starts and then reports how it went;
+/// the first report that settles the question gets the answer back.
+/// `T` is what the caller needs to announce a leased NIC.
+#[derive(Debug, Clone)]
+pub struct Election<T> {
+    nics: BTreeMap<String, Probe<T>>,
+    decided: bool,
+}
+
+impl<T> Default for Election<T> {
+    fn default() -> Self {
+        Election {
+            nics: BTreeMap::new(),
+            decided: false,
+        }
+    }
+}
+
+impl<T> Election<T> {
+    /// A NIC is about to probe.
+    pub fn join(&mut self, iface: &str) {
+        self.nics.entry(iface.to_string()).or_insert(Probe::Pending);
+    }
+
+    /// `iface` has a link and no DHCP server answered it: true when it is
+    /// the one to serve (it takes [`FALLBACK_ADDRESS`] and DHCP mode).
+    pub fn no_server(&mut self, iface: &str) -> bool {
+        self.nics.insert(iface.to_string(), Probe::NoServer);
+        if self.decided {
+            return false;
+        }
+        self.decided = true;
+        true
+    }
+
+    /// `iface` got a lease. Returns the leased NIC to serve on (the first by
+    /// name) when this was the last NIC the decision waited for.
+    pub fn leased(&mut self, iface: &str, lease: T) -> Option<T> {
+        if self.decided {
+            return None;
+        }
+        self.nics.insert(iface.to_string(), Probe::Leased(lease));
+        self.settle()
+    }
+
+    /// `iface` cannot take part (no link, or its socket fails): the
+    /// decision no longer waits for it. Returns the NIC to serve on if that
+    /// settles it.
+    pub fn withdraw(&mut self, iface: &str) -> Option<T> {
+        if self.decided {
+            return None;
+        }
+        self.nics.remove(iface);
+        self.settle()
+    }
+
+    fn settle(&mut self) -> Option<T> {
+        if self.nics.values().any(|p| matches!(p, Probe::Pending)) {
+            return None;
+        }
+        // Undecided means no NIC reported NoServer: all are leased.
+        let first = self
+            .nics
+            .iter()
+            .find(|(_, p)| matches!(p, Probe::Leased(_)))
+            .map(|(name, _)| name.clone())?;
+        self.decided = true;
+        match self.nics.insert(first, Probe::Pending) {
+            Some(Probe::Leased(lease)) => Some(lease),
+            _ => None,
+        }
+    }
 }
 
 /// The mode for `pxe` on `net`; `None` when the head serves nothing.
@@ -332,6 +424,59 @@ mod tests {
             net("10.0.0.1/30", None, false),
             expect!["error: 10.0.0.1/30 on eth0 leaves no room for a DHCP pool: use a /28 or shorter prefix in om.ip=, or om.pxe=proxy beside another DHCP server"],
         );
+    }
+
+    #[test]
+    fn election_prefers_the_nic_without_a_dhcp_server() {
+        // The uplink answers at once; the cluster NIC's probe ends later.
+        let mut e = Election::default();
+        e.join("eth0");
+        e.join("eth1");
+        assert_eq!(e.leased("eth0", "uplink lease"), None);
+        assert!(e.no_server("eth1"));
+        // Settled: a later lease or probe changes nothing.
+        assert_eq!(e.leased("eth1", "late"), None);
+        assert!(!e.no_server("eth0"));
+    }
+
+    #[test]
+    fn election_with_leases_everywhere_serves_the_first_by_name() {
+        let mut e = Election::default();
+        e.join("eth1");
+        e.join("eth0");
+        assert_eq!(e.leased("eth1", "b"), None);
+        assert_eq!(e.leased("eth0", "a"), Some("a"));
+        assert_eq!(e.leased("eth0", "again"), None);
+    }
+
+    #[test]
+    fn election_with_one_nic_decides_at_once() {
+        let mut e = Election::default();
+        e.join("eth0");
+        assert_eq!(e.leased("eth0", "lan"), Some("lan"));
+        let mut e: Election<&str> = Election::default();
+        e.join("eth0");
+        assert!(e.no_server("eth0"));
+    }
+
+    #[test]
+    fn election_does_not_wait_for_a_nic_without_link() {
+        let mut e = Election::default();
+        e.join("eth0");
+        e.join("eth1");
+        assert_eq!(e.leased("eth1", "uplink"), None);
+        assert_eq!(e.withdraw("eth0"), Some("uplink"));
+        // A NIC withdrawn first, then everyone else leased.
+        let mut e = Election::default();
+        e.join("eth0");
+        e.join("eth1");
+        assert_eq!(e.withdraw("eth1"), None);
+        assert_eq!(e.leased("eth0", "lan"), Some("lan"));
+        // A withdrawn NIC whose link comes back can still serve.
+        let mut e: Election<&str> = Election::default();
+        e.join("eth0");
+        assert_eq!(e.withdraw("eth0"), None);
+        assert!(e.no_server("eth0"));
     }
 
     #[test]

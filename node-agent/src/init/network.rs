@@ -1,8 +1,9 @@
 //! Bringing up the network at boot, in the background: kernel modules for
 //! the machine's devices, every wired NIC up, a DHCP client per NIC (or the
 //! static `om.ip=`), and the results sent to PID 1's loop as [`NetEvent`]s.
-//! A head without `om.ip=` probes DHCP on its first NIC and takes
-//! [`head::FALLBACK_ADDRESS`] when no server answers.
+//! A head without `om.ip=` probes DHCP on every NIC and, through
+//! [`head::Election`], serves on the first linked one no DHCP server answers
+//! (it takes [`head::FALLBACK_ADDRESS`]), else on the first leased one.
 //!
 //! Nothing here can stop the boot: a missing driver, no NIC or no DHCP
 //! answer is printed and retried while the shell stays usable.
@@ -13,7 +14,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::cmdline::{Role, Settings, StaticIp};
@@ -41,29 +42,43 @@ pub enum NetEvent {
     },
 }
 
-/// How the first interface gets its address.
+/// How an interface gets its address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Addressing {
     /// DHCP, retried for ever.
     Dhcp,
     /// This static address.
     Static(StaticIp),
-    /// DHCP, but after [`head::DHCP_PROBE_TRIES`] unanswered DISCOVERs this
-    /// static address instead (the head on a network with no DHCP server).
-    DhcpOr(StaticIp),
+    /// The head's probe: DHCP, reported to the [`head::Election`]; after
+    /// [`head::DHCP_PROBE_TRIES`] unanswered DISCOVERs on a linked NIC, the
+    /// one elected takes [`head::FALLBACK_ADDRESS`].
+    HeadProbe,
 }
 
-impl Addressing {
-    /// What the settings ask of the first interface.
-    fn first(settings: &Settings) -> Self {
-        match (settings.static_ip, settings.role) {
-            (Some(ip), _) => Addressing::Static(ip),
-            (None, Role::Node) => Addressing::Dhcp,
-            (None, Role::Head) if head::probes_dhcp(settings) => {
-                Addressing::DhcpOr(head::FALLBACK_ADDRESS)
-            }
-            (None, Role::Head) => Addressing::Static(head::FALLBACK_ADDRESS),
+/// Which of an interface's addresses PID 1 hears of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Announce {
+    /// Its first address, if no other interface was announced before.
+    IfFirst,
+    /// None (a head's NIC other than the one it serves on).
+    Never,
+    /// The one [`head::Election`] picks.
+    Elected,
+}
+
+/// How the settings bring up an interface (`first`: the first one found).
+fn plan(settings: &Settings, first: bool) -> (Addressing, Announce) {
+    match (settings.role, settings.static_ip) {
+        (Role::Node, Some(ip)) if first => (Addressing::Static(ip), Announce::IfFirst),
+        (Role::Node, _) => (Addressing::Dhcp, Announce::IfFirst),
+        (Role::Head, _) if head::probes_dhcp(settings) => {
+            (Addressing::HeadProbe, Announce::Elected)
         }
+        (Role::Head, ip) if first => (
+            Addressing::Static(ip.unwrap_or(head::FALLBACK_ADDRESS)),
+            Announce::IfFirst,
+        ),
+        (Role::Head, _) => (Addressing::Dhcp, Announce::Never),
     }
 }
 
@@ -104,9 +119,39 @@ fn load_modules(extra: &[String], tried: &mut BTreeSet<String>, first: bool) {
     }
 }
 
+/// What the per-interface threads share.
+#[derive(Clone)]
+struct Shared {
+    role: Role,
+    /// Taken by the interface that holds the default route: a static
+    /// address with a gateway, else the first DHCP lease (which also writes
+    /// `/etc/resolv.conf`).
+    primary: Arc<AtomicBool>,
+    /// Set once PID 1 has heard of an address (one [`NetEvent::Up`]).
+    announced: Arc<AtomicBool>,
+    /// The head's choice of NIC ([`Addressing::HeadProbe`]).
+    election: Arc<Mutex<head::Election<Configured>>>,
+    events: Sender<NetEvent>,
+}
+
+impl Shared {
+    fn elect<R>(&self, f: impl FnOnce(&mut head::Election<Configured>) -> R) -> R {
+        // A poisoned lock only means another NIC's thread panicked; the
+        // election's state is still consistent.
+        let mut election = self.election.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut election)
+    }
+}
+
 fn bring_up(settings: Settings, events: Sender<NetEvent>) {
     let mut tried = BTreeSet::new();
-    let primary_taken = Arc::new(AtomicBool::new(false));
+    let shared = Shared {
+        role: settings.role,
+        primary: Arc::new(AtomicBool::new(false)),
+        announced: Arc::new(AtomicBool::new(false)),
+        election: Arc::new(Mutex::new(head::Election::default())),
+        events,
+    };
     let mut handled: BTreeSet<String> = BTreeSet::new();
     let mut first = true;
     let mut last_complaint: Option<Instant> = None;
@@ -128,18 +173,17 @@ fn bring_up(settings: Settings, events: Sender<NetEvent>) {
             if !handled.insert(nic.clone()) {
                 continue;
             }
-            let addressing = if handled.len() == 1 {
-                Addressing::first(&settings)
-            } else {
-                Addressing::Dhcp
-            };
-            let events = events.clone();
-            let primary = primary_taken.clone();
-            let role = settings.role;
+            let (addressing, announce) = plan(&settings, handled.len() == 1);
+            if addressing == Addressing::HeadProbe {
+                // Before any thread runs, so no NIC's lease settles the
+                // election while another NIC found in this scan is unknown.
+                shared.elect(|e| e.join(&nic));
+            }
+            let shared = shared.clone();
             let name = format!("dhcp-{nic}");
             let spawned = std::thread::Builder::new()
                 .name(name)
-                .spawn(move || run_interface(&nic, addressing, role, primary, events));
+                .spawn(move || run_interface(&nic, addressing, announce, &shared));
             if let Err(e) = spawned {
                 say!("cannot start a thread for the interface: {e}");
             }
@@ -156,16 +200,15 @@ fn mac_string(mac: [u8; 6]) -> String {
 }
 
 /// An interface's address as PID 1 hears of it.
-struct Configured<'a> {
-    iface: &'a str,
+#[derive(Debug, Clone)]
+struct Configured {
+    iface: String,
     address: Ipv4Addr,
     prefix: u8,
     gateway: Option<Ipv4Addr>,
     /// The DHCP server's answer: `Some` (with the host name it gave, if
     /// any) when the address came from DHCP.
-    dhcp: Option<Option<&'a str>>,
-    /// The machine's role, which names it when DHCP gives no name.
-    role: Role,
+    dhcp: Option<Option<String>>,
 }
 
 fn role_word(role: Role) -> &'static str {
@@ -175,18 +218,22 @@ fn role_word(role: Role) -> &'static str {
     }
 }
 
-/// Sets the host name and tells PID 1, once, for the primary interface.
-fn announce(c: Configured<'_>, events: &Sender<NetEvent>) {
+/// Sets the host name and tells PID 1 (once: later calls do nothing).
+fn announce(c: Configured, shared: &Shared) {
+    if shared.announced.swap(true, Ordering::SeqCst) {
+        return;
+    }
     let Configured {
         iface,
         address,
         prefix,
         gateway,
         dhcp,
-        role,
     } = c;
-    let hostname = match (dhcp.flatten(), netif::mac_address(iface)) {
-        (Some(n), _) => n.to_string(),
+    let role = shared.role;
+    let from_dhcp = dhcp.is_some();
+    let hostname = match (dhcp.flatten(), netif::mac_address(&iface)) {
+        (Some(n), _) => n,
         (None, Ok(mac)) => hostname_from_mac(role_word(role), mac),
         (None, Err(_)) => role_word(role).to_string(),
     };
@@ -194,28 +241,26 @@ fn announce(c: Configured<'_>, events: &Sender<NetEvent>) {
         Ok(()) => say!("hostname {hostname}"),
         Err(e) => say!("{e}"),
     }
-    let _ = events.send(NetEvent::Up {
-        iface: iface.to_string(),
+    let _ = shared.events.send(NetEvent::Up {
+        iface,
         address,
         prefix,
         gateway,
-        from_dhcp: dhcp.is_some(),
+        from_dhcp,
         hostname,
     });
     reaper::wake();
 }
 
-/// Gives `iface` the static address `ip` and announces it if it is the
-/// first interface with an address.
-fn apply_static(
-    iface: &str,
-    mac: &str,
-    ip: StaticIp,
-    role: Role,
-    primary: &AtomicBool,
-    events: &Sender<NetEvent>,
-) {
+/// Gives `iface` the static address `ip` and announces it (if no other
+/// interface was).
+fn apply_static(iface: &str, mac: &str, ip: StaticIp, shared: &Shared) {
     let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(ip.prefix)).unwrap_or(0));
+    if ip.gateway.is_some() {
+        // This NIC holds the default route: a DHCP lease on another one
+        // must not add a second.
+        shared.primary.store(true, Ordering::SeqCst);
+    }
     let res = netif::set_address(iface, ip.address, mask, None).and_then(|()| match ip.gateway {
         Some(gw) => netif::add_default_route(iface, gw),
         None => Ok(()),
@@ -227,31 +272,22 @@ fn apply_static(
                 ip.address,
                 ip.prefix
             );
-            if !primary.swap(true, Ordering::SeqCst) {
-                announce(
-                    Configured {
-                        iface,
-                        address: ip.address,
-                        prefix: ip.prefix,
-                        gateway: ip.gateway,
-                        dhcp: None,
-                        role,
-                    },
-                    events,
-                );
-            }
+            announce(
+                Configured {
+                    iface: iface.to_string(),
+                    address: ip.address,
+                    prefix: ip.prefix,
+                    gateway: ip.gateway,
+                    dhcp: None,
+                },
+                shared,
+            );
         }
         Err(e) => say!("{e}"),
     }
 }
 
-fn run_interface(
-    iface: &str,
-    addressing: Addressing,
-    role: Role,
-    primary: Arc<AtomicBool>,
-    events: Sender<NetEvent>,
-) {
+fn run_interface(iface: &str, addressing: Addressing, policy: Announce, shared: &Shared) {
     let mac = netif::mac_address(iface)
         .map(mac_string)
         .unwrap_or_else(|e| e.to_string());
@@ -266,20 +302,24 @@ fn run_interface(
     if !netif::has_carrier(iface) {
         say!("{iface} ({mac}) has no link (cable?); trying anyway");
     }
-    let fallback = match addressing {
-        Addressing::Static(ip) => {
-            apply_static(iface, &mac, ip, role, &primary, &events);
-            return;
-        }
-        Addressing::Dhcp => None,
-        Addressing::DhcpOr(ip) => Some(ip),
-    };
+    if let Addressing::Static(ip) = addressing {
+        apply_static(iface, &mac, ip, shared);
+        return;
+    }
+    let probing = addressing == Addressing::HeadProbe;
+    // Set once this NIC has told the election no DHCP server answered.
+    let mut probe_reported = false;
     say!("{iface} ({mac}) up, asking DHCP");
     let mut is_primary = false;
     loop {
         let mut shell = match Shell::new(iface) {
             Ok(s) => s,
             Err(e) => {
+                if probing {
+                    if let Some(chosen) = shared.elect(|el| el.withdraw(iface)) {
+                        announce(chosen, shared);
+                    }
+                }
                 say!("{e}; retrying in 5s");
                 std::thread::sleep(Duration::from_secs(5));
                 continue;
@@ -289,7 +329,7 @@ fn run_interface(
             match event {
                 LeaseEvent::Bound(lease) => {
                     if !is_primary {
-                        is_primary = !primary.swap(true, Ordering::SeqCst);
+                        is_primary = !shared.primary.swap(true, Ordering::SeqCst);
                     }
                     match netif::apply_lease(iface, lease, is_primary) {
                         Ok(()) => say!(
@@ -322,17 +362,24 @@ fn run_interface(
                         {
                             say!("{e}");
                         }
-                        announce(
-                            Configured {
-                                iface,
-                                address: lease.address,
-                                prefix: lease.prefix_len(),
-                                gateway: lease.routers.first().copied(),
-                                dhcp: Some(lease.hostname.as_deref()),
-                                role,
-                            },
-                            &events,
-                        );
+                    }
+                    let configured = Configured {
+                        iface: iface.to_string(),
+                        address: lease.address,
+                        prefix: lease.prefix_len(),
+                        gateway: lease.routers.first().copied(),
+                        dhcp: Some(lease.hostname.clone()),
+                    };
+                    match policy {
+                        Announce::IfFirst => announce(configured, shared),
+                        Announce::Never => {}
+                        Announce::Elected => {
+                            if let Some(chosen) =
+                                shared.elect(|el| el.leased(iface, configured))
+                            {
+                                announce(chosen, shared);
+                            }
+                        }
                     }
                 }
                 LeaseEvent::Renewed(lease) => {
@@ -345,13 +392,27 @@ fn run_interface(
                     }
                 }
                 LeaseEvent::Notice(Notice::NoOffer { attempts }) => {
-                    if let Some(ip) = fallback.filter(|_| *attempts >= head::DHCP_PROBE_TRIES) {
-                        say!(
-                            "{iface}: no DHCP server answered {attempts} tries; this is a boot network of our own: taking {}/{}",
-                            ip.address,
-                            ip.prefix
-                        );
-                        return ControlFlow::Break(());
+                    if probing && !probe_reported && *attempts >= head::DHCP_PROBE_TRIES {
+                        if !netif::has_carrier(iface) {
+                            // Not a network at all: no reason to serve here
+                            // or to keep the other NICs waiting.
+                            if let Some(chosen) = shared.elect(|el| el.withdraw(iface)) {
+                                announce(chosen, shared);
+                            }
+                        } else if shared.elect(|el| el.no_server(iface)) {
+                            probe_reported = true;
+                            let ip = head::FALLBACK_ADDRESS;
+                            say!(
+                                "{iface}: no DHCP server answered {attempts} tries; this is a boot network of our own: taking {}/{}",
+                                ip.address,
+                                ip.prefix
+                            );
+                            return ControlFlow::Break(());
+                        } else {
+                            probe_reported = true;
+                            say!("{iface}: no DHCP server answered {attempts} tries; the cluster is served on another NIC; still trying");
+                            return ControlFlow::Continue(());
+                        }
                     }
                     say!("{iface}: no DHCP answer after {attempts} tries; still trying")
                 }
@@ -364,8 +425,9 @@ fn run_interface(
             }
             ControlFlow::Continue(())
         });
-        if let (Ok(()), Some(ip)) = (&result, fallback) {
-            apply_static(iface, &mac, ip, role, &primary, &events);
+        if result.is_ok() && probing {
+            // Only the election's fallback breaks the client's loop.
+            apply_static(iface, &mac, head::FALLBACK_ADDRESS, shared);
             return;
         }
         if let Err(e) = result {
