@@ -5,6 +5,9 @@
 //! [`head::Election`], serves on the first linked one no DHCP server answers
 //! (it takes [`head::FALLBACK_ADDRESS`]), else on the first leased one.
 //!
+//! [`plan`] (pure, tested) says how each NIC gets its address and whether
+//! PID 1 hears of it.
+//!
 //! Nothing here can stop the boot: a missing driver, no NIC or no DHCP
 //! answer is printed and retried while the shell stays usable.
 
@@ -434,5 +437,46 @@ fn run_interface(iface: &str, addressing: Addressing, policy: Announce, shared: 
             say!("{iface}: DHCP client failed: {e}; retrying in 5s");
             std::thread::sleep(Duration::from_secs(5));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(line: &str, want_first: (Addressing, Announce), want_other: (Addressing, Announce)) {
+        let (settings, problems) = super::super::cmdline::parse(line);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(plan(&settings, true), want_first, "{line}: first NIC");
+        assert_eq!(plan(&settings, false), want_other, "{line}: other NICs");
+    }
+
+    #[test]
+    fn plans_for_nodes_and_heads() {
+        use Addressing::*;
+        use Announce::*;
+        let ip = StaticIp {
+            address: Ipv4Addr::new(10, 9, 0, 1),
+            prefix: 16,
+            gateway: None,
+        };
+        check("om.role=node", (Dhcp, IfFirst), (Dhcp, IfFirst));
+        check("om.ip=10.9.0.1/16", (Static(ip), IfFirst), (Dhcp, IfFirst));
+        check("om.role=head", (HeadProbe, Elected), (HeadProbe, Elected));
+        check(
+            "om.role=head om.pxe=proxy",
+            (HeadProbe, Elected),
+            (HeadProbe, Elected),
+        );
+        check(
+            "om.role=head om.ip=10.9.0.1/16",
+            (Static(ip), IfFirst),
+            (Dhcp, Never),
+        );
+        check(
+            "om.role=head om.pxe=dhcp",
+            (Static(head::FALLBACK_ADDRESS), IfFirst),
+            (Dhcp, Never),
+        );
     }
 }
