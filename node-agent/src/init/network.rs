@@ -5,7 +5,7 @@
 //! [`head::Election`], serves on the first linked one no DHCP server answers
 //! (it takes [`head::FALLBACK_ADDRESS`]), else on the first leased one.
 //!
-//! [`plan`] (pure, tested) says how each NIC gets its address and whether
+//! `plan` (pure, tested) says how each NIC gets its address and whether
 //! PID 1 hears of it.
 //!
 //! Nothing here can stop the boot: a missing driver, no NIC or no DHCP
