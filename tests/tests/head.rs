@@ -1,12 +1,14 @@
 //! The ClusterKnoppix experience: one ISO, boot the head from it, netboot
-//! the rest. A qemu machine boots the built ISO's "head" entry (typed at
-//! ISOLINUX's `boot:` prompt) with no settings and decides by itself how to
-//! serve, from its own boot medium:
+//! the rest. A qemu machine boots the built ISO's "head" entry with no
+//! settings and decides by itself how to serve, from its own boot medium:
 //!
-//! - on an empty virtual LAN it finds no DHCP server, takes the fallback
+//! - on an empty virtual LAN (SeaBIOS, the ISO as a CD, `head` typed at
+//!   ISOLINUX's `boot:` prompt) it finds no DHCP server, takes the fallback
 //!   address and serves DHCP, TFTP and HTTP;
-//! - on a LAN with a router's DHCP server (dnsmasq) it takes a lease from it
-//!   and serves as ProxyDHCP, handing out no address.
+//! - on a LAN with a router's DHCP server, dnsmasq (OVMF, the ISO as a USB
+//!   stick, the head entry picked with cursor-down and Enter in
+//!   systemd-boot's menu) it takes a lease from the router and serves as
+//!   ProxyDHCP, handing out no address.
 //!
 //! Either way a second machine with OVMF's own PXE stack (so it fetches
 //! iPXE over TFTP first) netboots from the head and joins its cluster, both
@@ -58,7 +60,7 @@ fn head_from_the_iso(test: &str, kind: Lan) -> Result<()> {
     if !util::qemu_tests_enabled(test) {
         return Ok(());
     }
-    lab::check_prerequisites(&[Firmware::BiosIpxe, Firmware::UefiPxe])?;
+    lab::check_prerequisites(&[Firmware::BiosIpxe, Firmware::UefiIpxe, Firmware::UefiPxe])?;
     ensure!(
         node_agent::init::head::FALLBACK_ADDRESS.address == FALLBACK,
         "the head's fallback address changed; update this test"
@@ -84,21 +86,27 @@ fn head_from_the_iso(test: &str, kind: Lan) -> Result<()> {
         low.parse::<Ipv4Addr>()?..=high.parse::<Ipv4Addr>()?
     };
 
+    // Firmware, medium, the boot menu's prompt and the keys that pick the
+    // head entry there.
+    let (firmware, medium, prompt, keys) = match kind {
+        Lan::Dedicated => (Firmware::BiosIpxe, Medium::Cd, "boot:", "head\r"),
+        Lan::WithRouter => (Firmware::UefiIpxe, Medium::Usb, "Boot in", "\x1b[B\r"),
+    };
     let mut head = QemuNode::boot(
         &mut lan,
         NodeSpec {
             name: "head".into(),
-            firmware: Firmware::BiosIpxe,
+            firmware,
             mac: lab::lab_mac(0x50),
             memory_mib: 768,
             work_dir: work.clone(),
-            extra_args: medium_args(Medium::Cd, &iso),
+            extra_args: medium_args(medium, &iso),
             serial_input: true,
         },
     )?;
-    head.wait_for("boot:", Duration::from_secs(180))
-        .context("the ISO's ISOLINUX prompt")?;
-    head.type_on_serial("head\r")?;
+    head.wait_for(prompt, Duration::from_secs(240))
+        .with_context(|| format!("the ISO's boot menu ({prompt:?})"))?;
+    head.type_on_serial(keys)?;
     head.wait_for("omnode: role head", Duration::from_secs(240))
         .context("the head entry booting")?;
     let (head_address, node_pool): (Ipv4Addr, RangeInclusive<Ipv4Addr>) = match kind {
