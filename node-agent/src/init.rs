@@ -144,12 +144,11 @@ struct Supervisor {
     tx: mpsc::Sender<Event>,
     rx: mpsc::Receiver<Event>,
     hostname: Option<String>,
-    /// The interface that got the first address: the agent talks on it.
-    primary_iface: Option<String>,
+    /// The address PID 1 heard of first: the agent talks on its interface
+    /// and the head serves on it.
+    net: Option<network::IfAddress>,
     key_ready: bool,
     key_started: bool,
-    /// The head's serving interface and address, once the network is up.
-    head_net: Option<head::HeadNet>,
     media_ready: bool,
 }
 
@@ -162,10 +161,9 @@ impl Supervisor {
             tx,
             rx,
             hostname: None,
-            primary_iface: None,
+            net: None,
             key_ready: false,
             key_started: false,
-            head_net: None,
             media_ready: false,
         }
     }
@@ -248,27 +246,11 @@ impl Supervisor {
 
     fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::Net(network::NetEvent::Up {
-                iface,
-                address,
-                prefix,
-                gateway,
-                from_dhcp,
-                hostname,
-            }) => {
-                tracing::info!(%iface, %address, %hostname, "network up");
+            Event::Net(network::NetEvent::Up { address, hostname }) => {
+                tracing::info!(iface = %address.iface, address = %address.address, %hostname, "network up");
                 if self.hostname.is_none() {
                     self.hostname = Some(hostname);
-                    self.primary_iface = Some(iface.clone());
-                    if self.settings.role == cmdline::Role::Head {
-                        self.head_net = Some(head::HeadNet {
-                            iface,
-                            address,
-                            prefix,
-                            gateway,
-                            from_dhcp,
-                        });
-                    }
+                    self.net = Some(address);
                     self.start_key();
                 }
             }
@@ -286,7 +268,10 @@ impl Supervisor {
     /// On the head, once the medium is mounted, the address known and the
     /// key in place: `omboot serve` on the head's interface.
     fn maybe_start_omboot(&mut self) {
-        let Some(net) = &self.head_net else {
+        if self.settings.role != cmdline::Role::Head {
+            return;
+        }
+        let Some(net) = &self.net else {
             return;
         };
         if !self.media_ready || !self.key_ready || self.services.contains("omboot") {
@@ -402,15 +387,13 @@ impl Supervisor {
         ];
         // Not the default route's interface: a head with an uplink NIC
         // serves the cluster on the other one.
-        if let Some(iface) = &self.primary_iface {
+        if let Some(net) = &self.net {
             argv.push("--interface".into());
-            argv.push(iface.clone());
+            argv.push(net.iface.clone());
         }
-        if let Some(net) = self
-            .head_net
-            .as_ref()
-            .filter(|_| self.settings.pxe != cmdline::PxeMode::Off)
-        {
+        let serving =
+            self.settings.role == cmdline::Role::Head && self.settings.pxe != cmdline::PxeMode::Off;
+        if let Some(net) = self.net.as_ref().filter(|_| serving) {
             // The head checks in with its own boot server, so the nodes
             // list shows it too.
             argv.push("--checkin".into());

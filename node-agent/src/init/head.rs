@@ -26,6 +26,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use super::cmdline::{PxeMode, Settings, StaticIp};
+use super::network::IfAddress;
 
 /// The head's address on a boot network where no DHCP server answered.
 pub const FALLBACK_ADDRESS: StaticIp = StaticIp {
@@ -40,21 +41,6 @@ pub const DHCP_PROBE_TRIES: u32 = 3;
 
 /// The longest prefix that still leaves room for a pool (a /28 gives 6).
 const LONGEST_POOL_PREFIX: u8 = 28;
-
-/// The head's address on the interface it serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeadNet {
-    /// The interface, e.g. `eth0`.
-    pub iface: String,
-    /// Its address.
-    pub address: Ipv4Addr,
-    /// Its prefix length.
-    pub prefix: u8,
-    /// A router to keep out of the pool (the `om.ip=` gateway).
-    pub gateway: Option<Ipv4Addr>,
-    /// Whether a DHCP server gave the address (so the LAN has one).
-    pub from_dhcp: bool,
-}
 
 /// The mode `omboot serve` runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +168,7 @@ impl<T> Election<T> {
 }
 
 /// The mode for `pxe` on `net`; `None` when the head serves nothing.
-pub fn serve_mode(pxe: PxeMode, net: &HeadNet) -> Option<ServeMode> {
+pub fn serve_mode(pxe: PxeMode, net: &IfAddress) -> Option<ServeMode> {
     match pxe {
         PxeMode::Off => None,
         PxeMode::Dhcp => Some(ServeMode::Dhcp),
@@ -202,7 +188,7 @@ pub fn probes_dhcp(settings: &Settings) -> bool {
 /// The DHCP pool for a head at `address/prefix`: the half of the subnet the
 /// head is not in, without the network and broadcast addresses and without
 /// `gateway` (which splits the range in two when it falls inside).
-pub fn pool(net: &HeadNet) -> Result<Vec<Range>, HeadError> {
+pub fn pool(net: &IfAddress) -> Result<Vec<Range>, HeadError> {
     if net.prefix > LONGEST_POOL_PREFIX {
         return Err(HeadError::SubnetTooSmall {
             iface: net.iface.clone(),
@@ -252,7 +238,7 @@ pub const STATE_DIR: &str = "/run/omboot";
 pub fn omboot_argv(
     omboot: &str,
     settings: &Settings,
-    net: &HeadNet,
+    net: &IfAddress,
     images: &Path,
     key_file: &Path,
 ) -> Result<Option<Vec<String>>, HeadError> {
@@ -302,9 +288,9 @@ mod tests {
     use super::*;
     use expect_test::{expect, Expect};
 
-    fn net(cidr: &str, gateway: Option<&str>, from_dhcp: bool) -> HeadNet {
+    fn net(cidr: &str, gateway: Option<&str>, from_dhcp: bool) -> IfAddress {
         let (a, p) = cidr.split_once('/').unwrap();
-        HeadNet {
+        IfAddress {
             iface: "eth0".into(),
             address: a.parse().unwrap(),
             prefix: p.parse().unwrap(),
@@ -372,7 +358,7 @@ mod tests {
         );
     }
 
-    fn check_argv(cmdline: &str, head: HeadNet, expect: Expect) {
+    fn check_argv(cmdline: &str, head: IfAddress, expect: Expect) {
         let (settings, problems) = super::super::cmdline::parse(cmdline);
         assert!(problems.is_empty(), "{problems:?}");
         let out = match omboot_argv(

@@ -30,19 +30,26 @@ pub enum NetEvent {
     /// The first interface has an address: the node has a name and can
     /// start the agent.
     Up {
-        /// The interface.
-        iface: String,
-        /// Its address.
-        address: Ipv4Addr,
-        /// Its prefix length.
-        prefix: u8,
-        /// The default gateway, if any.
-        gateway: Option<Ipv4Addr>,
-        /// Whether a DHCP server gave the address (else it is static).
-        from_dhcp: bool,
+        /// The interface and its address.
+        address: IfAddress,
         /// The host name now set.
         hostname: String,
     },
+}
+
+/// An interface's IPv4 address as the boot configured it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfAddress {
+    /// The interface, e.g. `eth0`.
+    pub iface: String,
+    /// Its address.
+    pub address: Ipv4Addr,
+    /// Its prefix length.
+    pub prefix: u8,
+    /// The default gateway, if any (on a head: kept out of the pool).
+    pub gateway: Option<Ipv4Addr>,
+    /// Whether a DHCP server gave the address (so the LAN has one).
+    pub from_dhcp: bool,
 }
 
 /// How an interface gets its address.
@@ -205,13 +212,9 @@ fn mac_string(mac: [u8; 6]) -> String {
 /// An interface's address as PID 1 hears of it.
 #[derive(Debug, Clone)]
 struct Configured {
-    iface: String,
-    address: Ipv4Addr,
-    prefix: u8,
-    gateway: Option<Ipv4Addr>,
-    /// The DHCP server's answer: `Some` (with the host name it gave, if
-    /// any) when the address came from DHCP.
-    dhcp: Option<Option<String>>,
+    address: IfAddress,
+    /// The host name the DHCP server gave, if any.
+    dhcp_hostname: Option<String>,
 }
 
 fn role_word(role: Role) -> &'static str {
@@ -227,15 +230,11 @@ fn announce(c: Configured, shared: &Shared) {
         return;
     }
     let Configured {
-        iface,
         address,
-        prefix,
-        gateway,
-        dhcp,
+        dhcp_hostname,
     } = c;
     let role = shared.role;
-    let from_dhcp = dhcp.is_some();
-    let hostname = match (dhcp.flatten(), netif::mac_address(&iface)) {
+    let hostname = match (dhcp_hostname, netif::mac_address(&address.iface)) {
         (Some(n), _) => n,
         (None, Ok(mac)) => hostname_from_mac(role_word(role), mac),
         (None, Err(_)) => role_word(role).to_string(),
@@ -244,14 +243,7 @@ fn announce(c: Configured, shared: &Shared) {
         Ok(()) => say!("hostname {hostname}"),
         Err(e) => say!("{e}"),
     }
-    let _ = shared.events.send(NetEvent::Up {
-        iface,
-        address,
-        prefix,
-        gateway,
-        from_dhcp,
-        hostname,
-    });
+    let _ = shared.events.send(NetEvent::Up { address, hostname });
     reaper::wake();
 }
 
@@ -277,11 +269,14 @@ fn apply_static(iface: &str, mac: &str, ip: StaticIp, shared: &Shared) {
             );
             announce(
                 Configured {
-                    iface: iface.to_string(),
-                    address: ip.address,
-                    prefix: ip.prefix,
-                    gateway: ip.gateway,
-                    dhcp: None,
+                    address: IfAddress {
+                        iface: iface.to_string(),
+                        address: ip.address,
+                        prefix: ip.prefix,
+                        gateway: ip.gateway,
+                        from_dhcp: false,
+                    },
+                    dhcp_hostname: None,
                 },
                 shared,
             );
@@ -367,11 +362,14 @@ fn run_interface(iface: &str, addressing: Addressing, policy: Announce, shared: 
                         }
                     }
                     let configured = Configured {
-                        iface: iface.to_string(),
-                        address: lease.address,
-                        prefix: lease.prefix_len(),
-                        gateway: lease.routers.first().copied(),
-                        dhcp: Some(lease.hostname.clone()),
+                        address: IfAddress {
+                            iface: iface.to_string(),
+                            address: lease.address,
+                            prefix: lease.prefix_len(),
+                            gateway: lease.routers.first().copied(),
+                            from_dhcp: true,
+                        },
+                        dhcp_hostname: lease.hostname.clone(),
                     };
                     match policy {
                         Announce::IfFirst => announce(configured, shared),
