@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::init::key::{parse_response, parse_url};
+use node_init::key::{parse_response, parse_url};
 
 /// What went wrong with one check-in attempt.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
-//! omnode: the node's init, the cluster agent and the tools' shared code.
+//! omnode's cluster agent and omctl's tools (`omnode init`, PID 1, is the
+//! `node-init` crate).
 //!
-//! - [`init`]: PID 1 of a netbooted node (mounts, modules, DHCP, command line).
 //! - [`key`]: cluster keys, the key file, derived sub-keys.
 //! - [`crypto`]: sealing of datagrams (AEAD + replay window) and exec streams.
 //! - [`wire`]: what agents say to each other in datagrams, and the framed
@@ -23,8 +23,7 @@ pub mod control;
 pub mod crypto;
 pub mod discovery;
 pub mod exec;
-pub mod init;
-pub mod key;
+pub use contracts::key;
 pub mod load;
 pub mod membership;
 pub mod placement;

@@ -28,7 +28,7 @@ use pxe_server::lab::{self, Firmware, LanRouter, NodeSpec, QemuNode, VirtualLan}
 use crate::util::{self, medium_args, Medium};
 
 /// The address the head takes when no DHCP server answers it
-/// (`node_agent::init::head::FALLBACK_ADDRESS`).
+/// (`node_init::head::FALLBACK_ADDRESS`).
 const FALLBACK: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 
 /// The network the head boots on.
@@ -62,7 +62,7 @@ fn head_from_the_iso(test: &str, kind: Lan) -> Result<()> {
     }
     lab::check_prerequisites(&[Firmware::BiosIpxe, Firmware::UefiIpxe, Firmware::UefiPxe])?;
     ensure!(
-        node_agent::init::head::FALLBACK_ADDRESS.address == FALLBACK,
+        node_init::head::FALLBACK_ADDRESS.address == FALLBACK,
         "the head's fallback address changed; update this test"
     );
     let bin = util::static_binaries()?;

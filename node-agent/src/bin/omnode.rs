@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 use node_agent::agent::{Agent, AgentConfig};
 use node_agent::control::DEFAULT_SOCKET;
 use node_agent::discovery::DEFAULT_PORT;
-use node_agent::init;
 use node_agent::key::ClusterKey;
+use node_init as init;
 
 #[derive(Parser)]
 #[command(

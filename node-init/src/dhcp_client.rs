@@ -9,7 +9,7 @@
 //! tests are scripts of inputs and expected actions.
 //!
 //! The shell sends and receives. Before the interface has an address it uses
-//! an `AF_PACKET` socket with hand-built IPv4/UDP headers ([`super::packet`]):
+//! an `AF_PACKET` socket with hand-built IPv4/UDP headers ([`crate::packet`]):
 //! the replies may be addressed to an IP the interface does not have yet.
 //! Once bound it renews over an ordinary UDP socket tied to the interface.
 
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
 
-use super::packet::{self, PacketSocket};
+use crate::packet::{self, PacketSocket};
 
 /// The DHCP client port.
 pub const CLIENT_PORT: u16 = 68;
@@ -636,7 +636,7 @@ impl Shell {
             iface: iface.to_string(),
             source: e.into(),
         })?;
-        let mac = super::netif::mac_address(iface).map_err(|source| DhcpError::Interface {
+        let mac = crate::netif::mac_address(iface).map_err(|source| DhcpError::Interface {
             iface: iface.to_string(),
             source,
         })?;

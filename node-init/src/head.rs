@@ -3,7 +3,7 @@
 //! mode, and its command line.
 //!
 //! Pure: the caller passes the settings and the interface's address; the
-//! result is an argv for [`super::reaper::Services`] or an error naming what
+//! result is an argv for [`crate::reaper::Services`] or an error naming what
 //! is wrong. The ClusterKnoppix way: boot the ISO's head entry with no
 //! settings at all and it works on either kind of network.
 //!
@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use super::cmdline::{PxeMode, Settings, StaticIp};
-use super::network::IfAddress;
+use crate::cmdline::{PxeMode, Settings, StaticIp};
+use crate::network::IfAddress;
 
 /// The head's address on a boot network where no DHCP server answered.
 pub const FALLBACK_ADDRESS: StaticIp = StaticIp {
@@ -359,7 +359,7 @@ mod tests {
     }
 
     fn check_argv(cmdline: &str, head: IfAddress, expect: Expect) {
-        let (settings, problems) = super::super::cmdline::parse(cmdline);
+        let (settings, problems) = crate::cmdline::parse(cmdline);
         assert!(problems.is_empty(), "{problems:?}");
         let out = match omboot_argv(
             "/bin/omboot",
@@ -467,7 +467,7 @@ mod tests {
 
     #[test]
     fn only_an_unconfigured_head_probes_for_dhcp() {
-        let probes = |line: &str| probes_dhcp(&super::super::cmdline::parse(line).0);
+        let probes = |line: &str| probes_dhcp(&crate::cmdline::parse(line).0);
         assert!(probes("om.role=head"));
         assert!(probes("om.role=head om.pxe=proxy"));
         assert!(!probes("om.role=head om.pxe=dhcp"));

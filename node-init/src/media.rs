@@ -68,8 +68,8 @@ pub fn mount_media() -> Result<PathBuf, String> {
     };
     if !fs_available("iso9660") {
         let dir =
-            super::network::modules_dir().ok_or("cannot read the kernel release to load isofs")?;
-        match super::kmod::load_named(&dir, &["isofs".to_string()]) {
+            crate::network::modules_dir().ok_or("cannot read the kernel release to load isofs")?;
+        match crate::kmod::load_named(&dir, &["isofs".to_string()]) {
             Ok(loaded) if !loaded.is_empty() => say!("loaded modules: {}", loaded.join(" ")),
             Ok(_) => {}
             Err(e) => return Err(format!("cannot load the iso9660 file system: {e}")),

@@ -20,9 +20,9 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::cmdline::{Role, Settings, StaticIp};
-use super::dhcp_client::{hostname_from_mac, LeaseEvent, Notice, Shell};
-use super::{head, kmod, netif, reaper};
+use crate::cmdline::{Role, Settings, StaticIp};
+use crate::dhcp_client::{hostname_from_mac, LeaseEvent, Notice, Shell};
+use crate::{head, kmod, netif, reaper};
 
 /// What the network thread tells PID 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,7 +443,7 @@ mod tests {
     use super::*;
 
     fn check(line: &str, want_first: (Addressing, Announce), want_other: (Addressing, Announce)) {
-        let (settings, problems) = super::super::cmdline::parse(line);
+        let (settings, problems) = crate::cmdline::parse(line);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(plan(&settings, true), want_first, "{line}: first NIC");
         assert_eq!(plan(&settings, false), want_other, "{line}: other NICs");

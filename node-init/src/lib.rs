@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 /// Prints an `omnode: ` progress line on the console.
 macro_rules! say {
     ($($arg:tt)*) => {
-        $crate::init::console::say(format_args!($($arg)*))
+        $crate::console::say(format_args!($($arg)*))
     };
 }
 
@@ -317,7 +317,7 @@ impl Supervisor {
             // The head makes the cluster: a fresh key each boot, handed to
             // the nodes on their command line by omboot.
             None if self.settings.role == cmdline::Role::Head => {
-                let fresh = crate::key::ClusterKey::generate();
+                let fresh = contracts::key::ClusterKey::generate();
                 match key::install(fresh.to_text().trim(), path) {
                     Ok(()) => {
                         say!("new cluster key written to {}", key::KEY_FILE);

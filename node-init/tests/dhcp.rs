@@ -10,8 +10,8 @@ use std::os::fd::AsFd;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use node_agent::init::dhcp_client::{LeaseEvent, Shell};
-use node_agent::init::netif;
+use node_init::dhcp_client::{LeaseEvent, Shell};
+use node_init::netif;
 
 use crate::util::{ip, ip_quiet, netns_tests};
 

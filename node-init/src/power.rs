@@ -72,7 +72,7 @@ pub fn request(action: PowerAction) -> Result<(), PowerError> {
 fn reap_until_none(limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        super::reaper::reap();
+        crate::reaper::reap();
         // ECHILD: nobody left.
         if matches!(
             nix::sys::wait::waitpid(
@@ -87,7 +87,7 @@ fn reap_until_none(limit: Duration) -> bool {
         if left.is_zero() {
             return false;
         }
-        super::reaper::wait_signal(left.min(Duration::from_millis(200)));
+        crate::reaper::wait_signal(left.min(Duration::from_millis(200)));
     }
 }
 
@@ -107,7 +107,7 @@ pub fn shutdown(action: PowerAction, hangup: &[Pid]) -> ! {
         reap_until_none(Duration::from_secs(2));
     }
     nix::unistd::sync();
-    let stuck = super::mounts::unmount_all();
+    let stuck = crate::mounts::unmount_all();
     if !stuck.is_empty() {
         say!("could not unmount {}", stuck.join(", "));
     }

@@ -262,10 +262,10 @@ fn spawn(svc: &Service) -> std::io::Result<Pid> {
         "/"
     });
     match &svc.attach {
-        Attach::Tty(tty) => super::console::on_tty(&mut cmd, tty)?,
+        Attach::Tty(tty) => crate::console::on_tty(&mut cmd, tty)?,
         Attach::Console => {
             cmd.stdin(Stdio::null());
-            super::console::detached(&mut cmd);
+            crate::console::detached(&mut cmd);
         }
         Attach::LogFile(path) => {
             let log = std::fs::OpenOptions::new()
@@ -275,7 +275,7 @@ fn spawn(svc: &Service) -> std::io::Result<Pid> {
             cmd.stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log);
-            super::console::detached(&mut cmd);
+            crate::console::detached(&mut cmd);
         }
     }
     let child = cmd.spawn()?;

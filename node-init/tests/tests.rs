@@ -1,0 +1,5 @@
+//! The node-init integration tests (one binary; topics in modules).
+
+mod dhcp;
+mod qemu;
+mod util;
