@@ -34,7 +34,13 @@ pub(super) async fn serve(listener: UnixListener, ctl: Controller, stop: Cancell
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
                     let (ctl, stop) = (ctl.clone(), stop.clone());
-                    conns.spawn(async move { stop.run_until_cancelled(ctl.handle(stream)).await });
+                    conns.spawn(async move {
+                        tokio::select! {
+                            biased;
+                            () = stop.cancelled() => {}
+                            () = ctl.handle(stream) => {}
+                        }
+                    });
                 }
                 Err(e) => {
                     warn!(cause = %e, "control accept failed");

@@ -32,7 +32,13 @@ pub(super) async fn serve(listener: TcpListener, ctx: ExecContext, stop: Cancell
                     Ok(permit) => {
                         let (ctx, stop) = (ctx.clone(), stop.clone());
                         conns.spawn(async move {
-                            stop.run_until_cancelled(exec::serve(stream, ctx)).await;
+                            // Cancellation first: a job whose home is this
+                            // agent must not see its home hang up first.
+                            tokio::select! {
+                                biased;
+                                () = stop.cancelled() => {}
+                                () = exec::serve(stream, ctx) => {}
+                            }
                             drop(permit);
                         });
                     }
