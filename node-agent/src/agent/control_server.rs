@@ -61,18 +61,22 @@ pub(super) struct Controller {
     pub(super) load: LocalLoad,
     /// Jobs launched from here, until they end.
     pub(super) launched: Jobs,
+    /// Nodes membership declared dead (a relay to one gives up).
     pub(super) down: broadcast::Sender<NodeId>,
+    /// Root key of exec streams.
     pub(super) stream_key: [u8; 32],
     /// Numbers the jobs launched from here.
     pub(super) counter: Arc<AtomicU64>,
 }
 
 impl Controller {
+    /// The cluster as `omctl status` shows it.
     fn status(&self) -> ClusterStatus {
         let local = self.load.sample();
         self.view.lock().expect("view").status(local)
     }
 
+    /// Jobs running here and jobs launched from here.
     fn jobs(&self) -> Vec<JobInfo> {
         let mut all: Vec<JobInfo> = self
             .load
@@ -110,8 +114,8 @@ impl Controller {
         all
     }
 
-    /// Answers the one request of a control connection. Its helper tasks
-    /// (frame reader, writer) belong to this call and end with it.
+    /// Answers the one request of a control connection. Its frame reader
+    /// is a task of this call and ends with it.
     async fn handle(self, stream: UnixStream) {
         let cred = match stream.peer_cred() {
             Ok(c) => c,
@@ -287,5 +291,52 @@ impl Controller {
         self.launched.lock().expect("jobs").remove(&job);
         self.view.lock().expect("view").ended(&target.name, &job);
         end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::NodeId;
+
+    #[tokio::test]
+    async fn shutdown_ends_every_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        let me = NodeId {
+            name: "a".into(),
+            addr: "10.0.0.1:7946".parse().unwrap(),
+            started_ms: 1,
+            bump: 0,
+        };
+        let ctl = Controller {
+            view: Arc::new(Mutex::new(View::new("c".into(), me))),
+            load: LocalLoad {
+                speed: 1.0,
+                cpu_quota: 100,
+                running: Jobs::default(),
+                started: Arc::default(),
+            },
+            launched: Jobs::default(),
+            down: broadcast::channel(1).0,
+            stream_key: [1; 32],
+            counter: Arc::default(),
+        };
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, ctl, stop.clone()));
+        // A status round trip shows the server is up; the second caller
+        // says nothing, which the server would wait for forever.
+        let status = crate::control::status(&path).await.unwrap();
+        assert_eq!(status.node, "a");
+        let mut idle = UnixStream::connect(&path).await.unwrap();
+
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server waited for an idle caller")
+            .unwrap();
+        let r = wire::read_frame(&mut idle).await;
+        assert!(!matches!(r, Ok(Some(_))), "{r:?}");
     }
 }

@@ -54,3 +54,41 @@ pub(super) async fn serve(listener: TcpListener, ctx: ExecContext, stop: Cancell
     drop(listener);
     while conns.join_next().await.is_some() {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::Jobs;
+    use crate::wire;
+
+    #[tokio::test]
+    async fn shutdown_ends_a_connection_waiting_for_its_request() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let key = [3u8; 32];
+        let ctx = ExecContext {
+            node: "t".into(),
+            stream_key: key,
+            cgroup: None,
+            running: Jobs::default(),
+            started: Arc::default(),
+        };
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, ctx, stop.clone()));
+        // After the handshake the target waits up to 5 s for the request.
+        let mut s = exec::connect(addr, &key).await.unwrap();
+
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(2), server)
+            .await
+            .expect("the listener waited for the connection")
+            .unwrap();
+        let r = tokio::time::timeout(
+            Duration::from_secs(2),
+            wire::read_sealed(&mut s.rd, &mut s.recv),
+        )
+        .await
+        .expect("the connection outlived the listener");
+        assert!(!matches!(r, Ok(Some(_))), "{r:?}");
+    }
+}
