@@ -13,7 +13,9 @@
 //! - [`exec`]: running a job on a remote node with streamed stdio and signals.
 //! - [`control`]: the local unix-socket protocol between `omctl` and the agent.
 //! - [`checkin`]: telling the boot server (`omboot`) that the agent has joined.
-//! - [`agent`]: the daemon that wires all of the above together.
+//! - [`agent`]: the daemon that wires all of the above together: the gossip
+//!   loop, the exec listener and the control server, every task it starts
+//!   owned and ended at shutdown.
 //! - [`tools`]: the `omctl` subcommands (`status`, `mon`, `top`, `ps`, `whois`, `run`).
 
 pub mod agent;

@@ -11,9 +11,17 @@
 //! Power of k choices: the local node plus `k` random others are scored, not
 //! every node, so that several launchers acting on the same (slightly stale)
 //! picture do not all pick the single best node.
+//!
+//! The agent hands over what it knows ([`Known`]: each node's identity,
+//! liveness, last load vector and the jobs it placed there); [`named`] finds
+//! a node the caller asked for, [`candidates`] turns the live nodes into
+//! [`Candidate`]s and [`choose`] picks one.
 
 use rand10::seq::index::sample;
 use rand10::Rng;
+
+use crate::load::LoadVector;
+use crate::membership::{node_number, NodeId};
 
 /// Below this much free memory a node is avoided.
 pub const MIN_FREE_KIB: u64 = 64 * 1024;
@@ -37,6 +45,91 @@ pub struct Candidate {
     pub background: f32,
     /// Free memory in KiB.
     pub mem_free_kib: u64,
+}
+
+/// A job this agent placed on a node and has not seen end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    /// The job id.
+    pub job: String,
+    /// The node's start sequence number for it (see
+    /// [`LoadVector::started`]), once the node said it started.
+    pub seq: Option<u64>,
+}
+
+/// A node as the agent knows it when a job is placed.
+#[derive(Debug, Clone, Copy)]
+pub struct Known<'a> {
+    /// Its identity.
+    pub id: &'a NodeId,
+    /// Declared dead by membership.
+    pub down: bool,
+    /// The last load vector heard from a node of this name, with the
+    /// identity that sent it (an earlier incarnation's does not count).
+    pub heard: Option<(&'a NodeId, &'a LoadVector)>,
+    /// Jobs this agent placed there that have not ended.
+    pub placed: &'a [Placed],
+}
+
+/// The live node `want` names: by name, node number, `IP:PORT` or IP.
+pub fn named<'a>(known: &[Known<'a>], want: &str) -> Option<&'a NodeId> {
+    known.iter().filter(|k| !k.down).map(|k| k.id).find(|id| {
+        id.name == want
+            || node_number(&id.addr).to_string() == want
+            || id.addr.to_string() == want
+            || id.addr.ip().to_string() == want
+    })
+}
+
+/// The live nodes placement may choose from, with the identities they
+/// stand for and the index of the local node (the first one named `me`).
+#[derive(Debug, Clone, Default)]
+pub struct Candidates {
+    /// One per live node whose load is known.
+    pub candidates: Vec<Candidate>,
+    /// The identity of each candidate, same order.
+    pub ids: Vec<NodeId>,
+    /// Which candidate is the local node.
+    pub local: Option<usize>,
+}
+
+/// Turns what the agent knows into candidates: every node not declared down
+/// whose current load is known (`local` for the node named `me`, the vector
+/// it last sent for the others), with the jobs placed there that its vector
+/// does not count yet added to its jobs.
+pub fn candidates(me: &str, local: &LoadVector, known: &[Known]) -> Candidates {
+    let mut out = Candidates::default();
+    for k in known.iter().filter(|k| !k.down) {
+        let load = if k.id.name == me {
+            Some(local)
+        } else {
+            k.heard
+                .filter(|(from, _)| from.started_ms == k.id.started_ms)
+                .map(|(_, l)| l)
+        };
+        let Some(load) = load else { continue };
+        let pending = k
+            .placed
+            .iter()
+            // Placed here but not yet counted by the load vector: not
+            // started yet, or started after the vector was made.
+            .filter(|x| x.seq.is_none_or(|q| q > load.started))
+            .count() as u32;
+        // The 1-minute average is steadier than the instantaneous count.
+        let background = (load.loadavg - load.jobs as f32).max(0.0);
+        out.candidates.push(Candidate {
+            name: k.id.name.clone(),
+            cpus: load.cpus,
+            speed: load.speed,
+            cpu_quota: load.cpu_quota,
+            jobs: load.jobs + pending,
+            background,
+            mem_free_kib: load.mem_free_kib,
+        });
+        out.ids.push(k.id.clone());
+    }
+    out.local = out.ids.iter().position(|id| id.name == me);
+    out
 }
 
 /// Expected time to finish a unit of work started now on `c` (lower is better).
@@ -155,6 +248,95 @@ mod tests {
         assert_eq!(choose(&nodes, None, 3, &mut rng), 1);
         nodes[1].mem_free_kib = 1024;
         assert_eq!(choose(&nodes, None, 3, &mut rng), 0);
+    }
+
+    fn id(name: &str, last: u8, started_ms: u64) -> NodeId {
+        NodeId {
+            name: name.into(),
+            addr: std::net::SocketAddr::from(([10, 0, 1, last], 7946)),
+            started_ms,
+            bump: 0,
+        }
+    }
+
+    fn vector(jobs: u32, started: u64, loadavg: f32) -> LoadVector {
+        LoadVector {
+            cpus: 2,
+            speed: 1.0,
+            loadavg,
+            runnable: 0,
+            mem_total_kib: 1 << 21,
+            mem_free_kib: 1 << 20,
+            jobs,
+            started,
+            cpu_quota: 100,
+        }
+    }
+
+    fn placed(job: &str, seq: Option<u64>) -> Placed {
+        Placed {
+            job: job.into(),
+            seq,
+        }
+    }
+
+    #[test]
+    fn candidates_are_live_nodes_with_a_current_load() {
+        let (me, up, down, silent, reborn) = (
+            id("me", 1, 1),
+            id("up", 2, 1),
+            id("down", 3, 1),
+            id("silent", 4, 1),
+            id("reborn", 5, 2),
+        );
+        let (old_reborn, local, heard) = (id("reborn", 5, 1), vector(1, 7, 1.0), vector(0, 3, 2.5));
+        let mine = [placed("me-1", Some(7)), placed("me-2", None)];
+        let there = [placed("me-3", Some(3)), placed("me-4", Some(4))];
+        let known = [
+            Known {
+                id: &me,
+                down: false,
+                heard: None,
+                placed: &mine,
+            },
+            Known {
+                id: &up,
+                down: false,
+                heard: Some((&up, &heard)),
+                placed: &there,
+            },
+            Known {
+                id: &down,
+                down: true,
+                heard: Some((&down, &heard)),
+                placed: &[],
+            },
+            Known {
+                id: &silent,
+                down: false,
+                heard: None,
+                placed: &[],
+            },
+            Known {
+                id: &reborn,
+                down: false,
+                heard: Some((&old_reborn, &heard)),
+                placed: &[],
+            },
+        ];
+        let c = candidates("me", &local, &known);
+        assert_eq!(c.ids, vec![me.clone(), up.clone()]);
+        assert_eq!(c.local, Some(0));
+        // Ours: 1 running + `me-2` not started yet (`me-1` is counted).
+        assert_eq!((c.candidates[0].jobs, c.candidates[0].background), (2, 0.0));
+        // Theirs: 0 running + `me-4`, started after the vector was made.
+        assert_eq!((c.candidates[1].jobs, c.candidates[1].background), (1, 2.5));
+
+        assert_eq!(named(&known, "up"), Some(&up));
+        assert_eq!(named(&known, "258"), Some(&up), "by node number");
+        assert_eq!(named(&known, "10.0.1.2"), Some(&up));
+        assert_eq!(named(&known, "10.0.1.2:7946"), Some(&up));
+        assert_eq!(named(&known, "down"), None, "a dead node is not named");
     }
 
     #[test]

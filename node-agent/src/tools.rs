@@ -340,8 +340,10 @@ pub async fn run(socket: &Path, node: Option<String>, argv: Vec<String>) -> i32 
         }
     };
     let (rd, mut wr) = stream.into_split();
+    // The writer, stdin and signal forwarders end when `run` returns.
+    let mut tasks = tokio::task::JoinSet::new();
     let (tx, mut rx) = mpsc::channel::<Frame>(64);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         while let Some(f) = rx.recv().await {
             if wire::write_frame(&mut wr, &f).await.is_err() {
                 break;
@@ -357,7 +359,7 @@ pub async fn run(socket: &Path, node: Option<String>, argv: Vec<String>) -> i32 
         }))
         .await;
     let stdin_tx = tx.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut stdin = tokio::io::stdin();
         let mut buf = vec![0u8; 32 * 1024];
         loop {
@@ -383,7 +385,7 @@ pub async fn run(socket: &Path, node: Option<String>, argv: Vec<String>) -> i32 
         if let Ok(mut s) =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(sig))
         {
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 while s.recv().await.is_some() {
                     if tx.send(Frame::Signal(sig)).await.is_err() {
                         break;
@@ -392,7 +394,7 @@ pub async fn run(socket: &Path, node: Option<String>, argv: Vec<String>) -> i32 
             });
         }
     }
-    let mut frames = exec::plain_reader(rd);
+    let mut frames = exec::plain_reader(rd, &mut tasks);
     let mut stdout_gone = false;
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();

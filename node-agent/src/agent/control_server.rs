@@ -1,0 +1,342 @@
+//! The control socket server: accepts `omctl`'s connections until shutdown,
+//! each in a task of its own, and answers its one request ([`Controller`]):
+//! `status` from the view, `ps` from the job tables (`ps --cluster` asks
+//! every live node), and `run`, which places the job
+//! ([`crate::placement`]) and relays it ([`exec::relay`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::local_load::LocalLoad;
+use super::now_ms;
+use super::view::View;
+use crate::exec::{self, Jobs, RelayEnd};
+use crate::membership::NodeId;
+use crate::placement;
+use crate::wire::{self, ClusterStatus, ExecRequest, Frame, JobInfo, RunRequest};
+
+/// Accepts control connections until `stop`, then waits for the open ones,
+/// which `stop` ends too.
+pub(super) async fn serve(listener: UnixListener, ctl: Controller, stop: CancellationToken) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    let (ctl, stop) = (ctl.clone(), stop.clone());
+                    conns.spawn(async move {
+                        tokio::select! {
+                            biased;
+                            () = stop.cancelled() => {}
+                            () = ctl.handle(stream) => {}
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(cause = %e, "control accept failed");
+                    stop.run_until_cancelled(tokio::time::sleep(Duration::from_millis(100))).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+}
+
+/// Answers requests on the control socket; one clone per connection.
+#[derive(Clone)]
+pub(super) struct Controller {
+    pub(super) view: Arc<Mutex<View>>,
+    /// Our load, and the jobs running here.
+    pub(super) load: LocalLoad,
+    /// Jobs launched from here, until they end.
+    pub(super) launched: Jobs,
+    /// Nodes membership declared dead (a relay to one gives up).
+    pub(super) down: broadcast::Sender<NodeId>,
+    /// Root key of exec streams.
+    pub(super) stream_key: [u8; 32],
+    /// Numbers the jobs launched from here.
+    pub(super) counter: Arc<AtomicU64>,
+}
+
+impl Controller {
+    /// The cluster as `omctl status` shows it.
+    fn status(&self) -> ClusterStatus {
+        let local = self.load.sample();
+        self.view.lock().expect("view").status(local)
+    }
+
+    /// Jobs running here and jobs launched from here.
+    fn jobs(&self) -> Vec<JobInfo> {
+        let mut all: Vec<JobInfo> = self
+            .load
+            .running
+            .lock()
+            .expect("jobs")
+            .values()
+            .cloned()
+            .collect();
+        for j in self.launched.lock().expect("jobs").values() {
+            if !all.iter().any(|x| x.job == j.job) {
+                all.push(j.clone());
+            }
+        }
+        all.sort_by(|a, b| a.job.cmp(&b.job));
+        all
+    }
+
+    /// Jobs of every live node: ours, and each other node's answer to `Ps`
+    /// (asked in parallel; a node that does not answer is left out).
+    async fn cluster_jobs(&self) -> Vec<JobInfo> {
+        let peers = self.view.lock().expect("view").live_peers();
+        let asks = peers
+            .iter()
+            .map(|id| exec::remote_jobs(id.addr, &self.stream_key));
+        let mut all = self.jobs();
+        for jobs in futures::future::join_all(asks).await.into_iter().flatten() {
+            for j in jobs {
+                // The target's entry (with its pid) replaces our launch record.
+                all.retain(|x| x.job != j.job);
+                all.push(j);
+            }
+        }
+        all.sort_by(|a, b| a.job.cmp(&b.job));
+        all
+    }
+
+    /// Answers the one request of a control connection. Its frame reader
+    /// is a task of this call and ends with it.
+    async fn handle(self, stream: UnixStream) {
+        let cred = match stream.peer_cred() {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(cause = %e, "no peer credentials on control connection");
+                return;
+            }
+        };
+        let (rd, mut wr) = stream.into_split();
+        let mut tasks = JoinSet::new();
+        let mut frames = exec::plain_reader(rd, &mut tasks);
+        let first = match frames.recv().await {
+            Some(Ok(f)) => f,
+            _ => return,
+        };
+        match first {
+            Frame::Status => {
+                let _ = wire::write_frame(&mut wr, &Frame::StatusReply(self.status())).await;
+            }
+            Frame::Ps => {
+                let _ = wire::write_frame(&mut wr, &Frame::PsReply(self.jobs())).await;
+            }
+            Frame::PsCluster => {
+                let jobs = self.cluster_jobs().await;
+                let _ = wire::write_frame(&mut wr, &Frame::PsReply(jobs)).await;
+            }
+            Frame::Run(req) => {
+                let (tx, mut rx) = mpsc::channel::<Frame>(64);
+                let writer = async move {
+                    while let Some(f) = rx.recv().await {
+                        if wire::write_frame(&mut wr, &f).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                // Ends by dropping `tx`, which ends the writer.
+                let job = async move {
+                    let end = self
+                        .run(req, cred.uid(), cred.gid(), frames, tx.clone())
+                        .await;
+                    let last = match end {
+                        RelayEnd::Exit(e) => Some(Frame::Exit(e)),
+                        RelayEnd::Failed(code, message) => Some(Frame::Failed { code, message }),
+                        RelayEnd::CallerGone => None,
+                    };
+                    if let Some(f) = last {
+                        let _ = tx.send(f).await;
+                    }
+                };
+                tokio::join!(writer, job);
+            }
+            other => {
+                let _ = wire::write_frame(
+                    &mut wr,
+                    &Frame::Failed {
+                        code: exec::EXIT_NO_AGENT,
+                        message: format!("unexpected request {other:?}"),
+                    },
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Picks the node for a job: the one named, or by placement.
+    fn pick(&self, want: Option<&str>) -> Result<NodeId, String> {
+        let local = self.load.sample();
+        let v = self.view.lock().expect("view");
+        let known = v.known();
+        if let Some(want) = want {
+            return placement::named(&known, want)
+                .cloned()
+                .ok_or_else(|| format!("no live node matches {want}"));
+        }
+        let c = placement::candidates(&v.me.name, &local, &known);
+        if c.candidates.is_empty() {
+            return Ok(v.me.clone());
+        }
+        let i = placement::choose(
+            &c.candidates,
+            c.local,
+            placement::DEFAULT_CHOICES,
+            &mut rand10::rng(),
+        );
+        debug!(chosen = %c.ids[i].name, candidates = ?c.candidates, "placed job");
+        Ok(c.ids[i].clone())
+    }
+
+    /// Launches `req` for the caller `uid`/`gid` on the node [`Self::pick`]
+    /// chooses and relays until it ends. The job counts as placed there
+    /// (for later placements) until the target's load vector shows it.
+    async fn run(
+        &self,
+        req: RunRequest,
+        uid: u32,
+        gid: u32,
+        caller_rx: mpsc::Receiver<Result<Frame, wire::WireError>>,
+        caller_tx: mpsc::Sender<Frame>,
+    ) -> RelayEnd {
+        let target = match self.pick(req.node.as_deref()) {
+            Ok(t) => t,
+            Err(message) => return RelayEnd::Failed(exec::EXIT_NO_AGENT, message),
+        };
+        let home = self.view.lock().expect("view").me.name.clone();
+        let job = format!(
+            "{home}-{}",
+            self.counter.fetch_add(1, Ordering::Relaxed) + 1
+        );
+        info!(%job, target = %target.name, uid, argv = ?req.argv, "launching job");
+        self.view.lock().expect("view").place(&target.name, &job);
+        self.launched.lock().expect("jobs").insert(
+            job.clone(),
+            JobInfo {
+                job: job.clone(),
+                argv: req.argv.clone(),
+                uid,
+                node: target.name.clone(),
+                home: home.clone(),
+                pid: None,
+                started_ms: now_ms(),
+            },
+        );
+        let exec_req = ExecRequest {
+            job: job.clone(),
+            argv: req.argv,
+            cwd: req.cwd,
+            env: req.env,
+            uid,
+            gid,
+            home,
+        };
+        let mut down = self.down.subscribe();
+        let t = target.clone();
+        let lost = async move {
+            loop {
+                match down.recv().await {
+                    Ok(id) if id.name == t.name && id.started_ms == t.started_ms => return,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        };
+        // Watch the stream for `Started` to settle the optimistic placement count.
+        let (tap_tx, mut tap_rx) = mpsc::channel::<Frame>(64);
+        let view = self.view.clone();
+        let launched = self.launched.clone();
+        let (jb, tn) = (job.clone(), target.name.clone());
+        let tap = async move {
+            while let Some(f) = tap_rx.recv().await {
+                if let Frame::Started { pid, seq, .. } = &f {
+                    view.lock().expect("view").started(&tn, &jb, *seq);
+                    if let Some(j) = launched.lock().expect("jobs").get_mut(&jb) {
+                        j.pid = Some(*pid);
+                    }
+                }
+                if caller_tx.send(f).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let relay = exec::relay(
+            target.addr,
+            &target.name,
+            &self.stream_key,
+            exec_req,
+            caller_rx,
+            tap_tx,
+            lost,
+        );
+        // The relay ends by dropping `tap_tx`, which ends the tap.
+        let (end, ()) = tokio::join!(relay, tap);
+        info!(%job, end = ?end, "job finished");
+        self.launched.lock().expect("jobs").remove(&job);
+        self.view.lock().expect("view").ended(&target.name, &job);
+        end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::NodeId;
+
+    #[tokio::test]
+    async fn shutdown_ends_every_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        let me = NodeId {
+            name: "a".into(),
+            addr: "10.0.0.1:7946".parse().unwrap(),
+            started_ms: 1,
+            bump: 0,
+        };
+        let ctl = Controller {
+            view: Arc::new(Mutex::new(View::new("c".into(), me))),
+            load: LocalLoad {
+                speed: 1.0,
+                cpu_quota: 100,
+                running: Jobs::default(),
+                started: Arc::default(),
+            },
+            launched: Jobs::default(),
+            down: broadcast::channel(1).0,
+            stream_key: [1; 32],
+            counter: Arc::default(),
+        };
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, ctl, stop.clone()));
+        // A status round trip shows the server is up; the second caller
+        // says nothing, which the server would wait for forever.
+        let status = crate::control::status(&path).await.unwrap();
+        assert_eq!(status.node, "a");
+        let mut idle = UnixStream::connect(&path).await.unwrap();
+
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server waited for an idle caller")
+            .unwrap();
+        let r = wire::read_frame(&mut idle).await;
+        assert!(!matches!(r, Ok(Some(_))), "{r:?}");
+    }
+}

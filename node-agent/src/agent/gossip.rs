@@ -1,0 +1,262 @@
+//! The gossip loop: the one task that owns membership and the datagram
+//! sealing state. It handles, in turn until shutdown:
+//! - datagrams ([`Gossip::on_datagram`]): SWIM messages go to membership,
+//!   presence (a peer's load vector) goes to the view and introduces peers
+//!   membership does not know yet;
+//! - membership's timers ([`Gossip::on_timers`]), kept in one
+//!   [`TimerQueue`];
+//! - the presence tick ([`Gossip::on_tick`], every [`PRESENCE_PERIOD`]): our
+//!   load vector to every member, the seeds and the multicast group.
+//!
+//! Membership's effects (datagrams to send, timers to arm, events) are
+//! carried out by [`Gossip::apply`]; the first completed exchange, or
+//! [`DISCOVERY_WINDOW`] without one, prints the join line.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+use super::local_load::LocalLoad;
+use super::timers::TimerQueue;
+use super::view::View;
+use super::{now_ms, AgentConfig, DISCOVERY_WINDOW, PRESENCE_PERIOD};
+use crate::crypto::{OpenError, Opener, Sealer};
+use crate::discovery;
+use crate::key::Purpose;
+use crate::membership::{Effects, Event, Membership, NodeId, Timer};
+use crate::wire::Datagram;
+
+/// The membership side of the agent.
+pub(super) struct Gossip<'a> {
+    cfg: &'a AgentConfig,
+    udp: UdpSocket,
+    group: SocketAddr,
+    sealer: Sealer,
+    opener: Opener,
+    membership: Membership,
+    timers: TimerQueue<Timer<NodeId>>,
+    view: Arc<Mutex<View>>,
+    load: LocalLoad,
+    /// Where `Event::Down` goes (to the relays of jobs on that node).
+    down: broadcast::Sender<NodeId>,
+    started: Instant,
+    joined: bool,
+    /// Peers we introduced ourselves to lately, so as not to on every presence.
+    announced: HashMap<NodeId, Instant>,
+    ticks: u32,
+}
+
+impl<'a> Gossip<'a> {
+    /// Membership for `me` on `udp`, sealed with the cluster's datagram key.
+    pub(super) fn new(
+        cfg: &'a AgentConfig,
+        udp: UdpSocket,
+        me: NodeId,
+        view: Arc<Mutex<View>>,
+        load: LocalLoad,
+        down: broadcast::Sender<NodeId>,
+    ) -> Self {
+        let dkey = cfg.key.derive(&cfg.cluster, Purpose::Datagram);
+        let session: u64 = rand10::random();
+        Self {
+            cfg,
+            udp,
+            group: discovery::group_addr(cfg.port),
+            sealer: Sealer::new(&dkey, session),
+            opener: Opener::new(&dkey, session),
+            membership: Membership::new(me),
+            timers: TimerQueue::new(),
+            view,
+            load,
+            down,
+            started: Instant::now(),
+            joined: false,
+            announced: HashMap::new(),
+            ticks: 0,
+        }
+    }
+
+    /// Handles datagrams, timers and the presence tick until `shutdown`.
+    pub(super) async fn run(&mut self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut tick = tokio::time::interval(PRESENCE_PERIOD);
+        let mut buf = vec![0u8; 65536];
+        tokio::pin!(shutdown);
+        loop {
+            let deadline = self.timers.next_deadline();
+            tokio::select! {
+                () = &mut shutdown => break,
+                r = self.udp.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = r {
+                        self.on_datagram(&buf[..n], from);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)),
+                    if deadline.is_some() => self.on_timers(),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    /// Says goodbye to the members.
+    pub(super) fn leave(&mut self) {
+        if let Ok(fx) = self.membership.leave() {
+            for (to, data) in fx.sends {
+                self.send(to, &Datagram::Swim(data));
+            }
+        }
+    }
+
+    fn send(&mut self, to: SocketAddr, d: &Datagram) {
+        let packet = self.sealer.seal(now_ms(), &d.encode());
+        if let Err(e) = self.udp.try_send_to(&packet, to) {
+            debug!(%to, cause = %e, "send failed");
+        }
+    }
+
+    fn on_datagram(&mut self, packet: &[u8], from: SocketAddr) {
+        let opened = match self.opener.open(now_ms(), packet) {
+            Ok(o) => o,
+            Err(OpenError::OwnPacket) => return,
+            Err(e) => {
+                debug!(%from, cause = %e, "dropped datagram");
+                return;
+            }
+        };
+        match Datagram::decode(&opened.plaintext) {
+            Ok(Datagram::Swim(data)) => match self.membership.handle_data(&data) {
+                Ok(fx) => self.apply(fx),
+                Err(e) => debug!(%from, cause = %e, "membership refused"),
+            },
+            Ok(Datagram::Presence { id, load }) => self.on_presence(id, load),
+            Err(e) => debug!(%from, cause = %e, "undecodable datagram"),
+        }
+    }
+
+    /// A peer's load vector: into the view, and an introduction to
+    /// membership if the peer is not a member yet (at most once a second).
+    fn on_presence(&mut self, id: NodeId, load: crate::load::LoadVector) {
+        let me_now = self.membership.identity();
+        if id.name == me_now.name {
+            if id.addr != me_now.addr {
+                warn!(other = %id.addr, name = %id.name, "another node uses our name");
+            }
+            return;
+        }
+        self.view.lock().expect("view").heard(id.clone(), load);
+        if self.membership.is_member(&id) {
+            return;
+        }
+        let recently = self
+            .announced
+            .get(&id)
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+        if !recently {
+            self.announced.insert(id.clone(), Instant::now());
+            match self.membership.announce(id) {
+                Ok(fx) => self.apply(fx),
+                Err(e) => debug!(cause = %e, "announce failed"),
+            }
+        }
+    }
+
+    /// Fires the timers that are due.
+    fn on_timers(&mut self) {
+        for timer in self.timers.take_due(tokio::time::Instant::now()) {
+            match self.membership.handle_timer(timer) {
+                Ok(fx) => self.apply(fx),
+                Err(e) => debug!(cause = %e, "timer refused"),
+            }
+        }
+    }
+
+    /// Our presence out, the view refreshed, the join line if it is time,
+    /// and every 20 ticks the replay window and the introductions pruned.
+    fn on_tick(&mut self) {
+        let id = self.membership.identity().clone();
+        let presence = Datagram::Presence {
+            id,
+            load: self.load.sample(),
+        };
+        self.send(self.group, &presence);
+        let members = self.membership.members();
+        for seed in &self.cfg.seeds {
+            if !members.iter().any(|m| m.addr == *seed) {
+                self.send(*seed, &presence);
+            }
+        }
+        for m in &members {
+            self.send(m.addr, &presence);
+        }
+        self.view.lock().expect("view").refresh(&self.membership);
+        if !self.joined && self.started.elapsed() >= DISCOVERY_WINDOW {
+            self.joined = true;
+            announce_join(self.cfg, members.len() + 1, self.membership.identity());
+        }
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(20) {
+            self.opener.forget_idle(now_ms());
+            self.announced
+                .retain(|_, t| t.elapsed() < Duration::from_secs(10));
+        }
+    }
+
+    /// Carries out membership's effects.
+    fn apply(&mut self, fx: Effects) {
+        for (to, data) in fx.sends {
+            self.send(to, &Datagram::Swim(data));
+        }
+        let now = tokio::time::Instant::now();
+        for (after, timer) in fx.timers {
+            self.timers.push(now + after, timer);
+        }
+        for ev in fx.events {
+            info!(event = ?ev, "membership");
+            match &ev {
+                Event::Down(id) => {
+                    let _ = self.down.send(id.clone());
+                }
+                Event::Active if !self.joined => {
+                    self.joined = true;
+                    announce_join(
+                        self.cfg,
+                        self.membership.members().len() + 1,
+                        self.membership.identity(),
+                    );
+                }
+                Event::Rejoined(id) => self.view.lock().expect("view").me = id.clone(),
+                _ => {}
+            }
+        }
+        self.view.lock().expect("view").refresh(&self.membership);
+    }
+}
+
+/// Prints the join line, checks in with the boot server and records our
+/// identity (`node.json`).
+fn announce_join(cfg: &AgentConfig, n: usize, me: &NodeId) {
+    use std::io::Write;
+    let line = format!(
+        "omnode: node {} joined cluster {} ({} nodes)",
+        cfg.name, cfg.cluster, n
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    info!(nodes = n, "joined");
+    if let Some(url) = &cfg.checkin {
+        crate::checkin::spawn(url.clone(), cfg.name.clone(), me.addr.ip());
+    }
+    if let Some(dir) = &cfg.state_dir {
+        let _ = std::fs::create_dir_all(dir);
+        let record = serde_json::json!({
+            "name": me.name, "addr": me.addr.to_string(), "started_ms": me.started_ms,
+            "cluster": cfg.cluster, "joined_with_nodes": n,
+        });
+        let _ = std::fs::write(dir.join("node.json"), format!("{record:#}\n"));
+    }
+}

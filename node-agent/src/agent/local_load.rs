@@ -1,0 +1,26 @@
+//! This node's load vector, sampled when asked for: by the presence tick
+//! (sent to every member), by `omctl status` and by placement.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use crate::exec::{self, Jobs};
+use crate::load::{self, LoadVector};
+
+/// What sampling our load needs: the calibrated speed, the quota and the
+/// job counters the exec listener keeps.
+#[derive(Debug, Clone)]
+pub(super) struct LocalLoad {
+    pub(super) speed: f32,
+    pub(super) cpu_quota: u32,
+    pub(super) running: Jobs,
+    pub(super) started: Arc<AtomicU64>,
+}
+
+impl LocalLoad {
+    /// Our load vector now.
+    pub(super) fn sample(&self) -> LoadVector {
+        let (jobs, started) = exec::job_counts(&self.running, &self.started);
+        load::sample(self.speed, jobs, started, self.cpu_quota)
+    }
+}

@@ -1,0 +1,252 @@
+//! `omnode agent`: the daemon. It wires the sealed UDP socket (discovery and
+//! membership), the exec listener (TCP, same port), the control socket and
+//! the job cgroup around the pure cores ([`crate::membership`],
+//! [`crate::crypto`], [`crate::placement`]).
+//!
+//! [`Agent::run`] starts three parts, each its own module:
+//! - `gossip`: the one loop that owns the membership and the sealing state
+//!   and handles, in turn: datagrams, membership's timers (one queue,
+//!   `timers`) and the presence tick (every 500 ms: our load vector, from
+//!   `local_load`, to every member, and to the multicast group for
+//!   discovery). It runs in `run` itself.
+//! - `exec_listener`: exec streams from other agents, one task each.
+//! - `control_server`: `omctl`'s connections, one task each.
+//!
+//! They share the [`View`] (`view`). The listeners are tasks of one
+//! `JoinSet` and their connections tasks of theirs: at shutdown the gossip
+//! loop says goodbye, a `CancellationToken` stops the listeners and ends
+//! every connection, and `run` waits for all of them before it returns. A
+//! job running here is left running, as when the agent is killed.
+//!
+//! The join line `omnode: node NAME joined cluster ID (N nodes)` is printed
+//! once, when the first membership exchange completes (N counts us and the
+//! members known at that moment), or, if nobody answered, after
+//! [`DISCOVERY_WINDOW`] with N = 1.
+
+mod control_server;
+mod exec_listener;
+mod gossip;
+mod local_load;
+mod timers;
+mod view;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::net::{TcpListener, UdpSocket, UnixListener};
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::cgroup::{self, CgroupError, JobCgroup};
+use crate::discovery::{self, DiscoveryError, Interface};
+use crate::exec::{ExecContext, Jobs};
+use crate::key::{ClusterKey, Purpose};
+use crate::load;
+use crate::membership::NodeId;
+
+pub use crate::membership::node_number;
+pub use view::{NodeState, View};
+
+use control_server::Controller;
+use gossip::Gossip;
+use local_load::LocalLoad;
+
+/// How long a lone agent waits for peers before printing its join line.
+pub const DISCOVERY_WINDOW: Duration = Duration::from_secs(3);
+/// Exec connections (jobs and handshakes) handled at once.
+pub const MAX_EXEC_CONNECTIONS: usize = 1024;
+/// How often the load vector goes out.
+pub const PRESENCE_PERIOD: Duration = Duration::from_millis(500);
+
+/// Everything `omnode agent` is told.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The cluster key.
+    pub key: ClusterKey,
+    /// Cluster id.
+    pub cluster: String,
+    /// This node's name.
+    pub name: String,
+    /// Control socket path.
+    pub socket: PathBuf,
+    /// Extra addresses to introduce ourselves to.
+    pub seeds: Vec<SocketAddr>,
+    /// CPU share for cluster jobs, percent of all CPUs (100 = uncapped).
+    pub cpu_quota: u32,
+    /// Interface to talk on (default: the first non-loopback one that is up).
+    pub interface: Option<String>,
+    /// UDP/TCP port.
+    pub port: u16,
+    /// Where the agent records its identity (`node.json`).
+    pub state_dir: Option<PathBuf>,
+    /// Relative speed; calibrated at start when `None`.
+    pub speed: Option<f32>,
+    /// The boot server's check-in URL (`omnode init` passes it); the agent
+    /// posts there once it has joined.
+    pub checkin: Option<String>,
+}
+
+/// Errors starting the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Interface or UDP socket trouble.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// The job cgroup could not be set up.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// A listener could not be opened.
+    #[error("cannot open {what}: {source}")]
+    Listen {
+        /// Which listener.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The running agent.
+pub struct Agent {
+    cfg: AgentConfig,
+    udp: UdpSocket,
+    tcp: TcpListener,
+    control: UnixListener,
+    me: NodeId,
+    iface: Interface,
+    cgroup: Option<JobCgroup>,
+    speed: f32,
+}
+
+impl Agent {
+    /// Opens the sockets, sets up the job cgroup and calibrates.
+    pub async fn bind(cfg: AgentConfig) -> Result<Self, AgentError> {
+        let iface = discovery::pick_interface(cfg.interface.as_deref())?;
+        let udp = discovery::open_socket(cfg.port, &iface)?;
+        let udp = UdpSocket::from_std(udp).map_err(|source| AgentError::Listen {
+            what: format!("udp port {}", cfg.port),
+            source,
+        })?;
+        let tcp = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], cfg.port)))
+            .await
+            .map_err(|source| AgentError::Listen {
+                what: format!("tcp port {}", cfg.port),
+                source,
+            })?;
+        let _ = std::fs::remove_file(&cfg.socket);
+        if let Some(parent) = cfg.socket.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let control = UnixListener::bind(&cfg.socket).map_err(|source| AgentError::Listen {
+            what: format!("control socket {}", cfg.socket.display()),
+            source,
+        })?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o666));
+        }
+        let cgroup = if cfg.cpu_quota < 100 {
+            Some(cgroup::setup(
+                &format!("{}-{}", cfg.cluster, cfg.name),
+                cfg.cpu_quota,
+                load::cpu_count(),
+            )?)
+        } else {
+            None
+        };
+        let speed = cfg.speed.unwrap_or_else(load::calibrate);
+        let me = NodeId {
+            name: cfg.name.clone(),
+            addr: SocketAddr::new(IpAddr::V4(iface.addr), cfg.port),
+            started_ms: now_ms(),
+            bump: 0,
+        };
+        info!(name = %me.name, addr = %me.addr, iface = %iface.name, speed, cpu_quota = cfg.cpu_quota, cgroup = ?cgroup.as_ref().map(|c| c.dir.display().to_string()), "agent starting");
+        Ok(Self {
+            cfg,
+            udp,
+            tcp,
+            control,
+            me,
+            iface,
+            cgroup,
+            speed,
+        })
+    }
+
+    /// This agent's identity.
+    pub fn identity(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// Runs until `shutdown` resolves, then leaves the cluster, ends every
+    /// connection and waits for them.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), AgentError> {
+        let Agent {
+            cfg,
+            udp,
+            tcp,
+            control,
+            me,
+            iface,
+            cgroup,
+            speed,
+        } = self;
+        let stream_key = cfg.key.derive(&cfg.cluster, Purpose::Stream);
+        let view = Arc::new(Mutex::new(View::new(cfg.cluster.clone(), me.clone())));
+        let load = LocalLoad {
+            speed,
+            cpu_quota: cfg.cpu_quota,
+            running: Jobs::default(),
+            started: Arc::new(AtomicU64::new(0)),
+        };
+        let (down, _) = broadcast::channel::<NodeId>(64);
+
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let exec_ctx = ExecContext {
+            node: me.name.clone(),
+            stream_key,
+            cgroup: cgroup.clone(),
+            running: load.running.clone(),
+            started: load.started.clone(),
+        };
+        tasks.spawn(exec_listener::serve(tcp, exec_ctx, stop.clone()));
+        let ctl = Controller {
+            view: view.clone(),
+            load: load.clone(),
+            launched: Jobs::default(),
+            down: down.clone(),
+            stream_key,
+            counter: Arc::new(AtomicU64::new(0)),
+        };
+        tasks.spawn(control_server::serve(control, ctl, stop.clone()));
+
+        let mut gossip = Gossip::new(&cfg, udp, me.clone(), view, load, down);
+        gossip.run(shutdown).await;
+
+        info!(name = %me.name, iface = %iface.name, "agent leaving");
+        gossip.leave();
+        stop.cancel();
+        while tasks.join_next().await.is_some() {}
+        let _ = std::fs::remove_file(&cfg.socket);
+        if let Some(cg) = &cgroup {
+            cg.remove();
+        }
+        Ok(())
+    }
+}

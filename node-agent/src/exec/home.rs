@@ -1,0 +1,126 @@
+//! The home side of an exec stream: send a job to its target and relay
+//! between the caller (`omctl run` on the control socket) and the target
+//! until the job ends, the target is lost or the caller goes away; and ask a
+//! target which jobs it runs.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::debug;
+
+use super::stream::{connect, sealed_reader, SecureStream};
+use super::{EXIT_NODE_LOST, SILENCE_LIMIT};
+use crate::wire::{self, ExecRequest, ExitInfo, Frame, JobInfo, WireError};
+
+/// Asks the agent at `addr` which cluster jobs run there.
+pub async fn remote_jobs(
+    addr: SocketAddr,
+    stream_key: &[u8; 32],
+) -> Result<Vec<JobInfo>, WireError> {
+    let mut s = connect(addr, stream_key).await?;
+    wire::write_sealed(&mut s.wr, &mut s.send, &Frame::Ps).await?;
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        wire::read_sealed(&mut s.rd, &mut s.recv),
+    )
+    .await
+    {
+        Ok(Ok(Some(Frame::PsReply(jobs)))) => Ok(jobs),
+        Ok(Err(e)) => Err(e),
+        _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "no job list").into()),
+    }
+}
+
+/// How a relayed job ended, from the home node's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// The job's own exit.
+    Exit(ExitInfo),
+    /// It failed or was lost, with omctl's exit status.
+    Failed(i32, String),
+    /// omctl went away.
+    CallerGone,
+}
+
+/// Runs `req` on the target at `addr` and relays between the caller's
+/// control connection (`caller_rx`/`caller_tx`) and the target. `lost`
+/// resolves if membership declares the target dead.
+pub async fn relay(
+    addr: SocketAddr,
+    target: &str,
+    stream_key: &[u8; 32],
+    req: ExecRequest,
+    mut caller_rx: mpsc::Receiver<Result<Frame, WireError>>,
+    caller_tx: mpsc::Sender<Frame>,
+    lost: impl std::future::Future<Output = ()>,
+) -> RelayEnd {
+    let s = match connect(addr, stream_key).await {
+        Ok(s) => s,
+        Err(e) => {
+            return RelayEnd::Failed(
+                EXIT_NODE_LOST,
+                format!("cannot reach node {target} at {addr}: {e}"),
+            )
+        }
+    };
+    let SecureStream {
+        rd,
+        mut wr,
+        mut send,
+        recv,
+    } = s;
+    if let Err(e) = wire::write_sealed(&mut wr, &mut send, &Frame::Exec(req)).await {
+        return RelayEnd::Failed(
+            EXIT_NODE_LOST,
+            format!("cannot send the job to node {target}: {e}"),
+        );
+    }
+    // The reader belongs to this call: it ends when the relay returns.
+    let mut tasks = JoinSet::new();
+    let mut from_target = sealed_reader(rd, recv, &mut tasks);
+    tokio::pin!(lost);
+    let mut last_heard = tokio::time::Instant::now();
+    let mut check = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            f = from_target.recv() => match f {
+                Some(Ok(f)) => {
+                    last_heard = tokio::time::Instant::now();
+                    match f {
+                        Frame::Heartbeat => {}
+                        Frame::Exit(e) => return RelayEnd::Exit(e),
+                        Frame::Failed { code, message } => return RelayEnd::Failed(code, message),
+                        f @ (Frame::Stdout(_) | Frame::Stderr(_) | Frame::Started { .. }) => {
+                            if caller_tx.send(f).await.is_err() {
+                                return RelayEnd::CallerGone;
+                            }
+                        }
+                        other => debug!(frame = ?other, "ignored frame from target"),
+                    }
+                }
+                Some(Err(e)) => return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost node {target}: {e}")),
+                None => return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost the connection to node {target} while the job was running")),
+            },
+            f = caller_rx.recv() => match f {
+                Some(Ok(f @ (Frame::Stdin(_) | Frame::StdinEof | Frame::Signal(_)))) => {
+                    if wire::write_sealed(&mut wr, &mut send, &f).await.is_err() {
+                        return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost the connection to node {target} while the job was running"));
+                    }
+                }
+                Some(Ok(other)) => debug!(frame = ?other, "ignored frame from caller"),
+                Some(Err(_)) | None => {
+                    let _ = wire::write_sealed(&mut wr, &mut send, &Frame::Signal(libc::SIGHUP)).await;
+                    return RelayEnd::CallerGone;
+                }
+            },
+            () = &mut lost => return RelayEnd::Failed(EXIT_NODE_LOST, format!("node {target} died while running the job")),
+            _ = check.tick() => {
+                if last_heard.elapsed() > SILENCE_LIMIT {
+                    return RelayEnd::Failed(EXIT_NODE_LOST, format!("node {target} stopped answering while running the job"));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The sealed stream between two agents: TCP with keepalive, a handshake
+//! that exchanges fresh nonces, then every frame sealed with one cipher per
+//! direction (see [`crate::crypto`]). Also the readers that turn a stream of
+//! frames into a channel, so that the loops of both sides select over
+//! channels (cancel-safe) instead of half-read frames.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::crypto::{self, FrameCipher, Role};
+use crate::wire::{self, Frame, WireError};
+
+/// The sealed halves of an exec connection.
+pub struct SecureStream {
+    /// Reading half.
+    pub rd: tokio::net::tcp::OwnedReadHalf,
+    /// Writing half.
+    pub wr: tokio::net::tcp::OwnedWriteHalf,
+    /// Cipher for frames we send.
+    pub send: FrameCipher,
+    /// Cipher for frames we receive.
+    pub recv: FrameCipher,
+}
+
+fn keepalive(stream: &TcpStream) {
+    let s = socket2::SockRef::from(stream);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(2))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(3);
+    let _ = s.set_tcp_keepalive(&ka);
+    let _ = stream.set_nodelay(true);
+}
+
+/// Connects to a target agent and performs the client side of the handshake.
+pub async fn connect(addr: SocketAddr, stream_key: &[u8; 32]) -> Result<SecureStream, WireError> {
+    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    keepalive(&stream);
+    let (mut rd, mut wr) = stream.into_split();
+    let hello = crypto::client_hello();
+    wr.write_all(&hello).await?;
+    let mut reply = [0u8; crypto::REPLY_LEN];
+    tokio::time::timeout(Duration::from_secs(5), rd.read_exact(&mut reply))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
+    let cn: [u8; 32] = hello[4..].try_into().expect("32 bytes");
+    let (send, recv) = crypto::stream_ciphers(stream_key, &cn, &reply, Role::Client);
+    Ok(SecureStream { rd, wr, send, recv })
+}
+
+/// Server side of the handshake on an accepted connection.
+pub async fn accept(stream: TcpStream, stream_key: &[u8; 32]) -> Result<SecureStream, WireError> {
+    keepalive(&stream);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut hello = [0u8; crypto::HELLO_LEN];
+    tokio::time::timeout(Duration::from_secs(5), rd.read_exact(&mut hello))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
+    let cn = crypto::parse_hello(&hello)?;
+    let sn: [u8; 32] = rand10::random();
+    wr.write_all(&sn).await?;
+    let (send, recv) = crypto::stream_ciphers(stream_key, &cn, &sn, Role::Server);
+    Ok(SecureStream { rd, wr, send, recv })
+}
+
+/// Reads sealed frames into a channel, in a task of `tasks` (so the task
+/// ends when its owner drops the set). The channel closes on end of stream
+/// or on the first bad frame.
+pub(super) fn sealed_reader(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut cipher: FrameCipher,
+    tasks: &mut JoinSet<()>,
+) -> mpsc::Receiver<Result<Frame, WireError>> {
+    let (tx, rx) = mpsc::channel(64);
+    tasks.spawn(async move {
+        loop {
+            let r = wire::read_sealed(&mut rd, &mut cipher).await;
+            if !forward(&tx, r).await {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Like `sealed_reader` for plain frames (the control socket): reads frames
+/// from `rd` into a channel, in a task of `tasks`.
+pub fn plain_reader<R: AsyncRead + Unpin + Send + 'static>(
+    mut rd: R,
+    tasks: &mut JoinSet<()>,
+) -> mpsc::Receiver<Result<Frame, WireError>> {
+    let (tx, rx) = mpsc::channel(64);
+    tasks.spawn(async move {
+        loop {
+            let r = wire::read_frame(&mut rd).await;
+            if !forward(&tx, r).await {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Passes one read on to the channel; false when the reader should stop (end
+/// of stream, a bad frame, or nobody listening).
+async fn forward(
+    tx: &mpsc::Sender<Result<Frame, WireError>>,
+    r: Result<Option<Frame>, WireError>,
+) -> bool {
+    let stop = !matches!(r, Ok(Some(_)));
+    let item = match r {
+        Ok(Some(f)) => Ok(f),
+        Ok(None) => return false,
+        Err(e) => Err(e),
+    };
+    tx.send(item).await.is_ok() && !stop
+}

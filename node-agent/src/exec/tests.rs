@@ -1,0 +1,163 @@
+//! Exec end to end on loopback: a target serving, a home relaying.
+
+use super::*;
+use crate::crypto::{self, FrameCipher, Role};
+use crate::wire::{self, ExecRequest, ExitInfo, Frame};
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+async fn target(key: [u8; 32]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ctx = ExecContext {
+        node: "t".into(),
+        stream_key: key,
+        cgroup: None,
+        running: Jobs::default(),
+        started: Arc::default(),
+    };
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(serve(s, ctx.clone()));
+        }
+    });
+    addr
+}
+
+fn request(marker: &std::path::Path) -> ExecRequest {
+    ExecRequest {
+        job: "h-1".into(),
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo ran >> {}; echo out; exit 4", marker.display()),
+        ],
+        cwd: "/".into(),
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+        home: "h".into(),
+    }
+}
+
+async fn frames_until_end(rd: &mut TcpStream, recv: &mut FrameCipher) -> Vec<Frame> {
+    let mut out = Vec::new();
+    while let Ok(Some(f)) = wire::read_sealed(rd, recv).await {
+        let end = matches!(f, Frame::Exit(_) | Frame::Failed { .. });
+        out.push(f);
+        if end {
+            break;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn wrong_key_and_replayed_streams_run_nothing() {
+    let key = [5u8; 32];
+    let addr = target(key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+
+    // A real session, recording every byte the client sends.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let hello = crypto::client_hello();
+    s.write_all(&hello).await.unwrap();
+    let mut sn = [0u8; 32];
+    s.read_exact(&mut sn).await.unwrap();
+    let cn: [u8; 32] = hello[4..].try_into().unwrap();
+    let (mut send, mut recv) = crypto::stream_ciphers(&key, &cn, &sn, Role::Client);
+    let sealed = send.seal(&Frame::Exec(request(&marker)).encode());
+    let mut chunk = (sealed.len() as u32).to_be_bytes().to_vec();
+    chunk.extend_from_slice(&sealed);
+    s.write_all(&chunk).await.unwrap();
+    let frames = frames_until_end(&mut s, &mut recv).await;
+    assert!(
+        frames.contains(&Frame::Stdout(b"out\n".to_vec())),
+        "{frames:?}"
+    );
+    assert_eq!(frames.last(), Some(&Frame::Exit(ExitInfo::Code(4))));
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n");
+
+    // The same bytes again: the server's fresh nonce makes them garbage.
+    let mut r = TcpStream::connect(addr).await.unwrap();
+    r.write_all(&hello).await.unwrap();
+    r.write_all(&chunk).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = r.read_to_end(&mut rest).await;
+    assert_eq!(rest.len(), 32, "the server said more than its nonce");
+
+    // The wrong key: the request is refused unread.
+    let mut w = connect(addr, &[6u8; 32]).await.unwrap();
+    wire::write_sealed(&mut w.wr, &mut w.send, &Frame::Exec(request(&marker)))
+        .await
+        .unwrap();
+    assert!(!matches!(
+        wire::read_sealed(&mut w.rd, &mut w.recv).await,
+        Ok(Some(_))
+    ));
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "ran\n",
+        "a replayed or keyless request ran"
+    );
+}
+
+#[tokio::test]
+async fn relay_streams_stdin_and_reports_a_missing_cwd() {
+    let key = [7u8; 32];
+    let addr = target(key).await;
+    let (to_relay, caller_rx) = mpsc::channel(8);
+    let (caller_tx, mut from_relay) = mpsc::channel(64);
+    let mut req = request(std::path::Path::new("/dev/null"));
+    req.argv = vec!["sh".into(), "-c".into(), "read a; echo \"[$a]\"".into()];
+    to_relay
+        .send(Ok(Frame::Stdin(b"hi\n".to_vec())))
+        .await
+        .unwrap();
+    to_relay.send(Ok(Frame::StdinEof)).await.unwrap();
+    let end = relay(
+        addr,
+        "t",
+        &key,
+        req,
+        caller_rx,
+        caller_tx,
+        std::future::pending(),
+    )
+    .await;
+    assert_eq!(end, RelayEnd::Exit(ExitInfo::Code(0)));
+    let mut out = Vec::new();
+    while let Ok(f) = from_relay.try_recv() {
+        if let Frame::Stdout(d) = f {
+            out.extend(d);
+        }
+    }
+    assert_eq!(out, b"[hi]\n");
+    drop(to_relay);
+
+    let (_keep, caller_rx) = mpsc::channel(8);
+    let (caller_tx, _out) = mpsc::channel(64);
+    let mut req = request(std::path::Path::new("/dev/null"));
+    req.cwd = "/nonexistent/omt-cwd".into();
+    let end = relay(
+        addr,
+        "t",
+        &key,
+        req,
+        caller_rx,
+        caller_tx,
+        std::future::pending(),
+    )
+    .await;
+    assert_eq!(
+        end,
+        RelayEnd::Failed(
+            EXIT_CANNOT_RUN,
+            "working directory /nonexistent/omt-cwd does not exist on node t".into()
+        )
+    );
+}
