@@ -5,12 +5,12 @@
 //! read the `om.*` settings ([`cmdline`]), start root shells on the console
 //! (and serial), and in the background load the device modules ([`kmod`]),
 //! bring up the wired NICs with DHCP ([`network`], [`dhcp_client`],
-//! [`packet`], [`netif`]). Once the network is up: the cluster key
-//! ([`key`]; the head makes a fresh one), the agent, and on the head the
+//! [`packet`], [`netif`], [`address`]). Once the network is up: the cluster
+//! key ([`key`]; the head makes a fresh one), the agent, and on the head the
 //! boot medium ([`media`]) and `omboot serve` with the interface, mode and
-//! pool [`head`] derives from the address the head got. Then PID 1 loops forever: reap children, restart the
-//! supervised ones with backoff, and power off or reboot on request
-//! ([`power`]).
+//! pool [`head`] derives from the address the head got. Then PID 1 loops
+//! forever: reap children, restart the supervised ones with backoff, and
+//! power off or reboot on request ([`power`]).
 //!
 //! PID 1 must never exit (the kernel would panic): every failure is printed
 //! as an `omnode: ` line and retried; [`run`] returns only when it is not
@@ -18,6 +18,28 @@
 //!
 //! Entry points for the `omnode` binary: [`run`] (`omnode init`, and `/init`)
 //! and [`power::request`] (`omnode poweroff`, `omnode reboot`).
+//!
+//! # Layers
+//!
+//! Each module imports only from the layers below it (`say!` counts as an
+//! import of [`console`]):
+//!
+//! 1. no imports within the crate: [`address`] (the [`address::Lease`] and
+//!    [`address::IfAddress`] data), [`cmdline`], [`console`], [`key`],
+//!    [`kmod`], [`mounts`], [`packet`];
+//! 2. the pure cores and the thin system calls over layer 1: [`head`]
+//!    (address, cmdline), `dhcp_client::core` (address), [`netif`]
+//!    (address), [`reaper`] (console);
+//! 3. the shells over them: `dhcp_client::shell` (its core, netif, packet),
+//!    [`power`] (reaper, mounts);
+//! 4. [`network`] (dhcp_client, head, netif, kmod, reaper, cmdline);
+//! 5. [`media`] (kmod, and `network::modules_dir`);
+//! 6. this file: [`run`] and PID 1's loop, over everything.
+//!
+//! Architecture Invariant: there is no import cycle among the modules; a
+//! pure core ([`head`], `dhcp_client::core`) never imports the I/O shell that
+//! drives it ([`network`], `dhcp_client::shell`), and the data both share
+//! lives in [`address`], below both.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -31,6 +53,7 @@ macro_rules! say {
     };
 }
 
+pub mod address;
 pub mod cmdline;
 pub mod console;
 pub mod dhcp_client;
@@ -146,7 +169,7 @@ struct Supervisor {
     hostname: Option<String>,
     /// The address PID 1 heard of first: the agent talks on its interface
     /// and the head serves on it.
-    net: Option<network::IfAddress>,
+    net: Option<address::IfAddress>,
     key_ready: bool,
     key_started: bool,
     media_ready: bool,

@@ -20,6 +20,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::address::IfAddress;
 use crate::cmdline::{Role, Settings, StaticIp};
 use crate::dhcp_client::{hostname_from_mac, LeaseEvent, Notice, Shell};
 use crate::{head, kmod, netif, reaper};
@@ -35,21 +36,6 @@ pub enum NetEvent {
         /// The host name now set.
         hostname: String,
     },
-}
-
-/// An interface's IPv4 address as the boot configured it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IfAddress {
-    /// The interface, e.g. `eth0`.
-    pub iface: String,
-    /// Its address.
-    pub address: Ipv4Addr,
-    /// Its prefix length.
-    pub prefix: u8,
-    /// The default gateway, if any (on a head: kept out of the pool).
-    pub gateway: Option<Ipv4Addr>,
-    /// Whether a DHCP server gave the address (so the LAN has one).
-    pub from_dhcp: bool,
 }
 
 /// How an interface gets its address.
@@ -362,13 +348,7 @@ fn run_interface(iface: &str, addressing: Addressing, policy: Announce, shared: 
                         }
                     }
                     let configured = Configured {
-                        address: IfAddress {
-                            iface: iface.to_string(),
-                            address: lease.address,
-                            prefix: lease.prefix_len(),
-                            gateway: lease.routers.first().copied(),
-                            from_dhcp: true,
-                        },
+                        address: IfAddress::from_lease(iface, lease),
                         dhcp_hostname: lease.hostname.clone(),
                     };
                     match policy {
