@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+use crate::address::IfAddress;
 use crate::cmdline::{PxeMode, Settings, StaticIp};
-use crate::network::IfAddress;
 
 /// The head's address on a boot network where no DHCP server answered.
 pub const FALLBACK_ADDRESS: StaticIp = StaticIp {

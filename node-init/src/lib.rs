@@ -5,12 +5,12 @@
 //! read the `om.*` settings ([`cmdline`]), start root shells on the console
 //! (and serial), and in the background load the device modules ([`kmod`]),
 //! bring up the wired NICs with DHCP ([`network`], [`dhcp_client`],
-//! [`packet`], [`netif`]). Once the network is up: the cluster key
-//! ([`key`]; the head makes a fresh one), the agent, and on the head the
+//! [`packet`], [`netif`], [`address`]). Once the network is up: the cluster
+//! key ([`key`]; the head makes a fresh one), the agent, and on the head the
 //! boot medium ([`media`]) and `omboot serve` with the interface, mode and
-//! pool [`head`] derives from the address the head got. Then PID 1 loops forever: reap children, restart the
-//! supervised ones with backoff, and power off or reboot on request
-//! ([`power`]).
+//! pool [`head`] derives from the address the head got. Then PID 1 loops
+//! forever: reap children, restart the supervised ones with backoff, and
+//! power off or reboot on request ([`power`]).
 //!
 //! PID 1 must never exit (the kernel would panic): every failure is printed
 //! as an `omnode: ` line and retried; [`run`] returns only when it is not
@@ -18,9 +18,31 @@
 //!
 //! Entry points for the `omnode` binary: [`run`] (`omnode init`, and `/init`)
 //! and [`power::request`] (`omnode poweroff`, `omnode reboot`).
+//!
+//! # Layers
+//!
+//! Each module imports only from the layers below it (`say!` counts as an
+//! import of [`console`]):
+//!
+//! 1. no imports within the crate: [`address`] (the [`address::Lease`] and
+//!    [`address::IfAddress`] data), [`cmdline`], [`console`], [`key`],
+//!    [`kmod`], [`mounts`], [`packet`];
+//! 2. the pure cores and the thin system calls over layer 1: [`head`]
+//!    (address, cmdline), `dhcp_client::core` (address), [`netif`]
+//!    (address), [`reaper`] (console);
+//! 3. the shells over them: `dhcp_client::shell` (its core, netif, packet),
+//!    [`power`] (reaper, mounts);
+//! 4. [`network`] (dhcp_client, head, netif, kmod, reaper, cmdline);
+//! 5. [`media`] (kmod, and `network::modules_dir`);
+//! 6. this file: [`run`] and PID 1's loop, over everything.
+//!
+//! Architecture Invariant: there is no import cycle among the modules; a
+//! pure core ([`head`], `dhcp_client::core`) never imports the I/O shell that
+//! drives it ([`network`], `dhcp_client::shell`), and the data both share
+//! lives in [`address`], below both.
 
 use std::convert::Infallible;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +53,7 @@ macro_rules! say {
     };
 }
 
+pub mod address;
 pub mod cmdline;
 pub mod console;
 pub mod dhcp_client;
@@ -83,6 +106,23 @@ pub fn run(args: InitArgs) -> Result<Infallible, InitError> {
     let _ = console::setup_stdio();
     // Before any thread exists, so every thread inherits the blocked mask.
     reaper::take_over_signals();
+    say_hello(&mount_failures);
+    let settings = read_settings(
+        &args
+            .cmdline
+            .unwrap_or_else(|| PathBuf::from("/proc/cmdline")),
+    );
+    if let Err(e) = netif::set_up("lo") {
+        say!("{e}");
+    }
+
+    let mut sup = Supervisor::new(settings);
+    sup.main_loop()
+}
+
+/// The first console lines: the version, the kernel and how the early
+/// mounts went.
+fn say_hello(mount_failures: &[mounts::MountError]) {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     say!(
         "init {} starting on Linux {}",
@@ -93,17 +133,16 @@ pub fn run(args: InitArgs) -> Result<Infallible, InitError> {
         let points: Vec<&str> = mounts::EARLY.iter().map(|m| m.target).collect();
         say!("mounted {}", points.join(" "));
     }
-    for f in &mount_failures {
+    for f in mount_failures {
         say!("{f}");
     }
-    let cmdline_path = args
-        .cmdline
-        .unwrap_or_else(|| PathBuf::from("/proc/cmdline"));
-    let line = std::fs::read_to_string(&cmdline_path).unwrap_or_else(|e| {
-        say!(
-            "cannot read {}: {e}; using defaults",
-            cmdline_path.display()
-        );
+}
+
+/// Reads the `om.*` settings from the kernel command line in `path` (the
+/// defaults if it cannot be read) and prints the problems and the result.
+fn read_settings(path: &Path) -> cmdline::Settings {
+    let line = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        say!("cannot read {}: {e}; using defaults", path.display());
         String::new()
     });
     let (settings, problems) = cmdline::parse(&line);
@@ -122,12 +161,7 @@ pub fn run(args: InitArgs) -> Result<Infallible, InitError> {
             .map(|s| s.to_string())
             .unwrap_or_else(|| "(none)".into())
     );
-    if let Err(e) = netif::set_up("lo") {
-        say!("{e}");
-    }
-
-    let mut sup = Supervisor::new(settings);
-    sup.main_loop()
+    settings
 }
 
 /// Events from the worker threads.
@@ -138,6 +172,23 @@ enum Event {
     MediaReady,
 }
 
+/// Hands `event` to PID 1's loop and wakes it from its signal wait. Fails
+/// only when the loop is gone.
+fn notify(tx: &mpsc::Sender<Event>, event: Event) -> Result<(), mpsc::SendError<Event>> {
+    tx.send(event)?;
+    reaper::wake();
+    Ok(())
+}
+
+/// Starts a worker thread called `name`; `what` names its job in the
+/// console line if it cannot start.
+fn spawn_worker(name: &str, what: &str, work: impl FnOnce() + Send + 'static) {
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(work);
+    if let Err(e) = spawned {
+        say!("cannot start the {what}: {e}");
+    }
+}
+
 struct Supervisor {
     settings: cmdline::Settings,
     services: reaper::Services,
@@ -146,7 +197,7 @@ struct Supervisor {
     hostname: Option<String>,
     /// The address PID 1 heard of first: the agent talks on its interface
     /// and the head serves on it.
-    net: Option<network::IfAddress>,
+    net: Option<address::IfAddress>,
     key_ready: bool,
     key_started: bool,
     media_ready: bool,
@@ -169,32 +220,8 @@ impl Supervisor {
     }
 
     fn main_loop(&mut self) -> ! {
-        let now = Instant::now();
-        for tty in console::shell_ttys() {
-            say!("root shell on {}", tty.display());
-            self.services.add(
-                &format!("shell on {}", tty.display()),
-                vec!["/bin/sh".into()],
-                reaper::Attach::Tty(tty),
-                now,
-            );
-        }
-        let (net_tx, net_rx) = mpsc::channel();
-        network::start(self.settings.clone(), net_tx);
-        {
-            // Forward network events into the one channel the loop reads.
-            let tx = self.tx.clone();
-            let _ = std::thread::Builder::new()
-                .name("net-events".into())
-                .spawn(move || {
-                    for ev in net_rx {
-                        if tx.send(Event::Net(ev)).is_err() {
-                            break;
-                        }
-                        reaper::wake();
-                    }
-                });
-        }
+        self.start_shells();
+        self.start_network();
         if self.settings.role == cmdline::Role::Head {
             self.start_media();
         }
@@ -206,6 +233,37 @@ impl Supervisor {
                 say!("internal error in the init loop (see above); carrying on");
             }
         }
+    }
+
+    /// A supervised root shell on every console tty.
+    fn start_shells(&mut self) {
+        let now = Instant::now();
+        for tty in console::shell_ttys() {
+            say!("root shell on {}", tty.display());
+            self.services.add(
+                &format!("shell on {}", tty.display()),
+                vec!["/bin/sh".into()],
+                reaper::Attach::Tty(tty),
+                now,
+            );
+        }
+    }
+
+    /// Starts the network thread, and a thread forwarding its events into
+    /// the one channel the loop reads.
+    fn start_network(&self) {
+        let (net_tx, net_rx) = mpsc::channel();
+        network::start(self.settings.clone(), net_tx);
+        let tx = self.tx.clone();
+        let _ = std::thread::Builder::new()
+            .name("net-events".into())
+            .spawn(move || {
+                for ev in net_rx {
+                    if notify(&tx, Event::Net(ev)).is_err() {
+                        break;
+                    }
+                }
+            });
     }
 
     /// One turn of the loop: start what is due, wait for a signal or the
@@ -281,8 +339,8 @@ impl Supervisor {
             OMBOOT,
             &self.settings,
             net,
-            std::path::Path::new(media::MEDIA_DIR),
-            std::path::Path::new(key::KEY_FILE),
+            Path::new(media::MEDIA_DIR),
+            Path::new(key::KEY_FILE),
         ) {
             Ok(Some(argv)) => {
                 say!("starting {}", argv.join(" "));
@@ -312,59 +370,39 @@ impl Supervisor {
             return;
         }
         self.key_started = true;
-        let path = std::path::Path::new(key::KEY_FILE);
         match self.settings.key.clone() {
             // The head makes the cluster: a fresh key each boot, handed to
             // the nodes on their command line by omboot.
             None if self.settings.role == cmdline::Role::Head => {
                 let fresh = contracts::key::ClusterKey::generate();
-                match key::install(fresh.to_text().trim(), path) {
-                    Ok(()) => {
-                        say!("new cluster key written to {}", key::KEY_FILE);
-                        self.key_ready = true;
-                    }
-                    Err(e) => say!("{e}"),
-                }
+                self.install_key(fresh.to_text().trim(), "new cluster key");
             }
             None => say!(
                 "no om.key= on the kernel command line; not starting the agent (pass om.key=HEX64 or om.key=http://HEAD/…)"
             ),
-            Some(cmdline::KeySource::Hex(hex)) => match key::install(&hex, path) {
-                Ok(()) => {
-                    say!("cluster key written to {}", key::KEY_FILE);
-                    self.key_ready = true;
-                }
-                Err(e) => say!("{e}"),
-            },
+            Some(cmdline::KeySource::Hex(hex)) => self.install_key(&hex, "cluster key"),
             Some(cmdline::KeySource::Url(url)) => {
                 let tx = self.tx.clone();
-                let spawned = std::thread::Builder::new().name("key".into()).spawn(move || {
-                    let mut wait = Duration::from_secs(1);
-                    loop {
-                        match key::fetch(&url).and_then(|k| key::install(&k, std::path::Path::new(key::KEY_FILE))) {
-                            Ok(()) => {
-                                say!("cluster key fetched from {url}");
-                                let _ = tx.send(Event::KeyReady);
-                                reaper::wake();
-                                return;
-                            }
-                            Err(e) => {
-                                say!("{e}; retrying in {}s", wait.as_secs());
-                                std::thread::sleep(wait);
-                                wait = (wait * 2).min(Duration::from_secs(30));
-                            }
-                        }
-                    }
-                });
-                if let Err(e) = spawned {
-                    say!("cannot start the key fetch: {e}");
-                }
+                spawn_worker("key", "key fetch", move || fetch_key(&url, &tx));
             }
         }
     }
 
+    /// Writes the key given as `hex` to [`key::KEY_FILE`]; `what` starts the
+    /// console line that says so.
+    fn install_key(&mut self, hex: &str, what: &str) {
+        match key::install(hex, Path::new(key::KEY_FILE)) {
+            Ok(()) => {
+                say!("{what} written to {}", key::KEY_FILE);
+                self.key_ready = true;
+            }
+            Err(e) => say!("{e}"),
+        }
+    }
+
+    /// Once the host name and the key are known: the agent.
     fn maybe_start_agent(&mut self) {
-        let Some(name) = self.hostname.clone() else {
+        let Some(name) = &self.hostname else {
             return;
         };
         if !self.key_ready || self.services.contains("agent") {
@@ -375,41 +413,7 @@ impl Supervisor {
             .filter(|p| p.exists())
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| OMNODE.to_string());
-        let mut argv = vec![
-            exe,
-            "agent".into(),
-            "--key-file".into(),
-            key::KEY_FILE.into(),
-            "--name".into(),
-            name,
-            "--cluster".into(),
-            head::cluster_id(&self.settings).to_string(),
-        ];
-        // Not the default route's interface: a head with an uplink NIC
-        // serves the cluster on the other one.
-        if let Some(net) = &self.net {
-            argv.push("--interface".into());
-            argv.push(net.iface.clone());
-        }
-        let serving =
-            self.settings.role == cmdline::Role::Head && self.settings.pxe != cmdline::PxeMode::Off;
-        if let Some(net) = self.net.as_ref().filter(|_| serving) {
-            // The head checks in with its own boot server, so the nodes
-            // list shows it too.
-            argv.push("--checkin".into());
-            argv.push(format!(
-                "http://{}:{}/api/v1/checkin",
-                net.address, self.settings.http_port
-            ));
-        } else if let Some(server) = self.settings.server {
-            argv.push("--seed".into());
-            argv.push(server.to_string());
-            argv.push("--checkin".into());
-            argv.push(format!(
-                "http://{server}:{}/api/v1/checkin",
-                self.settings.http_port
-            ));
-        }
+        let argv = agent_argv(exe, &self.settings, name, self.net.as_ref());
         say!("starting agent: {}", argv.join(" "));
         self.services
             .add("agent", argv, reaper::Attach::Console, Instant::now());
@@ -417,34 +421,147 @@ impl Supervisor {
 
     fn start_media(&self) {
         let tx = self.tx.clone();
-        let spawned = std::thread::Builder::new()
-            .name("media".into())
-            .spawn(move || {
-                // Block drivers load in the network thread's module pass; give
-                // them a few rounds before complaining.
-                for attempt in 1.. {
-                    match media::mount_media() {
-                        Ok(dev) => {
-                            say!(
-                                "boot medium {} mounted on {}",
-                                dev.display(),
-                                media::MEDIA_DIR
-                            );
-                            let _ = tx.send(Event::MediaReady);
-                            reaper::wake();
-                            return;
-                        }
-                        Err(e) => {
-                            if attempt == 3 || attempt % 20 == 0 {
-                                say!("{e}; still looking");
-                            }
-                            std::thread::sleep(Duration::from_secs(3));
-                        }
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            say!("cannot start the boot medium search: {e}");
+        spawn_worker("media", "boot medium search", move || find_media(&tx));
+    }
+}
+
+/// The `omnode agent` command line: `exe` is the omnode binary, `name` the
+/// host name, `net` the address PID 1 heard of first.
+fn agent_argv(
+    exe: String,
+    settings: &cmdline::Settings,
+    name: &str,
+    net: Option<&address::IfAddress>,
+) -> Vec<String> {
+    let mut argv = vec![
+        exe,
+        "agent".into(),
+        "--key-file".into(),
+        key::KEY_FILE.into(),
+        "--name".into(),
+        name.into(),
+        "--cluster".into(),
+        head::cluster_id(settings).to_string(),
+    ];
+    // Not the default route's interface: a head with an uplink NIC
+    // serves the cluster on the other one.
+    if let Some(net) = net {
+        argv.push("--interface".into());
+        argv.push(net.iface.clone());
+    }
+    let serving = settings.role == cmdline::Role::Head && settings.pxe != cmdline::PxeMode::Off;
+    if let Some(net) = net.filter(|_| serving) {
+        // The head checks in with its own boot server, so the nodes
+        // list shows it too.
+        argv.push("--checkin".into());
+        argv.push(format!(
+            "http://{}:{}/api/v1/checkin",
+            net.address, settings.http_port
+        ));
+    } else if let Some(server) = settings.server {
+        argv.push("--seed".into());
+        argv.push(server.to_string());
+        argv.push("--checkin".into());
+        argv.push(format!(
+            "http://{server}:{}/api/v1/checkin",
+            settings.http_port
+        ));
+    }
+    argv
+}
+
+/// The key thread: fetches the key from `url` and installs it, retrying
+/// with backoff until it works, then tells the loop.
+fn fetch_key(url: &str, tx: &mpsc::Sender<Event>) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match key::fetch(url).and_then(|k| key::install(&k, Path::new(key::KEY_FILE))) {
+            Ok(()) => {
+                say!("cluster key fetched from {url}");
+                let _ = notify(tx, Event::KeyReady);
+                return;
+            }
+            Err(e) => {
+                say!("{e}; retrying in {}s", wait.as_secs());
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
         }
+    }
+}
+
+/// The media thread: looks for the boot medium every 3 s until it is
+/// mounted, then tells the loop.
+fn find_media(tx: &mpsc::Sender<Event>) {
+    // Block drivers load in the network thread's module pass; give them a
+    // few rounds before complaining.
+    for attempt in 1.. {
+        match media::mount_media() {
+            Ok(dev) => {
+                say!(
+                    "boot medium {} mounted on {}",
+                    dev.display(),
+                    media::MEDIA_DIR
+                );
+                let _ = notify(tx, Event::MediaReady);
+                return;
+            }
+            Err(e) => {
+                if attempt == 3 || attempt % 20 == 0 {
+                    say!("{e}; still looking");
+                }
+                std::thread::sleep(Duration::from_secs(3));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::{expect, Expect};
+
+    fn check_agent_argv(line: &str, net: Option<&str>, expect: Expect) {
+        let (settings, problems) = cmdline::parse(line);
+        assert!(problems.is_empty(), "{problems:?}");
+        let net = net.map(|a| address::IfAddress {
+            iface: "eth0".into(),
+            address: a.parse().unwrap(),
+            prefix: 24,
+            gateway: None,
+            from_dhcp: false,
+        });
+        let argv = agent_argv("/bin/omnode".into(), &settings, "n1", net.as_ref());
+        expect.assert_eq(&argv.join(" "));
+    }
+
+    #[test]
+    fn agent_seeds_from_the_server_and_checks_in_with_it() {
+        check_agent_argv(
+            "om.server=10.77.0.1 om.cluster=lab",
+            Some("10.77.0.130"),
+            expect!["/bin/omnode agent --key-file /run/omcluster.key --name n1 --cluster lab --interface eth0 --seed 10.77.0.1 --checkin http://10.77.0.1:80/api/v1/checkin"],
+        );
+        check_agent_argv(
+            "om.role=node",
+            None,
+            expect![
+                "/bin/omnode agent --key-file /run/omcluster.key --name n1 --cluster omcluster"
+            ],
+        );
+    }
+
+    #[test]
+    fn serving_head_checks_in_with_itself() {
+        check_agent_argv(
+            "om.role=head om.server=10.0.0.9 om.http=8080",
+            Some("10.77.0.1"),
+            expect!["/bin/omnode agent --key-file /run/omcluster.key --name n1 --cluster omcluster --interface eth0 --checkin http://10.77.0.1:8080/api/v1/checkin"],
+        );
+        check_agent_argv(
+            "om.role=head om.pxe=off om.server=10.0.0.9",
+            Some("10.77.0.1"),
+            expect!["/bin/omnode agent --key-file /run/omcluster.key --name n1 --cluster omcluster --interface eth0 --seed 10.0.0.9 --checkin http://10.0.0.9:80/api/v1/checkin"],
+        );
     }
 }

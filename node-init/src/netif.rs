@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use crate::dhcp_client::Lease;
+use crate::address::Lease;
 
 /// A failed interface operation.
 #[derive(Debug, thiserror::Error)]

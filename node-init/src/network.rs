@@ -6,7 +6,9 @@
 //! (it takes [`head::FALLBACK_ADDRESS`]), else on the first leased one.
 //!
 //! `plan` (pure, tested) says how each NIC gets its address and whether
-//! PID 1 hears of it.
+//! PID 1 hears of it; `bring_up` finds the NICs and starts a thread per NIC
+//! (`run_interface`), whose DHCP events `DhcpNic` turns into interface
+//! configuration, console lines and election reports.
 //!
 //! Nothing here can stop the boot: a missing driver, no NIC or no DHCP
 //! answer is printed and retried while the shell stays usable.
@@ -20,6 +22,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::address::{IfAddress, Lease};
 use crate::cmdline::{Role, Settings, StaticIp};
 use crate::dhcp_client::{hostname_from_mac, LeaseEvent, Notice, Shell};
 use crate::{head, kmod, netif, reaper};
@@ -35,21 +38,6 @@ pub enum NetEvent {
         /// The host name now set.
         hostname: String,
     },
-}
-
-/// An interface's IPv4 address as the boot configured it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IfAddress {
-    /// The interface, e.g. `eth0`.
-    pub iface: String,
-    /// Its address.
-    pub address: Ipv4Addr,
-    /// Its prefix length.
-    pub prefix: u8,
-    /// The default gateway, if any (on a head: kept out of the pool).
-    pub gateway: Option<Ipv4Addr>,
-    /// Whether a DHCP server gave the address (so the LAN has one).
-    pub from_dhcp: bool,
 }
 
 /// How an interface gets its address.
@@ -285,6 +273,8 @@ fn apply_static(iface: &str, mac: &str, ip: StaticIp, shared: &Shared) {
     }
 }
 
+/// An interface's thread: link up, then its static address or a DHCP
+/// client for ever.
 fn run_interface(iface: &str, addressing: Addressing, policy: Announce, shared: &Shared) {
     let mac = netif::mac_address(iface)
         .map(mac_string)
@@ -304,129 +294,29 @@ fn run_interface(iface: &str, addressing: Addressing, policy: Announce, shared: 
         apply_static(iface, &mac, ip, shared);
         return;
     }
-    let probing = addressing == Addressing::HeadProbe;
-    // Set once this NIC has told the election no DHCP server answered.
-    let mut probe_reported = false;
     say!("{iface} ({mac}) up, asking DHCP");
-    let mut is_primary = false;
+    let mut nic = DhcpNic {
+        iface,
+        policy,
+        probing: addressing == Addressing::HeadProbe,
+        shared,
+        is_primary: false,
+        probe_reported: false,
+    };
     loop {
         let mut shell = match Shell::new(iface) {
             Ok(s) => s,
             Err(e) => {
-                if probing {
-                    if let Some(chosen) = shared.elect(|el| el.withdraw(iface)) {
-                        announce(chosen, shared);
-                    }
+                if nic.probing {
+                    nic.withdraw();
                 }
                 say!("{e}; retrying in 5s");
                 std::thread::sleep(Duration::from_secs(5));
                 continue;
             }
         };
-        let result = shell.run(|event| {
-            match event {
-                LeaseEvent::Bound(lease) => {
-                    if !is_primary {
-                        is_primary = !shared.primary.swap(true, Ordering::SeqCst);
-                    }
-                    match netif::apply_lease(iface, lease, is_primary) {
-                        Ok(()) => say!(
-                            "{iface}: DHCP lease {}/{} from {}, router {}, dns {}, {}s",
-                            lease.address,
-                            lease.prefix_len(),
-                            lease.server,
-                            lease
-                                .routers
-                                .first()
-                                .map(|r| r.to_string())
-                                .unwrap_or_else(|| "none".into()),
-                            if lease.dns.is_empty() {
-                                "none".to_string()
-                            } else {
-                                lease
-                                    .dns
-                                    .iter()
-                                    .map(|d| d.to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(",")
-                            },
-                            lease.lease_time.as_secs()
-                        ),
-                        Err(e) => say!("{e}"),
-                    }
-                    if is_primary {
-                        if let Err(e) =
-                            netif::write_resolv_conf(&lease.dns, lease.domain.as_deref())
-                        {
-                            say!("{e}");
-                        }
-                    }
-                    let configured = Configured {
-                        address: IfAddress {
-                            iface: iface.to_string(),
-                            address: lease.address,
-                            prefix: lease.prefix_len(),
-                            gateway: lease.routers.first().copied(),
-                            from_dhcp: true,
-                        },
-                        dhcp_hostname: lease.hostname.clone(),
-                    };
-                    match policy {
-                        Announce::IfFirst => announce(configured, shared),
-                        Announce::Never => {}
-                        Announce::Elected => {
-                            if let Some(chosen) =
-                                shared.elect(|el| el.leased(iface, configured))
-                            {
-                                announce(chosen, shared);
-                            }
-                        }
-                    }
-                }
-                LeaseEvent::Renewed(lease) => {
-                    tracing::info!(iface, address = %lease.address, "dhcp lease renewed");
-                }
-                LeaseEvent::Lost(lease) => {
-                    say!("{iface}: DHCP lease {} lost; asking again", lease.address);
-                    if let Err(e) = netif::clear_address(iface) {
-                        say!("{e}");
-                    }
-                }
-                LeaseEvent::Notice(Notice::NoOffer { attempts }) => {
-                    if probing && !probe_reported && *attempts >= head::DHCP_PROBE_TRIES {
-                        if !netif::has_carrier(iface) {
-                            // Not a network at all: no reason to serve here
-                            // or to keep the other NICs waiting.
-                            if let Some(chosen) = shared.elect(|el| el.withdraw(iface)) {
-                                announce(chosen, shared);
-                            }
-                        } else if shared.elect(|el| el.no_server(iface)) {
-                            probe_reported = true;
-                            let ip = head::FALLBACK_ADDRESS;
-                            say!(
-                                "{iface}: no DHCP server answered {attempts} tries; this is a boot network of our own: taking {}/{}",
-                                ip.address,
-                                ip.prefix
-                            );
-                            return ControlFlow::Break(());
-                        } else {
-                            probe_reported = true;
-                            say!("{iface}: no DHCP server answered {attempts} tries; the cluster is served on another NIC; still trying");
-                            return ControlFlow::Continue(());
-                        }
-                    }
-                    say!("{iface}: no DHCP answer after {attempts} tries; still trying")
-                }
-                LeaseEvent::Notice(Notice::Nak { server }) => {
-                    say!("{iface}: DHCP server {server} refused the request; starting over")
-                }
-                LeaseEvent::Notice(Notice::RequestTimedOut { address }) => {
-                    say!("{iface}: no DHCP answer to the request for {address}; starting over")
-                }
-            }
-            ControlFlow::Continue(())
-        });
-        if result.is_ok() && probing {
+        let result = shell.run(|event| nic.on_lease_event(event));
+        if result.is_ok() && nic.probing {
             // Only the election's fallback breaks the client's loop.
             apply_static(iface, &mac, head::FALLBACK_ADDRESS, shared);
             return;
@@ -436,6 +326,144 @@ fn run_interface(iface: &str, addressing: Addressing, policy: Announce, shared: 
             std::thread::sleep(Duration::from_secs(5));
         }
     }
+}
+
+/// One interface's DHCP client as the network thread sees it: what it does
+/// with the client's [`LeaseEvent`]s.
+struct DhcpNic<'a> {
+    iface: &'a str,
+    policy: Announce,
+    /// The head's probe ([`Addressing::HeadProbe`]).
+    probing: bool,
+    shared: &'a Shared,
+    /// Whether this NIC holds the default route and writes resolv.conf.
+    is_primary: bool,
+    /// Set once this NIC has told the election no DHCP server answered.
+    probe_reported: bool,
+}
+
+impl DhcpNic<'_> {
+    /// Handles one event; breaks the client's loop only when the election
+    /// makes this NIC take [`head::FALLBACK_ADDRESS`].
+    fn on_lease_event(&mut self, event: &LeaseEvent) -> ControlFlow<()> {
+        let iface = self.iface;
+        match event {
+            LeaseEvent::Bound(lease) => self.on_bound(lease),
+            LeaseEvent::Renewed(lease) => {
+                tracing::info!(iface, address = %lease.address, "dhcp lease renewed");
+            }
+            LeaseEvent::Lost(lease) => {
+                say!("{iface}: DHCP lease {} lost; asking again", lease.address);
+                if let Err(e) = netif::clear_address(iface) {
+                    say!("{e}");
+                }
+            }
+            LeaseEvent::Notice(Notice::NoOffer { attempts }) => return self.on_no_offer(*attempts),
+            LeaseEvent::Notice(Notice::Nak { server }) => {
+                say!("{iface}: DHCP server {server} refused the request; starting over")
+            }
+            LeaseEvent::Notice(Notice::RequestTimedOut { address }) => {
+                say!("{iface}: no DHCP answer to the request for {address}; starting over")
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// A new lease: configure the interface (and, on the primary NIC, the
+    /// default route and resolv.conf), then announce it as the policy says.
+    fn on_bound(&mut self, lease: &Lease) {
+        let iface = self.iface;
+        let shared = self.shared;
+        if !self.is_primary {
+            self.is_primary = !shared.primary.swap(true, Ordering::SeqCst);
+        }
+        match netif::apply_lease(iface, lease, self.is_primary) {
+            Ok(()) => say!("{}", lease_line(iface, lease)),
+            Err(e) => say!("{e}"),
+        }
+        if self.is_primary {
+            if let Err(e) = netif::write_resolv_conf(&lease.dns, lease.domain.as_deref()) {
+                say!("{e}");
+            }
+        }
+        let configured = Configured {
+            address: IfAddress::from_lease(iface, lease),
+            dhcp_hostname: lease.hostname.clone(),
+        };
+        match self.policy {
+            Announce::IfFirst => announce(configured, shared),
+            Announce::Never => {}
+            Announce::Elected => {
+                if let Some(chosen) = shared.elect(|el| el.leased(iface, configured)) {
+                    announce(chosen, shared);
+                }
+            }
+        }
+    }
+
+    /// DISCOVERs went unanswered. On the head's probe, after
+    /// [`head::DHCP_PROBE_TRIES`], this NIC reports to the election once:
+    /// no link withdraws it; the NIC elected breaks the client's loop to
+    /// take [`head::FALLBACK_ADDRESS`].
+    fn on_no_offer(&mut self, attempts: u32) -> ControlFlow<()> {
+        let iface = self.iface;
+        if self.probing && !self.probe_reported && attempts >= head::DHCP_PROBE_TRIES {
+            if !netif::has_carrier(iface) {
+                // Not a network at all: no reason to serve here or to keep
+                // the other NICs waiting.
+                self.withdraw();
+            } else if self.shared.elect(|el| el.no_server(iface)) {
+                self.probe_reported = true;
+                let ip = head::FALLBACK_ADDRESS;
+                say!(
+                    "{iface}: no DHCP server answered {attempts} tries; this is a boot network of our own: taking {}/{}",
+                    ip.address,
+                    ip.prefix
+                );
+                return ControlFlow::Break(());
+            } else {
+                self.probe_reported = true;
+                say!("{iface}: no DHCP server answered {attempts} tries; the cluster is served on another NIC; still trying");
+                return ControlFlow::Continue(());
+            }
+        }
+        say!("{iface}: no DHCP answer after {attempts} tries; still trying");
+        ControlFlow::Continue(())
+    }
+
+    /// Takes this NIC out of the head's election, announcing the NIC that
+    /// settles it if it does.
+    fn withdraw(&self) {
+        if let Some(chosen) = self.shared.elect(|el| el.withdraw(self.iface)) {
+            announce(chosen, self.shared);
+        }
+    }
+}
+
+/// The console line for a new lease on `iface`.
+fn lease_line(iface: &str, lease: &Lease) -> String {
+    let router = lease
+        .routers
+        .first()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "none".into());
+    let dns = if lease.dns.is_empty() {
+        "none".to_string()
+    } else {
+        lease
+            .dns
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "{iface}: DHCP lease {}/{} from {}, router {router}, dns {dns}, {}s",
+        lease.address,
+        lease.prefix_len(),
+        lease.server,
+        lease.lease_time.as_secs()
+    )
 }
 
 #[cfg(test)]
@@ -475,6 +503,33 @@ mod tests {
             "om.role=head om.pxe=dhcp",
             (Static(head::FALLBACK_ADDRESS), IfFirst),
             (Dhcp, Never),
+        );
+    }
+
+    #[test]
+    fn lease_lines() {
+        let mut lease = Lease {
+            address: Ipv4Addr::new(10, 77, 10, 55),
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+            broadcast: None,
+            routers: vec![Ipv4Addr::new(10, 77, 10, 1)],
+            dns: vec![Ipv4Addr::new(10, 77, 10, 1)],
+            domain: None,
+            hostname: None,
+            server: Ipv4Addr::new(10, 77, 10, 1),
+            lease_time: Duration::from_secs(120),
+            renew_after: Duration::from_secs(60),
+            rebind_after: Duration::from_secs(105),
+        };
+        assert_eq!(
+            lease_line("eth0", &lease),
+            "eth0: DHCP lease 10.77.10.55/24 from 10.77.10.1, router 10.77.10.1, dns 10.77.10.1, 120s"
+        );
+        lease.routers.clear();
+        lease.dns = vec![Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3)];
+        assert_eq!(
+            lease_line("eth1", &lease),
+            "eth1: DHCP lease 10.77.10.55/24 from 10.77.10.1, router none, dns 10.0.0.2,10.0.0.3, 120s"
         );
     }
 }
