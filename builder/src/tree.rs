@@ -220,6 +220,21 @@ impl Tree {
             .map(|(k, v)| (k.as_str(), v))
     }
 
+    /// The bytes of the regular file `path` names, following symlinks (see
+    /// [`Tree::resolve`]); `None` if it names nothing or no regular file.
+    pub fn file(&self, path: &str) -> Option<Arc<Vec<u8>>> {
+        match self.resolve(path) {
+            Some((
+                _,
+                Entry {
+                    node: Node::File(d),
+                    ..
+                },
+            )) => Some(d.clone()),
+            _ => None,
+        }
+    }
+
     /// Follow symlinks (absolute or relative, up to 16 hops) from `path` to
     /// the entry it finally names, resolving symlinked parent directories.
     pub fn resolve(&self, path: &str) -> Option<(String, &Entry)> {
