@@ -1,23 +1,37 @@
 //! `ombuild image`: the whole build, from recipe to image directory.
 //!
-//! [`build`] runs the stages below in order. Each is a function in a
-//! submodule of this one that takes the results of the stages before it and
-//! returns its own typed result:
+//! [`build`] runs the stages below in order, each a function in a
+//! submodule of this one that takes the results of the stages before it
+//! and returns its own typed result:
 //!
-//! | stage     | function              | result     | what it does |
-//! |-----------|-----------------------|------------|--------------|
-//! | resolve   | `lock::resolve`       | `Resolved` | read the recipe, find the mirror and the cache, read the lockfile; if there is none, it no longer matches the recipe, or `--update` is given: fetch `InRelease`, verify its signature, fetch `Packages` checked against `Release`, resolve, write the lockfile |
-//! | fetch     | `debs::fetch`         | `Debs`     | make sure every locked `.deb` the image uses is in the cache with its SHA256, and sort them into the kernel, initramfs and boot roles |
-//! | unpack    | `debs::unpack`        | `Trees`    | check each `.deb` again and unpack it in memory, one tree per role, in parallel |
-//! | kernel    | `kernel::select`      | `Kernel`   | find `vmlinuz`, select the recipe's modules and their dependencies, make `modules.dep`/`modules.alias` |
-//! | initramfs | `initrd::assemble`    | `Initrd`   | read the programs (agent, omctl, omboot) and the recipe's extra files, assemble the initramfs, write and compress the cpio |
-//! | boot kit  | `media::boot_kit`     | `ImageDir` | `vmlinuz`, `initrd.img` and `ipxe/…` from the boot packages |
-//! | iso       | `media::iso`          | `OutFile`  | `<name>.iso`, holding the image directory and its manifest |
-//! | manifest  | `dir::ImageDir::manifest`, `write` | `Manifest` | `manifest.json` over every file, then everything written to `--out` |
+//! 1. **resolve** (`lock::resolve` → `Resolved`): read the recipe, pick the
+//!    cache and the mirror, read the lockfile; if there is none, it no
+//!    longer matches the recipe, or `--update` is given: fetch `InRelease`,
+//!    verify its signature, fetch `Packages` checked against `Release`,
+//!    resolve, write the lockfile;
+//! 2. **fetch** (`debs::fetch` → `Debs`): make sure every locked `.deb` the
+//!    image uses (the kernel, initramfs and boot roles) is in the cache with
+//!    its SHA256;
+//! 3. **unpack** (`debs::unpack` → `Trees`): check each `.deb` again and
+//!    unpack it in memory, one tree per role, the roles in parallel;
+//! 4. **kernel** (`kernel::select` → `Kernel`): find `vmlinuz`, select the
+//!    recipe's modules with their dependencies, make `modules.dep` and
+//!    `modules.alias`;
+//! 5. **initramfs** (`initrd::assemble` → `Initrd`): read the programs
+//!    (agent, omctl, omboot) and the recipe's extra files, assemble the
+//!    initramfs, write the cpio and compress it;
+//! 6. **boot kit** (`media::boot_kit` → `ImageDir`): `vmlinuz`,
+//!    `initrd.img` and `ipxe/…` from the boot packages;
+//! 7. **iso** (`media::iso` → `OutFile`): `<name>.iso`, holding the image
+//!    directory and its manifest;
+//! 8. **manifest** (`ImageDir::manifest` → `Manifest`, then
+//!    `ImageDir::write`, in `dir`): `manifest.json` over every file, and
+//!    everything written to `--out`.
 //!
 //! [`Options`] (the flags), [`Error`] (every stage's errors, with the exit
 //! codes) and [`Report`] live here. The stages log under this module's
-//! target (`builder::image`) so the progress lines keep one prefix.
+//! target (`info!(target: LOG_TARGET, …)`) so the progress lines keep the
+//! prefix they had before the stages were split out.
 //!
 //! Every output file is written to a temporary name and renamed, and
 //! carries no timestamp or random value: the same recipe and lockfile give
@@ -50,6 +64,9 @@ use crate::resolve::ResolveError;
 
 pub use lock::lock_path;
 pub use media::IPXE_FILES;
+
+/// The tracing target of every stage's log lines: this module's path.
+const LOG_TARGET: &str = "builder::image";
 
 /// The Debian archive keyring installed by `debian-archive-keyring`.
 pub const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";

@@ -324,4 +324,15 @@ mod tests {
         assert_eq!(p, "usr/lib/libc.so.6");
         assert!(t.add_file("lib/foo", vec![], 0o644, 0).is_err());
     }
+
+    #[test]
+    fn file_follows_symlinks_to_regular_files_only() {
+        let mut t = Tree::new();
+        t.add_file("boot/ipxe.efi", vec![7], 0o644, 0).unwrap();
+        t.add_symlink("usr/lib/ipxe/ipxe.efi", "/boot/ipxe.efi", 0)
+            .unwrap();
+        assert_eq!(t.file("usr/lib/ipxe/ipxe.efi").as_deref(), Some(&vec![7]));
+        assert_eq!(t.file("usr/lib/ipxe"), None);
+        assert_eq!(t.file("usr/lib/ipxe/missing.efi"), None);
+    }
 }

@@ -12,7 +12,7 @@ use tracing::info;
 
 use super::kernel::Kernel;
 use super::lock::Resolved;
-use super::{Error, Options};
+use super::{Error, Options, LOG_TARGET};
 use crate::cpio;
 use crate::initramfs::{self, Program};
 use crate::recipe::{FileSource, Recipe};
@@ -84,7 +84,7 @@ fn program(
             data,
         })),
         Err(e) if !required && given.is_none() && e.kind() == std::io::ErrorKind::NotFound => {
-            info!(target: "builder::image", program = what, path = %path.display(), "not found, leaving it out of the image");
+            info!(target: LOG_TARGET, program = what, path = %path.display(), "not found, leaving it out of the image");
             Ok(None)
         }
         Err(source) => Err(Error::Program { what, path, source }),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::info;
 
-use super::{write_atomic, Error, Options};
+use super::{write_atomic, Error, Options, LOG_TARGET};
 use crate::debian;
 use crate::fetch::{io_error, FetchError, Fetcher, Want};
 use crate::lockfile::Lockfile;
@@ -73,7 +73,7 @@ pub(super) fn resolve(opts: &Options) -> Result<Resolved, Error> {
         }
         other => {
             if other.is_some() && !opts.update {
-                info!(target: "builder::image", lockfile = %lock_file.display(), "lockfile does not match the recipe, resolving again");
+                info!(target: LOG_TARGET, lockfile = %lock_file.display(), "lockfile does not match the recipe, resolving again");
             }
             let index_dir = cache
                 .join("dists")
@@ -84,7 +84,7 @@ pub(super) fn resolve(opts: &Options) -> Result<Resolved, Error> {
             let sel = resolve::resolve(&index, &roots, &recipe.prune)?;
             let lock = Lockfile::from_selection(&recipe.suite, arch, &roots, &recipe.prune, &sel);
             write_atomic(&lock_file, lock.to_toml().as_bytes())?;
-            info!(target: "builder::image", lockfile = %lock_file.display(), packages = lock.packages.len(), "lockfile written");
+            info!(target: LOG_TARGET, lockfile = %lock_file.display(), packages = lock.packages.len(), "lockfile written");
             (lock, true)
         }
     };
@@ -98,6 +98,8 @@ pub(super) fn resolve(opts: &Options) -> Result<Resolved, Error> {
     })
 }
 
+/// The timestamp of generated files: `SOURCE_DATE_EPOCH` if set, else the
+/// recipe's.
 fn effective_epoch(recipe: &Recipe) -> u64 {
     std::env::var("SOURCE_DATE_EPOCH")
         .ok()
@@ -150,7 +152,7 @@ fn load_index(
     };
     let what = format!("InRelease of {suite}");
     let release_text = keyring.verify_cleartext(&what, &String::from_utf8_lossy(&inrelease))?;
-    info!(target: "builder::image", suite = %suite, "InRelease signature verified");
+    info!(target: LOG_TARGET, suite = %suite, "InRelease signature verified");
     let release = debian::parse_release(&release_text)?;
     let arch = recipe.architecture.debian();
     let mut packages = Vec::new();
@@ -185,6 +187,6 @@ fn load_index(
         })?;
         packages.extend(debian::parse_packages(&text)?);
     }
-    info!(target: "builder::image", packages = packages.len(), "package index loaded");
+    info!(target: LOG_TARGET, packages = packages.len(), "package index loaded");
     Ok(packages)
 }
