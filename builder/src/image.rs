@@ -1,53 +1,75 @@
 //! `ombuild image`: the whole build, from recipe to image directory.
 //!
-//! 1. read the recipe and its lockfile; if there is no lockfile, it no
+//! [`build`] runs the stages below in order, each a function in a
+//! submodule of this one that takes the results of the stages before it
+//! and returns its own typed result:
+//!
+//! 1. **resolve** (`lock::resolve` → `Resolved`): read the recipe, pick the
+//!    cache and the mirror, read the lockfile; if there is none, it no
 //!    longer matches the recipe, or `--update` is given: fetch `InRelease`,
 //!    verify its signature, fetch `Packages` checked against `Release`,
 //!    resolve, write the lockfile;
-//! 2. make sure every locked `.deb` is in the cache with its SHA256;
-//! 3. unpack them in memory (kernel, initramfs and boot packages apart);
-//! 4. select kernel modules, assemble the initramfs, write the cpio;
-//! 5. write `vmlinuz`, `initrd.img`, `ipxe/…`, `<name>.iso`, `manifest.json`.
+//! 2. **fetch** (`debs::fetch` → `Debs`): make sure every locked `.deb` the
+//!    image uses (the kernel, initramfs and boot roles) is in the cache with
+//!    its SHA256;
+//! 3. **unpack** (`debs::unpack` → `Trees`): check each `.deb` again and
+//!    unpack it in memory, one tree per role, the roles in parallel;
+//! 4. **kernel** (`kernel::select` → `Kernel`): find `vmlinuz`, select the
+//!    recipe's modules with their dependencies, make `modules.dep` and
+//!    `modules.alias`;
+//! 5. **initramfs** (`initrd::assemble` → `Initrd`): read the programs
+//!    (agent, omctl, omboot) and the recipe's extra files, assemble the
+//!    initramfs, write the cpio and compress it;
+//! 6. **boot kit** (`media::boot_kit` → `ImageDir`): `vmlinuz`,
+//!    `initrd.img` and `ipxe/…` from the boot packages;
+//! 7. **iso** (`media::iso` → `OutFile`): `<name>.iso`, holding the image
+//!    directory and its manifest;
+//! 8. **manifest** (`ImageDir::manifest` → `Manifest`, then
+//!    `ImageDir::write`, in `dir`): `manifest.json` over every file, and
+//!    everything written to `--out`.
+//!
+//! [`Options`] (the flags), [`Error`] (every stage's errors, with the exit
+//! codes) and [`Report`] live here. The stages log under this module's
+//! target (`info!(target: LOG_TARGET, …)`) so the progress lines keep the
+//! prefix they had before the stages were split out.
 //!
 //! Every output file is written to a temporary name and renamed, and
 //! carries no timestamp or random value: the same recipe and lockfile give
 //! the same bytes.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
+mod debs;
+mod dir;
+mod initrd;
+mod kernel;
+mod lock;
+mod media;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::info;
 
-use crate::deb::{self, DebError};
-use crate::debian::{self, MetaError};
-use crate::fetch::{io_error, sha256_hex, FetchError, Fetcher, Want};
-use crate::initramfs::{self, InitramfsError, Program};
-use crate::iso::{self, BootEntry, BootMedia, IsoError, IsoFile};
-use crate::lockfile::{LockError, LockedPackage, Lockfile};
-use crate::manifest::{Artifact, Manifest, ManifestPackage};
-use crate::modules::{self, ModuleError};
-use crate::openpgp::{Keyring, SignatureError};
-use crate::recipe::{FileSource, Recipe, RecipeError};
-use crate::resolve::{self, ResolveError};
-use crate::tree::{Node, Tree};
-use crate::{cpio, mirror};
+use crate::cpio;
+use crate::deb::DebError;
+use crate::debian::MetaError;
+use crate::fetch::{io_error, FetchError};
+use crate::initramfs::InitramfsError;
+use crate::iso::IsoError;
+use crate::lockfile::LockError;
+use crate::manifest::Manifest;
+use crate::modules::ModuleError;
+use crate::openpgp::SignatureError;
+use crate::recipe::RecipeError;
+use crate::resolve::ResolveError;
+
+pub use lock::lock_path;
+pub use media::IPXE_FILES;
+
+/// The tracing target of every stage's log lines: this module's path.
+const LOG_TARGET: &str = "builder::image";
 
 /// The Debian archive keyring installed by `debian-archive-keyring`.
 pub const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
-
-/// The boot kit files taken from the `ipxe` package: (path in it, output name).
-pub const IPXE_FILES: &[(&str, &str)] = &[
-    ("usr/lib/ipxe/undionly.kpxe", "ipxe/undionly.kpxe"),
-    ("usr/lib/ipxe/snponly.efi", "ipxe/snponly.efi"),
-    ("usr/lib/ipxe/ipxe.efi", "ipxe/ipxe.efi"),
-];
-
-const ISOLINUX_BIN: &str = "usr/lib/ISOLINUX/isolinux.bin";
-const ISOHDPFX_BIN: &str = "usr/lib/ISOLINUX/isohdpfx.bin";
-const LDLINUX_C32: &str = "usr/lib/syslinux/modules/bios/ldlinux.c32";
 
 /// What to build and how (the CLI flags).
 #[derive(Debug, Clone)]
@@ -235,400 +257,34 @@ pub struct Report {
     pub lock_written: bool,
 }
 
-fn effective_epoch(recipe: &Recipe) -> u64 {
-    std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(recipe.epoch)
-}
-
-/// The lockfile path for a recipe: `x.toml` → `x.lock`.
-pub fn lock_path(recipe: &Path) -> PathBuf {
-    recipe.with_extension("lock")
-}
-
-fn sanitize(url: &str) -> String {
-    url.trim_start_matches("http://")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// Build the image.
+/// Build the image: the stages of the module doc, in order.
 pub fn build(opts: &Options) -> Result<Report, Error> {
     let t0 = Instant::now();
-    let recipe = Recipe::load(&opts.recipe)?;
-    let epoch = effective_epoch(&recipe);
-    let arch = recipe.architecture.debian();
-    let cache = match &opts.cache {
-        Some(c) => c.clone(),
-        None => crate::fetch::default_cache_dir().ok_or(Error::NoCacheDir)?,
-    };
-    let mirror_url = recipe
-        .mirror
-        .clone()
-        .or_else(|| opts.mirror.clone())
-        .or_else(|| mirror::pick(&mirror::host_sources(&opts.apt_dir), &recipe.suite));
-    if mirror_url.is_none() && !opts.offline {
-        return Err(Error::NoMirror {
-            suite: recipe.suite.clone(),
-            apt_dir: opts.apt_dir.display().to_string(),
-        });
-    }
-    let fetcher = Fetcher::new(mirror_url.clone(), opts.offline);
-    let roots = recipe.roots();
-
-    let lock_file = lock_path(&opts.recipe);
-    let existing = Lockfile::read(&lock_file)?;
-    let (lock, lock_written) = match existing {
-        Some(l) if !opts.update && l.matches(&recipe.suite, arch, &roots, &recipe.prune) => {
-            (l, false)
-        }
-        other => {
-            if other.is_some() && !opts.update {
-                info!(lockfile = %lock_file.display(), "lockfile does not match the recipe, resolving again");
-            }
-            let index_dir = cache
-                .join("dists")
-                .join(sanitize(mirror_url.as_deref().unwrap_or("offline")))
-                .join(&recipe.suite);
-            let packages = load_index(&fetcher, opts, &recipe, &index_dir)?;
-            let index = resolve::Index::new(packages);
-            let sel = resolve::resolve(&index, &roots, &recipe.prune)?;
-            let lock = Lockfile::from_selection(&recipe.suite, arch, &roots, &recipe.prune, &sel);
-            write_atomic(&lock_file, lock.to_toml().as_bytes())?;
-            info!(lockfile = %lock_file.display(), packages = lock.packages.len(), "lockfile written");
-            (lock, true)
-        }
-    };
-
-    // Which locked packages play which part.
-    let kernel_set = lock.closure(std::slice::from_ref(&recipe.kernel_package));
-    let initramfs_set = lock.closure(&recipe.initramfs_packages);
-    let boot_set = lock.closure(&recipe.boot_packages);
-    let wanted: Vec<&LockedPackage> = lock
-        .packages
-        .iter()
-        .filter(|p| {
-            kernel_set.contains(&p.name)
-                || initramfs_set.contains(&p.name)
-                || boot_set.contains(&p.name)
-        })
-        .collect();
-    let debs_dir = cache.join("debs");
-    let deb_path =
-        |p: &LockedPackage| debs_dir.join(p.filename.rsplit('/').next().unwrap_or(&p.filename));
-    let wants: Vec<Want> = wanted
-        .iter()
-        .map(|p| Want {
-            what: format!("{} {}", p.name, p.version),
-            remote: p.filename.clone(),
-            dest: deb_path(p),
-            size: p.size,
-            sha256: p.sha256.clone(),
-        })
-        .collect();
-    fetcher.ensure_all(&wants)?;
+    let resolved = lock::resolve(opts)?;
+    let debs = debs::fetch(&resolved)?;
     let t_fetch = t0.elapsed();
-
-    // Unpack in parallel: the kernel dominates, the rest are small.
-    let unpack =
-        |set: &BTreeSet<String>, keep: &(dyn Fn(&str) -> bool + Sync)| -> Result<Tree, Error> {
-            let mut tree = Tree::new();
-            for p in wanted.iter().filter(|p| set.contains(&p.name)) {
-                let path = deb_path(p);
-                let data = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
-                let actual = sha256_hex(&data);
-                if actual != p.sha256 {
-                    return Err(FetchError::HashMismatch {
-                        what: format!("{} {} (cached {})", p.name, p.version, path.display()),
-                        expected: p.sha256.clone(),
-                        actual,
-                    }
-                    .into());
-                }
-                deb::unpack_into(&p.name, &data, &mut tree, keep)?;
-            }
-            Ok(tree)
-        };
-    let no_docs = |p: &str| {
-        ![
-            "usr/share/doc/",
-            "usr/share/man/",
-            "usr/share/info/",
-            "usr/share/lintian/",
-            "usr/share/locale/",
-            "usr/share/bug/",
-        ]
-        .iter()
-        .any(|d| p.starts_with(d) || p == &d[..d.len() - 1])
-    };
-    let kernel_keep =
-        |p: &str| p.starts_with("boot/vmlinuz-") || p == "boot" || p.starts_with("lib/modules");
-    let (kernel_tree, initramfs_tree, boot_tree) = std::thread::scope(|s| {
-        let k = s.spawn(|| unpack(&kernel_set, &kernel_keep));
-        let i = s.spawn(|| unpack(&initramfs_set, &no_docs));
-        let b = unpack(&boot_set, &no_docs);
-        (
-            k.join().expect("unpack thread"),
-            i.join().expect("unpack thread"),
-            b,
-        )
-    });
-    let (kernel_tree, initramfs_tree, boot_tree) = (kernel_tree?, initramfs_tree?, boot_tree?);
+    let trees = debs::unpack(&debs)?;
     let t_unpack = t0.elapsed();
-
-    // Kernel and modules.
-    let vmlinuz: Vec<(&str, Arc<Vec<u8>>)> = kernel_tree
-        .under("boot")
-        .filter_map(|(p, e)| match &e.node {
-            Node::File(d) if p.starts_with("boot/vmlinuz-") => Some((p, d.clone())),
-            _ => None,
-        })
-        .collect();
-    let [(vmlinuz_path, vmlinuz)] = vmlinuz.as_slice() else {
-        return Err(Error::Kernel {
-            package: recipe.kernel_package.clone(),
-            count: vmlinuz.len(),
-        });
-    };
-    let kver = vmlinuz_path.trim_start_matches("boot/vmlinuz-").to_string();
-    let mdir = format!("lib/modules/{kver}");
-    let available: BTreeMap<String, &[u8]> = kernel_tree
-        .under(&mdir)
-        .filter_map(|(p, e)| match &e.node {
-            Node::File(d) if p.ends_with(".ko") => {
-                Some((p[mdir.len() + 1..].to_string(), d.as_slice()))
-            }
-            _ => None,
-        })
-        .collect();
-    // Files are looked up through symlinks (ipxe.efi links to /boot/ipxe.efi).
-    let file_of = |tree: &Tree, p: &str| match tree.resolve(p) {
-        Some((
-            _,
-            crate::tree::Entry {
-                node: Node::File(d),
-                ..
-            },
-        )) => Some(d.clone()),
-        _ => None,
-    };
-    let builtin_text =
-        file_of(&kernel_tree, &format!("{mdir}/modules.builtin")).unwrap_or_default();
-    let builtin = modules::parse_builtin(&String::from_utf8_lossy(&builtin_text));
-    let mut patterns: Vec<String> = Vec::new();
-    for set in &recipe.module_sets {
-        let (_, pats) = modules::SETS
-            .iter()
-            .find(|(n, _)| n == set)
-            .expect("validated by the recipe");
-        patterns.extend(pats.iter().map(|p| p.to_string()));
-    }
-    patterns.extend(recipe.modules.iter().cloned());
-    let selection = modules::select(&available, &patterns, &builtin)?;
-    let module_files: Vec<(String, Arc<Vec<u8>>)> = selection
-        .modules
-        .iter()
-        .map(|p| {
-            (
-                p.clone(),
-                file_of(&kernel_tree, &format!("{mdir}/{p}")).expect("selected from this tree"),
-            )
-        })
-        .collect();
-    let mut module_indexes = vec![
-        (
-            "modules.dep".to_string(),
-            selection.dep.clone().into_bytes(),
-        ),
-        (
-            "modules.alias".to_string(),
-            selection.alias.clone().into_bytes(),
-        ),
-    ];
-    for name in [
-        "modules.builtin",
-        "modules.builtin.modinfo",
-        "modules.order",
-    ] {
-        if let Some(d) = file_of(&kernel_tree, &format!("{mdir}/{name}")) {
-            module_indexes.push((name.to_string(), d.as_ref().clone()));
-        }
-    }
-
-    // Programs and extra files.
-    let here = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
-    let program = |what: &'static str,
-                   given: &Option<PathBuf>,
-                   name: &str,
-                   required: bool|
-     -> Result<Option<Program>, Error> {
-        let path = match (given, &here) {
-            (Some(p), _) => p.clone(),
-            (None, Some(dir)) => dir.join(name),
-            (None, None) => PathBuf::from(name),
-        };
-        match std::fs::read(&path) {
-            Ok(data) => Ok(Some(Program {
-                source: path.display().to_string(),
-                data,
-            })),
-            Err(e) if !required && given.is_none() && e.kind() == std::io::ErrorKind::NotFound => {
-                info!(program = what, path = %path.display(), "not found, leaving it out of the image");
-                Ok(None)
-            }
-            Err(source) => Err(Error::Program { what, path, source }),
-        }
-    };
-    let agent = program("agent", &opts.agent, "omnode", true)?.expect("required");
-    let omctl = program("omctl", &opts.omctl, "omctl", false)?;
-    let omboot = program("omboot", &opts.omboot, "omboot", false)?;
-    let mut extra = Vec::new();
-    for f in &recipe.files {
-        let data = match &f.contents {
-            FileSource::Text(t) => t.clone().into_bytes(),
-            FileSource::Source(p) => {
-                let full = recipe.dir.join(p);
-                std::fs::read(&full).map_err(|source| Error::ExtraFile {
-                    path: full.clone(),
-                    source,
-                })?
-            }
-        };
-        extra.push((f.path.clone(), data, f.mode));
-    }
-
-    let tree = initramfs::assemble(initramfs::Parts {
-        packages: &initramfs_tree,
-        kver: &kver,
-        modules: module_files,
-        module_indexes,
-        agent,
-        omctl,
-        omboot,
-        extra,
-        multiarch: recipe.architecture.multiarch(),
-        epoch,
-    })?;
-    let archive = cpio::write_newc(&tree, epoch)?;
-    let initrd = initramfs::compress(&archive, recipe.compression)?;
+    let kernel = kernel::select(&resolved.recipe, &trees.kernel)?;
+    let initrd = initrd::assemble(opts, &resolved, &kernel, &trees.initramfs)?;
     let t_initrd = t0.elapsed();
 
-    // Outputs.
-    let mut outputs: Vec<(String, Arc<Vec<u8>>)> = vec![
-        ("vmlinuz".to_string(), vmlinuz.clone()),
-        ("initrd.img".to_string(), Arc::new(initrd)),
-    ];
-    let boot_names = || recipe.boot_packages.join(", ");
-    let boot_file = |p: &str| {
-        file_of(&boot_tree, p).ok_or_else(|| Error::MissingFile {
-            path: format!("/{p}"),
-            packages: boot_names(),
-        })
-    };
-    for (src, dst) in IPXE_FILES {
-        outputs.push((dst.to_string(), boot_file(src)?));
-    }
-    let packages: Vec<ManifestPackage> = wanted
-        .iter()
-        .map(|p| ManifestPackage {
-            name: p.name.clone(),
-            version: p.version.clone(),
-            sha256: p.sha256.clone(),
-        })
-        .collect();
-    let artifacts = |outs: &[(String, Arc<Vec<u8>>)]| {
-        let mut a: Vec<Artifact> = outs
-            .iter()
-            .map(|(p, d)| Artifact {
-                path: p.clone(),
-                size: d.len() as u64,
-                sha256: sha256_hex(d),
-            })
-            .collect();
-        a.sort_by(|x, y| x.path.cmp(&y.path));
-        a
-    };
-    let mut manifest = Manifest {
-        name: recipe.name.clone(),
-        suite: recipe.suite.clone(),
-        architecture: arch.to_string(),
-        kernel_version: kver.clone(),
-        kernel_cmdline: recipe.cmdline.clone(),
-        packages,
-        artifacts: artifacts(&outputs),
-    };
-
+    let boot = media::BootFiles::new(&trees.boot, &resolved.recipe.boot_packages);
+    let mut dir = media::boot_kit(&kernel, &initrd, &boot)?;
     // The ISO holds the image directory (its manifest lists everything but
     // the ISO itself) so a head node booted from it can serve the others.
-    let iso_name = format!("{}.iso", recipe.name);
-    let inner_manifest = manifest.to_json().into_bytes();
-    let mut iso_files: Vec<IsoFile<'_>> = outputs
-        .iter()
-        .map(|(p, d)| IsoFile::new(p.clone(), d.as_slice()))
-        .collect();
-    iso_files.push(IsoFile::new("manifest.json", &inner_manifest));
-    let (isolinux_bin, isohdpfx, ldlinux, sdboot) = (
-        boot_file(ISOLINUX_BIN)?,
-        boot_file(ISOHDPFX_BIN)?,
-        boot_file(LDLINUX_C32)?,
-        boot_file(&format!(
-            "usr/lib/systemd/boot/efi/systemd-boot{}.efi",
-            recipe.architecture.efi_suffix()
-        ))?,
-    );
-    let media = BootMedia {
-        volume_id: format!("OMCLUSTER_{}", recipe.name)
-            .to_ascii_uppercase()
-            .replace('-', "_"),
-        epoch,
-        files: iso_files,
-        kernel: "vmlinuz".into(),
-        initrd: "initrd.img".into(),
-        isolinux_bin: &isolinux_bin,
-        ldlinux_c32: &ldlinux,
-        isohdpfx: &isohdpfx,
-        systemd_boot_efi: &sdboot,
-        entries: vec![
-            BootEntry {
-                label: "node".into(),
-                title: "omcluster compute node".into(),
-                cmdline: recipe.cmdline.clone(),
-            },
-            BootEntry {
-                label: "head".into(),
-                title: "omcluster head node".into(),
-                cmdline: format!("{} om.role=head", recipe.cmdline),
-            },
-        ],
-    };
-    let mut iso_bytes = std::io::Cursor::new(Vec::new());
-    iso::write_hybrid_iso(&media, &mut iso_bytes)?;
-    outputs.push((iso_name, Arc::new(iso_bytes.into_inner())));
-    manifest.artifacts = artifacts(&outputs);
+    let inner = dir.manifest(&resolved, &debs, &kernel);
+    let iso = media::iso(&resolved, &dir, &inner, &boot)?;
+    dir.push(iso);
+    let manifest = dir.manifest(&resolved, &debs, &kernel);
     let t_iso = t0.elapsed();
 
-    for (path, data) in &outputs {
-        write_atomic(&opts.out.join(path), data)?;
-    }
-    write_atomic(
-        &opts.out.join("manifest.json"),
-        manifest.to_json().as_bytes(),
-    )?;
+    dir.write(&opts.out, &manifest)?;
     info!(
         out = %opts.out.display(),
-        kernel = %kver,
-        modules = selection.modules.len(),
-        cpio_bytes = archive.len(),
+        kernel = %kernel.version,
+        modules = kernel.modules.len(),
+        cpio_bytes = initrd.cpio_size,
         fetch_s = t_fetch.as_secs_f32(),
         unpack_s = (t_unpack - t_fetch).as_secs_f32(),
         initrd_s = (t_initrd - t_unpack).as_secs_f32(),
@@ -638,80 +294,10 @@ pub fn build(opts: &Options) -> Result<Report, Error> {
     );
     Ok(Report {
         manifest,
-        cpio_size: archive.len() as u64,
-        module_count: selection.modules.len(),
-        lock_written,
+        cpio_size: initrd.cpio_size,
+        module_count: kernel.modules.len(),
+        lock_written: resolved.lock_written,
     })
-}
-
-/// Fetch (or, offline, read from the cache) and verify `InRelease`, then the
-/// `Packages` index of each component, and parse them.
-fn load_index(
-    fetcher: &Fetcher,
-    opts: &Options,
-    recipe: &Recipe,
-    dir: &Path,
-) -> Result<Vec<debian::Package>, Error> {
-    let keyring_bytes = std::fs::read(&opts.keyring).map_err(|source| Error::Keyring {
-        path: opts.keyring.clone(),
-        source,
-    })?;
-    let keyring = Keyring::parse(&opts.keyring.display().to_string(), &keyring_bytes)?;
-    let suite = &recipe.suite;
-    let inrelease_path = dir.join("InRelease");
-    let inrelease = if fetcher.offline() {
-        std::fs::read(&inrelease_path).map_err(|_| FetchError::NotCached {
-            what: format!("InRelease of {suite}"),
-            path: inrelease_path.clone(),
-        })?
-    } else {
-        let b = fetcher.get_bytes(
-            &format!("dists/{suite}/InRelease"),
-            "InRelease",
-            &inrelease_path,
-        )?;
-        write_atomic(&inrelease_path, &b)?;
-        b
-    };
-    let what = format!("InRelease of {suite}");
-    let release_text = keyring.verify_cleartext(&what, &String::from_utf8_lossy(&inrelease))?;
-    info!(suite = %suite, "InRelease signature verified");
-    let release = debian::parse_release(&release_text)?;
-    let arch = recipe.architecture.debian();
-    let mut packages = Vec::new();
-    for comp in &recipe.components {
-        let (name, entry) = ["xz", "gz"]
-            .iter()
-            .map(|ext| format!("{comp}/binary-{arch}/Packages.{ext}"))
-            .find_map(|n| release.sha256.get(&n).cloned().map(|e| (n, e)))
-            .ok_or_else(|| Error::NoIndex {
-                suite: suite.clone(),
-                what: format!("{comp}/binary-{arch}/Packages"),
-            })?;
-        let path = dir.join(&name);
-        let want = Want {
-            what: format!("{name} of {suite}"),
-            remote: format!("dists/{suite}/{name}"),
-            dest: path.clone(),
-            size: entry.size,
-            sha256: entry.sha256.clone(),
-        };
-        fetcher.ensure_index(&want)?;
-        let data = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
-        let mut text = String::new();
-        let res = if name.ends_with(".xz") {
-            liblzma::read::XzDecoder::new(data.as_slice()).read_to_string(&mut text)
-        } else {
-            flate2::read::GzDecoder::new(data.as_slice()).read_to_string(&mut text)
-        };
-        res.map_err(|source| Error::Decompress {
-            what: name.clone(),
-            source,
-        })?;
-        packages.extend(debian::parse_packages(&text)?);
-    }
-    info!(packages = packages.len(), "package index loaded");
-    Ok(packages)
 }
 
 /// Write a file through a temporary name in the same directory.

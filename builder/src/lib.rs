@@ -16,7 +16,14 @@
 //! - [`initramfs`], [`cpio`]: the initramfs tree and its newc archive;
 //! - [`iso`]: the hybrid BIOS/UEFI CD/USB image;
 //! - [`manifest`]: the `manifest.json` of an image directory;
-//! - [`image`]: the build from recipe to image directory.
+//! - [`image`]: the build from recipe to image directory, as a sequence of
+//!   named stages, each in a submodule of `image`: **resolve** (`lock`:
+//!   recipe, mirror, lockfile), **fetch** and **unpack** (`debs`: the
+//!   locked `.deb`s into the cache, then into one tree per role),
+//!   **kernel** (`kernel`: `vmlinuz` and the module selection),
+//!   **initramfs** (`initrd`: programs, extra files, the compressed cpio),
+//!   **boot kit** and **iso** (`media`: `ipxe/…` and the hybrid ISO) and
+//!   **manifest** (`dir`: `manifest.json` and writing the image directory).
 
 pub mod cpio;
 pub mod deb;

@@ -220,6 +220,21 @@ impl Tree {
             .map(|(k, v)| (k.as_str(), v))
     }
 
+    /// The bytes of the regular file `path` names, following symlinks (see
+    /// [`Tree::resolve`]); `None` if it names nothing or no regular file.
+    pub fn file(&self, path: &str) -> Option<Arc<Vec<u8>>> {
+        match self.resolve(path) {
+            Some((
+                _,
+                Entry {
+                    node: Node::File(d),
+                    ..
+                },
+            )) => Some(d.clone()),
+            _ => None,
+        }
+    }
+
     /// Follow symlinks (absolute or relative, up to 16 hops) from `path` to
     /// the entry it finally names, resolving symlinked parent directories.
     pub fn resolve(&self, path: &str) -> Option<(String, &Entry)> {
@@ -308,5 +323,16 @@ mod tests {
         let (p, _) = t.resolve("/lib/libc.so").unwrap();
         assert_eq!(p, "usr/lib/libc.so.6");
         assert!(t.add_file("lib/foo", vec![], 0o644, 0).is_err());
+    }
+
+    #[test]
+    fn file_follows_symlinks_to_regular_files_only() {
+        let mut t = Tree::new();
+        t.add_file("boot/ipxe.efi", vec![7], 0o644, 0).unwrap();
+        t.add_symlink("usr/lib/ipxe/ipxe.efi", "/boot/ipxe.efi", 0)
+            .unwrap();
+        assert_eq!(t.file("usr/lib/ipxe/ipxe.efi").as_deref(), Some(&vec![7]));
+        assert_eq!(t.file("usr/lib/ipxe"), None);
+        assert_eq!(t.file("usr/lib/ipxe/missing.efi"), None);
     }
 }

@@ -1,0 +1,150 @@
+//! Stages **fetch** and **unpack**: the locked `.deb`s the image uses, into
+//! the cache and then into memory.
+//!
+//! A package plays one or more of three roles, each the dependency closure
+//! of recipe roots: the kernel (`kernel.package`), the initramfs
+//! (`packages.initramfs`) and the boot media (`packages.boot`). Only those
+//! packages are fetched; each role is unpacked into its own [`Tree`].
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use super::lock::Resolved;
+use super::Error;
+use crate::deb;
+use crate::fetch::{io_error, sha256_hex, FetchError, Want};
+use crate::lockfile::LockedPackage;
+use crate::tree::Tree;
+
+/// What the fetch stage leaves: the packages the image uses, in the cache.
+pub(super) struct Debs {
+    /// The locked packages of some role, in lockfile order.
+    pub(super) packages: Vec<LockedPackage>,
+    /// The cache directory they are in (`<cache>/debs`).
+    dir: PathBuf,
+    /// The names in the kernel package's closure.
+    kernel: BTreeSet<String>,
+    /// The names in the initramfs packages' closure.
+    initramfs: BTreeSet<String>,
+    /// The names in the boot packages' closure.
+    boot: BTreeSet<String>,
+}
+
+impl Debs {
+    /// Where a package's `.deb` is in the cache.
+    fn path(&self, p: &LockedPackage) -> PathBuf {
+        self.dir
+            .join(p.filename.rsplit('/').next().unwrap_or(&p.filename))
+    }
+}
+
+/// What the unpack stage leaves: the files of each role's packages.
+pub(super) struct Trees {
+    /// `boot/vmlinuz-*` and `lib/modules/…` of the kernel packages.
+    pub(super) kernel: Tree,
+    /// The initramfs packages, without documentation.
+    pub(super) initramfs: Tree,
+    /// The boot packages (iPXE, isolinux, systemd-boot), without documentation.
+    pub(super) boot: Tree,
+}
+
+/// Make sure every `.deb` of some role is in the cache with its SHA256,
+/// downloading what is missing.
+pub(super) fn fetch(resolved: &Resolved) -> Result<Debs, Error> {
+    let (lock, recipe) = (&resolved.lock, &resolved.recipe);
+    let kernel = lock.closure(std::slice::from_ref(&recipe.kernel_package));
+    let initramfs = lock.closure(&recipe.initramfs_packages);
+    let boot = lock.closure(&recipe.boot_packages);
+    let packages = lock
+        .packages
+        .iter()
+        .filter(|p| {
+            kernel.contains(&p.name) || initramfs.contains(&p.name) || boot.contains(&p.name)
+        })
+        .cloned()
+        .collect();
+    let debs = Debs {
+        packages,
+        dir: resolved.cache.join("debs"),
+        kernel,
+        initramfs,
+        boot,
+    };
+    let wants: Vec<Want> = debs
+        .packages
+        .iter()
+        .map(|p| Want {
+            what: format!("{} {}", p.name, p.version),
+            remote: p.filename.clone(),
+            dest: debs.path(p),
+            size: p.size,
+            sha256: p.sha256.clone(),
+        })
+        .collect();
+    resolved.fetcher.ensure_all(&wants)?;
+    Ok(debs)
+}
+
+/// Unpack each role's packages in memory, the three roles in parallel (the
+/// kernel dominates, the rest are small).
+pub(super) fn unpack(debs: &Debs) -> Result<Trees, Error> {
+    let (kernel, initramfs, boot) = std::thread::scope(|s| {
+        let k = s.spawn(|| unpack_set(debs, &debs.kernel, &kernel_keep));
+        let i = s.spawn(|| unpack_set(debs, &debs.initramfs, &no_docs));
+        let b = unpack_set(debs, &debs.boot, &no_docs);
+        (
+            k.join().expect("unpack thread"),
+            i.join().expect("unpack thread"),
+            b,
+        )
+    });
+    Ok(Trees {
+        kernel: kernel?,
+        initramfs: initramfs?,
+        boot: boot?,
+    })
+}
+
+/// Unpack the packages named in `set`, checking each `.deb` against its
+/// SHA256 again, keeping the paths `keep` accepts.
+fn unpack_set(
+    debs: &Debs,
+    set: &BTreeSet<String>,
+    keep: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Tree, Error> {
+    let mut tree = Tree::new();
+    for p in debs.packages.iter().filter(|p| set.contains(&p.name)) {
+        let path = debs.path(p);
+        let data = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
+        let actual = sha256_hex(&data);
+        if actual != p.sha256 {
+            return Err(FetchError::HashMismatch {
+                what: format!("{} {} (cached {})", p.name, p.version, path.display()),
+                expected: p.sha256.clone(),
+                actual,
+            }
+            .into());
+        }
+        deb::unpack_into(&p.name, &data, &mut tree, keep)?;
+    }
+    Ok(tree)
+}
+
+/// The kernel packages' part of the image: the kernel and its modules.
+fn kernel_keep(p: &str) -> bool {
+    p.starts_with("boot/vmlinuz-") || p == "boot" || p.starts_with("lib/modules")
+}
+
+/// Everything but documentation, manuals and translations.
+fn no_docs(p: &str) -> bool {
+    ![
+        "usr/share/doc/",
+        "usr/share/man/",
+        "usr/share/info/",
+        "usr/share/lintian/",
+        "usr/share/locale/",
+        "usr/share/bug/",
+    ]
+    .iter()
+    .any(|d| p.starts_with(d) || p == &d[..d.len() - 1])
+}
