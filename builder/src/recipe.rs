@@ -162,23 +162,34 @@ pub mod wire {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Recipe {
+        /// The image name (`<name>.iso`).
         pub name: String,
+        /// The Debian suite, e.g. `bookworm`.
         pub suite: String,
+        /// Archive components (default `main`).
         #[serde(default)]
         pub components: Option<Vec<String>>,
+        /// `x86_64` (Debian amd64) or `aarch64` (arm64).
         pub architecture: String,
+        /// A mirror URL instead of the host's apt sources.
         #[serde(default)]
         pub mirror: Option<String>,
+        /// The default kernel command line.
         #[serde(default)]
         pub cmdline: Option<String>,
+        /// The initramfs compression (`zstd` or `gzip`).
         #[serde(default)]
         pub compression: Option<String>,
+        /// The mtime clamp (seconds since 1970); `SOURCE_DATE_EPOCH` overrides it.
         #[serde(default)]
         pub epoch: Option<u64>,
+        /// The `[kernel]` table.
         #[serde(default)]
         pub kernel: Kernel,
+        /// The `[packages]` table.
         #[serde(default)]
         pub packages: Packages,
+        /// The `[[files]]` entries.
         #[serde(default)]
         pub files: Vec<File>,
     }
@@ -187,10 +198,13 @@ pub mod wire {
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Kernel {
+        /// The kernel package (default `linux-image-<debian arch>`).
         #[serde(default)]
         pub package: Option<String>,
+        /// Named sets of kernel modules to include.
         #[serde(default)]
         pub module_sets: Vec<String>,
+        /// Extra module globs to include.
         #[serde(default)]
         pub modules: Vec<String>,
     }
@@ -199,10 +213,13 @@ pub mod wire {
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Packages {
+        /// Packages unpacked into the initramfs.
         #[serde(default)]
         pub initramfs: Vec<String>,
+        /// Packages that supply the boot kit (iPXE, ISOLINUX, systemd-boot).
         #[serde(default)]
         pub boot: Vec<String>,
+        /// Dependencies left out of the resolution.
         #[serde(default)]
         pub prune: Vec<String>,
     }
@@ -211,11 +228,15 @@ pub mod wire {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct File {
+        /// Where the file goes in the initramfs.
         pub path: String,
+        /// The file's contents, inline.
         #[serde(default)]
         pub text: Option<String>,
+        /// A file to copy, relative to the recipe.
         #[serde(default)]
         pub source: Option<String>,
+        /// Its permission bits.
         #[serde(default)]
         pub mode: Option<u32>,
     }

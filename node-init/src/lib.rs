@@ -28,7 +28,7 @@
 //!    [`address::IfAddress`] data), [`cmdline`], [`console`], [`key`],
 //!    [`kmod`], [`mounts`], [`packet`];
 //! 2. the pure cores and the thin system calls over layer 1: [`head`]
-//!    (address, cmdline), `dhcp_client::core` (address), [`netif`]
+//!    (address, cmdline), `dhcp_client::client` (address), [`netif`]
 //!    (address), [`reaper`] (console);
 //! 3. the shells over them: `dhcp_client::shell` (its core, netif, packet),
 //!    [`power`] (reaper, mounts);
@@ -37,7 +37,7 @@
 //! 6. this file: [`run`] and PID 1's loop, over everything.
 //!
 //! Architecture Invariant: there is no import cycle among the modules; a
-//! pure core ([`head`], `dhcp_client::core`) never imports the I/O shell that
+//! pure core ([`head`], `dhcp_client::client`) never imports the I/O shell that
 //! drives it ([`network`], `dhcp_client::shell`), and the data both share
 //! lives in [`address`], below both.
 

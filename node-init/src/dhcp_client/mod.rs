@@ -1,7 +1,7 @@
-//! The node's DHCPv4 client: a pure state machine ([`Client`], in `core`)
+//! The node's DHCPv4 client: a pure state machine ([`Client`], in `client`)
 //! and the socket shell that drives it ([`Shell`], in `shell`).
 //!
-//! The core follows RFC 2131's client states (INIT → SELECTING → REQUESTING →
+//! The client follows RFC 2131's client states (INIT → SELECTING → REQUESTING →
 //! BOUND → RENEWING → REBINDING). It is fed the current time and an [`Input`]
 //! (start, timer, or a received DHCP payload) and answers with [`Action`]s:
 //! packets to send (and to whom), a lease to configure, a lease lost, or a
@@ -11,15 +11,15 @@
 //! The shell sends and receives (an `AF_PACKET` socket until the interface
 //! has an address, then UDP) and reports [`LeaseEvent`]s to its caller.
 //!
-//! Architecture Invariant: `shell` depends on `core`, never the other way;
-//! `core` does no I/O.
+//! Architecture Invariant: `shell` depends on `client`, never the other way;
+//! `client` does no I/O.
 
-mod core;
+mod client;
 mod shell;
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{
+pub use self::client::{
     backoff, hostname_from_mac, valid_hostname, Action, Client, Destination, Input, Notice,
     CLIENT_PORT, SERVER_PORT,
 };

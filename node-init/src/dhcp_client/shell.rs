@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::core::{Action, Client, Destination, Input, Notice, CLIENT_PORT, SERVER_PORT};
+use super::client::{Action, Client, Destination, Input, Notice, CLIENT_PORT, SERVER_PORT};
 use crate::address::Lease;
 use crate::netif;
 use crate::packet::{self, PacketSocket};

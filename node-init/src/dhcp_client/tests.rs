@@ -10,7 +10,7 @@ use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
 use expect_test::{expect, Expect};
 
-use super::core::{backoff, hostname_from_mac, valid_hostname, Action, Client, Input};
+use super::client::{backoff, hostname_from_mac, valid_hostname, Action, Client, Input};
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0xab];
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
