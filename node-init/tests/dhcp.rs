@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use node_init::dhcp_client::{LeaseEvent, Shell};
 use node_init::netif;
 
-use crate::util::{ip, ip_quiet, netns_tests};
+use lab::gate::netns_tests;
+use lab::netns::{ip, ip_quiet};
 
 const SRV: &str = "omt-init-srv";
 const CLI: &str = "omt-init-cli";

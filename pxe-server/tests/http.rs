@@ -11,7 +11,8 @@ use pxe_server::image::ImageDir;
 use pxe_server::nodes::{LeaseView, NodeRegistry};
 use tokio::sync::oneshot;
 
-use crate::util::{have_tool, write_pattern};
+use lab::gate::tool;
+use lab::pattern::write_pattern;
 
 struct Server {
     addr: SocketAddr,
@@ -118,7 +119,7 @@ fn redact(s: &str, addr: SocketAddr) -> String {
 
 #[tokio::test]
 async fn boot_script_stages() {
-    if !have_tool("curl") {
+    if tool("curl").is_none() {
         return;
     }
     let srv = Server::start().await;
@@ -165,7 +166,7 @@ async fn boot_script_stages() {
 
 #[tokio::test]
 async fn image_files_with_ranges_record_stages() {
-    if !have_tool("curl") {
+    if tool("curl").is_none() {
         return;
     }
     let srv = Server::start().await;
@@ -226,7 +227,7 @@ async fn image_files_with_ranges_record_stages() {
 
 #[tokio::test]
 async fn api_lists_leases_nodes_and_takes_checkins() {
-    if !have_tool("curl") {
+    if tool("curl").is_none() {
         return;
     }
     let srv = Server::start().await;

@@ -1,6 +1,5 @@
-//! The integration tests of `pxe-server`, one module per topic, sharing `util`.
-
-mod util;
+//! The integration tests of `pxe-server`, one module per topic (the shared
+//! fixtures are the `lab` crate's).
 
 mod cli;
 mod dhcp;

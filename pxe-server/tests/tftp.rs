@@ -11,7 +11,8 @@ use pxe_server::tftp::{self, packet, TftpLimits};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
-use crate::util::{have_tool, write_pattern};
+use lab::gate::tool;
+use lab::pattern::write_pattern;
 
 /// Over 65535 blocks at blksize 512, so block numbers roll over.
 const BIG: usize = 65536 * 512 + 1234;
@@ -103,7 +104,7 @@ fn assert_same(got: &Path, want: &[u8], what: &str) {
 
 #[tokio::test]
 async fn tftp_hpa_fetches_byte_identical_files_with_rollover() {
-    if !have_tool("tftp") {
+    if tool("tftp").is_none() {
         return;
     }
     let f = files(true);
@@ -124,7 +125,7 @@ async fn tftp_hpa_fetches_byte_identical_files_with_rollover() {
 
 #[tokio::test]
 async fn curl_fetches_byte_identical_files() {
-    if !have_tool("curl") {
+    if tool("curl").is_none() {
         return;
     }
     let f = files(true);
@@ -148,7 +149,7 @@ async fn curl_fetches_byte_identical_files() {
 
 #[tokio::test]
 async fn atftp_windowsize_fetches_byte_identical_files() {
-    if !have_tool("atftp") {
+    if tool("atftp").is_none() {
         return;
     }
     let f = files(true);
@@ -510,7 +511,7 @@ async fn duplicate_ack_does_not_resend() {
 
 #[tokio::test]
 async fn transfer_records_tftp_stage_for_known_node() {
-    if !have_tool("curl") {
+    if tool("curl").is_none() {
         return;
     }
     let f = files(false);
