@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lab::netns::{netns_command, BridgeLan as Lan};
-use lab::process::{shared_tempdir, Reaped};
+use lab::process::{shared_tempdir, terminate, Reaped};
 use node_agent::control;
 
 struct Bench {
@@ -106,16 +106,7 @@ impl Bench {
 impl Drop for Bench {
     fn drop(&mut self) {
         // SIGTERM first: the agents leave and remove their job cgroups.
-        for a in self.agents.iter().flatten() {
-            let pid = nix::unistd::Pid::from_raw(a.0.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        }
-        let t = Instant::now();
-        for a in self.agents.iter_mut().flatten() {
-            while t.elapsed() < Duration::from_secs(3) && matches!(a.0.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        terminate(self.agents.iter_mut().flatten(), Duration::from_secs(3));
     }
 }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::{io_err, LabError};
-use crate::netns::{netns_command, remove_namespace, NamespaceGuard, VirtualLan};
+use crate::netns::{dnsmasq_command, remove_namespace, NamespaceGuard, VirtualLan};
 use crate::process::{run, which, Background};
 use crate::qemu::{check_prerequisites, lab_mac, Firmware, NodeSpec, QemuNode};
 
@@ -123,15 +123,9 @@ impl LanRouter {
             full.extend(args);
             run("ip", full)?;
         }
-        let mut dnsmasq = netns_command(&ns, "dnsmasq");
+        let mut dnsmasq = dnsmasq_command(&ns, "rtr1");
         dnsmasq
-            .args(["--no-daemon", "--port=0", "--log-dhcp"])
-            .args([
-                "--interface=rtr1",
-                "--bind-interfaces",
-                "--no-resolv",
-                "--no-hosts",
-            ])
+            .arg("--log-dhcp")
             .arg(format!(
                 "--dhcp-range={},{},255.255.255.0,1h",
                 LAB_ROUTER_POOL.0, LAB_ROUTER_POOL.1

@@ -8,7 +8,8 @@
 //!   benchmark run one agent per node namespace).
 //! - [`remove_namespace`] kills what runs in a namespace and deletes it; every
 //!   LAN calls it on drop and before setup, so a crashed run does not get in
-//!   the way. [`netns_command`] runs a program inside a namespace.
+//!   the way. [`netns_command`] runs a program inside a namespace,
+//!   [`dnsmasq_command`] a DHCP server there.
 //! - [`ip`] and [`ip_quiet`] are the test-side `ip` calls: the first panics
 //!   with `ip`'s stderr, the second ignores failure (cleanup).
 
@@ -140,6 +141,24 @@ pub fn netns_command(ns: &str, program: impl AsRef<OsStr>) -> Command {
         .arg(format!("--net=/run/netns/{ns}"))
         .arg("--")
         .arg(program);
+    command
+}
+
+/// dnsmasq as a DHCP server on `interface` of namespace `ns` and nothing
+/// else: no config file, no DNS (port 0), neither resolv.conf nor
+/// /etc/hosts, no ping before an offer, bound to that interface, in the
+/// foreground. The caller adds the range, options, hosts and lease file.
+pub fn dnsmasq_command(ns: &str, interface: &str) -> Command {
+    let mut command = netns_command(ns, "dnsmasq");
+    command
+        .args([
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+        ])
+        .args(["--no-ping", "--port=0", "--bind-interfaces"])
+        .arg(format!("--interface={interface}"));
     command
 }
 

@@ -136,6 +136,23 @@ impl Drop for Reaped {
     }
 }
 
+/// Stops `children` gracefully: SIGTERM to each at once, then up to `grace`
+/// for them to exit (agents leave their cluster and remove their job
+/// cgroups on SIGTERM). What still runs is killed when its [`Reaped`] drops.
+pub fn terminate<'a>(children: impl IntoIterator<Item = &'a mut Reaped>, grace: Duration) {
+    let mut children: Vec<&mut Reaped> = children.into_iter().collect();
+    for child in &children {
+        let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+    let start = Instant::now();
+    for child in &mut children {
+        while start.elapsed() < grace && matches!(child.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// Polls `f` every 200 ms until it returns `Ok`, or panics after `limit`
 /// with `what` and the last observation (a generous bound: this is a
 /// liveness check, not a timing assertion).

@@ -17,7 +17,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use lab::gate::Need;
-use lab::netns::remove_namespace;
+use lab::netns::{dnsmasq_command, remove_namespace};
 use lab::process::must_run;
 
 const NS: &str = "omt-init-q";
@@ -193,23 +193,7 @@ impl Lan {
             "ip link set lo up && ip link add {BR} type bridge && ip addr add 10.77.10.1/24 dev {BR} && ip link set {BR} up \
              && ip tuntap add {TAP} mode tap && ip link set {TAP} master {BR} && ip link set {TAP} up"
         ));
-        let dnsmasq = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                NS,
-                "dnsmasq",
-                "--no-daemon",
-                "--conf-file=/dev/null",
-            ])
-            .args([
-                "--no-resolv",
-                "--no-hosts",
-                "--no-ping",
-                "--port=0",
-                "--bind-interfaces",
-            ])
-            .arg(format!("--interface={BR}"))
+        let dnsmasq = dnsmasq_command(NS, BR)
             .arg("--dhcp-range=10.77.10.50,10.77.10.60,255.255.255.0,2m")
             .arg("--dhcp-option=option:router,10.77.10.1")
             .arg("--dhcp-option=option:dns-server,10.77.10.1")
