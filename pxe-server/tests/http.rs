@@ -9,26 +9,18 @@ use expect_test::expect;
 use pxe_server::http::{self, HttpState};
 use pxe_server::image::ImageDir;
 use pxe_server::nodes::{LeaseView, NodeRegistry};
-use tokio::sync::oneshot;
 
 use lab::gate::tool;
 use lab::pattern::write_pattern;
 
+use crate::running::Running;
+
 struct Server {
     addr: SocketAddr,
     registry: Arc<NodeRegistry>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    running: Running<std::io::Error>,
     initrd: Vec<u8>,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
 }
 
 impl Server {
@@ -63,23 +55,18 @@ impl Server {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(http::serve(listener, state, async {
-            let _ = rx.await;
-        }));
+        let running = Running::spawn(|shutdown| http::serve(listener, state, shutdown));
         Server {
             addr,
             registry,
-            stop: Some(tx),
-            task: Some(task),
+            running,
             initrd,
             _dir: dir,
         }
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
+    async fn stop(self) {
+        self.running.stop().await;
     }
 
     fn url(&self, path: &str) -> String {

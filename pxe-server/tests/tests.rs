@@ -4,4 +4,5 @@
 mod cli;
 mod dhcp;
 mod http;
+mod running;
 mod tftp;

@@ -9,10 +9,11 @@ use std::time::Duration;
 use pxe_server::nodes::NodeRegistry;
 use pxe_server::tftp::{self, packet, TftpLimits};
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
 
 use lab::gate::tool;
 use lab::pattern::write_pattern;
+
+use crate::running::Running;
 
 /// Over 65535 blocks at blksize 512, so block numbers roll over.
 const BIG: usize = 65536 * 512 + 1234;
@@ -20,44 +21,26 @@ const BIG: usize = 65536 * 512 + 1234;
 struct Server {
     addr: SocketAddr,
     registry: Arc<NodeRegistry>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), tftp::TftpError>>>,
+    running: Running<tftp::TftpError>,
 }
 
 impl Server {
     async fn start(root: &Path, limits: TftpLimits) -> Server {
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = sock.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel();
         let registry = Arc::new(NodeRegistry::new());
-        let task = tokio::spawn(tftp::serve(
-            sock,
-            root.to_path_buf(),
-            limits,
-            registry.clone(),
-            async {
-                let _ = rx.await;
-            },
-        ));
+        let files = root.to_path_buf();
+        let shared = registry.clone();
+        let running = Running::spawn(|shutdown| tftp::serve(sock, files, limits, shared, shutdown));
         Server {
             addr,
             registry,
-            stop: Some(tx),
-            task: Some(task),
+            running,
         }
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
+    async fn stop(self) {
+        self.running.stop().await;
     }
 }
 
