@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use node_agent::wire::ClusterStatus;
 
+use lab::gate::Need;
 use lab::process::terminate;
 
 use crate::util::{self, bin, wait_for, Lan, Reaped};
@@ -686,11 +687,7 @@ fn mon_in_tmux_shows_every_node() {
     if !util::netns_tests() {
         return;
     }
-    if Command::new("tmux").arg("-V").output().is_err() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("the mon test needs tmux");
-        }
-        eprintln!("skipped: tmux missing");
+    if !lab::gate::require(&[Need::Tool("tmux", "tmux")]) {
         return;
     }
     let n = 3;
