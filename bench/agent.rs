@@ -12,15 +12,13 @@
 //! Needs root and iproute2. Run: `bench/agent.sh` or
 //! `cargo bench -p node-agent --bench agent`.
 
-#[path = "../node-agent/tests/util.rs"]
-mod util;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lab::netns::{netns_command, BridgeLan as Lan};
+use lab::process::{shared_tempdir, terminate, Reaped};
 use node_agent::control;
-use util::{bin, Lan, Reaped};
 
 struct Bench {
     lan: Lan,
@@ -33,9 +31,9 @@ struct Bench {
 impl Bench {
     fn new(tag: &str, net: u8, n: usize) -> Self {
         let lan = Lan::new(tag, net, n);
-        let dir = util::shared_tempdir();
+        let dir = shared_tempdir();
         let key = dir.path().join("key");
-        let ok = Command::new(bin("omnode"))
+        let ok = Command::new(env!("CARGO_BIN_EXE_omnode"))
             .args(["keygen", "--out"])
             .arg(&key)
             .stdout(Stdio::null())
@@ -58,7 +56,7 @@ impl Bench {
 
     fn start(&mut self, i: usize, extra: &[&str]) {
         let log = std::fs::File::create(self.dir.path().join(format!("n{i}.log"))).unwrap();
-        let child = util::netns_command(&self.lan.nodes[i], bin("omnode"))
+        let child = netns_command(&self.lan.nodes[i], env!("CARGO_BIN_EXE_omnode"))
             .arg("agent")
             .arg("--key-file")
             .arg(&self.key)
@@ -108,16 +106,7 @@ impl Bench {
 impl Drop for Bench {
     fn drop(&mut self) {
         // SIGTERM first: the agents leave and remove their job cgroups.
-        for a in self.agents.iter().flatten() {
-            let pid = nix::unistd::Pid::from_raw(a.0.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        }
-        let t = Instant::now();
-        for a in self.agents.iter_mut().flatten() {
-            while t.elapsed() < Duration::from_secs(3) && matches!(a.0.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        terminate(self.agents.iter_mut().flatten(), Duration::from_secs(3));
     }
 }
 
@@ -185,7 +174,7 @@ fn burst(socket: &Path, awk: &str, nodes: &[Option<String>]) -> (Duration, Vec<S
     let children: Vec<_> = nodes
         .iter()
         .map(|node| {
-            let mut c = Command::new(bin("omctl"));
+            let mut c = Command::new(env!("CARGO_BIN_EXE_omctl"));
             c.arg("--socket").arg(socket).arg("run");
             if let Some(n) = node {
                 c.args(["--node", n]);

@@ -1,32 +1,14 @@
 //! Helpers shared by the benchmark binaries (`bench/tftp.rs`, `bench/http.rs`):
-//! a child process killed on drop, deterministic test data, RSS readings and
-//! the median of a round's figures.
-
-use std::process::Child;
+//! RSS readings and the median of a round's figures; the child process
+//! killed on drop and the test data are the `lab` crate's.
 
 /// A child process (a server under test) killed and reaped when dropped.
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub use lab::process::Reaped as Proc;
 
 /// `len` bytes of xorshift output: incompressible, reproducible file
 /// contents to serve and compare.
 pub fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    lab::pattern::pattern(len, 1)
 }
 
 /// A memory figure of process `pid` in KiB (`field` is `VmRSS:` or

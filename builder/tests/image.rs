@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::util::{enabled, tool, workspace};
+use lab::gate::{net_tests, qemu_tests};
+
+use crate::util::{tool, workspace};
 
 /// Held while a test uses the shared cache.
 struct CacheLock(#[allow(dead_code)] File);
@@ -156,7 +158,7 @@ fn initrd_listing(initrd: &Path) -> String {
 
 #[test]
 fn unprivileged_build_is_complete_and_byte_reproducible() {
-    if !enabled("OM_NET_TESTS") {
+    if !net_tests() {
         return;
     }
     let (cache, _lock) = shared_cache();
@@ -245,7 +247,7 @@ fn copy_cache(from: &Path, to: &Path) {
 
 #[test]
 fn tampered_deb_in_the_cache_is_refused_offline_and_replaced_online() {
-    if !enabled("OM_NET_TESTS") {
+    if !net_tests() {
         return;
     }
     let (shared, _lock) = shared_cache();
@@ -290,7 +292,7 @@ fn tampered_deb_in_the_cache_is_refused_offline_and_replaced_online() {
 
 #[test]
 fn interrupted_download_resumes_with_a_range_request() {
-    if !enabled("OM_NET_TESTS") {
+    if !net_tests() {
         return;
     }
     let (shared, _lock) = shared_cache();
@@ -325,7 +327,7 @@ fn interrupted_download_resumes_with_a_range_request() {
 
 #[test]
 fn tampered_inrelease_is_refused() {
-    if !enabled("OM_NET_TESTS") {
+    if !net_tests() {
         return;
     }
     let (shared, _lock) = shared_cache();
@@ -374,7 +376,7 @@ fn tampered_inrelease_is_refused() {
 
 #[test]
 fn unknown_package_is_reported() {
-    if !enabled("OM_NET_TESTS") {
+    if !net_tests() {
         return;
     }
     let (shared, _lock) = shared_cache();
@@ -418,7 +420,7 @@ poweroff -f
 
 #[test]
 fn qemu_boots_kernel_and_initramfs_and_loads_the_nic_driver() {
-    if !enabled("OM_NET_TESTS") || !enabled("OM_QEMU_TESTS") {
+    if !net_tests() || !qemu_tests() {
         return;
     }
     let Some(qemu) = tool("qemu-system-x86_64") else {

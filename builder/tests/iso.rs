@@ -7,6 +7,7 @@ use std::process::Command;
 
 use builder::iso::{self, BootEntry, BootMedia, IsoFile, IsoReport};
 use expect_test::expect;
+use lab::gate::Need;
 
 use crate::util;
 
@@ -22,17 +23,7 @@ pub struct HostLoaders {
 /// `systemd-boot-efi` packages; `None` (skip) when missing outside CI.
 pub fn host_loaders() -> Option<HostLoaders> {
     let read = |p: &str, pkg: &str| -> Option<Vec<u8>> {
-        match std::fs::read(p) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                assert!(
-                    !util::ci(),
-                    "{p} is missing ({e}): install the Debian package {pkg}"
-                );
-                eprintln!("skipping: {p} is missing; install {pkg}");
-                None
-            }
-        }
+        lab::gate::require(&[Need::File(p, pkg)]).then(|| std::fs::read(p).unwrap())
     };
     Some(HostLoaders {
         isolinux_bin: read("/usr/lib/ISOLINUX/isolinux.bin", "isolinux")?,

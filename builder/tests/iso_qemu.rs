@@ -20,30 +20,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::iso::{entries, host_loaders, media, write_iso};
-use crate::util;
+use lab::gate::Need;
+use lab::qemu::{medium_args, Medium, OVMF_CODE, OVMF_VARS};
 
 const MARKER: &str = "OMISO-BOOT-OK";
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache")
-        });
-    let dir = base.join("omcluster-test");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Modules the guest loads, in dependency order, to mount the CD: the IDE
 /// controller (libata, ata_piix), SCSI CD-ROM (sr_mod) and ISO 9660.
@@ -58,73 +38,19 @@ const CD_MODULES: [&str; 7] = [
 ];
 
 /// Debian's current amd64 kernel image and the [`CD_MODULES`] (downloaded
-/// once, then cached).
+/// once, then cached: [`lab::kernel::debian_kernel`]).
 fn debian_kernel() -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
-    let deps = run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]));
-    let pkg = deps
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends: "))
-        .find(|p| p.starts_with("linux-image-") && p.ends_with("-amd64"))
-        .unwrap_or_else(|| panic!("apt-cache depends linux-image-amd64 names no kernel: {deps}"))
-        .to_string();
-    let kver = pkg.trim_start_matches("linux-image-").to_string();
-    let cache = cache_dir();
-    let dir = cache.join(format!("iso-{pkg}"));
-    let vmlinuz = dir.join(format!("boot/vmlinuz-{kver}"));
-    let find_ko = |name: &str| -> Option<PathBuf> {
-        let out = Command::new("find")
-            .arg(&dir)
-            .args(["-name", &format!("{name}.ko")])
-            .output()
-            .ok()?;
-        let p = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()?
-            .to_string();
-        Some(PathBuf::from(p))
-    };
-    if !vmlinuz.exists() || CD_MODULES.iter().any(|m| find_ko(m).is_none()) {
-        let deb = |cache: &Path| {
-            std::fs::read_dir(cache)
-                .unwrap()
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb"))
-                })
-        };
-        let deb = match deb(&cache) {
-            Some(d) => d,
-            None => {
-                run(Command::new("apt-get")
-                    .args(["download", &pkg])
-                    .current_dir(&cache));
-                deb(&cache).expect("apt-get download left no .deb")
-            }
-        };
-        std::fs::create_dir_all(&dir).unwrap();
-        let kos: Vec<String> = CD_MODULES
-            .iter()
-            .map(|m| format!("'./lib/modules/*/{m}.ko'"))
-            .collect();
-        let script = format!(
-            "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards './boot/vmlinuz-*' {}",
-            deb.display(),
-            dir.display(),
-            kos.join(" ")
-        );
-        run(Command::new("sh").args(["-c", &script]));
-    }
+    let kernel = lab::kernel::debian_kernel(&CD_MODULES).unwrap_or_else(|e| panic!("{e}"));
     let modules = CD_MODULES
         .iter()
         .map(|m| {
-            let p = find_ko(m).unwrap_or_else(|| panic!("{m}.ko is not in {pkg}"));
+            let p = kernel
+                .module(m)
+                .unwrap_or_else(|| panic!("{m}.ko is not in {}", kernel.package));
             (m.to_string(), std::fs::read(p).unwrap())
         })
         .collect();
-    (std::fs::read(&vmlinuz).unwrap(), modules)
+    (std::fs::read(&kernel.vmlinuz).unwrap(), modules)
 }
 
 /// A newc initramfs (made by `cpio`): static busybox and an `/init` that
@@ -194,13 +120,6 @@ pub enum Firmware {
     Ovmf,
 }
 
-/// How the ISO is attached: an IDE CD-ROM or a USB stick (raw disk).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Medium {
-    Cd,
-    Usb,
-}
-
 /// One boot: firmware, medium, and the keys to type at a prompt (if any).
 pub struct Boot {
     /// Names the console log (`<name>.log`).
@@ -247,35 +166,13 @@ pub fn boot(iso: &Path, tmp: &Path, b: &Boot) -> String {
     cmd.args(["-serial", "stdio", "-net", "none"]);
     if b.firmware == Firmware::Ovmf {
         let vars = tmp.join(format!("{}-vars.fd", b.name));
-        std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
-        cmd.args([
-            "-drive",
-            "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-        ]);
+        std::fs::copy(OVMF_VARS, &vars).unwrap();
+        cmd.arg("-drive")
+            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
         cmd.arg("-drive")
             .arg(format!("if=pflash,format=raw,file={}", vars.display()));
     }
-    match b.medium {
-        Medium::Cd => {
-            cmd.arg("-drive").arg(format!(
-                "if=none,id=cd,media=cdrom,readonly=on,format=raw,file={}",
-                iso.display()
-            ));
-            cmd.args(["-device", "ide-cd,drive=cd,bootindex=0"]);
-        }
-        Medium::Usb => {
-            cmd.arg("-drive").arg(format!(
-                "if=none,id=stick,format=raw,snapshot=on,file={}",
-                iso.display()
-            ));
-            cmd.args([
-                "-device",
-                "qemu-xhci",
-                "-device",
-                "usb-storage,drive=stick,bootindex=0",
-            ]);
-        }
-    }
+    cmd.args(medium_args(b.medium, iso));
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -383,34 +280,20 @@ pub fn all_boots(until: &'static str) -> Vec<Boot> {
 }
 
 fn prerequisites() -> bool {
-    [
-        "qemu-system-x86_64",
-        "cpio",
-        "busybox",
-        "apt-get",
-        "dpkg-deb",
-    ]
-    .iter()
-    .all(|t| util::tool(t).is_some())
-        && [
-            "/usr/share/OVMF/OVMF_CODE_4M.fd",
-            "/usr/share/OVMF/OVMF_VARS_4M.fd",
-        ]
-        .iter()
-        .all(|f| {
-            let ok = Path::new(f).exists();
-            assert!(
-                ok || !util::ci(),
-                "{f} is missing: install the Debian package ovmf"
-            );
-            ok
-        })
+    lab::gate::require(&[
+        Need::Tool("qemu-system-x86_64", "qemu-system-x86"),
+        Need::Tool("cpio", "cpio"),
+        Need::Tool("busybox", "busybox-static"),
+        Need::Tool("apt-get", "apt"),
+        Need::Tool("dpkg-deb", "dpkg"),
+        Need::File(OVMF_CODE, "ovmf"),
+        Need::File(OVMF_VARS, "ovmf"),
+    ])
 }
 
 #[test]
 fn iso_boots_from_cd_and_usb_with_seabios_and_ovmf() {
-    if !util::enabled("OM_QEMU_TESTS") {
-        eprintln!("skipping: set OM_QEMU_TESTS=1 to boot the ISO in qemu");
+    if !lab::gate::qemu_tests() {
         return;
     }
     if !prerequisites() {

@@ -1,42 +1,9 @@
-//! Shared fixtures for the builder's integration tests.
+//! Shared fixtures for the builder's integration tests (the gates, host
+//! tools and the workspace root come from the `lab` crate).
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-
-/// Whether a gated group of tests should run: its variable is `1`, or CI is on.
-pub fn enabled(var: &str) -> bool {
-    std::env::var(var).is_ok_and(|v| v == "1") || ci()
-}
-
-/// Whether this is a CI run (a missing prerequisite must fail there).
-pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// A host tool the test needs: its path, or `None` to skip outside CI
-/// (under CI a missing tool fails the test).
-pub fn tool(name: &str) -> Option<PathBuf> {
-    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return Some(p);
-        }
-    }
-    assert!(
-        !ci(),
-        "prerequisite {name} is missing (install its Debian package)"
-    );
-    eprintln!("skipping: {name} is not installed");
-    None
-}
-
-/// The workspace root.
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
+pub use lab::build::workspace;
+pub use lab::gate::tool;
 
 /// A minimal ELF64 relocatable file with a `.modinfo` section holding the
 /// given `key=value` strings: enough for the module reader.

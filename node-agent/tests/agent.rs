@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use node_agent::wire::ClusterStatus;
 
+use lab::gate::Need;
+use lab::process::terminate;
+
 use crate::util::{self, bin, wait_for, Lan, Reaped};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -164,16 +167,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         // SIGTERM first: the agents leave and remove their job cgroups.
-        for a in self.agents.iter().flatten() {
-            let pid = nix::unistd::Pid::from_raw(a.0.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        }
-        let t = Instant::now();
-        for a in self.agents.iter_mut().flatten() {
-            while t.elapsed() < Duration::from_secs(3) && matches!(a.0.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        terminate(self.agents.iter_mut().flatten(), Duration::from_secs(3));
         if std::thread::panicking() {
             for i in 0..self.agents.len() {
                 let log = self.log(i);
@@ -693,11 +687,7 @@ fn mon_in_tmux_shows_every_node() {
     if !util::netns_tests() {
         return;
     }
-    if Command::new("tmux").arg("-V").output().is_err() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("the mon test needs tmux");
-        }
-        eprintln!("skipped: tmux missing");
+    if !lab::gate::require(&[Need::Tool("tmux", "tmux")]) {
         return;
     }
     let n = 3;

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use node_init::dhcp_client::{LeaseEvent, Shell};
 use node_init::netif;
 
-use crate::util::{ip, ip_quiet, netns_tests};
+use lab::gate::netns_tests;
+use lab::netns::{dnsmasq_command, ip, ip_quiet};
 
 const SRV: &str = "omt-init-srv";
 const CLI: &str = "omt-init-cli";
@@ -49,23 +50,7 @@ impl DhcpLan {
         ip(&["-n", CLI, "link", "set", "lo", "up"]);
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("dnsmasq.log");
-        let dnsmasq = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                SRV,
-                "dnsmasq",
-                "--no-daemon",
-                "--conf-file=/dev/null",
-            ])
-            .args([
-                "--no-resolv",
-                "--no-hosts",
-                "--no-ping",
-                "--port=0",
-                "--bind-interfaces",
-            ])
-            .arg(format!("--interface={SRV_IF}"))
+        let dnsmasq = dnsmasq_command(SRV, SRV_IF)
             .arg("--dhcp-range=10.77.9.50,10.77.9.60,255.255.255.0,2m")
             .arg("--dhcp-option=option:router,10.77.9.1")
             .arg("--dhcp-option=option:dns-server,10.77.9.1,10.77.9.2")

@@ -16,7 +16,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::util::ip_quiet;
+use lab::gate::Need;
+use lab::netns::{dnsmasq_command, remove_namespace};
+use lab::process::must_run;
 
 const NS: &str = "omt-init-q";
 const BR: &str = "omtinitbr";
@@ -31,54 +33,18 @@ const GUARD: Duration = Duration::from_secs(240);
 const BASE_APPEND: &str = "console=ttyS0 loglevel=3 panic=-1 no_timer_check";
 
 fn qemu_tests() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    if !(ci || std::env::var("OM_QEMU_TESTS").is_ok_and(|v| v == "1")) {
-        eprintln!("skipped: set OM_QEMU_TESTS=1 (needs root, qemu, dnsmasq, busybox-static, apt)");
-        return false;
-    }
-    let mut missing = Vec::new();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push("root".to_string());
-    }
-    for (tool, package) in [
-        ("qemu-system-x86_64", "qemu-system-x86"),
-        ("dnsmasq", "dnsmasq-base"),
-        ("ip", "iproute2"),
-        ("cpio", "cpio"),
-        ("gzip", "gzip"),
-        ("apt-get", "apt"),
-        ("dpkg-deb", "dpkg"),
-    ] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            missing.push(format!("{tool} (package {package})"));
-        }
-    }
-    if !Path::new("/bin/busybox").exists() {
-        missing.push("/bin/busybox (package busybox-static)".into());
-    }
-    if !missing.is_empty() {
-        if ci {
-            panic!("the qemu init test needs {}", missing.join(", "));
-        }
-        eprintln!("skipped: the qemu init test needs {}", missing.join(", "));
-        return false;
-    }
-    true
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    lab::gate::qemu_tests()
+        && lab::gate::require(&[
+            Need::Root,
+            Need::Tool("qemu-system-x86_64", "qemu-system-x86"),
+            Need::Tool("dnsmasq", "dnsmasq-base"),
+            Need::Tool("ip", "iproute2"),
+            Need::Tool("cpio", "cpio"),
+            Need::Tool("gzip", "gzip"),
+            Need::Tool("apt-get", "apt"),
+            Need::Tool("dpkg-deb", "dpkg"),
+            Need::File("/bin/busybox", "busybox-static"),
+        ])
 }
 
 /// The test's scratch space next to the test binary (`target/…/omt-init`).
@@ -88,116 +54,31 @@ fn target_dir() -> PathBuf {
     exe.ancestors().nth(3).unwrap().to_path_buf()
 }
 
-/// A statically linked omnode: `OM_STATIC_OMNODE`, or built by
-/// `scripts/static-build` (the same build the image and the end-to-end tests
-/// use, so it is built once for all of them).
+/// A statically linked omnode ([`lab::build::static_omnode`]: the same
+/// build the image and the end-to-end tests use, so it is built once).
 fn static_omnode() -> PathBuf {
-    if let Ok(p) = std::env::var("OM_STATIC_OMNODE") {
-        return PathBuf::from(p);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/static-build");
-    let output = Command::new(&script)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running scripts/static-build");
-    assert!(output.status.success(), "scripts/static-build failed");
-    let dir = String::from_utf8(output.stdout).expect("a UTF-8 path");
-    let bin = PathBuf::from(dir.trim()).join("omnode");
-    assert!(
-        !has_interpreter(&std::fs::read(&bin).unwrap()),
-        "{} is dynamically linked",
-        bin.display()
-    );
-    bin
-}
-
-/// Whether a 64-bit little-endian ELF file asks for a program interpreter
-/// (PT_INTERP), i.e. is dynamically linked.
-fn has_interpreter(elf: &[u8]) -> bool {
-    assert!(
-        elf.starts_with(b"\x7fELF\x02\x01"),
-        "not a 64-bit LE ELF file"
-    );
-    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
-    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
-    (0..phnum).any(|i| {
-        let p = phoff + i * phentsize;
-        u32::from_le_bytes(elf[p..p + 4].try_into().unwrap()) == 3
-    })
-}
-
-fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-    let dir = base.join("omcluster-test");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    lab::build::static_omnode().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The Debian kernel: (vmlinuz, the extracted `lib/modules/<release>`
 /// holding [`MODULES`], kernel release).
 fn debian_kernel() -> (PathBuf, PathBuf, String) {
-    let deps = run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]));
-    let pkg = deps
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends: "))
-        .find(|p| p.starts_with("linux-image-") && p.ends_with("-amd64"))
-        .unwrap_or_else(|| {
-            panic!(
-                "apt-cache depends linux-image-amd64 names no kernel (run apt-get update): {deps}"
-            )
+    let names: Vec<&str> = MODULES
+        .iter()
+        .map(|(rel, _)| {
+            let file = rel.rsplit('/').next().unwrap();
+            file.strip_suffix(".ko").unwrap()
         })
-        .to_string();
-    let cache = cache_dir();
-    let find_deb = || {
-        std::fs::read_dir(&cache)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb"))
-            })
-    };
-    let deb = match find_deb() {
-        Some(d) => d,
-        None => {
-            run(Command::new("apt-get")
-                .args(["download", &pkg])
-                .current_dir(&cache));
-            find_deb().expect("apt-get download left no .deb")
-        }
-    };
-    let kver = pkg.strip_prefix("linux-image-").unwrap().to_string();
-    let dir = cache.join(format!("init-{pkg}"));
-    let vmlinuz = dir.join(format!("boot/vmlinuz-{kver}"));
-    let modroot = dir.join(format!("lib/modules/{kver}"));
-    let have_all = MODULES.iter().all(|(rel, _)| modroot.join(rel).exists());
-    if !vmlinuz.exists() || !have_all {
-        std::fs::create_dir_all(&dir).unwrap();
-        // Only the files the tests need, not the whole 400 MB tree.
-        let mut script = format!(
-            "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards './boot/vmlinuz-*'",
-            deb.display(),
-            dir.display()
-        );
-        for (rel, _) in MODULES {
-            script.push_str(&format!(" './lib/modules/*/{rel}'"));
-        }
-        run(Command::new("sh").args(["-c", &script]));
-    }
+        .collect();
+    let kernel = lab::kernel::debian_kernel(&names).unwrap_or_else(|e| panic!("{e}"));
     for (rel, _) in MODULES {
         assert!(
-            modroot.join(rel).exists(),
-            "kernel package {pkg} lacks {rel}"
+            kernel.modules.join(rel).exists(),
+            "kernel package {} lacks {rel}",
+            kernel.package
         );
     }
-    assert!(vmlinuz.exists(), "kernel package {pkg} lacks vmlinuz");
-    (vmlinuz, modroot, kver)
+    (kernel.vmlinuz, kernel.modules, kernel.release)
 }
 
 /// The modules the test images carry, with their dependencies as Debian's
@@ -280,7 +161,7 @@ fn initramfs(work: &Path, omnode: &Path, modroot: &Path, kver: &str, head: bool)
     }
     std::fs::write(moddir.join("modules.alias"), alias).unwrap();
     let out = work.join("initrd.gz");
-    run(Command::new("sh").args([
+    must_run(Command::new("sh").args([
         "-c",
         &format!(
             "cd '{}' && find . | sort | cpio -o -H newc -R 0:0 --quiet | gzip -1 > '{}'",
@@ -298,37 +179,21 @@ struct Lan {
 }
 
 fn cleanup() {
-    ip_quiet(&["netns", "del", NS]);
+    remove_namespace(NS);
 }
 
 impl Lan {
     fn new(work: &Path) -> Self {
         cleanup();
         let sh = |c: &str| {
-            run(Command::new("ip").args(["netns", "exec", NS, "sh", "-c", c]));
+            must_run(Command::new("ip").args(["netns", "exec", NS, "sh", "-c", c]));
         };
-        run(Command::new("ip").args(["netns", "add", NS]));
+        must_run(Command::new("ip").args(["netns", "add", NS]));
         sh(&format!(
             "ip link set lo up && ip link add {BR} type bridge && ip addr add 10.77.10.1/24 dev {BR} && ip link set {BR} up \
              && ip tuntap add {TAP} mode tap && ip link set {TAP} master {BR} && ip link set {TAP} up"
         ));
-        let dnsmasq = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                NS,
-                "dnsmasq",
-                "--no-daemon",
-                "--conf-file=/dev/null",
-            ])
-            .args([
-                "--no-resolv",
-                "--no-hosts",
-                "--no-ping",
-                "--port=0",
-                "--bind-interfaces",
-            ])
-            .arg(format!("--interface={BR}"))
+        let dnsmasq = dnsmasq_command(NS, BR)
             .arg("--dhcp-range=10.77.10.50,10.77.10.60,255.255.255.0,2m")
             .arg("--dhcp-option=option:router,10.77.10.1")
             .arg("--dhcp-option=option:dns-server,10.77.10.1")
@@ -633,12 +498,7 @@ fn init_as_head_mounts_its_boot_medium_and_supervises_omboot() {
     if !qemu_tests() {
         return;
     }
-    let have_xorriso = Command::new("xorriso").arg("-version").output().is_ok();
-    if !have_xorriso {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("the head qemu test needs xorriso (package xorriso)");
-        }
-        eprintln!("skipped: the head qemu test needs xorriso (package xorriso)");
+    if !lab::gate::require(&[Need::Tool("xorriso", "xorriso")]) {
         return;
     }
     let work = target_dir().join("omt-init-qemu-head");
@@ -646,10 +506,12 @@ fn init_as_head_mounts_its_boot_medium_and_supervises_omboot() {
     std::fs::create_dir_all(work.join("medium")).unwrap();
     std::fs::write(work.join("medium/hello.txt"), "omt-medium-ok\n").unwrap();
     let iso = work.join("medium.iso");
-    run(Command::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-V", "OMTEST", "-o"])
-        .arg(&iso)
-        .arg(work.join("medium")));
+    must_run(
+        Command::new("xorriso")
+            .args(["-as", "mkisofs", "-quiet", "-V", "OMTEST", "-o"])
+            .arg(&iso)
+            .arg(work.join("medium")),
+    );
     let omnode = static_omnode();
     let (vmlinuz, modroot, kver) = debian_kernel();
     let initrd = initramfs(&work, &omnode, &modroot, &kver, true);
@@ -760,8 +622,8 @@ fn init_as_head_with_an_uplink_serves_on_the_nic_no_dhcp_server_answers() {
 fn static_check_tells_static_from_dynamic_binaries() {
     // The test binary itself is dynamically linked; busybox-static is not.
     let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-    assert!(has_interpreter(&me));
+    assert!(lab::build::has_interpreter(&me));
     if let Ok(bb) = std::fs::read("/bin/busybox") {
-        assert!(!has_interpreter(&bb));
+        assert!(!lab::build::has_interpreter(&bb));
     }
 }

@@ -2,4 +2,3 @@
 
 mod dhcp;
 mod qemu;
-mod util;

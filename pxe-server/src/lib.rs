@@ -8,18 +8,14 @@
 //! - [`tftp`]: read-only TFTP server (RFC 1350/2347/2348/2349/7440).
 //! - [`http`]: HTTP boot scripts, static image files and the JSON API.
 //! - [`nodes`]: registry of nodes seen and the boot stage each reached.
-//! - [`demo`]: `omboot demo`, a virtual cluster for a person to watch.
-//! - [`lab`]: a virtual LAN (netns, bridge, taps) with qemu machines, for `omboot demo` and the end-to-end tests.
 //! - [`image`]: the image directory written by `ombuild image`.
 //! - [`serve`]: wires everything together for `omboot serve`.
 
 pub mod boot;
 pub mod config;
-pub mod demo;
 pub mod dhcp;
 pub mod http;
 pub mod image;
-pub mod lab;
 pub mod leases;
 pub mod nodes;
 pub mod serve;

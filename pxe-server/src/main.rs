@@ -36,42 +36,6 @@ enum Cmd {
     Explain(ExplainArgs),
     /// Print the lease table from the state directory.
     Leases(LeasesArgs),
-    /// Boot a virtual cluster of qemu machines from this server and watch it
-    /// share work (needs root and qemu).
-    Demo(DemoArgs),
-}
-
-#[derive(Args)]
-struct DemoArgs {
-    /// How many machines to netboot (they take the SeaBIOS+iPXE, OVMF+iPXE
-    /// and OVMF PXE paths in turn).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=32))]
-    nodes: u8,
-    /// Leave the cluster running at the end and print how to use it.
-    #[arg(long)]
-    keep: bool,
-    /// Tear down a cluster left running by `--keep`, then exit.
-    #[arg(long)]
-    stop: bool,
-    /// Recipe to build when the image is missing.
-    #[arg(long, default_value = "images/node.toml")]
-    recipe: PathBuf,
-    /// Image directory (built there when missing).
-    #[arg(long, default_value = "out/image")]
-    image: PathBuf,
-    /// Where logs, consoles and state go.
-    #[arg(long, default_value = "out/demo")]
-    work: PathBuf,
-    /// Inner loop count of the awk jobs (the openMosix documentation's is 10000).
-    #[arg(long, default_value_t = 1500)]
-    awk_loops: u32,
-    /// Memory per machine in MiB.
-    #[arg(long, default_value_t = 768)]
-    memory: u32,
-    /// dhcp: omboot is the LAN's DHCP server; proxy: a LAN router's dnsmasq
-    /// hands out addresses and omboot answers as ProxyDHCP.
-    #[arg(long, default_value = "dhcp", value_parser = ["dhcp", "proxy"])]
-    mode: String,
 }
 
 #[derive(Args)]
@@ -190,7 +154,6 @@ fn main() -> ExitCode {
         Cmd::Serve(a) => serve(a),
         Cmd::Explain(a) => explain(a),
         Cmd::Leases(a) => print_leases(a),
-        Cmd::Demo(a) => demo(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -244,33 +207,6 @@ fn serve(a: ServeArgs) -> Result<(), Failure> {
         pxe_server::serve::run(config, shutdown).await
     })?;
     Ok(())
-}
-
-fn demo(a: DemoArgs) -> Result<(), Failure> {
-    if a.stop {
-        pxe_server::demo::stop();
-        return Ok(());
-    }
-    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
-    pxe_server::demo::run(pxe_server::demo::DemoOptions {
-        nodes: usize::from(a.nodes),
-        keep: a.keep,
-        recipe: absolute(a.recipe),
-        image_dir: absolute(a.image),
-        work_dir: absolute(a.work),
-        bin_dir: pxe_server::demo::default_bin_dir(),
-        awk_loops: a.awk_loops,
-        memory_mib: a.memory,
-        mode: if a.mode == "proxy" {
-            pxe_server::lab::LabMode::Proxy
-        } else {
-            pxe_server::lab::LabMode::Dhcp
-        },
-    })
-    .map_err(|e| Failure {
-        code: 1,
-        err: e.into(),
-    })
 }
 
 fn explain(a: ExplainArgs) -> Result<(), Failure> {

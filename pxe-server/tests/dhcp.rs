@@ -17,21 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::util::{ci, have_tool};
+use lab::gate::{netns_tests, tool};
+use lab::netns::remove_namespace;
 
-/// Whether the namespace tests run here; panics under CI when they cannot.
+/// Whether the namespace tests run here with `tools`; panics under CI when
+/// they cannot.
 fn netns_enabled(tools: &[&str]) -> bool {
-    let on = ci() || std::env::var("OM_NETNS_TESTS").is_ok_and(|v| v == "1");
-    if !on {
-        eprintln!("skipping: set OM_NETNS_TESTS=1 (root) to run the namespace tests");
-        return false;
-    }
-    if !nix::unistd::Uid::effective().is_root() {
-        assert!(!ci(), "namespace tests need root under CI=true");
-        eprintln!("skipping: namespace tests need root");
-        return false;
-    }
-    tools.iter().all(|t| have_tool(t))
+    netns_tests() && tools.iter().all(|t| tool(t).is_some())
 }
 
 fn sh(cmd: &str) -> std::process::Output {
@@ -96,11 +88,7 @@ impl Lan {
 
     fn cleanup(&self) {
         for ns in [&self.server_ns, &self.client_ns] {
-            // Processes we left in it die with it only if killed first.
-            let _ = sh(&format!(
-                "ip netns pids {ns} 2>/dev/null | xargs -r kill -9"
-            ));
-            let _ = sh(&format!("ip netns del {ns} 2>/dev/null"));
+            remove_namespace(ns);
         }
     }
 }

@@ -9,25 +9,18 @@ use expect_test::expect;
 use pxe_server::http::{self, HttpState};
 use pxe_server::image::ImageDir;
 use pxe_server::nodes::{LeaseView, NodeRegistry};
-use tokio::sync::oneshot;
 
-use crate::util::{have_tool, write_pattern};
+use lab::gate::tool;
+use lab::pattern::write_pattern;
+
+use crate::running::Running;
 
 struct Server {
     addr: SocketAddr,
     registry: Arc<NodeRegistry>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    running: Running<std::io::Error>,
     initrd: Vec<u8>,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
 }
 
 impl Server {
@@ -62,23 +55,18 @@ impl Server {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(http::serve(listener, state, async {
-            let _ = rx.await;
-        }));
+        let running = Running::spawn(|shutdown| http::serve(listener, state, shutdown));
         Server {
             addr,
             registry,
-            stop: Some(tx),
-            task: Some(task),
+            running,
             initrd,
             _dir: dir,
         }
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
+    async fn stop(self) {
+        self.running.stop().await;
     }
 
     fn url(&self, path: &str) -> String {
@@ -118,7 +106,7 @@ fn redact(s: &str, addr: SocketAddr) -> String {
 
 #[tokio::test]
 async fn boot_script_stages() {
-    if !have_tool("curl") {
+    if tool("curl").is_none() {
         return;
     }
     let srv = Server::start().await;
@@ -165,7 +153,7 @@ async fn boot_script_stages() {
 
 #[tokio::test]
 async fn image_files_with_ranges_record_stages() {
-    if !have_tool("curl") {
+    if tool("curl").is_none() {
         return;
     }
     let srv = Server::start().await;
@@ -226,7 +214,7 @@ async fn image_files_with_ranges_record_stages() {
 
 #[tokio::test]
 async fn api_lists_leases_nodes_and_takes_checkins() {
-    if !have_tool("curl") {
+    if tool("curl").is_none() {
         return;
     }
     let srv = Server::start().await;

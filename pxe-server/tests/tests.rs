@@ -1,8 +1,8 @@
-//! The integration tests of `pxe-server`, one module per topic, sharing `util`.
-
-mod util;
+//! The integration tests of `pxe-server`, one module per topic (the shared
+//! fixtures are the `lab` crate's).
 
 mod cli;
 mod dhcp;
 mod http;
+mod running;
 mod tftp;

@@ -9,9 +9,11 @@ use std::time::Duration;
 use pxe_server::nodes::NodeRegistry;
 use pxe_server::tftp::{self, packet, TftpLimits};
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
 
-use crate::util::{have_tool, write_pattern};
+use lab::gate::tool;
+use lab::pattern::write_pattern;
+
+use crate::running::Running;
 
 /// Over 65535 blocks at blksize 512, so block numbers roll over.
 const BIG: usize = 65536 * 512 + 1234;
@@ -19,44 +21,26 @@ const BIG: usize = 65536 * 512 + 1234;
 struct Server {
     addr: SocketAddr,
     registry: Arc<NodeRegistry>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), tftp::TftpError>>>,
+    running: Running<tftp::TftpError>,
 }
 
 impl Server {
     async fn start(root: &Path, limits: TftpLimits) -> Server {
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = sock.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel();
         let registry = Arc::new(NodeRegistry::new());
-        let task = tokio::spawn(tftp::serve(
-            sock,
-            root.to_path_buf(),
-            limits,
-            registry.clone(),
-            async {
-                let _ = rx.await;
-            },
-        ));
+        let files = root.to_path_buf();
+        let shared = registry.clone();
+        let running = Running::spawn(|shutdown| tftp::serve(sock, files, limits, shared, shutdown));
         Server {
             addr,
             registry,
-            stop: Some(tx),
-            task: Some(task),
+            running,
         }
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
+    async fn stop(self) {
+        self.running.stop().await;
     }
 }
 
@@ -103,7 +87,7 @@ fn assert_same(got: &Path, want: &[u8], what: &str) {
 
 #[tokio::test]
 async fn tftp_hpa_fetches_byte_identical_files_with_rollover() {
-    if !have_tool("tftp") {
+    if tool("tftp").is_none() {
         return;
     }
     let f = files(true);
@@ -124,7 +108,7 @@ async fn tftp_hpa_fetches_byte_identical_files_with_rollover() {
 
 #[tokio::test]
 async fn curl_fetches_byte_identical_files() {
-    if !have_tool("curl") {
+    if tool("curl").is_none() {
         return;
     }
     let f = files(true);
@@ -148,7 +132,7 @@ async fn curl_fetches_byte_identical_files() {
 
 #[tokio::test]
 async fn atftp_windowsize_fetches_byte_identical_files() {
-    if !have_tool("atftp") {
+    if tool("atftp").is_none() {
         return;
     }
     let f = files(true);
@@ -510,7 +494,7 @@ async fn duplicate_ack_does_not_resend() {
 
 #[tokio::test]
 async fn transfer_records_tftp_stage_for_known_node() {
-    if !have_tool("curl") {
+    if tool("curl").is_none() {
         return;
     }
     let f = files(false);

@@ -23,9 +23,10 @@ use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use pxe_server::lab::{self, Firmware, LanRouter, NodeSpec, QemuNode, VirtualLan};
+use lab::qemu::{medium_args, Medium};
+use lab::{Firmware, LanRouter, NodeSpec, QemuNode, VirtualLan};
 
-use crate::util::{self, medium_args, Medium};
+use crate::util;
 
 /// The address the head takes when no DHCP server answers it
 /// (`node_init::head::FALLBACK_ADDRESS`).
@@ -42,22 +43,16 @@ enum Lan {
 
 #[test]
 fn qemu_head_booted_from_the_iso_serves_dhcp_on_an_empty_lan_and_a_node_joins() -> Result<()> {
-    head_from_the_iso(
-        "qemu_head_booted_from_the_iso_serves_dhcp_on_an_empty_lan_and_a_node_joins",
-        Lan::Dedicated,
-    )
+    head_from_the_iso(Lan::Dedicated)
 }
 
 #[test]
 fn qemu_head_booted_from_the_iso_serves_proxydhcp_beside_a_router_and_a_node_joins() -> Result<()> {
-    head_from_the_iso(
-        "qemu_head_booted_from_the_iso_serves_proxydhcp_beside_a_router_and_a_node_joins",
-        Lan::WithRouter,
-    )
+    head_from_the_iso(Lan::WithRouter)
 }
 
-fn head_from_the_iso(test: &str, kind: Lan) -> Result<()> {
-    if !util::qemu_tests_enabled(test) {
+fn head_from_the_iso(kind: Lan) -> Result<()> {
+    if !lab::gate::qemu_tests() {
         return Ok(());
     }
     lab::check_prerequisites(&[Firmware::BiosIpxe, Firmware::UefiIpxe, Firmware::UefiPxe])?;
@@ -65,14 +60,14 @@ fn head_from_the_iso(test: &str, kind: Lan) -> Result<()> {
         node_init::head::FALLBACK_ADDRESS.address == FALLBACK,
         "the head's fallback address changed; update this test"
     );
-    let bin = util::static_binaries()?;
+    let bin = lab::build::static_binaries()?;
     let image = util::default_image(&bin)?;
     let iso = image.join("node.iso");
     let name = match kind {
         Lan::Dedicated => "om-head",
         Lan::WithRouter => "om-headr",
     };
-    let work = util::workspace().join("target/e2e").join(name);
+    let work = lab::build::workspace().join("target/e2e").join(name);
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let mut lan = VirtualLan::create(name, Ipv4Addr::new(10, 77, 0, 2), 24)?;

@@ -10,25 +10,25 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use pxe_server::lab::{self, Firmware, NodeSpec, QemuNode, VirtualLan};
+use lab::qemu::{medium_args, Medium};
+use lab::{Firmware, NodeSpec, QemuNode, VirtualLan};
 
-use crate::util::{self, medium_args, Medium};
+use crate::util;
 
 /// What `omnode init` prints when the console shell is up.
 const INIT_READY: &str = "omnode: root shell on";
 
 #[test]
 fn qemu_built_iso_boots_the_image_from_cd_and_usb_on_bios_and_uefi() -> Result<()> {
-    if !util::qemu_tests_enabled("qemu_built_iso_boots_the_image_from_cd_and_usb_on_bios_and_uefi")
-    {
+    if !lab::gate::qemu_tests() {
         return Ok(());
     }
     lab::check_prerequisites(&[Firmware::BiosIpxe, Firmware::UefiIpxe])?;
-    let bin = util::static_binaries()?;
+    let bin = lab::build::static_binaries()?;
     let image = util::default_image(&bin)?;
     let iso = image.join("node.iso");
     anyhow::ensure!(iso.is_file(), "ombuild wrote no {}", iso.display());
-    let work = util::workspace().join("target/e2e/om-media");
+    let work = lab::build::workspace().join("target/e2e/om-media");
     let _ = std::fs::remove_dir_all(&work);
     let mut lan = VirtualLan::create("om-media", Ipv4Addr::new(10, 78, 0, 1), 24)?;
 

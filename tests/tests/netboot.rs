@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use pxe_server::lab::{ClusterLab, Firmware, LabConfig, LabMode};
+use lab::{ClusterLab, Firmware, LabConfig, LabMode};
 use serde_json::Value;
 
 use crate::util;
@@ -45,9 +45,9 @@ fn wait_for_view(
 }
 
 fn start_cluster(name: &str, firmwares: &[Firmware], mode: LabMode) -> Result<ClusterLab> {
-    let bin_dir = util::static_binaries()?;
+    let bin_dir = lab::build::static_binaries()?;
     let image_dir = util::default_image(&bin_dir)?;
-    let work_dir = util::workspace().join("target/e2e").join(name);
+    let work_dir = lab::build::workspace().join("target/e2e").join(name);
     Ok(ClusterLab::start(LabConfig {
         name: name.to_string(),
         bin_dir,
@@ -62,7 +62,7 @@ fn start_cluster(name: &str, firmwares: &[Firmware], mode: LabMode) -> Result<Cl
 
 #[test]
 fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
-    if !util::qemu_tests_enabled("qemu_three_firmwares_netboot_join_and_share_the_awk_batch") {
+    if !lab::gate::qemu_tests() {
         return Ok(());
     }
     let firmwares = [Firmware::BiosIpxe, Firmware::UefiIpxe, Firmware::UefiPxe];
@@ -86,7 +86,7 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
     let start = Instant::now();
     loop {
         let stages = lab.boot_stages()?;
-        if pxe_server::lab::machines_at_stage(&stages, "agent") == lab.nodes.len() {
+        if lab::machines_at_stage(&stages, "agent") == lab.nodes.len() {
             break;
         }
         ensure!(
@@ -183,7 +183,7 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
 /// router's pool.
 #[test]
 fn qemu_proxy_mode_beside_the_lans_own_dhcp_server() -> Result<()> {
-    if !util::qemu_tests_enabled("qemu_proxy_mode_beside_the_lans_own_dhcp_server") {
+    if !lab::gate::qemu_tests() {
         return Ok(());
     }
     let firmwares = [Firmware::BiosIpxe, Firmware::UefiIpxe, Firmware::UefiPxe];
@@ -202,7 +202,7 @@ fn qemu_proxy_mode_beside_the_lans_own_dhcp_server() -> Result<()> {
         .filter_map(|n| n["address"].as_str().map(String::from))
         .collect();
     eprintln!("addresses seen by omboot: {addresses:?}");
-    let (low, high) = pxe_server::lab::LAB_ROUTER_POOL;
+    let (low, high) = lab::LAB_ROUTER_POOL;
     let (low, high): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (low.parse()?, high.parse()?);
     for address in &addresses {
         let ip: std::net::Ipv4Addr = address.parse()?;

@@ -1,7 +1,7 @@
-//! `omboot demo`: a virtual cluster for a person to watch.
+//! `omlab demo`: a virtual cluster for a person to watch.
 //!
 //! It builds the default image if there is none (running `ombuild image`,
-//! which shows its own progress bars), creates the virtual LAN of [`crate::lab`],
+//! which shows its own progress bars), creates the virtual LAN of [`crate::cluster`],
 //! starts `omboot serve` and the head's agent there, boots N qemu machines
 //! through the three firmware paths in turn, prints each machine's boot stages
 //! as `omboot` sees them and the joined lines from their consoles, then runs
@@ -16,7 +16,10 @@ use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::lab::{self, ClusterLab, Firmware, LabConfig, LabError, LabMode};
+use crate::cluster::{self, ClusterLab, LabConfig, LabMode};
+use crate::error::LabError;
+use crate::netns::remove_namespace;
+use crate::qemu::{check_prerequisites, Firmware};
 
 /// The namespace the demo's LAN lives in.
 pub const DEMO_NAMESPACE: &str = "om-demo";
@@ -27,8 +30,8 @@ pub enum DemoError {
     /// The lab could not be built or driven.
     #[error(transparent)]
     Lab(#[from] LabError),
-    /// A companion program is not next to `omboot`.
-    #[error("{0} not found next to omboot; build the binaries with scripts/static-build (or cargo build --release)")]
+    /// A companion program is not next to `omlab`.
+    #[error("{0} not found next to omlab; build the binaries with scripts/static-build (or cargo build --release)")]
     MissingBinary(PathBuf),
     /// `ombuild image` failed.
     #[error("building the image failed: ombuild exited with {0}")]
@@ -133,7 +136,7 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
     }
 
     let firmwares: Vec<Firmware> = (0..options.nodes).map(firmware_for).collect();
-    lab::check_prerequisites(&firmwares)?;
+    check_prerequisites(&firmwares)?;
     for program in ["omnode", "omctl"] {
         let path = options.bin_dir.join(program);
         if !path.is_file() {
@@ -144,8 +147,8 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
     check_interrupt()?;
 
     println!(
-        "omboot demo: starting a virtual LAN ({DEMO_NAMESPACE}, head {}) with {} machines",
-        lab::LAB_HEAD,
+        "omlab demo: starting a virtual LAN ({DEMO_NAMESPACE}, head {}) with {} machines",
+        cluster::LAB_HEAD,
         options.nodes
     );
     let mut lab = ClusterLab::start(LabConfig {
@@ -178,21 +181,21 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
         std::mem::forget(lab);
         return Ok(());
     }
-    println!("omboot demo: tearing the virtual cluster down");
+    println!("omlab demo: tearing the virtual cluster down");
     drop(lab);
     Ok(())
 }
 
-/// Removes a cluster left running by `omboot demo --keep`.
+/// Removes a cluster left running by `omlab demo --keep`.
 pub fn stop() {
-    lab::remove_namespace(DEMO_NAMESPACE);
-    lab::remove_namespace(&format!("{DEMO_NAMESPACE}-rtr"));
+    remove_namespace(DEMO_NAMESPACE);
+    remove_namespace(&format!("{DEMO_NAMESPACE}-rtr"));
 }
 
 fn ensure_image(options: &DemoOptions) -> Result<(), DemoError> {
     if options.image_dir.join("manifest.json").is_file() {
         println!(
-            "omboot demo: using the image in {}",
+            "omlab demo: using the image in {}",
             options.image_dir.display()
         );
         return Ok(());
@@ -202,7 +205,7 @@ fn ensure_image(options: &DemoOptions) -> Result<(), DemoError> {
         return Err(DemoError::MissingBinary(ombuild));
     }
     println!(
-        "omboot demo: no image in {}; building it from {}",
+        "omlab demo: no image in {}; building it from {}",
         options.image_dir.display(),
         options.recipe.display()
     );
@@ -291,7 +294,7 @@ fn watch_boot(lab: &mut ClusterLab) -> Result<(), DemoError> {
             let alive = ClusterLab::nodes_in_state(&status, "alive");
             if alive.len() > lab.nodes.len() || Instant::now() > deadline {
                 println!(
-                    "omboot demo: the head sees {} nodes alive: {}",
+                    "omlab demo: the head sees {} nodes alive: {}",
                     alive.len(),
                     alive.join(", ")
                 );
@@ -363,7 +366,7 @@ fn run_batch(lab: &ClusterLab, options: &DemoOptions) -> Result<(), DemoError> {
     let jobs = 2 * (lab.nodes.len() + 1);
     let loops = options.awk_loops;
     println!(
-        "omboot demo: running {jobs} copies of awk 'BEGIN {{for(i=0;i<{loops};i++)for(j=0;j<{loops};j++);}}' through omctl run"
+        "omlab demo: running {jobs} copies of awk 'BEGIN {{for(i=0;i<{loops};i++)for(j=0;j<{loops};j++);}}' through omctl run"
     );
     let (placed, took) = batch(lab, jobs, loops, None)?;
     let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
@@ -384,7 +387,7 @@ fn run_batch(lab: &ClusterLab, options: &DemoOptions) -> Result<(), DemoError> {
     if let Some(single) = single {
         let (_, alone_took) = batch(lab, jobs, loops, Some(&single))?;
         println!(
-            "omboot demo: the batch took {:.1} s on the cluster, {:.1} s on {single} alone ({:.2}x)",
+            "omlab demo: the batch took {:.1} s on the cluster, {:.1} s on {single} alone ({:.2}x)",
             took.as_secs_f64(),
             alone_took.as_secs_f64(),
             alone_took.as_secs_f64() / took.as_secs_f64().max(0.001)
@@ -396,7 +399,7 @@ fn run_batch(lab: &ClusterLab, options: &DemoOptions) -> Result<(), DemoError> {
 fn print_keep_instructions(lab: &ClusterLab, options: &DemoOptions) {
     let socket = lab.head_socket().display();
     let omctl = options.bin_dir.join("omctl");
-    println!("omboot demo: the cluster keeps running (--keep).");
+    println!("omlab demo: the cluster keeps running (--keep).");
     println!("  a shell on the virtual LAN:  ip netns exec {DEMO_NAMESPACE} bash");
     println!(
         "  watch it like mosmon:        {} --socket {socket} mon",
@@ -410,11 +413,14 @@ fn print_keep_instructions(lab: &ClusterLab, options: &DemoOptions) {
         "  consoles and logs:           {}",
         options.work_dir.display()
     );
-    println!("  tear it down:                omboot demo --stop");
+    println!(
+        "  tear it down:                {} demo --stop",
+        options.bin_dir.join("omlab").display()
+    );
 }
 
-/// The default locations, relative to the working directory and to the
-/// running `omboot`.
+/// The directory of the running `omlab`, where the demo looks for `omnode`,
+/// `omctl` and `ombuild`.
 pub fn default_bin_dir() -> PathBuf {
     std::env::current_exe()
         .ok()

@@ -1,0 +1,335 @@
+//! A whole virtual cluster: the LAN, `omboot serve` and the head's agent in
+//! its namespace, and qemu machines netbooting from it; what `omlab demo`
+//! shows a person and what the end-to-end tests boot.
+//!
+//! Layout: [`ClusterLab::start`] builds a [`VirtualLan`], makes a cluster key,
+//! starts `omboot serve` (DHCP, or ProxyDHCP beside a [`LanRouter`]'s
+//! dnsmasq) and the head's `omnode agent` as [`Background`] processes, and
+//! powers on one [`QemuNode`] per firmware. Everything is torn down in
+//! `Drop`: machines first, then the processes, the namespace last.
+//!
+//! This module runs `ip`, `curl`, `dnsmasq` and qemu; it is an I/O shell only
+//! and holds no protocol logic.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::error::{io_err, LabError};
+use crate::netns::{dnsmasq_command, remove_namespace, NamespaceGuard, VirtualLan};
+use crate::process::{run, which, Background};
+use crate::qemu::{check_prerequisites, lab_mac, Firmware, NodeSpec, QemuNode};
+
+/// What a [`ClusterLab`] is made of.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// The namespace name (also the prefix of the work directory).
+    pub name: String,
+    /// Where `omboot`, `omnode` and `omctl` are.
+    pub bin_dir: PathBuf,
+    /// The image directory to serve.
+    pub image_dir: PathBuf,
+    /// Logs, keys, state and the machines' consoles go here.
+    pub work_dir: PathBuf,
+    /// One machine per entry, booting through that firmware path.
+    pub firmwares: Vec<Firmware>,
+    /// The cluster id.
+    pub cluster: String,
+    /// Memory per machine in MiB.
+    pub memory_mib: u32,
+    /// Whether `omboot` is the LAN's DHCP server or a ProxyDHCP beside
+    /// another one.
+    pub mode: LabMode,
+}
+
+/// How addresses are handed out on the lab's LAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabMode {
+    /// `omboot serve --mode dhcp` is the only DHCP server (a dedicated boot
+    /// network).
+    Dhcp,
+    /// An existing LAN: a "router" namespace on the bridge runs dnsmasq as the
+    /// LAN's DHCP server (addresses only, no PXE options) and `omboot serve
+    /// --mode proxy` adds the boot information.
+    Proxy,
+}
+
+/// The LAN router's address in [`LabMode::Proxy`].
+pub const LAB_ROUTER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 254);
+/// The addresses the LAN router's dnsmasq hands out in [`LabMode::Proxy`].
+pub const LAB_ROUTER_POOL: (&str, &str) = ("10.77.0.50", "10.77.0.99");
+
+/// The head's address on every lab LAN.
+pub const LAB_HEAD: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// The address pool the lab's `omboot` hands out.
+pub const LAB_POOL: &str = "10.77.0.100-10.77.0.200";
+
+/// A whole virtual cluster: the LAN, `omboot serve` and the head's agent in
+/// the namespace, and qemu machines netbooting from it.
+#[derive(Debug)]
+pub struct ClusterLab {
+    config: LabConfig,
+    head_socket: PathBuf,
+    key_file: PathBuf,
+    // Field order is drop order: machines first, then the processes, and the
+    // namespace last.
+    /// The netbooting machines, in the order of `config.firmwares`.
+    pub nodes: Vec<QemuNode>,
+    agent: Background,
+    server: Background,
+    _router: Option<LanRouter>,
+    lan: VirtualLan,
+}
+
+/// The existing LAN's own DHCP server, in a namespace of its own joined to
+/// the lab's bridge by a veth pair (a home router, as far as the machines
+/// can tell).
+#[derive(Debug)]
+pub struct LanRouter {
+    // Field order is drop order: dnsmasq first, then its namespace.
+    _dnsmasq: Background,
+    _namespace: NamespaceGuard,
+}
+
+impl LanRouter {
+    /// Starts dnsmasq at [`LAB_ROUTER`] handing out [`LAB_ROUTER_POOL`] on
+    /// `lan`, logging to `work/dnsmasq.log` and leasing to
+    /// `work/dnsmasq.leases`. Stopped (and its namespace removed) on drop.
+    pub fn start(lan: &VirtualLan, work: &Path) -> Result<Self, LabError> {
+        if which("dnsmasq").is_none() {
+            return Err(LabError::MissingProgram {
+                program: "dnsmasq".into(),
+                hint: "apt-get install dnsmasq-base".into(),
+            });
+        }
+        let ns = format!("{}-rtr", lan.name());
+        remove_namespace(&ns);
+        run("ip", ["netns", "add", &ns])?;
+        let namespace = NamespaceGuard(ns.clone());
+        lan.exec_ip(&[
+            "link", "add", "rtr0", "type", "veth", "peer", "name", "rtr1",
+        ])?;
+        lan.exec_ip(&["link", "set", "rtr1", "netns", &ns])?;
+        lan.exec_ip(&["link", "set", "rtr0", "master", "br0"])?;
+        lan.exec_ip(&["link", "set", "rtr0", "up"])?;
+        let cidr = format!("{LAB_ROUTER}/{}", lan.prefix_len());
+        for args in [
+            vec!["link", "set", "lo", "up"],
+            vec!["addr", "add", &cidr, "dev", "rtr1"],
+            vec!["link", "set", "rtr1", "up"],
+        ] {
+            let mut full = vec!["netns", "exec", ns.as_str(), "ip"];
+            full.extend(args);
+            run("ip", full)?;
+        }
+        let mut dnsmasq = dnsmasq_command(&ns, "rtr1");
+        dnsmasq
+            .arg("--log-dhcp")
+            .arg(format!(
+                "--dhcp-range={},{},255.255.255.0,1h",
+                LAB_ROUTER_POOL.0, LAB_ROUTER_POOL.1
+            ))
+            .arg(format!("--dhcp-option=option:router,{LAB_ROUTER}"))
+            .arg(format!(
+                "--dhcp-leasefile={}",
+                work.join("dnsmasq.leases").display()
+            ))
+            .arg("--user=root");
+        Ok(LanRouter {
+            _dnsmasq: Background::spawn(dnsmasq, &work.join("dnsmasq.log"))?,
+            _namespace: namespace,
+        })
+    }
+}
+
+impl ClusterLab {
+    /// Creates the LAN, a cluster key, starts `omboot serve --mode dhcp` and
+    /// the head's agent, and powers on the machines.
+    pub fn start(config: LabConfig) -> Result<Self, LabError> {
+        check_prerequisites(&config.firmwares)?;
+        for program in ["omboot", "omnode", "omctl"] {
+            let path = config.bin_dir.join(program);
+            if !path.is_file() {
+                return Err(LabError::MissingFile {
+                    path,
+                    hint: "build the workspace's binaries first (scripts/static-build)".into(),
+                });
+            }
+        }
+        let work = &config.work_dir;
+        let _ = fs::remove_dir_all(work);
+        fs::create_dir_all(work).map_err(io_err(format!("creating {}", work.display())))?;
+        let mut lan = VirtualLan::create(&config.name, LAB_HEAD, 24)?;
+
+        let key_file = work.join("cluster.key");
+        run(
+            &config.bin_dir.join("omnode").to_string_lossy(),
+            ["keygen".as_ref(), "--out".as_ref(), key_file.as_os_str()],
+        )?;
+
+        let router = match config.mode {
+            LabMode::Dhcp => None,
+            LabMode::Proxy => Some(LanRouter::start(&lan, work)?),
+        };
+        let mut server = lan.command(config.bin_dir.join("omboot"));
+        server.args(["serve", "--interface", "br0", "--http-port", "80"]);
+        match config.mode {
+            LabMode::Dhcp => server.args(["--mode", "dhcp", "--pool", LAB_POOL]),
+            LabMode::Proxy => server.args(["--mode", "proxy"]),
+        };
+        server
+            .args(["--cluster", &config.cluster])
+            .arg("--images")
+            .arg(&config.image_dir)
+            .arg("--state")
+            .arg(work.join("omboot-state"))
+            .arg("--key-file")
+            .arg(&key_file);
+        let server = Background::spawn(server, &work.join("omboot.log"))?;
+
+        let head_socket = work.join("head.sock");
+        let mut agent = lan.command(config.bin_dir.join("omnode"));
+        agent
+            .args(["agent", "--name", "head", "--interface", "br0"])
+            .args(["--cluster", &config.cluster])
+            .arg("--key-file")
+            .arg(&key_file)
+            .arg("--socket")
+            .arg(&head_socket)
+            .arg("--state-dir")
+            .arg(work.join("head-state"));
+        let agent = Background::spawn(agent, &work.join("head-agent.log"))?;
+
+        let mut nodes = Vec::new();
+        for (index, firmware) in config.firmwares.iter().enumerate() {
+            let spec = NodeSpec {
+                name: format!("vm{}", index + 1),
+                firmware: *firmware,
+                mac: lab_mac(index as u8 + 1),
+                memory_mib: config.memory_mib,
+                work_dir: work.clone(),
+                extra_args: Vec::new(),
+                serial_input: false,
+            };
+            nodes.push(QemuNode::boot(&mut lan, spec)?);
+        }
+        Ok(ClusterLab {
+            config,
+            head_socket,
+            key_file,
+            nodes,
+            agent,
+            server,
+            _router: router,
+            lan,
+        })
+    }
+
+    /// The lab's settings.
+    pub fn config(&self) -> &LabConfig {
+        &self.config
+    }
+
+    /// The head agent's control socket.
+    pub fn head_socket(&self) -> &Path {
+        &self.head_socket
+    }
+
+    /// The cluster key file.
+    pub fn key_file(&self) -> &Path {
+        &self.key_file
+    }
+
+    /// The namespace everything runs in.
+    pub fn lan(&self) -> &VirtualLan {
+        &self.lan
+    }
+
+    /// Fails if `omboot` or the head's agent has died.
+    pub fn check_services(&mut self) -> Result<(), LabError> {
+        self.server.check_running("omboot serve")?;
+        self.agent.check_running("omnode agent (head)")
+    }
+
+    /// An `omctl` command talking to the head's agent, run from `/`.
+    pub fn omctl(&self) -> Command {
+        let mut command = Command::new(self.config.bin_dir.join("omctl"));
+        command
+            .arg("--socket")
+            .arg(&self.head_socket)
+            .current_dir("/");
+        command
+    }
+
+    /// The head's view of the cluster (`omctl status --json`).
+    pub fn status(&self) -> Result<serde_json::Value, LabError> {
+        let output = self
+            .omctl()
+            .args(["status", "--json"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_err("running omctl status"))?;
+        if !output.status.success() {
+            return Err(LabError::Command {
+                command: "omctl status --json".into(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        serde_json::from_slice(&output.stdout).map_err(|e| LabError::Command {
+            command: "omctl status --json".into(),
+            stderr: format!("unreadable output: {e}"),
+        })
+    }
+
+    /// The names of the nodes the head sees in `state` (`alive`, `suspect`, `down`).
+    pub fn nodes_in_state(status: &serde_json::Value, state: &str) -> Vec<String> {
+        status["nodes"]
+            .as_array()
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .filter(|n| n["state"] == state)
+                    .filter_map(|n| n["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The boot stages `omboot` recorded (`GET /api/v1/nodes`).
+    pub fn boot_stages(&self) -> Result<serde_json::Value, LabError> {
+        boot_stages(&self.lan, LAB_HEAD)
+    }
+}
+
+/// The boot stages the `omboot` at `server` recorded (`GET /api/v1/nodes`),
+/// fetched with curl from inside the LAN's namespace.
+pub fn boot_stages(lan: &VirtualLan, server: Ipv4Addr) -> Result<serde_json::Value, LabError> {
+    let output = lan
+        .command("curl")
+        .args(["-sf", "--max-time", "5"])
+        .arg(format!("http://{server}/api/v1/nodes"))
+        .output()
+        .map_err(io_err("running curl"))?;
+    if !output.status.success() {
+        return Err(LabError::Command {
+            command: format!("curl http://{server}/api/v1/nodes"),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| LabError::Command {
+        command: format!("curl http://{server}/api/v1/nodes"),
+        stderr: format!("unreadable output: {e}"),
+    })
+}
+
+/// How many machines in `stages` (from [`boot_stages`]) are at `stage`
+/// (`dhcp`, `tftp`, `http`, `agent`…).
+pub fn machines_at_stage(stages: &serde_json::Value, stage: &str) -> usize {
+    stages
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["stage"] == stage)
+        .count()
+}
