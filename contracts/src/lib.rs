@@ -12,3 +12,4 @@
 //! it parses and prints.
 
 pub mod key;
+pub mod mac;

@@ -30,12 +30,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use contracts::mac::MacAddr;
 use serde::Deserialize;
 use tower::ServiceExt;
 use tracing::info;
 
 use crate::image::ImageDir;
-use crate::nodes::{BootStage, LeaseSource, MacAddr, NodeRegistry, Observation};
+use crate::nodes::{BootStage, LeaseSource, NodeRegistry, Observation};
 use crate::tftp::path::{open_confined, PathError};
 
 /// What the HTTP server needs.
