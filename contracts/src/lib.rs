@@ -11,5 +11,6 @@
 //! Architecture Invariant: this crate does no I/O beyond the key file helpers;
 //! it parses and prints.
 
+pub mod http;
 pub mod key;
 pub mod mac;

@@ -107,7 +107,9 @@ mod tests {
         check("2:0:0:0:0:1", expect!["02:00:00:00:00:01"]);
         check(
             "52:54:00:00:00",
-            expect![[r#"error: invalid mac address "52:54:00:00:00": expected six hex octets separated by ':' or '-'"#]],
+            expect![[
+                r#"error: invalid mac address "52:54:00:00:00": expected six hex octets separated by ':' or '-'"#
+            ]],
         );
         for bad in [
             "",

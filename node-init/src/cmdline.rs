@@ -7,6 +7,8 @@
 
 use std::net::Ipv4Addr;
 
+use contracts::key::ClusterKey;
+
 /// What this node is in the cluster (`om.role=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Role {
@@ -20,8 +22,8 @@ pub enum Role {
 /// Where the cluster key comes from (`om.key=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
-    /// The key itself: 64 lowercase hex digits (32 bytes).
-    Hex(String),
+    /// The key itself (`om.key=HEX64`).
+    Key(ClusterKey),
     /// A plain `http://` URL to fetch the key from (normally the head).
     Url(String),
 }
@@ -185,8 +187,8 @@ pub fn parse(line: &str) -> (Settings, Vec<CmdlineError>) {
             "key" => {
                 if value.starts_with("http://") {
                     s.key = Some(KeySource::Url(value.to_string()));
-                } else if value.len() == 64 && value.chars().all(|c| c.is_ascii_hexdigit()) {
-                    s.key = Some(KeySource::Hex(value.to_ascii_lowercase()));
+                } else if let Ok(key) = ClusterKey::parse(value) {
+                    s.key = Some(KeySource::Key(key));
                 } else {
                     problems.push(bad("expected 64 hex digits or an http:// URL"));
                 }
@@ -292,8 +294,8 @@ mod tests {
                     role: Head,
                     cluster: None,
                     key: Some(
-                        Hex(
-                            "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+                        Key(
+                            ClusterKey(..),
                         ),
                     ),
                     modules: [

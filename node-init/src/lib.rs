@@ -318,7 +318,7 @@ impl Supervisor {
             // the nodes on their command line by omboot.
             None if self.settings.role == cmdline::Role::Head => {
                 let fresh = contracts::key::ClusterKey::generate();
-                match key::install(fresh.to_text().trim(), path) {
+                match key::install(&fresh, path) {
                     Ok(()) => {
                         say!("new cluster key written to {}", key::KEY_FILE);
                         self.key_ready = true;
@@ -329,7 +329,7 @@ impl Supervisor {
             None => say!(
                 "no om.key= on the kernel command line; not starting the agent (pass om.key=HEX64 or om.key=http://HEAD/…)"
             ),
-            Some(cmdline::KeySource::Hex(hex)) => match key::install(&hex, path) {
+            Some(cmdline::KeySource::Key(k)) => match key::install(&k, path) {
                 Ok(()) => {
                     say!("cluster key written to {}", key::KEY_FILE);
                     self.key_ready = true;

@@ -16,6 +16,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use contracts::key::ClusterKey;
 use contracts::mac::MacAddr;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
@@ -127,19 +128,16 @@ pub enum ConfigError {
 /// Default cluster id when none is configured.
 pub const DEFAULT_CLUSTER: &str = "omcluster";
 
-fn read_key(path: &Path) -> Result<String, ConfigError> {
+/// Reads the key file with the one parse rule of [`ClusterKey::parse`].
+fn read_key(path: &Path) -> Result<ClusterKey, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::KeyFile {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
-    let key = text.trim();
-    if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ConfigError::KeyFile {
-            path: path.to_owned(),
-            reason: "expected 64 hex digits".into(),
-        });
-    }
-    Ok(key.to_ascii_lowercase())
+    ClusterKey::parse(&text).map_err(|_| ConfigError::KeyFile {
+        path: path.to_owned(),
+        reason: "expected 64 hex digits".into(),
+    })
 }
 
 /// DHCP mode: authoritative server or ProxyDHCP beside another server.
@@ -485,8 +483,8 @@ pub struct ServeConfig {
     pub cluster: String,
     /// Cluster key file.
     pub key_file: Option<PathBuf>,
-    /// The cluster key read from it (64 lowercase hex digits).
-    pub key: Option<String>,
+    /// The cluster key read from it.
+    pub key: Option<ClusterKey>,
     /// Log format.
     pub log_format: LogFormat,
     /// DHCP settings.

@@ -30,6 +30,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use contracts::http::{Checkin, CHECKIN_PATH};
 use contracts::mac::MacAddr;
 use serde::Deserialize;
 use tower::ServiceExt;
@@ -81,7 +82,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/boot.ipxe", get(boot_script))
         .route("/api/v1/leases", get(leases))
         .route("/api/v1/nodes", get(nodes))
-        .route("/api/v1/checkin", post(checkin))
+        .route(CHECKIN_PATH, post(checkin))
         .route("/{*path}", get(static_file))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
@@ -300,18 +301,6 @@ async fn leases(State(st): State<HttpState>) -> Response {
 
 async fn nodes(State(st): State<HttpState>) -> Response {
     Json(st.registry.snapshot()).into_response()
-}
-
-/// Body of `POST /api/v1/checkin`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Checkin {
-    /// The node's MAC.
-    pub mac: MacAddr,
-    /// The node's name.
-    pub name: Option<String>,
-    /// The node's address; the connection's source address when absent.
-    pub address: Option<IpAddr>,
 }
 
 async fn checkin(
