@@ -11,6 +11,7 @@
 //! Architecture Invariant: this crate does no I/O beyond the key file helpers;
 //! it parses and prints.
 
+pub mod cmdline;
 pub mod http;
 pub mod key;
 pub mod mac;

@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
+use contracts::cmdline::KernelCmdline;
 use serde::Deserialize;
 
 /// Files an image directory must hold, relative to it.
@@ -82,6 +83,7 @@ pub struct Manifest {
 pub struct ImageDir {
     root: PathBuf,
     manifest: Manifest,
+    cmdline: KernelCmdline,
 }
 
 impl ImageDir {
@@ -116,7 +118,15 @@ impl ImageDir {
                 path: mpath,
                 source,
             })?;
-        Ok(ImageDir { root, manifest })
+        let manifest: Manifest = manifest;
+        // Passed on as written: a parameter this omboot cannot read is the
+        // node's to report.
+        let (cmdline, _) = KernelCmdline::parse_lossy(&manifest.kernel_cmdline);
+        Ok(ImageDir {
+            root,
+            manifest,
+            cmdline,
+        })
     }
 
     /// The canonical directory: the TFTP root and the HTTP static root.
@@ -129,9 +139,14 @@ impl ImageDir {
         &self.manifest
     }
 
-    /// The image's default kernel command line.
+    /// The image's default kernel command line, as written.
     pub fn kernel_cmdline(&self) -> &str {
         &self.manifest.kernel_cmdline
+    }
+
+    /// The image's default kernel command line, read.
+    pub fn cmdline(&self) -> &KernelCmdline {
+        &self.cmdline
     }
 }
 
