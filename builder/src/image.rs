@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use contracts::image;
 use tracing::info;
 
 use crate::deb::{self, DebError};
@@ -40,9 +41,9 @@ pub const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gp
 
 /// The boot kit files taken from the `ipxe` package: (path in it, output name).
 pub const IPXE_FILES: &[(&str, &str)] = &[
-    ("usr/lib/ipxe/undionly.kpxe", "ipxe/undionly.kpxe"),
-    ("usr/lib/ipxe/snponly.efi", "ipxe/snponly.efi"),
-    ("usr/lib/ipxe/ipxe.efi", "ipxe/ipxe.efi"),
+    ("usr/lib/ipxe/undionly.kpxe", image::UNDIONLY_KPXE),
+    ("usr/lib/ipxe/snponly.efi", image::SNPONLY_EFI),
+    ("usr/lib/ipxe/ipxe.efi", image::IPXE_EFI),
 ];
 
 const ISOLINUX_BIN: &str = "usr/lib/ISOLINUX/isolinux.bin";
@@ -525,8 +526,8 @@ pub fn build(opts: &Options) -> Result<Report, Error> {
 
     // Outputs.
     let mut outputs: Vec<(String, Arc<Vec<u8>>)> = vec![
-        ("vmlinuz".to_string(), vmlinuz.clone()),
-        ("initrd.img".to_string(), Arc::new(initrd)),
+        (image::VMLINUZ.to_string(), vmlinuz.clone()),
+        (image::INITRD.to_string(), Arc::new(initrd)),
     ];
     let boot_names = || recipe.boot_packages.join(", ");
     let boot_file = |p: &str| {
@@ -576,7 +577,7 @@ pub fn build(opts: &Options) -> Result<Report, Error> {
         .iter()
         .map(|(p, d)| IsoFile::new(p.clone(), d.as_slice()))
         .collect();
-    iso_files.push(IsoFile::new("manifest.json", &inner_manifest));
+    iso_files.push(IsoFile::new(image::MANIFEST, &inner_manifest));
     let (isolinux_bin, isohdpfx, ldlinux, sdboot) = (
         boot_file(ISOLINUX_BIN)?,
         boot_file(ISOHDPFX_BIN)?,
@@ -592,8 +593,8 @@ pub fn build(opts: &Options) -> Result<Report, Error> {
             .replace('-', "_"),
         epoch,
         files: iso_files,
-        kernel: "vmlinuz".into(),
-        initrd: "initrd.img".into(),
+        kernel: image::VMLINUZ.into(),
+        initrd: image::INITRD.into(),
         isolinux_bin: &isolinux_bin,
         ldlinux_c32: &ldlinux,
         isohdpfx: &isohdpfx,
@@ -621,7 +622,7 @@ pub fn build(opts: &Options) -> Result<Report, Error> {
         write_atomic(&opts.out.join(path), data)?;
     }
     write_atomic(
-        &opts.out.join("manifest.json"),
+        &opts.out.join(image::MANIFEST),
         manifest.to_json().as_bytes(),
     )?;
     info!(

@@ -13,5 +13,6 @@
 
 pub mod cmdline;
 pub mod http;
+pub mod image;
 pub mod key;
 pub mod mac;
