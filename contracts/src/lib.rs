@@ -16,3 +16,4 @@ pub mod http;
 pub mod image;
 pub mod key;
 pub mod mac;
+pub mod modules;
