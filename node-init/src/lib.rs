@@ -24,6 +24,8 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use contracts::http::CHECKIN_PATH;
+
 /// Prints an `omnode: ` progress line on the console.
 macro_rules! say {
     ($($arg:tt)*) => {
@@ -398,7 +400,7 @@ impl Supervisor {
             // list shows it too.
             argv.push("--checkin".into());
             argv.push(format!(
-                "http://{}:{}/api/v1/checkin",
+                "http://{}:{}{CHECKIN_PATH}",
                 net.address, self.settings.http_port
             ));
         } else if let Some(server) = self.settings.server {
@@ -406,7 +408,7 @@ impl Supervisor {
             argv.push(server.to_string());
             argv.push("--checkin".into());
             argv.push(format!(
-                "http://{server}:{}/api/v1/checkin",
+                "http://{server}:{}{CHECKIN_PATH}",
                 self.settings.http_port
             ));
         }
