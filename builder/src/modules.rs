@@ -1,7 +1,9 @@
 //! Kernel module selection: the recipe's module sets and globs, closed over
 //! each module's `depends=` (read from its `.modinfo` ELF section), and the
 //! kmod text indexes `modules.dep` and `modules.alias` for the chosen ones.
-//! Pure: module bytes in, a selection and index texts out.
+//! Pure: module bytes in, a selection and index texts out. The index
+//! formats and [`module_name`] are the contract [`contracts::modules`],
+//! shared with `omnode init`, which reads them.
 //!
 //! Patterns with a `/` match a module's path below `lib/modules/<kver>/`
 //! (`kernel/drivers/net/ethernet/**`); patterns without one match module
@@ -9,6 +11,9 @@
 //! `*` stays within a path component, `**` crosses them, `?` is one char.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+pub use contracts::modules::{module_name, parse_builtin};
+use contracts::modules::{AliasLine, DepLine};
 
 use crate::elf;
 
@@ -117,12 +122,6 @@ pub struct Selection {
     pub dep: String,
     /// `modules.alias` text.
     pub alias: String,
-}
-
-/// A module's name from its file path (`…/virtio-rng.ko` → `virtio_rng`).
-pub fn module_name(path: &str) -> String {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    base.strip_suffix(".ko").unwrap_or(base).replace('-', "_")
 }
 
 /// Match `text` against a glob with `*`, `**` and `?`.
@@ -263,17 +262,19 @@ pub fn select(
             postorder(d, &deps, &mut seen, &mut order);
         }
         order.reverse();
-        sel.dep.push_str(path);
-        sel.dep.push(':');
-        for d in order {
-            sel.dep.push(' ');
-            sel.dep.push_str(d);
-        }
-        sel.dep.push('\n');
+        let line = DepLine {
+            path: path.to_string(),
+            deps: order.into_iter().map(str::to_string).collect(),
+        };
+        sel.dep.push_str(&format!("{line}\n"));
         let name = module_name(path);
         for (k, v) in &info[path] {
             if k == "alias" {
-                sel.alias.push_str(&format!("alias {v} {name}\n"));
+                let line = AliasLine {
+                    pattern: v.clone(),
+                    module: name.clone(),
+                };
+                sel.alias.push_str(&format!("{line}\n"));
             }
         }
     }
@@ -293,12 +294,4 @@ fn postorder<'a>(
         postorder(d, deps, seen, out);
     }
     out.push(node);
-}
-
-/// Names in a `modules.builtin` text (`kernel/…/foo.ko` per line).
-pub fn parse_builtin(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| module_name(l.trim()))
-        .collect()
 }

@@ -1,18 +1,21 @@
-//! Cluster keys: generation, the key file format, and the derivation of the
+//! Cluster keys: generation, the one text format, and the derivation of the
 //! per-purpose keys that seal datagrams and exec streams.
 //!
-//! A key file is text: the 32-byte key as 64 hex digits and a newline, the
-//! same form `om.key=` carries on the kernel command line, that `omboot`
-//! serves and that `omnode init` writes to `/run/omcluster.key`. When
-//! reading, blank lines and `#` comments are skipped, and the key line may be
-//! prefixed with the tag `omcluster-key-v1`.
+//! The text form is the 32-byte key as 64 hex digits and a newline
+//! ([`ClusterKey::to_text`]): what `omnode keygen` and `omnode init` write to
+//! a key file, what `omboot` puts on the command line as `om.key=` (without
+//! the newline) and serves over HTTP. Every reader, `omnode agent
+//! --key-file`, `omboot --key-file`, `omnode init` for `om.key=` and for a
+//! key fetched over HTTP, goes through [`ClusterKey::parse`], which is
+//! lenient in one documented way: blank lines and `#` comments are skipped,
+//! the key line may be prefixed with the tag `omcluster-key-v1`, and upper
+//! case hex is accepted. Writers always write the plain form.
 //!
 //! Sub-keys are HKDF-SHA256 of the cluster key, salted with a fixed label and
 //! bound to the cluster id, so two clusters sharing a key still cannot talk.
-
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+//!
+//! Pure: reading and writing key files is the callers' business
+//! (`node_agent::keyfile`, `node_init::key`, `pxe_server::config`).
 
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -41,21 +44,9 @@ impl Purpose {
     }
 }
 
-/// Errors reading, parsing or writing a key.
-#[derive(Debug, thiserror::Error)]
+/// Why a text is not a cluster key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    /// The key file could not be read.
-    #[error("cannot read key file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    /// The key file could not be written.
-    #[error("cannot write key file {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
     /// The text holds no key line.
     #[error("no key found (expected a line of 64 hex digits)")]
     Missing,
@@ -85,7 +76,9 @@ impl ClusterKey {
         Self(bytes)
     }
 
-    /// Parses the key file format (or a bare 64-digit hex string).
+    /// Parses the key text (a key file, an `om.key=` value, an HTTP body):
+    /// the first line that is not blank or a `#` comment is the key, 64 hex
+    /// digits, optionally after the tag [`KEY_FILE_TAG`].
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         for line in text.lines() {
             let line = line.trim();
@@ -110,29 +103,9 @@ impl ClusterKey {
         format!("{}\n", hex::encode(self.0))
     }
 
-    /// Reads a key file.
-    pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text)
-    }
-
-    /// Writes a new key file with mode 0600; refuses to overwrite one.
-    pub fn save(&self, path: &Path) -> Result<(), KeyError> {
-        let err = |source| KeyError::Write {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(err)?;
-        file.write_all(self.to_text().as_bytes()).map_err(err)?;
-        file.sync_all().map_err(err)
+    /// The key as 64 lowercase hex digits (the `om.key=` value).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
     }
 
     /// The sub-key for `purpose` in cluster `cluster`.
@@ -146,6 +119,13 @@ impl ClusterKey {
         hk.expand(&info, &mut out)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         out
+    }
+}
+
+impl std::str::FromStr for ClusterKey {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        Self::parse(s)
     }
 }
 
@@ -203,16 +183,53 @@ mod tests {
         assert_eq!(a, key.derive("a", Purpose::Datagram));
     }
 
+    fn check(text: &str, expect: expect_test::Expect) {
+        let got = match ClusterKey::parse(text) {
+            Ok(k) => k.to_hex(),
+            Err(e) => format!("error: {e}"),
+        };
+        expect.assert_eq(&got);
+    }
+
     #[test]
-    fn save_is_private_and_does_not_overwrite() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k");
-        let key = ClusterKey::generate();
-        key.save(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(ClusterKey::load(&path).unwrap(), key);
-        assert!(matches!(key.save(&path), Err(KeyError::Write { .. })));
+    fn the_one_parse_rule() {
+        use expect_test::expect;
+        let hex = "0123456789abcdef".repeat(4);
+        for text in [
+            hex.clone(),
+            format!("{hex}\n"),
+            format!("  {}  \r\n", hex.to_uppercase()),
+            format!("# made by omnode keygen\n\n{hex}\n"),
+            format!("{KEY_FILE_TAG} {hex}\n# trailing\n"),
+        ] {
+            check(
+                &text,
+                expect!["0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"],
+            );
+        }
+        check(
+            "",
+            expect!["error: no key found (expected a line of 64 hex digits)"],
+        );
+        check(
+            "not a key\n",
+            expect!["error: key `not a key` is not 64 hex digits"],
+        );
+        check(
+            &"ab".repeat(33),
+            expect!["error: key `abababababababab…` is not 64 hex digits"],
+        );
+        check(
+            &format!("{hex} {hex}"),
+            expect!["error: key `0123456789abcdef…` is not 64 hex digits"],
+        );
+    }
+
+    #[test]
+    fn writers_write_the_plain_form() {
+        let key = ClusterKey([0xab; 32]);
+        assert_eq!(key.to_text(), format!("{}\n", "ab".repeat(32)));
+        assert_eq!(key.to_hex(), "ab".repeat(32));
+        assert_eq!(key.to_hex().parse::<ClusterKey>().unwrap(), key);
     }
 }

@@ -5,10 +5,25 @@
 //! kernel command line, a key. Each format lives here once, with its writer
 //! and its reader side by side, so the two cannot drift apart.
 //!
-//! - [`key`]: the cluster key, its one text format and the sub-keys derived
-//!   from it.
+//! - [`image`]: the image directory `ombuild` writes and `omboot` serves:
+//!   its paths and `manifest.json` ([`image::Manifest`]).
+//! - [`cmdline`]: the kernel command line `omboot` writes and `omnode init`
+//!   reads ([`cmdline::KernelCmdline`], folded into [`cmdline::Settings`]).
+//! - [`key`]: the cluster key, its one text format and parse rule, and the
+//!   sub-keys derived from it.
+//! - [`http`]: the check-in body ([`http::Checkin`]) the agent sends and
+//!   `omboot` reads, and the pure halves of the two small HTTP clients (URL
+//!   split, response parse).
+//! - [`mac`]: the one MAC address type.
+//! - [`modules`]: the kernel module index in the initramfs (`modules.dep`,
+//!   `modules.alias`, `modules.builtin`) and [`modules::module_name`].
 //!
-//! Architecture Invariant: this crate does no I/O beyond the key file helpers;
-//! it parses and prints.
+//! Architecture Invariant: this crate does no I/O; it parses and prints.
+//! Files and sockets belong to the programs that use the formats.
 
+pub mod cmdline;
+pub mod http;
+pub mod image;
 pub mod key;
+pub mod mac;
+pub mod modules;

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use node_init::key::{parse_response, parse_url};
+use contracts::http::{is_ok, parse_response, Checkin, HttpUrl};
+use contracts::mac::MacAddr;
 
 /// What went wrong with one check-in attempt.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,7 @@ pub enum CheckinError {
 }
 
 /// The MAC address of the interface holding `address`, from sysfs.
-pub fn mac_of(address: IpAddr) -> Option<String> {
+pub fn mac_of(address: IpAddr) -> Option<MacAddr> {
     let addrs = nix::ifaddrs::getifaddrs().ok()?;
     let name = addrs
         .filter(|a| {
@@ -56,19 +57,24 @@ pub fn mac_of(address: IpAddr) -> Option<String> {
         .map(|a| a.interface_name)
         .next()?;
     let mac = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).ok()?;
-    Some(mac.trim().to_string())
+    mac.trim().parse().ok()
 }
 
 /// The JSON body `omboot` expects.
-pub fn body(mac: &str, name: &str, address: IpAddr) -> String {
-    serde_json::json!({ "mac": mac, "name": name, "address": address }).to_string()
+pub fn body(mac: MacAddr, name: &str, address: IpAddr) -> String {
+    Checkin {
+        address: Some(address),
+        mac,
+        name: Some(name.to_string()),
+    }
+    .to_json()
 }
 
 /// One check-in attempt.
 pub fn post(url: &str, name: &str, address: IpAddr) -> Result<(), CheckinError> {
-    let (host, port, path) = parse_url(url).map_err(|_| CheckinError::BadUrl(url.into()))?;
+    let HttpUrl { host, port, path } = url.parse().map_err(|_| CheckinError::BadUrl(url.into()))?;
     let mac = mac_of(address).ok_or(CheckinError::NoMac(address))?;
-    let json = body(&mac, name, address);
+    let json = body(mac, name, address);
     let io = |source| CheckinError::Io {
         url: url.to_string(),
         source,
@@ -95,7 +101,7 @@ pub fn post(url: &str, name: &str, address: IpAddr) -> Result<(), CheckinError> 
     let status = parse_response(&answer)
         .map(|(status, _)| status)
         .unwrap_or_else(|| "a malformed response".into());
-    if status.split_whitespace().nth(1) != Some("200") {
+    if !is_ok(&status) {
         return Err(CheckinError::Status {
             url: url.to_string(),
             status,
@@ -134,7 +140,7 @@ mod tests {
     fn the_body_is_what_omboot_reads() {
         assert_eq!(
             body(
-                "52:54:00:0c:00:01",
+                "52:54:00:0c:00:01".parse().unwrap(),
                 "node-1",
                 "10.77.0.100".parse().unwrap()
             ),

@@ -1,7 +1,8 @@
 //! omnode's cluster agent and omctl's tools (`omnode init`, PID 1, is the
 //! `node-init` crate).
 //!
-//! - [`key`]: cluster keys, the key file, derived sub-keys.
+//! - [`key`]: cluster keys and derived sub-keys (re-exported from
+//!   [`contracts::key`]); [`keyfile`]: reading and writing the key file.
 //! - [`crypto`]: sealing of datagrams (AEAD + replay window) and exec streams.
 //! - [`wire`]: what agents say to each other in datagrams, and the framed
 //!   messages of the control socket and exec streams.
@@ -26,6 +27,7 @@ pub mod crypto;
 pub mod discovery;
 pub mod exec;
 pub use contracts::key;
+pub mod keyfile;
 pub mod load;
 pub mod membership;
 pub mod placement;

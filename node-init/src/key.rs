@@ -1,15 +1,19 @@
 //! The cluster key: from the command line or fetched over plain HTTP from
 //! the head, written to `/run/omcluster.key` (mode 0600) for the agent.
 //!
-//! The file holds the 64 hex digits and a newline. The HTTP client is the
-//! minimum for one GET from the head on the LAN (HTTP/1.0, no redirects, no
-//! TLS); [`parse_response`] is the pure half.
+//! The file holds [`ClusterKey::to_text`]; a fetched body is read with
+//! [`ClusterKey::parse`], the one rule every reader of the key uses. The
+//! HTTP client is the minimum for one GET from the head on the LAN
+//! (HTTP/1.0, no redirects, no TLS); its pure half is [`contracts::http`].
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
+
+use contracts::http::{is_ok, parse_response, HttpUrl};
+use contracts::key::ClusterKey;
 
 /// Where `omnode init` writes the key.
 pub const KEY_FILE: &str = "/run/omcluster.key";
@@ -55,55 +59,10 @@ pub enum KeyError {
     },
 }
 
-/// Splits `http://host[:port]/path` into host, port and path.
-pub fn parse_url(url: &str) -> Result<(String, u16, String), KeyError> {
-    let bad = || KeyError::BadUrl(url.to_string());
-    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
-        None => (authority, 80),
-    };
-    if host.is_empty() || path.contains(char::is_whitespace) {
-        return Err(bad());
-    }
-    Ok((host.to_string(), port, path.to_string()))
-}
-
-/// Parses a whole HTTP/1.x response; returns the status line and the body
-/// (cut at Content-Length when given).
-pub fn parse_response(bytes: &[u8]) -> Option<(String, &[u8])> {
-    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&bytes[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.to_string();
-    if !status.starts_with("HTTP/1.") {
-        return None;
-    }
-    let mut body = &bytes[end + 4..];
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                let n: usize = v.trim().parse().ok()?;
-                body = body.get(..n)?;
-            }
-        }
-    }
-    Some((status, body))
-}
-
-/// Checks and normalises a key: 64 hex digits, surrounding whitespace allowed.
-pub fn normalise(text: &str) -> Option<String> {
-    let t = text.trim();
-    (t.len() == 64 && t.chars().all(|c| c.is_ascii_hexdigit())).then(|| t.to_ascii_lowercase())
-}
-
 /// Fetches the key from `url` (one attempt, 5 s connect and read timeouts).
-pub fn fetch(url: &str) -> Result<String, KeyError> {
-    let (host, port, path) = parse_url(url)?;
+pub fn fetch(url: &str) -> Result<ClusterKey, KeyError> {
+    let HttpUrl { host, port, path } =
+        url.parse().map_err(|_| KeyError::BadUrl(url.to_string()))?;
     let io = |source| KeyError::Io {
         url: url.to_string(),
         source,
@@ -123,17 +82,19 @@ pub fn fetch(url: &str) -> Result<String, KeyError> {
     let (status, body) = parse_response(&buf).ok_or_else(|| KeyError::Malformed {
         url: url.to_string(),
     })?;
-    if status.split_whitespace().nth(1) != Some("200") {
+    if !is_ok(&status) {
         return Err(KeyError::Status {
             url: url.to_string(),
             status,
         });
     }
-    normalise(&String::from_utf8_lossy(body)).ok_or_else(|| KeyError::NotAKey(url.to_string()))
+    ClusterKey::parse(&String::from_utf8_lossy(body))
+        .map_err(|_| KeyError::NotAKey(url.to_string()))
 }
 
-/// Writes the key (hex and a newline) to `path` with mode 0600.
-pub fn install(key_hex: &str, path: &Path) -> Result<(), KeyError> {
+/// Writes the key file ([`ClusterKey::to_text`]) to `path` with mode 0600,
+/// replacing an old one.
+pub fn install(key: &ClusterKey, path: &Path) -> Result<(), KeyError> {
     let err = |source| KeyError::Write {
         path: path.display().to_string(),
         source,
@@ -151,38 +112,12 @@ pub fn install(key_hex: &str, path: &Path) -> Result<(), KeyError> {
     // The mode only applies at creation; an old file keeps its own.
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .map_err(err)?;
-    f.write_all(format!("{key_hex}\n").as_bytes()).map_err(err)
+    f.write_all(key.to_text().as_bytes()).map_err(err)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls() {
-        assert_eq!(
-            parse_url("http://10.0.0.1:8080/keys/c1").unwrap(),
-            ("10.0.0.1".into(), 8080, "/keys/c1".into())
-        );
-        assert_eq!(
-            parse_url("http://head").unwrap(),
-            ("head".into(), 80, "/".into())
-        );
-        for bad in ["https://x/", "http://:80/", "http://x:port/", "ftp://x"] {
-            assert!(parse_url(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn responses() {
-        let (st, body) =
-            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef").unwrap();
-        assert_eq!((st.as_str(), body), ("HTTP/1.1 200 OK", &b"abc"[..]));
-        let (_, body) = parse_response(b"HTTP/1.0 200 OK\r\n\r\nall of it").unwrap();
-        assert_eq!(body, b"all of it");
-        assert!(parse_response(b"SSH-2.0-x\r\n\r\n").is_none());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc").is_none());
-    }
 
     #[test]
     fn fetch_and_install_against_a_local_server() {
@@ -213,7 +148,7 @@ mod tests {
             }
         });
         let url = format!("http://127.0.0.1:{port}/k");
-        assert_eq!(fetch(&url).unwrap(), key);
+        assert_eq!(fetch(&url).unwrap().to_hex(), key);
         let err = fetch(&url).unwrap_err().to_string();
         assert!(
             err.ends_with("server answered HTTP/1.0 404 Not Found"),
@@ -223,7 +158,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/omcluster.key");
-        install(&key, &path).unwrap();
+        install(&key.parse().unwrap(), &path).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{key}\n"));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(

@@ -7,11 +7,17 @@
 //! ([`ModuleIndex::load_order`]). The I/O half ([`scan_modaliases`],
 //! [`loaded_modules`], [`load`]) reads sysfs and procfs and calls
 //! `finit_module(2)`.
+//!
+//! The text formats and [`module_name`] are the contract
+//! [`contracts::modules`], shared with the builder that writes them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use contracts::modules;
+pub use contracts::modules::module_name;
 
 /// A problem with the module index or with loading a module.
 #[derive(Debug, thiserror::Error)]
@@ -25,13 +31,8 @@ pub enum KmodError {
         source: std::io::Error,
     },
     /// A line of `modules.dep` is not `path.ko: dep.ko …`.
-    #[error("modules.dep line {line}: expected `path.ko: deps…`, got {text:?}")]
-    BadDepLine {
-        /// The 1-based line number.
-        line: usize,
-        /// The line.
-        text: String,
-    },
+    #[error(transparent)]
+    BadDepLine(#[from] modules::BadDepLine),
     /// A module that was asked for is in neither `modules.dep` nor `modules.builtin`.
     #[error("module {0} is not in modules.dep")]
     Unknown(String),
@@ -157,14 +158,6 @@ fn match_class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
     }
 }
 
-/// The module name kmod uses for a file: the base name without `.ko` (and a
-/// compression suffix), with `-` turned into `_`.
-pub fn module_name(path: &str) -> String {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    let stem = base.split_once(".ko").map(|(s, _)| s).unwrap_or(base);
-    stem.replace('-', "_")
-}
-
 /// One module in `modules.dep`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleEntry {
@@ -189,49 +182,23 @@ pub struct ModuleIndex {
 impl ModuleIndex {
     /// Parses the text of the index files.
     pub fn parse(dep: &str, alias: &str, builtin: &str) -> Result<Self, KmodError> {
-        let mut idx = ModuleIndex::default();
-        for (n, line) in dep.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let Some((path, deps)) = line.split_once(':') else {
-                return Err(KmodError::BadDepLine {
-                    line: n + 1,
-                    text: line.to_string(),
-                });
-            };
-            let path = path.trim();
-            if path.is_empty() || !path.contains(".ko") {
-                return Err(KmodError::BadDepLine {
-                    line: n + 1,
-                    text: line.to_string(),
-                });
-            }
+        let mut idx = ModuleIndex {
+            builtin: modules::parse_builtin(builtin),
+            ..Default::default()
+        };
+        for line in modules::parse_dep(dep)? {
             idx.modules.insert(
-                module_name(path),
+                module_name(&line.path),
                 ModuleEntry {
-                    path: path.to_string(),
-                    deps: deps.split_whitespace().map(module_name).collect(),
+                    deps: line.deps.iter().map(|d| module_name(d)).collect(),
+                    path: line.path,
                 },
             );
         }
-        for line in alias.lines() {
-            let mut words = line.split_whitespace();
-            if words.next() != Some("alias") {
-                continue;
-            }
-            if let (Some(pat), Some(module)) = (words.next(), words.next()) {
-                idx.aliases
-                    .push((pat.to_string(), module.replace('-', "_")));
-            }
-        }
-        for line in builtin.lines() {
-            let line = line.trim();
-            if !line.is_empty() {
-                idx.builtin.insert(module_name(line));
-            }
-        }
+        idx.aliases = modules::parse_alias(alias)
+            .into_iter()
+            .map(|a| (a.pattern, a.module))
+            .collect();
         Ok(idx)
     }
 
@@ -648,15 +615,5 @@ mod tests {
         let idx = index();
         let wanted: Vec<String> = found.iter().flat_map(|a| idx.modules_for(a)).collect();
         assert_eq!(wanted, vec!["e1000", "virtio_net"]);
-    }
-
-    #[test]
-    fn module_names() {
-        assert_eq!(
-            module_name("kernel/drivers/scsi/scsi-common.ko"),
-            "scsi_common"
-        );
-        assert_eq!(module_name("kernel/drivers/cdrom/cdrom.ko.xz"), "cdrom");
-        assert_eq!(module_name("e1000.ko"), "e1000");
     }
 }

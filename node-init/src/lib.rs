@@ -46,6 +46,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use contracts::http::CHECKIN_PATH;
+
 /// Prints an `omnode: ` progress line on the console.
 macro_rules! say {
     ($($arg:tt)*) => {
@@ -375,12 +377,12 @@ impl Supervisor {
             // the nodes on their command line by omboot.
             None if self.settings.role == cmdline::Role::Head => {
                 let fresh = contracts::key::ClusterKey::generate();
-                self.install_key(fresh.to_text().trim(), "new cluster key");
+                self.install_key(&fresh, "new cluster key");
             }
             None => say!(
                 "no om.key= on the kernel command line; not starting the agent (pass om.key=HEX64 or om.key=http://HEAD/…)"
             ),
-            Some(cmdline::KeySource::Hex(hex)) => self.install_key(&hex, "cluster key"),
+            Some(cmdline::KeySource::Key(k)) => self.install_key(&k, "cluster key"),
             Some(cmdline::KeySource::Url(url)) => {
                 let tx = self.tx.clone();
                 spawn_worker("key", "key fetch", move || fetch_key(&url, &tx));
@@ -390,8 +392,8 @@ impl Supervisor {
 
     /// Writes the key given as `hex` to [`key::KEY_FILE`]; `what` starts the
     /// console line that says so.
-    fn install_key(&mut self, hex: &str, what: &str) {
-        match key::install(hex, Path::new(key::KEY_FILE)) {
+    fn install_key(&mut self, key: &contracts::key::ClusterKey, what: &str) {
+        match key::install(key, Path::new(key::KEY_FILE)) {
             Ok(()) => {
                 say!("{what} written to {}", key::KEY_FILE);
                 self.key_ready = true;
@@ -455,7 +457,7 @@ fn agent_argv(
         // list shows it too.
         argv.push("--checkin".into());
         argv.push(format!(
-            "http://{}:{}/api/v1/checkin",
+            "http://{}:{}{CHECKIN_PATH}",
             net.address, settings.http_port
         ));
     } else if let Some(server) = settings.server {
@@ -463,7 +465,7 @@ fn agent_argv(
         argv.push(server.to_string());
         argv.push("--checkin".into());
         argv.push(format!(
-            "http://{server}:{}/api/v1/checkin",
+            "http://{server}:{}{CHECKIN_PATH}",
             settings.http_port
         ));
     }

@@ -22,11 +22,11 @@ use std::fmt;
 use std::path::Path;
 
 /// The BIOS chainload file (iPXE over the PXE ROM's UNDI).
-pub const BIOS_FILE: &str = "ipxe/undionly.kpxe";
+pub const BIOS_FILE: &str = contracts::image::UNDIONLY_KPXE;
 /// The UEFI x64 chainload file (iPXE over the firmware's SNP).
-pub const UEFI_X64_FILE: &str = "ipxe/snponly.efi";
+pub const UEFI_X64_FILE: &str = contracts::image::SNPONLY_EFI;
 /// The UEFI x64 fallback (iPXE with its own drivers).
-pub const UEFI_X64_FALLBACK: &str = "ipxe/ipxe.efi";
+pub const UEFI_X64_FALLBACK: &str = contracts::image::IPXE_EFI;
 /// The arm64 UEFI chainload file, when the image has one.
 pub const UEFI_ARM64_FILE: &str = "ipxe/snponly-arm64.efi";
 /// The iPXE script path on the HTTP server.

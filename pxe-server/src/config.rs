@@ -16,6 +16,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use contracts::key::ClusterKey;
+use contracts::mac::MacAddr;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
@@ -126,19 +128,16 @@ pub enum ConfigError {
 /// Default cluster id when none is configured.
 pub const DEFAULT_CLUSTER: &str = "omcluster";
 
-fn read_key(path: &Path) -> Result<String, ConfigError> {
+/// Reads the key file with the one parse rule of [`ClusterKey::parse`].
+fn read_key(path: &Path) -> Result<ClusterKey, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::KeyFile {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
-    let key = text.trim();
-    if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ConfigError::KeyFile {
-            path: path.to_owned(),
-            reason: "expected 64 hex digits".into(),
-        });
-    }
-    Ok(key.to_ascii_lowercase())
+    ClusterKey::parse(&text).map_err(|_| ConfigError::KeyFile {
+        path: path.to_owned(),
+        reason: "expected 64 hex digits".into(),
+    })
 }
 
 /// DHCP mode: authoritative server or ProxyDHCP beside another server.
@@ -249,57 +248,6 @@ impl FromStr for Pool {
             return Err(invalid("start is after end"));
         }
         Ok(Pool { start, end })
-    }
-}
-
-/// A MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Mac(pub [u8; 6]);
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-
-impl FromStr for Mac {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, ConfigError> {
-        let invalid = || ConfigError::Invalid {
-            what: "MAC address",
-            value: s.into(),
-            reason: "expected six hex bytes like 52:54:00:12:34:56".into(),
-        };
-        let parts: Vec<&str> = s.split([':', '-']).collect();
-        if parts.len() != 6 {
-            return Err(invalid());
-        }
-        let mut mac = [0u8; 6];
-        for (i, p) in parts.iter().enumerate() {
-            if p.is_empty() || p.len() > 2 {
-                return Err(invalid());
-            }
-            mac[i] = u8::from_str_radix(p, 16).map_err(|_| invalid())?;
-        }
-        Ok(Mac(mac))
-    }
-}
-
-impl serde::Serialize for Mac {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Mac {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -535,8 +483,8 @@ pub struct ServeConfig {
     pub cluster: String,
     /// Cluster key file.
     pub key_file: Option<PathBuf>,
-    /// The cluster key read from it (64 lowercase hex digits).
-    pub key: Option<String>,
+    /// The cluster key read from it.
+    pub key: Option<ClusterKey>,
     /// Log format.
     pub log_format: LogFormat,
     /// DHCP settings.
@@ -549,7 +497,7 @@ pub struct DhcpConfig {
     /// Pools (empty in proxy mode).
     pub pools: Vec<PoolConfig>,
     /// Reservations by MAC.
-    pub reservations: HashMap<Mac, Reservation>,
+    pub reservations: HashMap<MacAddr, Reservation>,
     /// Lease time in seconds.
     pub lease_time: u32,
     /// Seconds a declined address stays out of the pool.
@@ -652,7 +600,11 @@ impl ServeConfig {
         let mut reservations = HashMap::new();
         let mut by_addr: HashMap<Ipv4Addr, String> = HashMap::new();
         for r in &w.reservations {
-            let mac: Mac = r.mac.parse()?;
+            let mac: MacAddr = r.mac.parse().map_err(|_| ConfigError::Invalid {
+                what: "MAC address",
+                value: r.mac.clone(),
+                reason: "expected six hex bytes like 52:54:00:12:34:56".into(),
+            })?;
             if mode == Mode::Dhcp && !pools.iter().any(|p| p.subnet.contains(&r.address)) {
                 return Err(ConfigError::ReservationOutsidePools {
                     mac: mac.to_string(),
@@ -926,9 +878,9 @@ hostname = "node1"
             "10.0.0.9-10.0.0.2".parse::<Pool>().unwrap_err().to_string(),
             "invalid pool \"10.0.0.9-10.0.0.2\": start is after end"
         );
-        assert!("52:54:00:00:00".parse::<Mac>().is_err());
+        assert!("52:54:00:00:00".parse::<MacAddr>().is_err());
         assert_eq!(
-            "52-54-00-AB-cd-01".parse::<Mac>().unwrap().to_string(),
+            "52-54-00-AB-cd-01".parse::<MacAddr>().unwrap().to_string(),
             "52:54:00:ab:cd:01"
         );
     }

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::leases::LeaseRecord;
 use crate::leases::{LeaseError, LeaseStore};
-use crate::nodes::{MacAddr, NodeRegistry};
+use crate::nodes::NodeRegistry;
 use engine::{Engine, Exchange, Incoming, Outcome};
 
 /// Most packets handled (and committed) as one batch.
@@ -263,7 +263,7 @@ async fn deliver(
         );
         if let Some(n) = nodes {
             if ex.arch.is_some() || ex.file.is_some() {
-                n.record_dhcp(MacAddr(ex.mac.0), ex.ip.map(Into::into), ex.arch, None);
+                n.record_dhcp(ex.mac, ex.ip.map(Into::into), ex.arch, None);
             }
         }
     }

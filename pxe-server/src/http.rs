@@ -30,12 +30,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use contracts::cmdline::{KernelCmdline, KeySource, OmParam, Param, INITRD_PARAM};
+use contracts::http::{Checkin, CHECKIN_PATH};
+use contracts::mac::MacAddr;
 use serde::Deserialize;
 use tower::ServiceExt;
 use tracing::info;
 
 use crate::image::ImageDir;
-use crate::nodes::{BootStage, LeaseSource, MacAddr, NodeRegistry, Observation};
+use crate::nodes::{BootStage, LeaseSource, NodeRegistry, Observation};
 use crate::tftp::path::{open_confined, PathError};
 
 /// What the HTTP server needs.
@@ -49,8 +52,9 @@ pub struct HttpState {
     pub leases: Arc<dyn LeaseSource>,
     /// Cluster id put on the kernel command line (`om.cluster=`).
     pub cluster_id: String,
-    /// Cluster key, hex (or an `http://` URL), put on the command line as `om.key=`.
-    pub cluster_key: Option<String>,
+    /// Cluster key (or an `http://` URL to fetch it from), put on the
+    /// command line as `om.key=`.
+    pub cluster_key: Option<KeySource>,
 }
 
 /// Both ends of an accepted connection.
@@ -80,7 +84,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/boot.ipxe", get(boot_script))
         .route("/api/v1/leases", get(leases))
         .route("/api/v1/nodes", get(nodes))
-        .route("/api/v1/checkin", post(checkin))
+        .route(CHECKIN_PATH, post(checkin))
         .route("/{*path}", get(static_file))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
@@ -174,30 +178,46 @@ pub fn first_stage_script(server: SocketAddr) -> String {
     )
 }
 
+/// The kernel command line of the per-MAC script: `initrd=initrd.img`, the
+/// image's own line, then the head's address and HTTP port, the cluster id
+/// and key. `om.server=` is left out when the node reached us over IPv6:
+/// `omnode init` takes an IPv4 address only.
+pub fn node_cmdline(
+    server: SocketAddr,
+    image_cmdline: &KernelCmdline,
+    cluster_id: &str,
+    cluster_key: Option<&KeySource>,
+) -> KernelCmdline {
+    let mut line = KernelCmdline::default();
+    line.push(Param::Other(INITRD_PARAM.into()));
+    line.params.extend(image_cmdline.params.iter().cloned());
+    if let IpAddr::V4(ip) = server.ip() {
+        line.push(OmParam::Server(ip));
+    }
+    line.push(OmParam::Http(server.port()));
+    line.push(OmParam::Cluster(cluster_id.into()));
+    if let Some(k) = cluster_key {
+        line.push(OmParam::Key(k.clone()));
+    }
+    line
+}
+
 /// The per-MAC script.
 pub fn node_script(
     server: SocketAddr,
     mac: MacAddr,
-    kernel_cmdline: &str,
+    image_cmdline: &KernelCmdline,
     cluster_id: &str,
-    cluster_key: Option<&str>,
+    cluster_key: Option<&KeySource>,
 ) -> String {
     let base = format!("http://{}:{}", host_of(server.ip()), server.port());
-    let mut cmdline = vec!["initrd=initrd.img".to_string()];
-    cmdline.extend(kernel_cmdline.split_whitespace().map(str::to_owned));
-    cmdline.push(format!("om.server={}", server.ip()));
-    cmdline.push(format!("om.http={}", server.port()));
-    cmdline.push(format!("om.cluster={cluster_id}"));
-    if let Some(k) = cluster_key {
-        cmdline.push(format!("om.key={k}"));
-    }
+    let cmdline = node_cmdline(server, image_cmdline, cluster_id, cluster_key);
     format!(
         "#!ipxe\n\
          echo omboot: booting {mac} from {base}\n\
-         kernel {base}/vmlinuz {}\n\
+         kernel {base}/vmlinuz {cmdline}\n\
          initrd {base}/initrd.img\n\
-         boot\n",
-        cmdline.join(" ")
+         boot\n"
     )
 }
 
@@ -235,9 +255,9 @@ async fn boot_script(
     let script = node_script(
         local,
         mac,
-        st.image.kernel_cmdline(),
+        st.image.cmdline(),
         &st.cluster_id,
-        st.cluster_key.as_deref(),
+        st.cluster_key.as_ref(),
     );
     text(StatusCode::OK, script)
 }
@@ -299,18 +319,6 @@ async fn leases(State(st): State<HttpState>) -> Response {
 
 async fn nodes(State(st): State<HttpState>) -> Response {
     Json(st.registry.snapshot()).into_response()
-}
-
-/// Body of `POST /api/v1/checkin`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Checkin {
-    /// The node's MAC.
-    pub mac: MacAddr,
-    /// The node's name.
-    pub name: Option<String>,
-    /// The node's address; the connection's source address when absent.
-    pub address: Option<IpAddr>,
 }
 
 async fn checkin(

@@ -6,21 +6,25 @@
 //! DIR/ipxe/ipxe.efi (optional)  DIR/manifest.json ("kernel_cmdline", …)
 //! ```
 //!
+//! The paths and [`Manifest`] are the contract types of
+//! [`contracts::image`].
+//!
 //! [`ImageDir::open`] checks all of it up front so `omboot serve` refuses to
 //! start with an error naming every missing piece, instead of failing when the
 //! first node boots.
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use contracts::cmdline::KernelCmdline;
+use contracts::image::{self, Manifest};
 
 /// Files an image directory must hold, relative to it.
 pub const REQUIRED_FILES: [&str; 5] = [
-    "vmlinuz",
-    "initrd.img",
-    "ipxe/undionly.kpxe",
-    "ipxe/snponly.efi",
-    "manifest.json",
+    image::VMLINUZ,
+    image::INITRD,
+    image::UNDIONLY_KPXE,
+    image::SNPONLY_EFI,
+    image::MANIFEST,
 ];
 
 /// Why an image directory cannot be served.
@@ -66,22 +70,12 @@ pub enum ImageError {
     },
 }
 
-/// The parts of `manifest.json` the boot server uses; the rest (packages,
-/// artifacts) is the builder's business and is ignored here.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct Manifest {
-    /// The default kernel command line of the image.
-    pub kernel_cmdline: String,
-    /// The kernel version, if the builder recorded it.
-    #[serde(default)]
-    pub kernel_version: Option<String>,
-}
-
 /// A validated image directory.
 #[derive(Clone, Debug)]
 pub struct ImageDir {
     root: PathBuf,
     manifest: Manifest,
+    cmdline: KernelCmdline,
 }
 
 impl ImageDir {
@@ -106,17 +100,23 @@ impl ImageDir {
                 missing,
             });
         }
-        let mpath = root.join("manifest.json");
+        let mpath = root.join(image::MANIFEST);
         let text = std::fs::read(&mpath).map_err(|source| ImageError::ManifestRead {
             path: mpath.clone(),
             source,
         })?;
-        let manifest =
-            serde_json::from_slice(&text).map_err(|source| ImageError::ManifestParse {
-                path: mpath,
-                source,
-            })?;
-        Ok(ImageDir { root, manifest })
+        let manifest = Manifest::from_json(&text).map_err(|source| ImageError::ManifestParse {
+            path: mpath,
+            source,
+        })?;
+        // Passed on as written: a parameter this omboot cannot read is the
+        // node's to report.
+        let (cmdline, _) = KernelCmdline::parse_lossy(&manifest.kernel_cmdline);
+        Ok(ImageDir {
+            root,
+            manifest,
+            cmdline,
+        })
     }
 
     /// The canonical directory: the TFTP root and the HTTP static root.
@@ -129,9 +129,14 @@ impl ImageDir {
         &self.manifest
     }
 
-    /// The image's default kernel command line.
+    /// The image's default kernel command line, as written.
     pub fn kernel_cmdline(&self) -> &str {
         &self.manifest.kernel_cmdline
+    }
+
+    /// The image's default kernel command line, read.
+    pub fn cmdline(&self) -> &KernelCmdline {
+        &self.cmdline
     }
 }
 
@@ -146,7 +151,7 @@ mod tests {
             }
             let p = dir.join(f);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, if f == "manifest.json" { manifest } else { "x" }).unwrap();
+            std::fs::write(&p, if f == image::MANIFEST { manifest } else { "x" }).unwrap();
         }
     }
 
@@ -160,7 +165,7 @@ mod tests {
         );
         let img = ImageDir::open(d.path()).unwrap();
         assert_eq!(img.kernel_cmdline(), "quiet om.role=node");
-        assert_eq!(img.manifest().kernel_version.as_deref(), Some("6.1"));
+        assert_eq!(img.manifest().kernel_version, "6.1");
     }
 
     #[test]

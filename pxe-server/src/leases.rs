@@ -21,9 +21,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use contracts::mac::MacAddr;
 use serde::{Deserialize, Serialize};
-
-use crate::config::Mac;
 
 /// File name of the log inside the state directory.
 pub const LOG_FILE: &str = "leases.log";
@@ -69,7 +68,7 @@ pub struct LeaseRecord {
     /// The address.
     pub ip: Ipv4Addr,
     /// The client.
-    pub mac: Mac,
+    pub mac: MacAddr,
     /// Active, released or declined.
     pub state: LeaseState,
     /// Unix time (seconds) the lease or the quarantine ends.
@@ -90,7 +89,7 @@ impl LeaseRecord {
 #[derive(Debug, Clone, Default)]
 pub struct LeaseTable {
     by_ip: HashMap<Ipv4Addr, LeaseRecord>,
-    by_mac: HashMap<Mac, Ipv4Addr>,
+    by_mac: HashMap<MacAddr, Ipv4Addr>,
 }
 
 impl LeaseTable {
@@ -123,7 +122,7 @@ impl LeaseTable {
         self.by_ip.get(&ip)
     }
     /// The record of a client's address.
-    pub fn by_mac(&self, mac: Mac) -> Option<&LeaseRecord> {
+    pub fn by_mac(&self, mac: MacAddr) -> Option<&LeaseRecord> {
         self.by_mac.get(&mac).and_then(|ip| self.by_ip.get(ip))
     }
     /// Number of records.
@@ -157,7 +156,7 @@ impl crate::nodes::LeaseSource for SharedLeases {
         self.snapshot()
             .into_iter()
             .map(|r| crate::nodes::LeaseView {
-                mac: crate::nodes::MacAddr(r.mac.0),
+                mac: r.mac,
                 ip: r.ip,
                 hostname: r.hostname,
                 state: match r.state {
@@ -358,7 +357,7 @@ mod tests {
     fn rec(ip: u8, mac: u8, state: LeaseState) -> LeaseRecord {
         LeaseRecord {
             ip: Ipv4Addr::new(10, 0, 0, ip),
-            mac: Mac([0x52, 0x54, 0, 0, 0, mac]),
+            mac: MacAddr([0x52, 0x54, 0, 0, 0, mac]),
             state,
             expires: 1000 + u64::from(ip),
             hostname: None,
@@ -430,13 +429,16 @@ mod tests {
         t.apply(rec(2, 1, LeaseState::Active));
         assert!(t.by_ip(Ipv4Addr::new(10, 0, 0, 1)).is_none());
         assert_eq!(
-            t.by_mac(Mac([0x52, 0x54, 0, 0, 0, 1])).unwrap().ip.octets()[3],
+            t.by_mac(MacAddr([0x52, 0x54, 0, 0, 0, 1]))
+                .unwrap()
+                .ip
+                .octets()[3],
             2
         );
         // Another client taking an address (after expiry) unlinks the first.
         t.apply(rec(2, 9, LeaseState::Active));
-        assert!(t.by_mac(Mac([0x52, 0x54, 0, 0, 0, 1])).is_none());
+        assert!(t.by_mac(MacAddr([0x52, 0x54, 0, 0, 0, 1])).is_none());
         t.apply(rec(2, 9, LeaseState::Declined));
-        assert!(t.by_mac(Mac([0x52, 0x54, 0, 0, 0, 9])).is_none());
+        assert!(t.by_mac(MacAddr([0x52, 0x54, 0, 0, 0, 9])).is_none());
     }
 }

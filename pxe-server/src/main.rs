@@ -11,9 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use contracts::mac::MacAddr;
 use pxe_server::boot::{self, Available, ClientInfo, HttpBase};
 use pxe_server::config::{
-    LogFormat, Mac, Mode, Overrides, Pool, ServeConfig, WireConfig, DEFAULT_STATE_DIR,
+    LogFormat, Mode, Overrides, Pool, ServeConfig, WireConfig, DEFAULT_STATE_DIR,
 };
 use pxe_server::leases::{self, LeaseState};
 
@@ -210,7 +211,7 @@ fn serve(a: ServeArgs) -> Result<(), Failure> {
 }
 
 fn explain(a: ExplainArgs) -> Result<(), Failure> {
-    let mac: Mac = a.mac.parse().map_err(usage)?;
+    let mac: MacAddr = a.mac.parse().map_err(usage)?;
     let wire = match &a.config {
         Some(p) => WireConfig::load(p).map_err(usage)?,
         None => WireConfig::default(),
@@ -263,7 +264,7 @@ fn explain(a: ExplainArgs) -> Result<(), Failure> {
     let reservation = wire
         .reservations
         .iter()
-        .find(|r| r.mac.parse::<Mac>().ok() == Some(mac));
+        .find(|r| r.mac.parse::<MacAddr>().ok() == Some(mac));
     match reservation {
         Some(r) => println!(
             "address  reserved {}{}",

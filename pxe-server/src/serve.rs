@@ -121,7 +121,7 @@ pub async fn run(
         registry: nodes.clone(),
         leases,
         cluster_id: config.cluster.clone(),
-        cluster_key: config.key.clone(),
+        cluster_key: config.key.clone().map(contracts::cmdline::KeySource::Key),
     };
     tracing::info!(
         mode = %config.mode,

@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use contracts::mac::MacAddr;
 use expect_test::{expect, Expect};
-use pxe_server::config::Mac;
 use pxe_server::leases::{LeaseRecord, LeaseState, LeaseStore};
 
 fn omboot(args: &[&str]) -> Output {
@@ -247,14 +247,14 @@ fn leases_lists_the_store_as_table_and_json() {
         .commit(&[
             LeaseRecord {
                 ip: Ipv4Addr::new(10, 0, 0, 5),
-                mac: "52:54:00:00:00:05".parse::<Mac>().unwrap(),
+                mac: "52:54:00:00:00:05".parse::<MacAddr>().unwrap(),
                 state: LeaseState::Active,
                 expires: far,
                 hostname: Some("n5".into()),
             },
             LeaseRecord {
                 ip: Ipv4Addr::new(10, 0, 0, 6),
-                mac: "52:54:00:00:00:06".parse::<Mac>().unwrap(),
+                mac: "52:54:00:00:00:06".parse::<MacAddr>().unwrap(),
                 state: LeaseState::Released,
                 expires: 1,
                 hostname: None,

@@ -343,6 +343,7 @@ impl Sniffer {
         let thread = std::thread::spawn(move || {
             let nsf = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
             nix::sched::setns(&nsf, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            // SAFETY: socket(2) takes no pointers; the result is checked below.
             let fd = unsafe {
                 libc::socket(
                     libc::AF_PACKET,
@@ -355,14 +356,18 @@ impl Sniffer {
                 "AF_PACKET socket: {}",
                 std::io::Error::last_os_error()
             );
+            // SAFETY: `fd` is a fresh socket we own and hand to exactly one OwnedFd.
             let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
             let cname = std::ffi::CString::new(iface).unwrap();
+            // SAFETY: `cname` is a NUL-terminated string alive for the call.
             let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
             assert!(ifindex > 0);
+            // SAFETY: sockaddr_ll is plain old data; all zeroes is a valid value.
             let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             sll.sll_family = libc::AF_PACKET as u16;
             sll.sll_protocol = (libc::ETH_P_IP as u16).to_be();
             sll.sll_ifindex = ifindex as i32;
+            // SAFETY: `sll` is a valid sockaddr_ll and the length is its size.
             let rc = unsafe {
                 libc::bind(
                     sock.as_raw_fd(),
@@ -376,6 +381,7 @@ impl Sniffer {
                 tv_sec: 0,
                 tv_usec: 100_000,
             };
+            // SAFETY: each option value points to a live local of the length given.
             unsafe {
                 libc::setsockopt(
                     sock.as_raw_fd(),
@@ -396,6 +402,7 @@ impl Sniffer {
             let mut acks = Vec::new();
             let mut buf = vec![0u8; 2048];
             while !flag.load(Ordering::Relaxed) {
+                // SAFETY: `buf` is writable for `buf.len()` bytes.
                 let n = unsafe {
                     libc::recv(
                         sock.as_raw_fd(),

@@ -51,7 +51,9 @@ impl Server {
             registry: registry.clone(),
             leases: Arc::new(leases),
             cluster_id: "test-cluster".into(),
-            cluster_key: Some("ab".repeat(32)),
+            cluster_key: Some(contracts::cmdline::KeySource::Key(
+                "ab".repeat(32).parse().unwrap(),
+            )),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

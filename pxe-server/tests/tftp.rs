@@ -499,7 +499,7 @@ async fn transfer_records_tftp_stage_for_known_node() {
     }
     let f = files(false);
     let srv = Server::start(&f.root(), TftpLimits::default()).await;
-    let mac: pxe_server::nodes::MacAddr = "52:54:00:00:00:42".parse().unwrap();
+    let mac: contracts::mac::MacAddr = "52:54:00:00:00:42".parse().unwrap();
     srv.registry
         .record_dhcp(mac, Some("127.0.0.1".parse().unwrap()), Some(0), None);
     let out = f.dir.path().join("out");

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use contracts::image;
+
 use super::debs::Debs;
 use super::kernel::Kernel;
 use super::lock::Resolved;
@@ -86,7 +88,7 @@ impl ImageDir {
         for f in &self.files {
             write_atomic(&out.join(&f.path), &f.data)?;
         }
-        write_atomic(&out.join("manifest.json"), manifest.to_json().as_bytes())?;
+        write_atomic(&out.join(image::MANIFEST), manifest.to_json().as_bytes())?;
         Ok(())
     }
 }

@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use contracts::image;
+
 use super::dir::{ImageDir, OutFile};
 use super::initrd::Initrd;
 use super::kernel::Kernel;
@@ -19,9 +21,9 @@ use crate::tree::Tree;
 
 /// The boot kit files taken from the `ipxe` package: (path in it, output name).
 pub const IPXE_FILES: &[(&str, &str)] = &[
-    ("usr/lib/ipxe/undionly.kpxe", "ipxe/undionly.kpxe"),
-    ("usr/lib/ipxe/snponly.efi", "ipxe/snponly.efi"),
-    ("usr/lib/ipxe/ipxe.efi", "ipxe/ipxe.efi"),
+    ("usr/lib/ipxe/undionly.kpxe", image::UNDIONLY_KPXE),
+    ("usr/lib/ipxe/snponly.efi", image::SNPONLY_EFI),
+    ("usr/lib/ipxe/ipxe.efi", image::IPXE_EFI),
 ];
 
 const ISOLINUX_BIN: &str = "usr/lib/ISOLINUX/isolinux.bin";
@@ -59,8 +61,8 @@ pub(super) fn boot_kit(
     boot: &BootFiles<'_>,
 ) -> Result<ImageDir, Error> {
     let mut dir = ImageDir::default();
-    dir.push(OutFile::new("vmlinuz", kernel.vmlinuz.clone()));
-    dir.push(OutFile::new("initrd.img", initrd.data.clone()));
+    dir.push(OutFile::new(image::VMLINUZ, kernel.vmlinuz.clone()));
+    dir.push(OutFile::new(image::INITRD, initrd.data.clone()));
     for (src, dst) in IPXE_FILES {
         dir.push(OutFile::new(*dst, boot.get(src)?));
     }
@@ -82,7 +84,7 @@ pub(super) fn iso(
         .iter()
         .map(|f| IsoFile::new(f.path.clone(), f.data.as_slice()))
         .collect();
-    iso_files.push(IsoFile::new("manifest.json", &inner_manifest));
+    iso_files.push(IsoFile::new(image::MANIFEST, &inner_manifest));
     let (isolinux_bin, isohdpfx, ldlinux, sdboot) = (
         boot.get(ISOLINUX_BIN)?,
         boot.get(ISOHDPFX_BIN)?,
@@ -98,8 +100,8 @@ pub(super) fn iso(
             .replace('-', "_"),
         epoch: resolved.epoch,
         files: iso_files,
-        kernel: "vmlinuz".into(),
-        initrd: "initrd.img".into(),
+        kernel: image::VMLINUZ.into(),
+        initrd: image::INITRD.into(),
         isolinux_bin: &isolinux_bin,
         ldlinux_c32: &ldlinux,
         isohdpfx: &isohdpfx,

@@ -36,10 +36,10 @@ pub struct EspInput<'a> {
     pub entries: &'a [BootEntry],
 }
 
-/// Kernel path inside the ESP.
-pub const KERNEL: &str = "vmlinuz";
-/// Initrd path inside the ESP.
-pub const INITRD: &str = "initrd.img";
+/// Kernel path inside the ESP (the image directory's name for it).
+pub const KERNEL: &str = contracts::image::VMLINUZ;
+/// Initrd path inside the ESP (the image directory's name for it).
+pub const INITRD: &str = contracts::image::INITRD;
 
 /// `loader/loader.conf`. The command line editor (`e` on an entry) is on:
 /// it is how a head gets `om.ip=` or `om.pxe=` on UEFI, as typing after the

@@ -109,7 +109,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let key = ClusterKey::load(&args.key_file)?;
+    let key = node_agent::keyfile::load(&args.key_file)?;
     let name = match args.name {
         Some(n) => n,
         None => nix::unistd::gethostname()
@@ -188,8 +188,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Init(a) => run_init(a),
             Command::Agent(a) => agent(a),
-            Command::Keygen { out } => ClusterKey::generate()
-                .save(&out)
+            Command::Keygen { out } => node_agent::keyfile::save(&ClusterKey::generate(), &out)
                 .map(|()| println!("omnode: wrote a new cluster key to {}", out.display()))
                 .map_err(Into::into),
             Command::Poweroff => {

@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use pxe_server::boot::Available;
-use pxe_server::config::{DhcpConfig, Interface, Mac, Mode, PoolConfig, Reservation};
+use contracts::mac::MacAddr;
+use pxe_server::config::{DhcpConfig, Interface, Mode, PoolConfig, Reservation};
 use pxe_server::dhcp::engine::{Engine, EngineConfig, Incoming};
 use pxe_server::dhcp::packet::Packet;
 use pxe_server::leases::LeaseTable;
@@ -18,7 +19,7 @@ use pxe_server::leases::LeaseTable;
 fn config(mode: Mode) -> EngineConfig {
     let mut reservations = HashMap::new();
     reservations.insert(
-        Mac([0x52, 0x54, 0, 0, 0, 1]),
+        MacAddr([0x52, 0x54, 0, 0, 0, 1]),
         Reservation { address: Ipv4Addr::new(10, 0, 0, 50), hostname: Some("n1".into()) },
     );
     EngineConfig {

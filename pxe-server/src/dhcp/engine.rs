@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::boot::{self, Available, Boot, ClientInfo, Decision, HttpBase};
-use crate::config::{DhcpConfig, Interface, Mac, Mode, PoolConfig};
+use contracts::mac::MacAddr;
+
+use crate::config::{DhcpConfig, Interface, Mode, PoolConfig};
 use crate::dhcp::packet::{opt, MessageType, Packet, BOOTREQUEST, FLAG_BROADCAST};
 use crate::leases::{LeaseRecord, LeaseState, LeaseTable};
 
@@ -55,7 +57,7 @@ pub struct Outgoing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exchange {
     /// The client.
-    pub mac: Mac,
+    pub mac: MacAddr,
     /// The address concerned (offered, acked, released…).
     pub ip: Option<Ipv4Addr>,
     /// `DISCOVER→OFFER`, `REQUEST→NAK`, `RELEASE`…
@@ -98,7 +100,7 @@ pub struct EngineConfig {
 
 #[derive(Debug, Clone, Copy)]
 struct Offer {
-    mac: Mac,
+    mac: MacAddr,
     until: u64,
 }
 
@@ -108,8 +110,8 @@ pub struct Engine {
     cfg: EngineConfig,
     leases: LeaseTable,
     offers: HashMap<Ipv4Addr, Offer>,
-    offer_by_mac: HashMap<Mac, Ipv4Addr>,
-    reserved: HashMap<Ipv4Addr, Mac>,
+    offer_by_mac: HashMap<MacAddr, Ipv4Addr>,
+    reserved: HashMap<Ipv4Addr, MacAddr>,
     cursors: Vec<u32>,
     last_sweep: u64,
 }
@@ -256,7 +258,7 @@ impl Engine {
     }
 
     /// Whether `ip` may be given to `mac` now (ignoring pool membership).
-    fn assignable(&self, ip: Ipv4Addr, mac: Mac, now: u64) -> bool {
+    fn assignable(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> bool {
         if self.cfg.interfaces.iter().any(|i| i.addr == ip) {
             return false;
         }
@@ -283,7 +285,7 @@ impl Engine {
 
     /// Whether `ip` is an address a client in `pools` may hold: in one of the
     /// ranges, or reserved for it in one of the subnets.
-    fn in_scope(&self, ip: Ipv4Addr, mac: Mac, pools: &[usize]) -> bool {
+    fn in_scope(&self, ip: Ipv4Addr, mac: MacAddr, pools: &[usize]) -> bool {
         let reserved_here = self.cfg.dhcp.reservations.get(&mac).is_some_and(|r| {
             r.address == ip && pools.iter().any(|&i| self.pool(i).subnet.contains(&ip))
         });
@@ -294,7 +296,7 @@ impl Engine {
         pools.iter().any(|&i| self.pool(i).subnet.contains(&ip))
     }
 
-    fn allocate(&mut self, mac: Mac, pools: &[usize], now: u64) -> Option<Ipv4Addr> {
+    fn allocate(&mut self, mac: MacAddr, pools: &[usize], now: u64) -> Option<Ipv4Addr> {
         // First pass: addresses never leased; second: free ones with history.
         for fresh_only in [true, false] {
             for &pi in pools {
@@ -323,7 +325,7 @@ impl Engine {
     }
 
     /// The address to offer `mac`.
-    fn choose(&mut self, p: &Packet, mac: Mac, pools: &[usize], now: u64) -> Option<Ipv4Addr> {
+    fn choose(&mut self, p: &Packet, mac: MacAddr, pools: &[usize], now: u64) -> Option<Ipv4Addr> {
         if let Some(r) = self.cfg.dhcp.reservations.get(&mac) {
             let ip = r.address;
             return (self.subnet_of(ip, pools) && self.assignable(ip, mac, now)).then_some(ip);
@@ -397,7 +399,7 @@ impl Engine {
         }
     }
 
-    fn hostname_for(&self, p: &Packet, mac: Mac) -> Option<String> {
+    fn hostname_for(&self, p: &Packet, mac: MacAddr) -> Option<String> {
         self.cfg
             .dhcp
             .reservations
@@ -417,7 +419,7 @@ impl Engine {
         inc: Incoming<'_>,
         now: u64,
     ) -> Outcome {
-        let mac = Mac(p.mac());
+        let mac = p.mac();
         let iface = inc.iface;
         let server = self.server_addr(iface);
         let pools = self.pools_for(p, iface);
@@ -591,7 +593,7 @@ impl Engine {
     fn request(
         &mut self,
         p: &Packet,
-        mac: Mac,
+        mac: MacAddr,
         pools: &[usize],
         info: &ClientInfo,
         inc: Incoming<'_>,
@@ -702,7 +704,7 @@ impl Engine {
         }
         let iface = inc.iface;
         let server = self.server_addr(iface);
-        let mac = Mac(p.mac());
+        let mac = p.mac();
         let on_pxe_port = inc.local_port == PXE_PORT;
         let reply_kind = match kind {
             MessageType::Discover if !on_pxe_port => MessageType::Offer,

@@ -9,6 +9,8 @@
 
 use std::net::Ipv4Addr;
 
+use contracts::mac::MacAddr;
+
 /// The magic cookie that starts the options.
 pub const MAGIC: [u8; 4] = [99, 130, 83, 99];
 /// BOOTREQUEST.
@@ -310,10 +312,10 @@ impl Packet {
     }
 
     /// The first six bytes of `chaddr` (Ethernet MAC).
-    pub fn mac(&self) -> [u8; 6] {
+    pub fn mac(&self) -> MacAddr {
         let mut m = [0u8; 6];
         m.copy_from_slice(&self.chaddr[..6]);
-        m
+        MacAddr(m)
     }
 
     /// A reply skeleton to this request: same xid, flags, giaddr, chaddr.

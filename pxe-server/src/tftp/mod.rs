@@ -318,7 +318,7 @@ async fn run_transfer(
     );
 }
 
-async fn registry_record(registry: &NodeRegistry, ip: IpAddr) -> Option<crate::nodes::MacAddr> {
+async fn registry_record(registry: &NodeRegistry, ip: IpAddr) -> Option<contracts::mac::MacAddr> {
     if let Some(mac) = registry.record_ip(ip, BootStage::Tftp) {
         return Some(mac);
     }

@@ -13,7 +13,7 @@ use crate::dhcp::packet::{Options, BOOTREQUEST, MAGIC};
 fn cfg(mode: Mode) -> EngineConfig {
     let mut reservations = HashMap::new();
     reservations.insert(
-        Mac([0x52, 0x54, 0, 0, 0, 0x99]),
+        MacAddr([0x52, 0x54, 0, 0, 0, 0x99]),
         Reservation {
             address: Ipv4Addr::new(10, 0, 0, 50),
             hostname: Some("node99".into()),
