@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use contracts::mac::MacAddr;
+
 use crate::error::{io_err, LabError};
 use crate::netns::VirtualLan;
 use crate::process::which;
@@ -93,7 +95,7 @@ pub struct NodeSpec {
     /// Its firmware path.
     pub firmware: Firmware,
     /// Its NIC's MAC address.
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
     /// Memory in MiB.
     pub memory_mib: u32,
     /// Where the serial console log and the OVMF variable store go.
@@ -110,11 +112,7 @@ pub struct NodeSpec {
 impl NodeSpec {
     /// The MAC address as `52:54:00:…` text.
     pub fn mac_text(&self) -> String {
-        self.mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
+        self.mac.to_string()
     }
 }
 
@@ -341,8 +339,8 @@ fn tap_name(node: &str) -> String {
 }
 
 /// A locally administered MAC for machine number `index` of a lab.
-pub fn lab_mac(index: u8) -> [u8; 6] {
-    [0x52, 0x54, 0x00, 0x0c, 0x00, index]
+pub fn lab_mac(index: u8) -> MacAddr {
+    MacAddr([0x52, 0x54, 0x00, 0x0c, 0x00, index])
 }
 
 /// How a machine has a boot image attached.
@@ -391,6 +389,6 @@ mod tests {
         let a = lab_mac(1);
         let b = lab_mac(2);
         assert_ne!(a, b);
-        assert_eq!(a[0] & 0x02, 0x02);
+        assert_eq!(a.0[0] & 0x02, 0x02);
     }
 }

@@ -13,6 +13,8 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
+use contracts::mac::MacAddr;
+
 use crate::address::Lease;
 
 /// A failed interface operation.
@@ -64,19 +66,9 @@ pub fn wired_interfaces(sys_class_net: &Path) -> Vec<String> {
     out
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.trim().split(':');
-    for b in mac.iter_mut() {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
 /// The hardware address of `iface` (SIOCGIFHWADDR, so it follows the
 /// calling thread's network namespace, unlike sysfs).
-pub fn mac_address(iface: &str) -> std::io::Result<[u8; 6]> {
+pub fn mac_address(iface: &str) -> std::io::Result<MacAddr> {
     let mut req =
         ifreq(iface).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     ioctl(iface, "get hardware address", libc::SIOCGIFHWADDR, &mut req)
@@ -96,7 +88,7 @@ pub fn mac_address(iface: &str) -> std::io::Result<[u8; 6]> {
     for (m, b) in mac.iter_mut().zip(hw.sa_data.iter()) {
         *m = *b as u8;
     }
-    Ok(mac)
+    Ok(MacAddr(mac))
 }
 
 /// Whether `iface` reports a carrier (cable plugged, link negotiated).
@@ -354,13 +346,7 @@ mod tests {
     }
 
     #[test]
-    fn macs_and_resolv_conf() {
-        assert_eq!(
-            parse_mac("52:54:00:12:34:ab\n"),
-            Some([0x52, 0x54, 0, 0x12, 0x34, 0xab])
-        );
-        assert_eq!(parse_mac("52:54:00:12:34"), None);
-        assert_eq!(parse_mac("52:54:00:12:34:ab:cd"), None);
+    fn resolv_conf_lists_servers_and_domain() {
         assert_eq!(
             resolv_conf(&[Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)], Some("lab")),
             "# written by omnode init from DHCP\nsearch lab\nnameserver 10.0.0.1\nnameserver 10.0.0.2\n"

@@ -190,13 +190,6 @@ fn bring_up(settings: Settings, events: Sender<NetEvent>) {
     }
 }
 
-fn mac_string(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// An interface's address as PID 1 hears of it.
 #[derive(Debug, Clone)]
 struct Configured {
@@ -277,7 +270,7 @@ fn apply_static(iface: &str, mac: &str, ip: StaticIp, shared: &Shared) {
 /// client for ever.
 fn run_interface(iface: &str, addressing: Addressing, policy: Announce, shared: &Shared) {
     let mac = netif::mac_address(iface)
-        .map(mac_string)
+        .map(|mac| mac.to_string())
         .unwrap_or_else(|e| e.to_string());
     if let Err(e) = netif::set_up(iface) {
         say!("{e}");

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
+use contracts::mac::MacAddr;
 use dhcproto::{Decodable, Decoder, Encodable};
 
 use crate::address::Lease;
@@ -90,7 +91,7 @@ enum State {
 /// The client state machine for one interface.
 #[derive(Debug, Clone)]
 pub struct Client {
-    mac: [u8; 6],
+    mac: MacAddr,
     xid: u32,
     state: State,
     tries: u32,
@@ -112,7 +113,7 @@ const MAX_REQUESTS: u32 = 4;
 impl Client {
     /// A client for the interface with hardware address `mac`; `xid` seeds
     /// the transaction ids (each new exchange adds one).
-    pub fn new(mac: [u8; 6], xid: u32, now: Instant) -> Self {
+    pub fn new(mac: MacAddr, xid: u32, now: Instant) -> Self {
         Client {
             mac,
             xid,
@@ -221,7 +222,7 @@ impl Client {
             Ipv4Addr::UNSPECIFIED,
             Ipv4Addr::UNSPECIFIED,
             Ipv4Addr::UNSPECIFIED,
-            &self.mac,
+            &self.mac.0,
         );
         msg.set_xid(self.xid);
         let secs = now
@@ -235,7 +236,7 @@ impl Client {
         let opts = msg.opts_mut();
         opts.insert(DhcpOption::MessageType(kind));
         let mut client_id = vec![1u8];
-        client_id.extend_from_slice(&self.mac);
+        client_id.extend_from_slice(&self.mac.0);
         opts.insert(DhcpOption::ClientIdentifier(client_id));
         opts.insert(DhcpOption::MaxMessageSize(1500));
         opts.insert(DhcpOption::ParameterRequestList(vec![
@@ -263,7 +264,7 @@ impl Client {
         let msg = Message::decode(&mut Decoder::new(bytes)).ok()?;
         if msg.opcode() != Opcode::BootReply
             || msg.xid() != self.xid
-            || msg.chaddr().get(..6) != Some(&self.mac[..])
+            || msg.chaddr().get(..6) != Some(&self.mac.0[..])
         {
             return None;
         }
@@ -531,7 +532,7 @@ pub fn valid_hostname(name: &str) -> bool {
 /// The host name a machine takes when DHCP gives none: its role (`node`
 /// or `head`), `-` and the MAC in lowercase hex without separators, e.g.
 /// `node-5254001234ab`.
-pub fn hostname_from_mac(role: &str, mac: [u8; 6]) -> String {
-    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+pub fn hostname_from_mac(role: &str, mac: MacAddr) -> String {
+    let hex: String = mac.0.iter().map(|b| format!("{b:02x}")).collect();
     format!("{role}-{hex}")
 }

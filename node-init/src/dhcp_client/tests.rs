@@ -7,12 +7,13 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
+use contracts::mac::MacAddr;
 use dhcproto::{Decodable, Decoder, Encodable};
 use expect_test::{expect, Expect};
 
 use super::client::{backoff, hostname_from_mac, valid_hostname, Action, Client, Input};
 
-const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0xab];
+const MAC: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0xab]);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 
 /// A server reply to the last request the client sent.
@@ -22,7 +23,7 @@ fn reply(kind: MessageType, xid: u32, yiaddr: Ipv4Addr, extra: &[DhcpOption]) ->
         yiaddr,
         SERVER,
         Ipv4Addr::UNSPECIFIED,
-        &MAC,
+        &MAC.0,
     );
     m.set_opcode(Opcode::BootReply).set_xid(xid);
     m.opts_mut().insert(DhcpOption::MessageType(kind));
