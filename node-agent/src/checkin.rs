@@ -5,13 +5,17 @@
 //! `omnode init` passes the URL (`--checkin http://SERVER:PORT/api/v1/checkin`)
 //! when the kernel command line names the server; an agent started by hand
 //! has none and does not check in. The request is plain HTTP/1.0 with a JSON
-//! body, made on a thread of its own and retried a few times: a boot server
-//! that is away must not hold up or fail the agent.
+//! body, made by a task the agent owns ([`run`]) once the node has joined,
+//! and retried a few times: a boot server that is away must not hold up or
+//! fail the agent. The task ends at the agent's shutdown like every other.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::IpAddr;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use contracts::http::{is_ok, parse_response, Checkin, HttpUrl};
@@ -70,8 +74,14 @@ pub fn body(mac: MacAddr, name: &str, address: IpAddr) -> String {
     .to_json()
 }
 
+/// How long one attempt may take to connect, and then to be answered.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts before giving up, and the pause between them.
+const ATTEMPTS: u32 = 5;
+const RETRY_PAUSE: Duration = Duration::from_secs(2);
+
 /// One check-in attempt.
-pub fn post(url: &str, name: &str, address: IpAddr) -> Result<(), CheckinError> {
+pub async fn post(url: &str, name: &str, address: IpAddr) -> Result<(), CheckinError> {
     let HttpUrl { host, port, path } = url.parse().map_err(|_| CheckinError::BadUrl(url.into()))?;
     let mac = mac_of(address).ok_or(CheckinError::NoMac(address))?;
     let json = body(mac, name, address);
@@ -79,24 +89,24 @@ pub fn post(url: &str, name: &str, address: IpAddr) -> Result<(), CheckinError> 
         url: url.to_string(),
         source,
     };
-    let target: SocketAddr = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(io)?
-        .next()
-        .ok_or_else(|| CheckinError::BadUrl(url.into()))?;
-    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(5)).map_err(io)?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(io)?;
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time");
+    let mut stream =
+        tokio::time::timeout(ATTEMPT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+            .await
+            .map_err(|_| io(timed_out()))?
+            .map_err(io)?;
     let request = format!(
         "POST {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: omnode-agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
         json.len()
     );
-    stream.write_all(request.as_bytes()).map_err(io)?;
     let mut answer = Vec::new();
-    stream
-        .take(64 * 1024)
-        .read_to_end(&mut answer)
+    let exchange = async {
+        stream.write_all(request.as_bytes()).await?;
+        (&mut stream).take(64 * 1024).read_to_end(&mut answer).await
+    };
+    tokio::time::timeout(ATTEMPT_TIMEOUT, exchange)
+        .await
+        .map_err(|_| io(timed_out()))?
         .map_err(io)?;
     let status = parse_response(&answer)
         .map(|(status, _)| status)
@@ -110,25 +120,40 @@ pub fn post(url: &str, name: &str, address: IpAddr) -> Result<(), CheckinError> 
     Ok(())
 }
 
-/// Checks in on a thread of its own: up to five attempts, two seconds apart.
-pub fn spawn(url: String, name: String, address: IpAddr) {
-    let spawned = std::thread::Builder::new()
-        .name("checkin".into())
-        .spawn(move || {
-            for attempt in 1..=5 {
-                match post(&url, &name, address) {
-                    Ok(()) => {
-                        info!(%url, "checked in with the boot server");
-                        return;
-                    }
-                    Err(e) if attempt == 5 => warn!(cause = %e, "giving up the check-in"),
-                    Err(e) => warn!(cause = %e, attempt, "check-in failed; retrying"),
-                }
-                std::thread::sleep(Duration::from_secs(2));
+/// The agent's check-in task: waits until the node has joined (`joined`
+/// brings its address), then checks in, up to five attempts two seconds
+/// apart. Returns at once when `stop` is cancelled.
+pub async fn run(
+    url: String,
+    name: String,
+    joined: oneshot::Receiver<IpAddr>,
+    stop: CancellationToken,
+) {
+    let address = tokio::select! {
+        () = stop.cancelled() => return,
+        joined = joined => match joined {
+            Ok(address) => address,
+            // The membership loop ended without joining.
+            Err(_) => return,
+        },
+    };
+    for attempt in 1..=ATTEMPTS {
+        let result = tokio::select! {
+            () = stop.cancelled() => return,
+            result = post(&url, &name, address) => result,
+        };
+        match result {
+            Ok(()) => {
+                info!(%url, "checked in with the boot server");
+                return;
             }
-        });
-    if let Err(e) = spawned {
-        warn!(cause = %e, "cannot start the check-in thread");
+            Err(e) if attempt == ATTEMPTS => warn!(cause = %e, "giving up the check-in"),
+            Err(e) => warn!(cause = %e, attempt, "check-in failed; retrying"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(RETRY_PAUSE) => {}
+        }
     }
 }
 
@@ -148,8 +173,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_check_in_reaches_a_local_server_and_needs_a_200() {
+    #[tokio::test]
+    async fn a_check_in_reaches_a_local_server_and_needs_a_200() {
+        use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
@@ -161,7 +187,9 @@ mod tests {
             String::from_utf8_lossy(&request[..n]).into_owned()
         });
         let url = format!("http://127.0.0.1:{port}/api/v1/checkin");
-        post(&url, "node-1", "127.0.0.1".parse().unwrap()).unwrap();
+        post(&url, "node-1", "127.0.0.1".parse().unwrap())
+            .await
+            .unwrap();
         let request = server.join().unwrap();
         assert!(
             request.starts_with("POST /api/v1/checkin HTTP/1.0\r\n"),
@@ -170,9 +198,11 @@ mod tests {
         assert!(request.ends_with(r#""name":"node-1"}"#), "{request}");
     }
 
-    #[test]
-    fn a_bad_url_is_named() {
-        let err = post("ftp://x/y", "n", "127.0.0.1".parse().unwrap()).unwrap_err();
+    #[tokio::test]
+    async fn a_bad_url_is_named() {
+        let err = post("ftp://x/y", "n", "127.0.0.1".parse().unwrap())
+            .await
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             r#"bad check-in URL "ftp://x/y": expected http://HOST[:PORT]/PATH"#

@@ -13,12 +13,12 @@
 //! [`DISCOVERY_WINDOW`] without one, prints the join line.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, info, warn};
 
 use super::local_load::LocalLoad;
@@ -46,6 +46,8 @@ pub(super) struct Gossip<'a> {
     down: broadcast::Sender<NodeId>,
     started: Instant,
     joined: bool,
+    /// Told our address once we have joined (the check-in task waits on it).
+    on_join: Option<oneshot::Sender<IpAddr>>,
     /// Peers we introduced ourselves to lately, so as not to on every presence.
     announced: HashMap<NodeId, Instant>,
     ticks: u32,
@@ -60,6 +62,7 @@ impl<'a> Gossip<'a> {
         view: Arc<Mutex<View>>,
         load: LocalLoad,
         down: broadcast::Sender<NodeId>,
+        on_join: Option<oneshot::Sender<IpAddr>>,
     ) -> Self {
         let dkey = cfg.key.derive(&cfg.cluster, Purpose::Datagram);
         let session: u64 = rand10::random();
@@ -76,6 +79,7 @@ impl<'a> Gossip<'a> {
             down,
             started: Instant::now(),
             joined: false,
+            on_join,
             announced: HashMap::new(),
             ticks: 0,
         }
@@ -195,7 +199,12 @@ impl<'a> Gossip<'a> {
         self.view.lock().expect("view").refresh(&self.membership);
         if !self.joined && self.started.elapsed() >= DISCOVERY_WINDOW {
             self.joined = true;
-            announce_join(self.cfg, members.len() + 1, self.membership.identity());
+            announce_join(
+                self.cfg,
+                members.len() + 1,
+                self.membership.identity(),
+                &mut self.on_join,
+            );
         }
         self.ticks += 1;
         if self.ticks.is_multiple_of(20) {
@@ -226,6 +235,7 @@ impl<'a> Gossip<'a> {
                         self.cfg,
                         self.membership.members().len() + 1,
                         self.membership.identity(),
+                        &mut self.on_join,
                     );
                 }
                 Event::Rejoined(id) => self.view.lock().expect("view").me = id.clone(),
@@ -236,9 +246,14 @@ impl<'a> Gossip<'a> {
     }
 }
 
-/// Prints the join line, checks in with the boot server and records our
+/// Prints the join line, lets the check-in task go ahead and records our
 /// identity (`node.json`).
-fn announce_join(cfg: &AgentConfig, n: usize, me: &NodeId) {
+fn announce_join(
+    cfg: &AgentConfig,
+    n: usize,
+    me: &NodeId,
+    on_join: &mut Option<oneshot::Sender<IpAddr>>,
+) {
     use std::io::Write;
     let line = format!(
         "omnode: node {} joined cluster {} ({} nodes)",
@@ -248,8 +263,8 @@ fn announce_join(cfg: &AgentConfig, n: usize, me: &NodeId) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
     info!(nodes = n, "joined");
-    if let Some(url) = &cfg.checkin {
-        crate::checkin::spawn(url.clone(), cfg.name.clone(), me.addr.ip());
+    if let Some(tx) = on_join.take() {
+        let _ = tx.send(me.addr.ip());
     }
     if let Some(dir) = &cfg.state_dir {
         let _ = std::fs::create_dir_all(dir);

@@ -11,9 +11,11 @@
 //!   discovery). It runs in `run` itself.
 //! - `exec_listener`: exec streams from other agents, one task each.
 //! - `control_server`: `omctl`'s connections, one task each.
+//! - [`crate::checkin`]: with `--checkin`, the check-in with the boot server,
+//!   which waits until the gossip loop reports the join.
 //!
-//! They share the [`View`] (`view`). The listeners are tasks of one
-//! `JoinSet` and their connections tasks of theirs: at shutdown the gossip
+//! They share the [`View`] (`view`). The listeners and the check-in are
+//! tasks of one `JoinSet` and the connections tasks of theirs: at shutdown the gossip
 //! loop says goodbye, a `CancellationToken` stops the listeners and ends
 //! every connection, and `run` waits for all of them before it returns. A
 //! job running here is left running, as when the agent is killed.
@@ -37,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -236,7 +238,12 @@ impl Agent {
         };
         tasks.spawn(control_server::serve(control, ctl, stop.clone()));
 
-        let mut gossip = Gossip::new(&cfg, udp, me.clone(), view, load, down);
+        let on_join = cfg.checkin.clone().map(|url| {
+            let (tx, rx) = oneshot::channel();
+            tasks.spawn(crate::checkin::run(url, cfg.name.clone(), rx, stop.clone()));
+            tx
+        });
+        let mut gossip = Gossip::new(&cfg, udp, me.clone(), view, load, down, on_join);
         gossip.run(shutdown).await;
 
         info!(name = %me.name, iface = %iface.name, "agent leaving");

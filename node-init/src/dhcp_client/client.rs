@@ -5,8 +5,8 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use contracts::mac::MacAddr;
+use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
 
 use crate::address::Lease;

@@ -6,8 +6,8 @@ use std::fmt::Write;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
 use contracts::mac::MacAddr;
+use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
 use expect_test::{expect, Expect};
 
