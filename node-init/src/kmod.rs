@@ -61,6 +61,12 @@ pub enum KmodError {
     },
 }
 
+/// The module directory of the running kernel, `/lib/modules/<release>`.
+pub fn modules_dir() -> Option<PathBuf> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    Some(Path::new("/lib/modules").join(release.trim()))
+}
+
 /// Shell-style glob matching as `fnmatch(3)` without flags does it, which is
 /// what kmod uses for `modules.alias`: `*` any run, `?` one character,
 /// `[...]` a class (with ranges and `!`/`^` negation), `\` escapes.

@@ -29,12 +29,11 @@
 //!    [`kmod`], [`mounts`], [`packet`];
 //! 2. the pure cores and the thin system calls over layer 1: [`head`]
 //!    (address, cmdline), `dhcp_client::client` (address), [`netif`]
-//!    (address), [`reaper`] (console);
+//!    (address), [`reaper`] (console), [`media`] (kmod);
 //! 3. the shells over them: `dhcp_client::shell` (its core, netif, packet),
 //!    [`power`] (reaper, mounts);
 //! 4. [`network`] (dhcp_client, head, netif, kmod, reaper, cmdline);
-//! 5. [`media`] (kmod, and `network::modules_dir`);
-//! 6. this file: [`run`] and PID 1's loop, over everything.
+//! 5. this file: [`run`] and PID 1's loop, over everything.
 //!
 //! Architecture Invariant: there is no import cycle among the modules; a
 //! pure core ([`head`], `dhcp_client::client`) never imports the I/O shell that

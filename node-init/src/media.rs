@@ -68,7 +68,7 @@ pub fn mount_media() -> Result<PathBuf, String> {
     };
     if !fs_available("iso9660") {
         let dir =
-            crate::network::modules_dir().ok_or("cannot read the kernel release to load isofs")?;
+            crate::kmod::modules_dir().ok_or("cannot read the kernel release to load isofs")?;
         match crate::kmod::load_named(&dir, &["isofs".to_string()]) {
             Ok(loaded) if !loaded.is_empty() => say!("loaded modules: {}", loaded.join(" ")),
             Ok(_) => {}

@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -80,12 +80,6 @@ fn plan(settings: &Settings, first: bool) -> (Addressing, Announce) {
     }
 }
 
-/// The module directory of the running kernel, `/lib/modules/<release>`.
-pub fn modules_dir() -> Option<PathBuf> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
-    Some(Path::new("/lib/modules").join(release.trim()))
-}
-
 /// Starts the network thread.
 pub fn start(settings: Settings, events: Sender<NetEvent>) {
     let spawned = std::thread::Builder::new()
@@ -97,7 +91,7 @@ pub fn start(settings: Settings, events: Sender<NetEvent>) {
 }
 
 fn load_modules(extra: &[String], tried: &mut BTreeSet<String>, first: bool) {
-    let Some(dir) = modules_dir() else {
+    let Some(dir) = kmod::modules_dir() else {
         say!("cannot read the kernel release; not loading modules");
         return;
     };
