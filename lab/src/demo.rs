@@ -9,6 +9,10 @@
 //! where each job ran, and compares the batch with the same jobs on one node
 //! alone. Everything is torn down at the end and on Ctrl-C; `--keep` leaves
 //! the cluster running and prints how to look inside and how to stop it.
+//!
+//! Its lines still start with `omboot demo:`, as when the demo was a
+//! subcommand of `omboot`: `scripts/demo`'s output is a contract people and
+//! scripts read, and it did not change when the demo moved here.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -147,7 +151,7 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
     check_interrupt()?;
 
     println!(
-        "omlab demo: starting a virtual LAN ({DEMO_NAMESPACE}, head {}) with {} machines",
+        "omboot demo: starting a virtual LAN ({DEMO_NAMESPACE}, head {}) with {} machines",
         cluster::LAB_HEAD,
         options.nodes
     );
@@ -181,7 +185,7 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
         std::mem::forget(lab);
         return Ok(());
     }
-    println!("omlab demo: tearing the virtual cluster down");
+    println!("omboot demo: tearing the virtual cluster down");
     drop(lab);
     Ok(())
 }
@@ -195,7 +199,7 @@ pub fn stop() {
 fn ensure_image(options: &DemoOptions) -> Result<(), DemoError> {
     if options.image_dir.join("manifest.json").is_file() {
         println!(
-            "omlab demo: using the image in {}",
+            "omboot demo: using the image in {}",
             options.image_dir.display()
         );
         return Ok(());
@@ -205,7 +209,7 @@ fn ensure_image(options: &DemoOptions) -> Result<(), DemoError> {
         return Err(DemoError::MissingBinary(ombuild));
     }
     println!(
-        "omlab demo: no image in {}; building it from {}",
+        "omboot demo: no image in {}; building it from {}",
         options.image_dir.display(),
         options.recipe.display()
     );
@@ -294,7 +298,7 @@ fn watch_boot(lab: &mut ClusterLab) -> Result<(), DemoError> {
             let alive = ClusterLab::nodes_in_state(&status, "alive");
             if alive.len() > lab.nodes.len() || Instant::now() > deadline {
                 println!(
-                    "omlab demo: the head sees {} nodes alive: {}",
+                    "omboot demo: the head sees {} nodes alive: {}",
                     alive.len(),
                     alive.join(", ")
                 );
@@ -366,7 +370,7 @@ fn run_batch(lab: &ClusterLab, options: &DemoOptions) -> Result<(), DemoError> {
     let jobs = 2 * (lab.nodes.len() + 1);
     let loops = options.awk_loops;
     println!(
-        "omlab demo: running {jobs} copies of awk 'BEGIN {{for(i=0;i<{loops};i++)for(j=0;j<{loops};j++);}}' through omctl run"
+        "omboot demo: running {jobs} copies of awk 'BEGIN {{for(i=0;i<{loops};i++)for(j=0;j<{loops};j++);}}' through omctl run"
     );
     let (placed, took) = batch(lab, jobs, loops, None)?;
     let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
@@ -387,7 +391,7 @@ fn run_batch(lab: &ClusterLab, options: &DemoOptions) -> Result<(), DemoError> {
     if let Some(single) = single {
         let (_, alone_took) = batch(lab, jobs, loops, Some(&single))?;
         println!(
-            "omlab demo: the batch took {:.1} s on the cluster, {:.1} s on {single} alone ({:.2}x)",
+            "omboot demo: the batch took {:.1} s on the cluster, {:.1} s on {single} alone ({:.2}x)",
             took.as_secs_f64(),
             alone_took.as_secs_f64(),
             alone_took.as_secs_f64() / took.as_secs_f64().max(0.001)
@@ -399,7 +403,7 @@ fn run_batch(lab: &ClusterLab, options: &DemoOptions) -> Result<(), DemoError> {
 fn print_keep_instructions(lab: &ClusterLab, options: &DemoOptions) {
     let socket = lab.head_socket().display();
     let omctl = options.bin_dir.join("omctl");
-    println!("omlab demo: the cluster keeps running (--keep).");
+    println!("omboot demo: the cluster keeps running (--keep).");
     println!("  a shell on the virtual LAN:  ip netns exec {DEMO_NAMESPACE} bash");
     println!(
         "  watch it like mosmon:        {} --socket {socket} mon",

@@ -1,8 +1,8 @@
 //! The virtual cluster and the test harness of the omcluster workspace.
 //!
-//! It drives `omboot`, `omnode` and `omctl` as binaries and depends on none
-//! of the workspace's crates, so every crate's tests (and `bench/`) can use
-//! it as a dev-dependency. Nothing here ships on a real head.
+//! It drives `omboot`, `omnode` and `omctl` as binaries and depends on no
+//! workspace crate but `contracts` (for the MAC type), so every crate's tests
+//! (and `bench/`) can use it as a dev-dependency. Nothing here ships on a real head.
 //!
 //! Modules (each opens with its own `//!` doc):
 //! - [`cluster`]: [`ClusterLab`], a whole virtual cluster (the LAN, `omboot
