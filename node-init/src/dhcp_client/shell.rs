@@ -12,8 +12,6 @@ use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use contracts::mac::MacAddr;
-
 use super::client::{Action, Client, Destination, Input, Notice, CLIENT_PORT, SERVER_PORT};
 use crate::address::Lease;
 use crate::netif;
@@ -70,23 +68,6 @@ pub struct Shell {
     udp: Option<UdpSocket>,
 }
 
-/// A transaction id for a new client. It must differ between machines and
-/// boots, not be secret (RFC 2131 asks only that clients pick it at
-/// random), and above all it must not wait: this runs at boot, before the
-/// kernel's random pool is ready, where `getrandom(2)` without flags blocks
-/// for minutes under emulation. std's `RandomState` seeds itself without
-/// blocking (`GRND_INSECURE`); the MAC and the clock go in as well.
-fn fresh_xid(mac: MacAddr) -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write(&mac.0);
-    if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        h.write_u128(since.as_nanos());
-    }
-    let x = h.finish();
-    (x ^ (x >> 32)) as u32
-}
-
 impl Shell {
     /// A shell for `iface` (which must exist and be up).
     pub fn new(iface: &str) -> Result<Self, DhcpError> {
@@ -101,7 +82,7 @@ impl Shell {
         Ok(Shell {
             iface: iface.to_string(),
             ifindex,
-            client: Client::new(mac, fresh_xid(mac), Instant::now()),
+            client: Client::new(mac, rand::random(), Instant::now()),
             packet: None,
             udp: None,
         })
@@ -279,16 +260,4 @@ fn udp_socket(iface: &str) -> std::io::Result<UdpSocket> {
     socket::bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, CLIENT_PORT))?;
     // SAFETY: `fd` is a freshly created, owned UDP socket; ownership moves.
     Ok(unsafe { UdpSocket::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transaction_ids_differ_between_clients() {
-        let mac = MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0xab]);
-        let ids: std::collections::HashSet<u32> = (0..16).map(|_| fresh_xid(mac)).collect();
-        assert!(ids.len() > 1, "{ids:?}");
-    }
 }
