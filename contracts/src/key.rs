@@ -68,7 +68,7 @@ impl std::fmt::Debug for ClusterKey {
 impl ClusterKey {
     /// A fresh random key from the operating system's generator.
     pub fn generate() -> Self {
-        Self(rand::random())
+        Self(rand10::random())
     }
 
     /// A key from raw bytes.

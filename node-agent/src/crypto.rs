@@ -275,7 +275,7 @@ pub const REPLY_LEN: usize = 32;
 pub fn client_hello() -> [u8; HELLO_LEN] {
     let mut hello = [0u8; HELLO_LEN];
     hello[..4].copy_from_slice(STREAM_MAGIC);
-    hello[4..].copy_from_slice(&rand::random::<[u8; 32]>());
+    hello[4..].copy_from_slice(&rand10::random::<[u8; 32]>());
     hello
 }
 

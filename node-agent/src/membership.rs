@@ -14,7 +14,7 @@ use std::time::Duration;
 use foca::{
     AccumulatingRuntime, Config, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec,
 };
-use rand::rngs::StdRng;
+use rand10::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 pub use foca::Timer;
@@ -121,7 +121,7 @@ pub struct Membership {
 impl Membership {
     /// A membership for `me`, alone until it meets someone.
     pub fn new(me: NodeId) -> Self {
-        Self::with_rng(me, rand::make_rng())
+        Self::with_rng(me, rand10::make_rng())
     }
 
     /// The same with foca's random choices (probe order, gossip targets)
@@ -231,13 +231,13 @@ mod tests {
         dead: Vec<SocketAddr>,
         events: Vec<(Duration, SocketAddr, Event)>,
         loss: f64,
-        rng: rand::rngs::StdRng,
+        rng: rand10::rngs::StdRng,
     }
 
     impl Net {
         /// `n` nodes that all announced themselves to node 1 at time 0.
         fn joined(n: u8, loss: f64, seed: u64) -> Self {
-            use rand::SeedableRng;
+            use rand10::SeedableRng;
             let mut net = Net {
                 nodes: BTreeMap::new(),
                 queue: VecDeque::new(),
@@ -246,10 +246,10 @@ mod tests {
                 dead: Vec::new(),
                 events: Vec::new(),
                 loss,
-                rng: rand::rngs::StdRng::seed_from_u64(seed),
+                rng: rand10::rngs::StdRng::seed_from_u64(seed),
             };
             for i in 1..=n {
-                let rng = rand::rngs::StdRng::seed_from_u64(seed * 1000 + u64::from(i));
+                let rng = rand10::rngs::StdRng::seed_from_u64(seed * 1000 + u64::from(i));
                 net.nodes
                     .insert(id(i).addr, Membership::with_rng(id(i), rng));
             }
@@ -308,7 +308,7 @@ mod tests {
             loop {
                 while let Some((to, data)) = self.queue.pop_front() {
                     if self.dead.contains(&to)
-                        || rand::RngExt::random_bool(&mut self.rng, self.loss)
+                        || rand10::RngExt::random_bool(&mut self.rng, self.loss)
                     {
                         continue;
                     }

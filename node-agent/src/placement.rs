@@ -17,8 +17,8 @@
 //! a node the caller asked for, [`candidates`] turns the live nodes into
 //! [`Candidate`]s and [`choose`] picks one.
 
-use rand::seq::index::sample;
-use rand::Rng;
+use rand10::seq::index::sample;
+use rand10::Rng;
 
 use crate::load::LoadVector;
 use crate::membership::{node_number, NodeId};
@@ -196,8 +196,8 @@ pub fn round_robin(n: usize, counter: &mut usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::rngs::StdRng;
-    use rand::SeedableRng;
+    use rand10::rngs::StdRng;
+    use rand10::SeedableRng;
 
     fn node(name: &str, cpus: u32, speed: f32, quota: u32, jobs: u32) -> Candidate {
         Candidate {

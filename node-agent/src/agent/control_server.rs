@@ -198,7 +198,7 @@ impl Controller {
             &c.candidates,
             c.local,
             placement::DEFAULT_CHOICES,
-            &mut rand::rng(),
+            &mut rand10::rng(),
         );
         debug!(chosen = %c.ids[i].name, candidates = ?c.candidates, "placed job");
         Ok(c.ids[i].clone())

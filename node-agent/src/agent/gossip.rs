@@ -65,7 +65,7 @@ impl<'a> Gossip<'a> {
         on_join: Option<oneshot::Sender<IpAddr>>,
     ) -> Self {
         let dkey = cfg.key.derive(&cfg.cluster, Purpose::Datagram);
-        let session: u64 = rand::random();
+        let session: u64 = rand10::random();
         Self {
             cfg,
             udp,

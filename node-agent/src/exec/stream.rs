@@ -64,7 +64,7 @@ pub async fn accept(stream: TcpStream, stream_key: &[u8; 32]) -> Result<SecureSt
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
     let cn = crypto::parse_hello(&hello)?;
-    let sn: [u8; 32] = rand::random();
+    let sn: [u8; 32] = rand10::random();
     wr.write_all(&sn).await?;
     let (send, recv) = crypto::stream_ciphers(stream_key, &cn, &sn, Role::Server);
     Ok(SecureStream { rd, wr, send, recv })
