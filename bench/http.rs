@@ -46,6 +46,7 @@ fn serve(root: &Path, addr: &str) {
             leases: Arc::new(Vec::<pxe_server::nodes::LeaseView>::new()),
             cluster_id: "bench".into(),
             cluster_key: None,
+            share: None,
         };
         pxe_server::http::serve(listener, state, std::future::pending())
             .await

@@ -21,13 +21,14 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use crate::key::ClusterKey;
+use crate::share::Share;
 
 /// The parameter every line `omboot` writes starts with: the 2019 iPXE that
 /// Debian ships does not hand the initrd to the kernel's EFI stub otherwise.
 pub const INITRD_PARAM: &str = "initrd=initrd.img";
 
 /// The `om.*` parameters this version knows, in the order they are listed.
-pub const KNOWN: [&str; 8] = [
+pub const KNOWN: [&str; 9] = [
     "om.server",
     "om.http",
     "om.role",
@@ -36,6 +37,7 @@ pub const KNOWN: [&str; 8] = [
     "om.modules",
     "om.ip",
     "om.pxe",
+    "om.share",
 ];
 
 /// What this node is in the cluster (`om.role=`).
@@ -104,6 +106,9 @@ pub struct Settings {
     pub static_ip: Option<StaticIp>,
     /// `om.pxe=auto|dhcp|proxy|off`: how the head serves the netboot.
     pub pxe: PxeMode,
+    /// `om.share=off|nfs://SERVER/EXPORT`: the shared tree at `/cluster`
+    /// (none when absent).
+    pub share: Option<Share>,
 }
 
 impl Default for Settings {
@@ -117,6 +122,7 @@ impl Default for Settings {
             modules: Vec::new(),
             static_ip: None,
             pxe: PxeMode::Auto,
+            share: None,
         }
     }
 }
@@ -189,6 +195,8 @@ pub enum OmParam {
     Ip(StaticIp),
     /// `om.pxe=auto|dhcp|proxy|off`.
     Pxe(PxeMode),
+    /// `om.share=off|nfs://SERVER[:PORT]/EXPORT[?vers=V]`.
+    Share(Share),
 }
 
 /// One parameter of the command line.
@@ -277,6 +285,7 @@ impl fmt::Display for OmParam {
             OmParam::Modules(m) => write!(f, "om.modules={}", m.join(",")),
             OmParam::Ip(ip) => write!(f, "om.ip={ip}"),
             OmParam::Pxe(p) => write!(f, "om.pxe={p}"),
+            OmParam::Share(s) => write!(f, "om.share={s}"),
         }
     }
 }
@@ -383,6 +392,10 @@ fn parse_om(param: &str) -> Option<(Result<OmParam, CmdlineError>, Vec<CmdlineEr
             "off" => Ok(OmParam::Pxe(PxeMode::Off)),
             _ => Err(bad("expected auto, dhcp, proxy or off")),
         },
+        "share" => value
+            .parse()
+            .map(OmParam::Share)
+            .map_err(|e: crate::share::ShareError| bad(e.why)),
         _ => Err(CmdlineError::Unknown(format!("om.{name}"))),
     };
     Some((parsed, extra))
@@ -427,6 +440,7 @@ impl KernelCmdline {
                 OmParam::Modules(m) => s.modules.extend(m.iter().cloned()),
                 OmParam::Ip(ip) => s.static_ip = Some(*ip),
                 OmParam::Pxe(p) => s.pxe = *p,
+                OmParam::Share(share) => s.share = Some(share.clone()),
             }
         }
         s
@@ -513,6 +527,7 @@ mod tests {
                     modules: [],
                     static_ip: None,
                     pxe: Auto,
+                    share: None,
                 }
             "#]],
         );
@@ -521,7 +536,7 @@ mod tests {
     #[test]
     fn head_with_hex_key_modules_and_static_ip() {
         check(
-            "om.role=head om.key=00112233445566778899AABBCCDDEEFF00112233445566778899aabbccddeeff om.modules=e1000,virtio-net om.ip=10.77.0.1/24,10.77.0.254 om.pxe=proxy",
+            "om.role=head om.key=00112233445566778899AABBCCDDEEFF00112233445566778899aabbccddeeff om.modules=e1000,virtio-net om.ip=10.77.0.1/24,10.77.0.254 om.pxe=proxy om.share=nfs://10.77.0.1/cluster",
             expect![[r#"
                 Settings {
                     server: None,
@@ -547,6 +562,16 @@ mod tests {
                         },
                     ),
                     pxe: Proxy,
+                    share: Some(
+                        Nfs(
+                            NfsShare {
+                                server: 10.77.0.1,
+                                port: None,
+                                export: "/cluster",
+                                version: V4,
+                            },
+                        ),
+                    ),
                 }
             "#]],
         );
@@ -555,7 +580,7 @@ mod tests {
     #[test]
     fn bad_values_are_reported_and_defaults_kept() {
         check(
-            "om.server=head.local om.http=0 om.role=boss om.key=abc om.cluster= om.modules=ok,b/ad om.ip=10.0.0.1/33 om.pxe=maybe om.colour=blue",
+            "om.server=head.local om.http=0 om.role=boss om.key=abc om.cluster= om.modules=ok,b/ad om.ip=10.0.0.1/33 om.pxe=maybe om.share=/srv om.colour=blue",
             expect![[r#"
                 Settings {
                     server: None,
@@ -568,6 +593,7 @@ mod tests {
                     ],
                     static_ip: None,
                     pxe: Auto,
+                    share: None,
                 }
                 problem: om.server="head.local" is not valid: expected an IPv4 address
                 problem: om.http="0" is not valid: expected a TCP port 1-65535
@@ -577,7 +603,8 @@ mod tests {
                 problem: om.modules="b/ad" is not valid: not a module name
                 problem: om.ip="10.0.0.1/33" is not valid: expected ADDR/PREFIX or ADDR/PREFIX,GATEWAY
                 problem: om.pxe="maybe" is not valid: expected auto, dhcp, proxy or off
-                problem: unknown parameter om.colour (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip, om.pxe)
+                problem: om.share="/srv" is not valid: expected off or nfs://SERVER/EXPORT
+                problem: unknown parameter om.colour (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip, om.pxe, om.share)
             "#]],
         );
     }
@@ -624,7 +651,7 @@ mod tests {
             "a=\"b c\" \"\" om.key=ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB om.modules=virtio-net,,e1000 om.colour=blue om.http=0",
             expect![[r#"
                 "a=b c" "" om.key=abababababababababababababababababababababababababababababababab om.modules=virtio_net,e1000 om.colour=blue om.http=0
-                problem: unknown parameter om.colour (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip, om.pxe)
+                problem: unknown parameter om.colour (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip, om.pxe, om.share)
                 problem: om.http="0" is not valid: expected a TCP port 1-65535
             "#]],
         );
@@ -681,7 +708,7 @@ mod tests {
 
     #[test]
     fn from_str_refuses_the_first_bad_parameter() {
-        expect!["unknown parameter om.colour (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip, om.pxe)"]
+        expect!["unknown parameter om.colour (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip, om.pxe, om.share)"]
             .assert_eq(&"quiet om.colour=blue om.role=boss".parse::<KernelCmdline>().unwrap_err().to_string());
         expect![[r#"om.modules="b/ad" is not valid: not a module name"#]].assert_eq(
             &"om.modules=ok,b/ad"

@@ -15,6 +15,8 @@
 //!   `omboot` reads, and the pure halves of the two small HTTP clients (URL
 //!   split, response parse).
 //! - [`mac`]: the one MAC address type.
+//! - [`share`]: the shared tree at `/cluster`: `om.share=` and `--share`
+//!   ([`share::Share`]), and the kernel NFS mount a node makes of it.
 //! - [`modules`]: the kernel module index in the initramfs (`modules.dep`,
 //!   `modules.alias`, `modules.builtin`) and [`modules::module_name`].
 //!
@@ -27,3 +29,4 @@ pub mod image;
 pub mod key;
 pub mod mac;
 pub mod modules;
+pub mod share;

@@ -115,6 +115,9 @@ pub enum ConfigError {
     /// The images directory is not a complete image (`ombuild image` output).
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    /// `--share` (or `share =`) is neither a directory nor an `nfs://` URL.
+    #[error(transparent)]
+    Share(#[from] crate::share::ShareError),
     /// The key file cannot be read or does not hold 64 hex digits.
     #[error("key file {path}: {reason}")]
     KeyFile {
@@ -317,6 +320,9 @@ pub struct WireConfig {
     /// Static reservations.
     #[serde(default, rename = "reservation")]
     pub reservations: Vec<WireReservation>,
+    /// The shared tree nodes see at `/cluster`: a directory the head
+    /// serves, or `nfs://SERVER/EXPORT` for the nodes to mount.
+    pub share: Option<String>,
 }
 
 impl WireConfig {
@@ -370,6 +376,8 @@ pub struct Overrides {
     pub key_file: Option<PathBuf>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// `--share`.
+    pub share: Option<String>,
 }
 
 impl Overrides {
@@ -391,7 +399,10 @@ impl Overrides {
         macro_rules! set {
             ($($f:ident),*) => { $( if self.$f.is_some() { w.$f = self.$f; } )* };
         }
-        set!(mode, images, state, http_port, tftp_port, dhcp_port, cluster, key_file, log_format);
+        set!(
+            mode, images, state, http_port, tftp_port, dhcp_port, cluster, key_file, log_format,
+            share
+        );
         w
     }
 }
@@ -489,6 +500,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// DHCP settings.
     pub dhcp: DhcpConfig,
+    /// The shared tree (`--share`), if any.
+    pub share: Option<crate::share::ShareConfig>,
 }
 
 /// The DHCP part of [`ServeConfig`].
@@ -628,6 +641,11 @@ impl ServeConfig {
         }
         let image = crate::image::ImageDir::open(&images)?;
         let key = w.key_file.as_deref().map(read_key).transpose()?;
+        let share = w
+            .share
+            .as_deref()
+            .map(crate::share::ShareConfig::parse)
+            .transpose()?;
         Ok(ServeConfig {
             interfaces,
             mode,
@@ -649,6 +667,7 @@ impl ServeConfig {
                 dns: w.dns,
                 domain: w.domain,
             },
+            share,
         })
     }
 

@@ -14,6 +14,8 @@
 //!   requests (206/416), confined like TFTP (symlinks leading out are refused).
 //!   `vmlinuz` and `initrd.img` record the Kernel and Initrd stages.
 //! - `GET /api/v1/leases`, `GET /api/v1/nodes`, `POST /api/v1/checkin`.
+//! - `GET /cluster/passwd`, `GET /cluster/group`: the head's user and group
+//!   tables, which nodes install so the shared tree's owners have names.
 //!
 //! One info line per request. [`router`] needs [`ConnInfo`] connect info
 //! (`into_make_service_with_connect_info::<ConnInfo>()`); [`serve`] does that.
@@ -33,12 +35,14 @@ use axum::{Json, Router};
 use contracts::cmdline::{KernelCmdline, KeySource, OmParam, Param, INITRD_PARAM};
 use contracts::http::{Checkin, CHECKIN_PATH};
 use contracts::mac::MacAddr;
+use contracts::share::{Share, GROUP_PATH, PASSWD_PATH};
 use serde::Deserialize;
 use tower::ServiceExt;
 use tracing::info;
 
 use crate::image::ImageDir;
 use crate::nodes::{BootStage, LeaseSource, NodeRegistry, Observation};
+use crate::share::ShareConfig;
 use crate::tftp::path::{open_confined, PathError};
 
 /// What the HTTP server needs.
@@ -55,6 +59,8 @@ pub struct HttpState {
     /// Cluster key (or an `http://` URL to fetch it from), put on the
     /// command line as `om.key=`.
     pub cluster_key: Option<KeySource>,
+    /// The shared tree, put on the command line as `om.share=`.
+    pub share: Option<ShareConfig>,
 }
 
 /// Both ends of an accepted connection.
@@ -85,6 +91,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/v1/leases", get(leases))
         .route("/api/v1/nodes", get(nodes))
         .route(CHECKIN_PATH, post(checkin))
+        .route(PASSWD_PATH, get(passwd))
+        .route(GROUP_PATH, get(group))
         .route("/{*path}", get(static_file))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
@@ -178,16 +186,31 @@ pub fn first_stage_script(server: SocketAddr) -> String {
     )
 }
 
+/// What the per-MAC script tells a node beside the image's own command line.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeParams<'a> {
+    /// The cluster id (`om.cluster=`).
+    pub cluster_id: &'a str,
+    /// The key or where to fetch it (`om.key=`).
+    pub cluster_key: Option<&'a KeySource>,
+    /// The shared tree (`om.share=`).
+    pub share: Option<&'a ShareConfig>,
+}
+
 /// The kernel command line of the per-MAC script: `initrd=initrd.img`, the
-/// image's own line, then the head's address and HTTP port, the cluster id
-/// and key. `om.server=` is left out when the node reached us over IPv6:
-/// `omnode init` takes an IPv4 address only.
+/// image's own line, then the head's address and HTTP port, the cluster id,
+/// key and shared tree. `om.server=` and the head's own `om.share=` are left
+/// out when the node reached us over IPv6: `omnode init` takes IPv4 only.
 pub fn node_cmdline(
     server: SocketAddr,
     image_cmdline: &KernelCmdline,
-    cluster_id: &str,
-    cluster_key: Option<&KeySource>,
+    params: NodeParams<'_>,
 ) -> KernelCmdline {
+    let NodeParams {
+        cluster_id,
+        cluster_key,
+        share,
+    } = params;
     let mut line = KernelCmdline::default();
     line.push(Param::Other(INITRD_PARAM.into()));
     line.params.extend(image_cmdline.params.iter().cloned());
@@ -199,6 +222,13 @@ pub fn node_cmdline(
     if let Some(k) = cluster_key {
         line.push(OmParam::Key(k.clone()));
     }
+    match (share, server.ip()) {
+        (Some(ShareConfig::External(n)), _) => {
+            line.push(OmParam::Share(Share::Nfs(n.clone())));
+        }
+        (Some(own), IpAddr::V4(ip)) => line.push(OmParam::Share(own.for_nodes(ip))),
+        _ => {}
+    }
     line
 }
 
@@ -207,11 +237,10 @@ pub fn node_script(
     server: SocketAddr,
     mac: MacAddr,
     image_cmdline: &KernelCmdline,
-    cluster_id: &str,
-    cluster_key: Option<&KeySource>,
+    params: NodeParams<'_>,
 ) -> String {
     let base = format!("http://{}:{}", host_of(server.ip()), server.port());
-    let cmdline = node_cmdline(server, image_cmdline, cluster_id, cluster_key);
+    let cmdline = node_cmdline(server, image_cmdline, params);
     format!(
         "#!ipxe\n\
          echo omboot: booting {mac} from {base}\n\
@@ -256,8 +285,11 @@ async fn boot_script(
         local,
         mac,
         st.image.cmdline(),
-        &st.cluster_id,
-        st.cluster_key.as_ref(),
+        NodeParams {
+            cluster_id: &st.cluster_id,
+            cluster_key: st.cluster_key.as_ref(),
+            share: st.share.as_ref(),
+        },
     );
     text(StatusCode::OK, script)
 }
@@ -310,6 +342,24 @@ async fn static_file(
     {
         Ok(resp) => resp.into_response(),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{path}: {e}\n")),
+    }
+}
+
+/// The head's user table: numeric owners in the shared tree show as the
+/// same names on every node. Passwords are in `/etc/shadow`, never served.
+async fn passwd() -> Response {
+    system_table("/etc/passwd").await
+}
+
+/// The head's group table, beside [`passwd`].
+async fn group() -> Response {
+    system_table("/etc/group").await
+}
+
+async fn system_table(path: &'static str) -> Response {
+    match tokio::fs::read_to_string(path).await {
+        Ok(body) => text(StatusCode::OK, body),
+        Err(e) => text(StatusCode::NOT_FOUND, format!("{path}: {e}\n")),
     }
 }
 

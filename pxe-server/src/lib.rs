@@ -9,6 +9,8 @@
 //! - [`http`]: HTTP boot scripts, static image files and the JSON API.
 //! - [`nodes`]: registry of nodes seen and the boot stage each reached.
 //! - [`image`]: the image directory written by `ombuild image`.
+//! - [`share`]: the shared tree at `/cluster` (`--share`): nfs-ganesha's
+//!   configuration and its supervision.
 //! - [`serve`]: wires everything together for `omboot serve`.
 
 pub mod boot;
@@ -19,4 +21,5 @@ pub mod image;
 pub mod leases;
 pub mod nodes;
 pub mod serve;
+pub mod share;
 pub mod tftp;

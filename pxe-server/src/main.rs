@@ -77,6 +77,10 @@ struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, value_parser = parse_log_format)]
     log_format: Option<LogFormat>,
+    /// The shared tree every machine sees at /cluster: a directory to serve
+    /// (with nfs-ganesha), or nfs://SERVER/EXPORT for the nodes to mount.
+    #[arg(long, value_name = "DIR|nfs://SERVER/EXPORT")]
+    share: Option<String>,
 }
 
 #[derive(Args)]
@@ -191,6 +195,7 @@ fn serve(a: ServeArgs) -> Result<(), Failure> {
         cluster: a.cluster,
         key_file: a.key_file,
         log_format: a.log_format,
+        share: a.share,
     };
     let config = ServeConfig::load(a.config.as_deref(), flags).map_err(usage)?;
     init_tracing(config.log_format);

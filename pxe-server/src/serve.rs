@@ -19,6 +19,7 @@ use crate::dhcp::{self, DhcpError, DhcpSocket};
 use crate::http::HttpState;
 use crate::leases::{LeaseError, LeaseStore};
 use crate::nodes::{LeaseSource, NodeRegistry};
+use crate::share::ShareConfig;
 use crate::tftp::TftpLimits;
 
 /// Why the server could not start or stopped.
@@ -52,6 +53,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(std::io::Error),
+    /// The shared tree's server could not start.
+    #[error(transparent)]
+    Share(#[from] crate::share::ShareError),
 }
 
 /// Run everything until `shutdown` resolves.
@@ -122,6 +126,7 @@ pub async fn run(
         leases,
         cluster_id: config.cluster.clone(),
         cluster_key: config.key.clone().map(contracts::cmdline::KeySource::Key),
+        share: config.share.clone(),
     };
     tracing::info!(
         mode = %config.mode,
@@ -170,6 +175,21 @@ pub async fn run(
             )
             .await
             .map_err(ServeError::from)
+        });
+    }
+    if let Some(ShareConfig::Serve(dir)) = &config.share {
+        // One address when serving on one interface; the export admits
+        // only the boot networks either way.
+        let bind = match config.interfaces.as_slice() {
+            [one] => Some(one.addr),
+            _ => None,
+        };
+        let clients = config.interfaces.iter().map(|i| i.net).collect();
+        let (dir, state, stop) = (dir.clone(), config.state.clone(), stop.clone());
+        servers.spawn(async move {
+            crate::share::serve(dir, bind, clients, &state, stop)
+                .await
+                .map_err(ServeError::from)
         });
     }
     tokio::pin!(shutdown);

@@ -59,9 +59,7 @@ fn config_unknown_key_names_the_line() {
     check_refused(
         Some("interfaces = [\"lo\"]\nmodes = \"dhcp\"\n"),
         &["--images", "IMAGES"],
-        expect![[
-            r#"omboot: TMP/omboot.toml:2: unknown field `modes`, expected one of `interfaces`, `mode`, `images`, `state`, `http_port`, `tftp_port`, `dhcp_port`, `cluster`, `key_file`, `log_format`, `lease_time`, `decline_quarantine`, `router`, `dns`, `domain`, `pool`, `reservation`"#
-        ]],
+        expect!["omboot: TMP/omboot.toml:2: unknown field `modes`, expected one of `interfaces`, `mode`, `images`, `state`, `http_port`, `tftp_port`, `dhcp_port`, `cluster`, `key_file`, `log_format`, `lease_time`, `decline_quarantine`, `router`, `dns`, `domain`, `pool`, `reservation`, `share`"],
     );
 }
 
@@ -115,6 +113,79 @@ fn config_missing_images_dir() {
             r#"omboot: images directory /nonexistent/omboot-images does not exist or is not a directory"#
         ]],
     );
+}
+
+#[test]
+fn config_share_must_be_a_directory_or_a_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let base = ["--interface", "lo", "--mode", "proxy", "--images", "IMAGES"];
+    let with = |share: &str| {
+        let mut flags = base.to_vec();
+        flags.extend(["--share", share]);
+        flags.iter().map(|f| f.to_string()).collect::<Vec<_>>()
+    };
+    let missing = with("/nonexistent/omboot-share");
+    check_refused_images_ok(
+        &missing,
+        expect!["omboot: --share /nonexistent/omboot-share: no such directory"],
+    );
+    let file_flags = with(file.to_str().unwrap());
+    check_refused_images_ok(
+        &file_flags,
+        expect!["omboot: --share TMPFILE: not a directory"],
+    );
+    check_refused_images_ok(
+        &with("nfs://nas.example/x"),
+        expect![[
+            r#"omboot: --share: "nfs://nas.example/x" is not a share: the server must be an IPv4 address (nodes resolve no names)"#
+        ]],
+    );
+}
+
+/// [`check_refused`] with a complete image directory, so that the error
+/// seen is the one the flags cause; `TMPFILE` stands for any file under
+/// the test's own temporary directory.
+fn check_refused_images_ok(flags: &[String], expect: Expect) {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    fake_image(&images);
+    let mut args: Vec<String> = vec!["serve".into(), "--state".into()];
+    args.push(dir.path().join("state").to_str().unwrap().into());
+    for f in flags {
+        args.push(f.replace("IMAGES", images.to_str().unwrap()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = omboot(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(!dir.path().join("state").exists(), "nothing may be started");
+    let shown = match stderr.find("--share /tmp/") {
+        Some(at) if stderr.contains("a-file") => {
+            let end = stderr[at..]
+                .find(':')
+                .map(|e| at + e)
+                .unwrap_or(stderr.len());
+            format!("{}--share TMPFILE{}", &stderr[..at], &stderr[end..])
+        }
+        _ => stderr,
+    };
+    expect.assert_eq(shown.trim_end());
+}
+
+fn fake_image(d: &Path) {
+    std::fs::create_dir_all(d.join("ipxe")).unwrap();
+    for f in [
+        "ipxe/undionly.kpxe",
+        "ipxe/snponly.efi",
+        "vmlinuz",
+        "initrd.img",
+    ] {
+        std::fs::write(d.join(f), b"x").unwrap();
+    }
+    std::fs::write(d.join("manifest.json"), br#"{"kernel_cmdline":"quiet"}"#).unwrap();
 }
 
 #[test]

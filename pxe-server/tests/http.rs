@@ -54,6 +54,7 @@ impl Server {
             cluster_key: Some(contracts::cmdline::KeySource::Key(
                 "ab".repeat(32).parse().unwrap(),
             )),
+            share: Some(pxe_server::share::ShareConfig::Serve("/srv/cluster".into())),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -133,7 +134,7 @@ async fn boot_script_stages() {
     expect![[r#"
         #!ipxe
         echo omboot: booting 52:54:00:12:34:56 from http://127.0.0.1:PORT
-        kernel http://127.0.0.1:PORT/vmlinuz initrd=initrd.img console=ttyS0 quiet om.server=127.0.0.1 om.http=PORT om.cluster=test-cluster om.key=abababababababababababababababababababababababababababababababab
+        kernel http://127.0.0.1:PORT/vmlinuz initrd=initrd.img console=ttyS0 quiet om.server=127.0.0.1 om.http=PORT om.cluster=test-cluster om.key=abababababababababababababababababababababababababababababababab om.share=nfs://127.0.0.1/cluster
         initrd http://127.0.0.1:PORT/initrd.img
         boot
     "#]]

@@ -4,5 +4,7 @@
 mod cli;
 mod dhcp;
 mod http;
+mod netlan;
 mod running;
+mod share;
 mod tftp;
