@@ -103,6 +103,20 @@ pub struct MountArgs {
     pub module: &'static str,
 }
 
+/// What is mounted at [`MOUNT_POINT`] according to a mount table
+/// (`/proc/self/mounts` text): `(source, fstype)` of the last entry there,
+/// the one that shows.
+pub fn find_mount(mounts: &str) -> Option<(String, String)> {
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (source, target, fstype) = (f.next()?, f.next()?, f.next()?);
+            (target == MOUNT_POINT).then(|| (source.to_string(), fstype.to_string()))
+        })
+        .next_back()
+}
+
 impl NfsShare {
     /// The head's own export: its server at `server`, the default port and
     /// version.
@@ -280,6 +294,19 @@ mod tests {
                 nfs://10.0.0.2/?vers=4.2
                 mount -t nfs4 10.0.0.2:/ -o vers=4.2,addr=10.0.0.2,port=2049,proto=tcp,hard,timeo=100,retrans=3,clientaddr=10.77.0.100 (module nfsv4)"#]],
         );
+    }
+
+    #[test]
+    fn the_mount_at_the_mount_point_is_the_last_one_listed() {
+        let table = "proc /proc proc rw 0 0\n\
+                     /dev/vda /cluster ext4 rw 0 0\n\
+                     10.77.0.1:/cluster /cluster nfs4 rw,vers=4.2 0 0\n\
+                     tmpfs /cluster-old tmpfs rw 0 0\n";
+        assert_eq!(
+            find_mount(table),
+            Some(("10.77.0.1:/cluster".into(), "nfs4".into()))
+        );
+        assert_eq!(find_mount("proc /proc proc rw 0 0\n"), None);
     }
 
     #[test]

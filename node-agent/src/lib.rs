@@ -9,6 +9,8 @@
 //! - [`membership`]: SWIM membership via `foca`, pure.
 //! - [`discovery`]: the multicast socket that finds peers with no configuration.
 //! - [`load`]: the load vector and the speed calibration.
+//! - [`share`]: the shared tree at `/cluster` as this node sees it (mounted,
+//!   answering, size), carried in the load vector.
 //! - [`placement`]: where a job should run, pure.
 //! - [`cgroup`]: the CPU cap on cluster jobs (cgroup v2 `cpu.max`, or v1).
 //! - [`exec`]: running a job on a remote node with streamed stdio and signals.
@@ -17,7 +19,7 @@
 //! - [`agent`]: the daemon that wires all of the above together: the gossip
 //!   loop, the exec listener and the control server, every task it starts
 //!   owned and ended at shutdown.
-//! - [`tools`]: the `omctl` subcommands (`status`, `mon`, `top`, `ps`, `whois`, `run`).
+//! - [`tools`]: the `omctl` subcommands (`status`, `mon`, `top`, `ps`, `whois`, `df`, `run`).
 
 pub mod agent;
 pub mod cgroup;
@@ -31,5 +33,6 @@ pub mod keyfile;
 pub mod load;
 pub mod membership;
 pub mod placement;
+pub mod share;
 pub mod tools;
 pub mod wire;

@@ -28,6 +28,9 @@ pub struct LoadVector {
     pub started: u64,
     /// The CPU share cluster jobs may use on this node, percent of all its CPUs.
     pub cpu_quota: u32,
+    /// The shared tree at `/cluster` here, when one is expected or mounted.
+    #[serde(default)]
+    pub share: Option<crate::share::ShareView>,
 }
 
 impl LoadVector {
@@ -97,6 +100,7 @@ pub fn sample(speed: f32, jobs: u32, started: u64, cpu_quota: u32) -> LoadVector
         jobs,
         started,
         cpu_quota,
+        share: None,
     }
 }
 

@@ -270,6 +270,7 @@ mod tests {
             jobs,
             started,
             cpu_quota: 100,
+            share: None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use contracts::share::MOUNT_POINT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -128,6 +129,105 @@ pub fn status_table(s: &ClusterStatus) -> String {
                 n.number, name, n.addr, n.state, "-", "-", "-", "-", "-", "-"
             )),
         }
+    }
+    for n in s.nodes.iter().filter(|n| n.state == "alive") {
+        let problem = n.load.as_ref().and_then(|l| l.share.as_ref()?.problem());
+        if let Some(p) = problem {
+            out.push_str(&format!("warning: node {}: {p}\n", n.name));
+        }
+    }
+    out
+}
+
+/// One node's line of `omctl df`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DfRow {
+    /// The node's name.
+    pub node: String,
+    /// Its membership state.
+    pub state: String,
+    /// What it was told to mount, if anything.
+    pub expected: Option<String>,
+    /// What it has mounted at `/cluster`, if anything.
+    pub mounted: Option<String>,
+    /// Whether the tree answers there.
+    pub responding: bool,
+    /// Size in KiB.
+    pub size_kib: u64,
+    /// Free KiB.
+    pub free_kib: u64,
+}
+
+/// Every node's view of the shared tree (nodes without one are left out).
+pub fn df_rows(s: &ClusterStatus) -> Vec<DfRow> {
+    s.nodes
+        .iter()
+        .filter_map(|n| {
+            let v = n.load.as_ref()?.share.as_ref()?;
+            Some(DfRow {
+                node: n.name.clone(),
+                state: n.state.clone(),
+                expected: v.expected.clone(),
+                mounted: v.mounted.clone(),
+                responding: v.responding,
+                size_kib: v.size_kib,
+                free_kib: v.free_kib,
+            })
+        })
+        .collect()
+}
+
+/// The `df` table: where the tree comes from, then one line per node.
+pub fn df_table(s: &ClusterStatus) -> String {
+    let rows = df_rows(s);
+    if rows.is_empty() {
+        return format!(
+            "no node of cluster {} has a shared tree at {MOUNT_POINT} (omboot serve --share DIR)\n",
+            s.cluster
+        );
+    }
+    let mut sources: Vec<&str> = rows.iter().filter_map(|r| r.expected.as_deref()).collect();
+    sources.sort();
+    sources.dedup();
+    let mut out = format!(
+        "{MOUNT_POINT} from {}\n",
+        if sources.is_empty() {
+            "(the head's own directory)".to_string()
+        } else {
+            sources.join(", ")
+        }
+    );
+    out.push_str(&format!(
+        "{:<16} {:<8} {:>8} {:>8} {:>8} {:>5}  {}\n",
+        "NODE", "MOUNTED", "SIZE", "USED", "FREE", "USE%", "SOURCE"
+    ));
+    for r in &rows {
+        let mounted = match (&r.mounted, r.responding) {
+            (None, _) => "no",
+            (Some(_), false) => "hung",
+            (Some(_), true) => "yes",
+        };
+        let (size, used, free, pct) = if r.mounted.is_some() && r.size_kib > 0 {
+            let used = r.size_kib.saturating_sub(r.free_kib);
+            (
+                fmt_kib(r.size_kib),
+                fmt_kib(used),
+                fmt_kib(r.free_kib),
+                format!("{}%", used * 100 / r.size_kib),
+            )
+        } else {
+            ("-".into(), "-".into(), "-".into(), "-".into())
+        };
+        out.push_str(&format!(
+            "{:<16} {:<8} {:>8} {:>8} {:>8} {:>5}  {}\n",
+            r.node,
+            mounted,
+            size,
+            used,
+            free,
+            pct,
+            r.mounted.as_deref().unwrap_or("-")
+        ));
     }
     out
 }
@@ -487,6 +587,7 @@ mod tests {
                         jobs: 1,
                         started: 4,
                         cpu_quota: 50,
+                        share: None,
                     }),
                     load_age_ms: Some(0),
                 },
@@ -522,6 +623,36 @@ mod tests {
                259  b                10.0.1.3:7946         down       -      -      -    -     -             -
         "#]]
         .assert_eq(&status_table(&status()));
+        let mut shared = status();
+        if let Some(l) = shared.nodes[0].load.as_mut() {
+            l.share = Some(crate::share::ShareView {
+                expected: Some("nfs://10.0.1.1/cluster".into()),
+                mounted: None,
+                responding: true,
+                size_kib: 0,
+                free_kib: 0,
+            });
+        }
+        expect_test::expect![[r#"
+            /cluster from nfs://10.0.1.1/cluster
+            NODE             MOUNTED      SIZE     USED     FREE  USE%  SOURCE
+            a                no              -        -        -     -  -
+        "#]]
+        .assert_eq(&df_table(&shared));
+        assert!(status_table(&shared).ends_with(
+            "warning: node a: /cluster is not mounted (expected nfs://10.0.1.1/cluster)\n"
+        ));
+        if let Some(v) = shared.nodes[0].load.as_mut().and_then(|l| l.share.as_mut()) {
+            v.mounted = Some("10.0.1.1:/cluster (nfs4)".into());
+            v.size_kib = 100 << 20;
+            v.free_kib = 25 << 20;
+        }
+        expect_test::expect![[r#"
+            /cluster from nfs://10.0.1.1/cluster
+            NODE             MOUNTED      SIZE     USED     FREE  USE%  SOURCE
+            a                yes        100.0G    75.0G    25.0G   75%  10.0.1.1:/cluster (nfs4)
+        "#]]
+        .assert_eq(&df_table(&shared));
         let lines = mon_lines(&status(), 80);
         assert!(lines[3].contains("[########........]"), "{}", lines[3]);
         assert_eq!(bar(2.0, 4), "####");

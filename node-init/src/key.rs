@@ -1,19 +1,17 @@
 //! The cluster key: from the command line or fetched over plain HTTP from
 //! the head, written to `/run/omcluster.key` (mode 0600) for the agent.
 //!
-//! The file holds [`ClusterKey::to_text`]; a fetched body is read with
-//! [`ClusterKey::parse`], the one rule every reader of the key uses. The
-//! HTTP client is the minimum for one GET from the head on the LAN
-//! (HTTP/1.0, no redirects, no TLS); its pure half is [`contracts::http`].
+//! The file holds [`ClusterKey::to_text`]; a fetched body ([`crate::fetch`])
+//! is read with [`ClusterKey::parse`], the one rule every reader of the key
+//! uses.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::Duration;
 
-use contracts::http::{is_ok, parse_response, HttpUrl};
 use contracts::key::ClusterKey;
+
+use crate::fetch::{self, FetchError};
 
 /// Where `omnode init` writes the key.
 pub const KEY_FILE: &str = "/run/omcluster.key";
@@ -21,31 +19,9 @@ pub const KEY_FILE: &str = "/run/omcluster.key";
 /// Getting or storing the key failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// The URL is not `http://host[:port]/path`.
-    #[error("bad key URL {0:?}: expected http://HOST[:PORT]/PATH")]
-    BadUrl(String),
-    /// Connecting or talking to the server failed.
-    #[error("fetching {url}: {source}")]
-    Io {
-        /// The URL.
-        url: String,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The server answered something other than 200.
-    #[error("fetching {url}: server answered {status}")]
-    Status {
-        /// The URL.
-        url: String,
-        /// The status line.
-        status: String,
-    },
-    /// The answer is not an HTTP response.
-    #[error("fetching {url}: malformed HTTP response")]
-    Malformed {
-        /// The URL.
-        url: String,
-    },
+    /// The key could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     /// The body is not 64 hex digits.
     #[error("key from {0} is not 64 hex digits")]
     NotAKey(String),
@@ -61,34 +37,8 @@ pub enum KeyError {
 
 /// Fetches the key from `url` (one attempt, 5 s connect and read timeouts).
 pub fn fetch(url: &str) -> Result<ClusterKey, KeyError> {
-    let HttpUrl { host, port, path } =
-        url.parse().map_err(|_| KeyError::BadUrl(url.to_string()))?;
-    let io = |source| KeyError::Io {
-        url: url.to_string(),
-        source,
-    };
-    let addr: SocketAddr = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(io)?
-        .next()
-        .ok_or_else(|| KeyError::BadUrl(url.to_string()))?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(io)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(io)?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: omnode-init\r\n\r\n");
-    s.write_all(request.as_bytes()).map_err(io)?;
-    let mut buf = Vec::new();
-    s.take(64 * 1024).read_to_end(&mut buf).map_err(io)?;
-    let (status, body) = parse_response(&buf).ok_or_else(|| KeyError::Malformed {
-        url: url.to_string(),
-    })?;
-    if !is_ok(&status) {
-        return Err(KeyError::Status {
-            url: url.to_string(),
-            status,
-        });
-    }
-    ClusterKey::parse(&String::from_utf8_lossy(body))
+    let body = fetch::get(url, 64 * 1024)?;
+    ClusterKey::parse(&String::from_utf8_lossy(&body))
         .map_err(|_| KeyError::NotAKey(url.to_string()))
 }
 
@@ -118,6 +68,7 @@ pub fn install(key: &ClusterKey, path: &Path) -> Result<(), KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn fetch_and_install_against_a_local_server() {

@@ -6,7 +6,9 @@
 //! (and serial), and in the background load the device modules ([`kmod`]),
 //! bring up the wired NICs with DHCP ([`network`], [`dhcp_client`],
 //! [`packet`], [`netif`], [`address`]). Once the network is up: the cluster
-//! key ([`key`]; the head makes a fresh one), the agent, and on the head the
+//! key ([`key`]; the head makes a fresh one), the shared tree at `/cluster`
+//! with the head's users and groups ([`share`], over [`fetch`]), the agent
+//! (after the tree is mounted, or a minute of trying), and on the head the
 //! boot medium ([`media`]) and `omboot serve` with the interface, mode and
 //! pool [`head`] derives from the address the head got. Then PID 1 loops
 //! forever: reap children, restart the supervised ones with backoff, and
@@ -25,11 +27,12 @@
 //! import of [`console`]):
 //!
 //! 1. no imports within the crate: [`address`] (the [`address::Lease`] and
-//!    [`address::IfAddress`] data), [`cmdline`], [`console`], [`key`],
+//!    [`address::IfAddress`] data), [`cmdline`], [`console`], [`fetch`],
 //!    [`kmod`], [`mounts`], [`packet`];
 //! 2. the pure cores and the thin system calls over layer 1: [`head`]
 //!    (address, cmdline), `dhcp_client::client` (address), [`netif`]
-//!    (address), [`reaper`] (console), [`media`] (kmod);
+//!    (address), [`reaper`] (console), [`media`] (kmod), [`key`] (fetch),
+//!    [`share`] (fetch, kmod);
 //! 3. the shells over them: `dhcp_client::shell` (its core, netif, packet),
 //!    [`power`] (reaper, mounts);
 //! 4. [`network`] (dhcp_client, head, netif, kmod, reaper, cmdline);
@@ -58,6 +61,7 @@ pub mod address;
 pub mod cmdline;
 pub mod console;
 pub mod dhcp_client;
+pub mod fetch;
 pub mod head;
 pub mod key;
 pub mod kmod;
@@ -68,6 +72,7 @@ pub mod network;
 pub mod packet;
 pub mod power;
 pub mod reaper;
+pub mod share;
 
 pub use power::{request as request_power, PowerAction, PowerError};
 
@@ -171,6 +176,8 @@ enum Event {
     Net(network::NetEvent),
     KeyReady,
     MediaReady,
+    /// The shared tree is mounted, or the agent should start without it.
+    ShareSettled,
 }
 
 /// Hands `event` to PID 1's loop and wakes it from its signal wait. Fails
@@ -202,6 +209,9 @@ struct Supervisor {
     key_ready: bool,
     key_started: bool,
     media_ready: bool,
+    /// `None` until the network is up; then whether the agent may start as
+    /// far as the shared tree goes.
+    share_settled: Option<bool>,
 }
 
 impl Supervisor {
@@ -217,6 +227,7 @@ impl Supervisor {
             key_ready: false,
             key_started: false,
             media_ready: false,
+            share_settled: None,
         }
     }
 
@@ -311,6 +322,7 @@ impl Supervisor {
                     self.hostname = Some(hostname);
                     self.net = Some(address);
                     self.start_key();
+                    self.start_share();
                 }
             }
             Event::KeyReady => {
@@ -318,6 +330,9 @@ impl Supervisor {
             }
             Event::MediaReady => {
                 self.media_ready = true;
+            }
+            Event::ShareSettled => {
+                self.share_settled = Some(true);
             }
         }
         self.maybe_start_omboot();
@@ -406,7 +421,7 @@ impl Supervisor {
         let Some(name) = &self.hostname else {
             return;
         };
-        if !self.key_ready || self.services.contains("agent") {
+        if !self.key_ready || self.share_settled != Some(true) || self.services.contains("agent") {
             return;
         }
         let exe = std::env::current_exe()
@@ -418,6 +433,38 @@ impl Supervisor {
         say!("starting agent: {}", argv.join(" "));
         self.services
             .add("agent", argv, reaper::Attach::Console, Instant::now());
+    }
+
+    /// Once the network is up: the shared tree `om.share=` names, mounted by
+    /// a worker thread that keeps trying.
+    fn start_share(&mut self) {
+        if self.share_settled.is_some() {
+            return;
+        }
+        let share = match (&self.settings.share, &self.net) {
+            (Some(contracts::share::Share::Nfs(n)), Some(net)) => (n.clone(), net.address),
+            (Some(contracts::share::Share::Off), _) => {
+                say!(
+                    "om.share=off: no shared tree at {}",
+                    contracts::share::MOUNT_POINT
+                );
+                self.share_settled = Some(true);
+                return;
+            }
+            _ => {
+                self.share_settled = Some(true);
+                return;
+            }
+        };
+        self.share_settled = Some(false);
+        let (tx, server, port) = (
+            self.tx.clone(),
+            self.settings.server,
+            self.settings.http_port,
+        );
+        spawn_worker("share", "shared tree mount", move || {
+            mount_share(&share.0, share.1, server, port, &tx)
+        });
     }
 
     fn start_media(&self) {
@@ -449,6 +496,10 @@ fn agent_argv(
     if let Some(net) = net {
         argv.push("--interface".into());
         argv.push(net.iface.clone());
+    }
+    if let Some(share @ contracts::share::Share::Nfs(_)) = &settings.share {
+        argv.push("--share".into());
+        argv.push(share.to_string());
     }
     let serving = settings.role == cmdline::Role::Head && settings.pxe != cmdline::PxeMode::Off;
     if let Some(net) = net.filter(|_| serving) {
@@ -488,6 +539,55 @@ fn fetch_key(url: &str, tx: &mpsc::Sender<Event>) {
                 wait = (wait * 2).min(Duration::from_secs(30));
             }
         }
+    }
+}
+
+/// How long the agent waits for the shared tree before it starts without
+/// it (the mount goes on being tried).
+const SHARE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The share thread: mounts `share` at `/cluster` (retrying every 3 s),
+/// installs the head's users and groups from `server`, and tells the loop;
+/// after [`SHARE_PATIENCE`] of failures it tells the loop anyway and keeps
+/// trying.
+fn mount_share(
+    share: &contracts::share::NfsShare,
+    client: std::net::Ipv4Addr,
+    server: Option<std::net::Ipv4Addr>,
+    http_port: u16,
+    tx: &mpsc::Sender<Event>,
+) {
+    use contracts::share::MOUNT_POINT;
+    say!("mounting {MOUNT_POINT} from {share}");
+    let started = Instant::now();
+    let mut settled = false;
+    for attempt in 1u32.. {
+        match share::mount(share, client) {
+            Ok(()) => break,
+            Err(e) => {
+                if attempt == 1 || attempt % 20 == 0 {
+                    say!("{e}; retrying every 3s");
+                }
+                if !settled && started.elapsed() > SHARE_PATIENCE {
+                    say!("starting the agent without {MOUNT_POINT}; still trying to mount it");
+                    settled = notify(tx, Event::ShareSettled).is_ok();
+                }
+                std::thread::sleep(Duration::from_secs(3));
+            }
+        }
+    }
+    say!(
+        "mounted {MOUNT_POINT} from {share} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(server) = server {
+        match share::install_accounts(server, http_port) {
+            Ok(()) => say!("users and groups installed from the head"),
+            Err(e) => say!("{e}; {MOUNT_POINT} shows numeric owners"),
+        }
+    }
+    if !settled {
+        let _ = notify(tx, Event::ShareSettled);
     }
 }
 
@@ -539,9 +639,9 @@ mod tests {
     #[test]
     fn agent_seeds_from_the_server_and_checks_in_with_it() {
         check_agent_argv(
-            "om.server=10.77.0.1 om.cluster=lab",
+            "om.server=10.77.0.1 om.cluster=lab om.share=nfs://10.77.0.1/cluster",
             Some("10.77.0.130"),
-            expect!["/bin/omnode agent --key-file /run/omcluster.key --name n1 --cluster lab --interface eth0 --seed 10.77.0.1 --checkin http://10.77.0.1:80/api/v1/checkin"],
+            expect!["/bin/omnode agent --key-file /run/omcluster.key --name n1 --cluster lab --interface eth0 --share nfs://10.77.0.1/cluster --seed 10.77.0.1 --checkin http://10.77.0.1:80/api/v1/checkin"],
         );
         check_agent_argv(
             "om.role=node",

@@ -317,6 +317,7 @@ mod tests {
                 cpu_quota: 100,
                 running: Jobs::default(),
                 started: Arc::default(),
+                share: Arc::new(crate::share::Probe::start(None).unwrap()),
             },
             launched: Jobs::default(),
             down: broadcast::channel(1).0,

@@ -1,5 +1,6 @@
 //! This node's load vector, sampled when asked for: by the presence tick
-//! (sent to every member), by `omctl status` and by placement.
+//! (sent to every member), by `omctl status` and by placement; the shared
+//! tree's part comes from its probe thread ([`crate::share::Probe`]).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -15,12 +16,16 @@ pub(super) struct LocalLoad {
     pub(super) cpu_quota: u32,
     pub(super) running: Jobs,
     pub(super) started: Arc<AtomicU64>,
+    /// The shared tree's probe.
+    pub(super) share: Arc<crate::share::Probe>,
 }
 
 impl LocalLoad {
     /// Our load vector now.
     pub(super) fn sample(&self) -> LoadVector {
         let (jobs, started) = exec::job_counts(&self.running, &self.started);
-        load::sample(self.speed, jobs, started, self.cpu_quota)
+        let mut vector = load::sample(self.speed, jobs, started, self.cpu_quota);
+        vector.share = self.share.view();
+        vector
     }
 }

@@ -91,6 +91,9 @@ pub struct AgentConfig {
     /// The boot server's check-in URL (`omnode init` passes it); the agent
     /// posts there once it has joined.
     pub checkin: Option<String>,
+    /// The shared tree this node should have at `/cluster` (`om.share=`),
+    /// so a lost mount is reported.
+    pub share: Option<String>,
 }
 
 /// Errors starting the agent.
@@ -209,12 +212,19 @@ impl Agent {
             speed,
         } = self;
         let stream_key = cfg.key.derive(&cfg.cluster, Purpose::Stream);
+        let share_probe = Arc::new(crate::share::Probe::start(cfg.share.clone()).map_err(
+            |source| AgentError::Listen {
+                what: "the shared tree's probe thread".into(),
+                source,
+            },
+        )?);
         let view = Arc::new(Mutex::new(View::new(cfg.cluster.clone(), me.clone())));
         let load = LocalLoad {
             speed,
             cpu_quota: cfg.cpu_quota,
             running: Jobs::default(),
             started: Arc::new(AtomicU64::new(0)),
+            share: share_probe,
         };
         let (down, _) = broadcast::channel::<NodeId>(64);
 

@@ -60,6 +60,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The shared tree at /cluster: its server, size and free space, and
+    /// which nodes have it mounted.
+    Df {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a command in the cluster (mosrun); the exit status is the job's.
     Run {
         /// Run on this node (name, number or address) instead of choosing.
@@ -125,6 +132,14 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
                 }
             })
             .await?;
+        }
+        Command::Df { json } => {
+            let s = control::status(&socket).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tools::df_rows(&s))?);
+            } else {
+                print!("{}", tools::df_table(&s));
+            }
         }
         Command::Run { node, argv } => return Ok(tools::run(&socket, node, argv).await),
     }

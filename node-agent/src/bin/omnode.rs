@@ -29,7 +29,7 @@ enum Command {
     /// Run as PID 1 of a netbooted node.
     Init(init::InitArgs),
     /// Run the cluster agent.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Make a new cluster key file (mode 0600).
     Keygen {
         /// Where to write the key (must not exist).
@@ -80,6 +80,10 @@ struct AgentArgs {
     /// (`http://SERVER:PORT/api/v1/checkin`; `omnode init` passes it).
     #[arg(long, value_name = "URL")]
     checkin: Option<String>,
+    /// The shared tree this node should have at /cluster (`om.share=`;
+    /// `omnode init` passes it), so that a lost mount is reported.
+    #[arg(long, value_name = "SOURCE")]
+    share: Option<String>,
 }
 
 fn resolve_seed(s: &str, port: u16) -> anyhow::Result<SocketAddr> {
@@ -148,6 +152,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         state_dir: Some(args.state_dir),
         speed: args.speed,
         checkin: args.checkin,
+        share: args.share,
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
@@ -187,7 +192,7 @@ fn main() -> ExitCode {
         let cli = Cli::parse();
         match cli.command {
             Command::Init(a) => run_init(a),
-            Command::Agent(a) => agent(a),
+            Command::Agent(a) => agent(*a),
             Command::Keygen { out } => node_agent::keyfile::save(&ClusterKey::generate(), &out)
                 .map(|()| println!("omnode: wrote a new cluster key to {}", out.display()))
                 .map_err(Into::into),

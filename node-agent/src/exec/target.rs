@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use contracts::share::{find_mount, MOUNT_POINT};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -68,6 +69,24 @@ pub async fn serve(stream: TcpStream, ctx: ExecContext) {
     run_job(req, ctx, s).await;
 }
 
+/// Why a job's working directory is missing here, and the way out: the
+/// shared tree at `/cluster` is the same on every node.
+fn missing_cwd(cwd: &str, node: &str) -> String {
+    let shared = std::path::Path::new(cwd).starts_with(MOUNT_POINT);
+    let mounted = std::fs::read_to_string("/proc/self/mounts")
+        .ok()
+        .and_then(|m| find_mount(&m))
+        .is_some();
+    let hint = match (shared, mounted) {
+        (true, false) => format!("{MOUNT_POINT} is not mounted on node {node}"),
+        (true, true) => format!("it is not in {MOUNT_POINT} as node {node} sees it"),
+        (false, _) => {
+            format!("start jobs from a directory under {MOUNT_POINT}, the tree every node shares")
+        }
+    };
+    format!("working directory {cwd} does not exist on node {node} ({hint})")
+}
+
 /// Checks a request and starts the process.
 fn start(req: &ExecRequest, ctx: &ExecContext) -> Result<tokio::process::Child, (i32, String)> {
     let node = &ctx.node;
@@ -75,13 +94,7 @@ fn start(req: &ExecRequest, ctx: &ExecContext) -> Result<tokio::process::Child, 
         return Err((EXIT_CANNOT_RUN, "empty command".into()));
     };
     if !std::path::Path::new(&req.cwd).is_dir() {
-        return Err((
-            EXIT_CANNOT_RUN,
-            format!(
-                "working directory {} does not exist on node {node}",
-                req.cwd
-            ),
-        ));
+        return Err((EXIT_CANNOT_RUN, missing_cwd(&req.cwd, node)));
     }
     let euid = nix::unistd::geteuid().as_raw();
     let root = euid == 0;

@@ -157,7 +157,7 @@ async fn relay_streams_stdin_and_reports_a_missing_cwd() {
         end,
         RelayEnd::Failed(
             EXIT_CANNOT_RUN,
-            "working directory /nonexistent/omt-cwd does not exist on node t".into()
+            "working directory /nonexistent/omt-cwd does not exist on node t (start jobs from a directory under /cluster, the tree every node shares)".into()
         )
     );
 }

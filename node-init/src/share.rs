@@ -1,0 +1,133 @@
+//! The shared tree on a netbooted node: the export `om.share=` names,
+//! mounted at [`MOUNT_POINT`] with the kernel's own NFS client, and the
+//! head's user and group tables installed so its numeric owners show as the
+//! same names here.
+//!
+//! The node has no `mount.nfs`: [`mount`] loads the client module and calls
+//! `mount(2)` with the kernel's text options ([`NfsShare::mount`]). The mount
+//! is `hard`: while the head's server restarts, I/O waits instead of
+//! failing.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use contracts::share::{find_mount, NfsShare, GROUP_PATH, MOUNT_POINT, PASSWD_PATH};
+use nix::errno::Errno;
+use nix::mount::MsFlags;
+
+use crate::fetch::{self, FetchError};
+use crate::kmod;
+
+/// Mounting the tree or installing the tables failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    /// The NFS client module could not be loaded.
+    #[error("loading {module}: {reason}")]
+    Module {
+        /// The module.
+        module: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// mount(2) refused.
+    #[error("mounting {source_} on {MOUNT_POINT}: {errno}")]
+    Mount {
+        /// `SERVER:/EXPORT`.
+        source_: String,
+        /// What the kernel said.
+        errno: Errno,
+    },
+    /// A table could not be fetched from the head.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// A table could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Whether something is mounted at [`MOUNT_POINT`] (from
+/// `/proc/self/mounts`, which never touches the file server).
+pub fn is_mounted() -> bool {
+    std::fs::read_to_string("/proc/self/mounts")
+        .ok()
+        .and_then(|m| find_mount(&m))
+        .is_some()
+}
+
+/// Mounts `share` at [`MOUNT_POINT`]; `client` is this node's address
+/// toward the server. Already mounted counts as done.
+pub fn mount(share: &NfsShare, client: Ipv4Addr) -> Result<(), ShareError> {
+    if is_mounted() {
+        return Ok(());
+    }
+    let args = share.mount(client);
+    if let Some(dir) = kmod::modules_dir() {
+        kmod::load_named(&dir, &[args.module.to_string()]).map_err(|e| ShareError::Module {
+            module: args.module,
+            reason: e.to_string(),
+        })?;
+    }
+    let _ = std::fs::create_dir_all(MOUNT_POINT);
+    nix::mount::mount(
+        Some(args.source.as_str()),
+        MOUNT_POINT,
+        Some(args.fstype),
+        MsFlags::empty(),
+        Some(args.options.as_str()),
+    )
+    .map_err(|errno| ShareError::Mount {
+        source_: args.source.clone(),
+        errno,
+    })
+}
+
+/// Fetches the head's `passwd` and `group` from `http://server:port` and
+/// installs them as this node's (read-only copies: the head is where users
+/// are made).
+pub fn install_accounts(server: Ipv4Addr, port: u16) -> Result<(), ShareError> {
+    for (path, file) in [(PASSWD_PATH, "/etc/passwd"), (GROUP_PATH, "/etc/group")] {
+        let body = fetch::get(&format!("http://{server}:{port}{path}"), 4 << 20)?;
+        replace(Path::new(file), &body)?;
+    }
+    Ok(())
+}
+
+/// Writes `body` to `path` through a temporary file and a rename, so a
+/// reader never sees half a table.
+fn replace(path: &Path, body: &[u8]) -> Result<(), ShareError> {
+    let err = |source| ShareError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = path.with_extension("omnode-new");
+    std::fs::write(&tmp, body).map_err(err)?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        std::fs::write(&path, "root:x:0:0::/root:/bin/sh\n").unwrap();
+        replace(
+            &path,
+            b"root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+        )
+        .unwrap();
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("alice:x:1000"));
+        assert!(!path.with_extension("omnode-new").exists());
+    }
+}
