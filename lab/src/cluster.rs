@@ -41,6 +41,9 @@ pub struct LabConfig {
     /// Whether `omboot` is the LAN's DHCP server or a ProxyDHCP beside
     /// another one.
     pub mode: LabMode,
+    /// Whether the head serves a shared tree (`omboot serve --share
+    /// WORK/share`) that the machines mount at `/cluster`.
+    pub share: bool,
 }
 
 /// How addresses are handed out on the lab's LAN.
@@ -72,6 +75,7 @@ pub struct ClusterLab {
     config: LabConfig,
     head_socket: PathBuf,
     key_file: PathBuf,
+    share_dir: Option<PathBuf>,
     // Field order is drop order: machines first, then the processes, and the
     // namespace last.
     /// The netbooting machines, in the order of `config.firmwares`.
@@ -172,8 +176,16 @@ impl ClusterLab {
             LabMode::Dhcp => None,
             LabMode::Proxy => Some(LanRouter::start(&lan, work)?),
         };
+        let share_dir = if config.share {
+            Some(make_share_dir(work)?)
+        } else {
+            None
+        };
         let mut server = lan.command(config.bin_dir.join("omboot"));
         server.args(["serve", "--interface", "br0", "--http-port", "80"]);
+        if let Some(dir) = &share_dir {
+            server.arg("--share").arg(dir);
+        }
         match config.mode {
             LabMode::Dhcp => server.args(["--mode", "dhcp", "--pool", LAB_POOL]),
             LabMode::Proxy => server.args(["--mode", "proxy"]),
@@ -199,6 +211,11 @@ impl ClusterLab {
             .arg(&head_socket)
             .arg("--state-dir")
             .arg(work.join("head-state"));
+        // The head's jobs see the tree at /cluster like every node's.
+        let agent = match &share_dir {
+            Some(dir) => in_tree(dir, "/", &agent),
+            None => agent,
+        };
         let agent = Background::spawn(agent, &work.join("head-agent.log"))?;
 
         let mut nodes = Vec::new();
@@ -218,6 +235,7 @@ impl ClusterLab {
             config,
             head_socket,
             key_file,
+            share_dir,
             nodes,
             agent,
             server,
@@ -262,6 +280,21 @@ impl ClusterLab {
         command
     }
 
+    /// The directory the head serves as the shared tree, when it serves one.
+    pub fn share_dir(&self) -> Option<&Path> {
+        self.share_dir.as_deref()
+    }
+
+    /// An `omctl` command talking to the head's agent, run from `cwd` in
+    /// the shared tree (a path under `/cluster`, as the head sees it in a
+    /// private mount namespace). Without a shared tree, run from `/`.
+    pub fn omctl_in(&self, cwd: &str) -> Command {
+        match &self.share_dir {
+            Some(dir) => in_tree(dir, cwd, &self.omctl()),
+            None => self.omctl(),
+        }
+    }
+
     /// The head's view of the cluster (`omctl status --json`).
     pub fn status(&self) -> Result<serde_json::Value, LabError> {
         let output = self
@@ -300,6 +333,47 @@ impl ClusterLab {
     pub fn boot_stages(&self) -> Result<serde_json::Value, LabError> {
         boot_stages(&self.lan, LAB_HEAD)
     }
+}
+
+/// Creates `work/share`, the lab head's tree (mode 1777: any user makes
+/// a directory of their own there, as in `/tmp`), and the empty mount
+/// point `/cluster` on the host, which the lab binds the tree on only in
+/// private mount namespaces ([`in_tree`]).
+fn make_share_dir(work: &Path) -> Result<PathBuf, LabError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = work.join("share");
+    fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777))
+        .map_err(io_err(format!("setting the mode of {}", dir.display())))?;
+    let point = Path::new(contracts::share::MOUNT_POINT);
+    fs::create_dir_all(point).map_err(io_err(format!("creating {}", point.display())))?;
+    Ok(dir)
+}
+
+/// `inner` run in a private mount namespace where `share` is bound on
+/// `/cluster`, from the directory `cwd`: how the lab's head (a network
+/// namespace on the host, whose kernel has no NFS client) sees the tree
+/// at the path every node sees it at.
+pub fn in_tree(share: &Path, cwd: &str, inner: &Command) -> Command {
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(format!(
+            "mount --bind \"$1\" {} && cd \"$2\" && shift 2 && exec \"$@\"",
+            contracts::share::MOUNT_POINT
+        ))
+        .arg("sh")
+        .arg(share)
+        .arg(cwd)
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(v) => command.env(key, v),
+            None => command.env_remove(key),
+        };
+    }
+    command
 }
 
 /// The boot stages the `omboot` at `server` recorded (`GET /api/v1/nodes`),

@@ -164,6 +164,7 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
         cluster: "demo".to_string(),
         memory_mib: options.memory_mib,
         mode: options.mode,
+        share: true,
     })?;
     for node in &lab.nodes {
         println!(
@@ -177,6 +178,7 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
 
     watch_boot(&mut lab)?;
     run_batch(&lab, &options)?;
+    show_shared_tree(&lab)?;
 
     if options.keep {
         print_keep_instructions(&lab, &options);
@@ -400,11 +402,96 @@ fn run_batch(lab: &ClusterLab, options: &DemoOptions) -> Result<(), DemoError> {
     Ok(())
 }
 
+/// Every netbooted machine writes a file into the shared tree from a job
+/// started in `/cluster`; the head lists what arrived.
+fn show_shared_tree(lab: &ClusterLab) -> Result<(), DemoError> {
+    let Some(share) = lab.share_dir() else {
+        return Ok(());
+    };
+    println!("omboot demo: shared tree: each machine writes a file into /cluster from omctl run");
+    for node in &lab.nodes {
+        let output = lab
+            .omctl_in(contracts::share::MOUNT_POINT)
+            .args(["run", "--node", node.name(), "--", "sh", "-c"])
+            .arg("uname -n > hello-$OM_NODE.txt && echo \"$(cat hello-$OM_NODE.txt) wrote $PWD/hello-$OM_NODE.txt\"")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| DemoError::Io {
+                what: "running omctl run".into(),
+                source,
+            })?;
+        check_interrupt()?;
+        let said = String::from_utf8_lossy(&output.stdout);
+        let err = String::from_utf8_lossy(&output.stderr);
+        println!(
+            "  {}: {}",
+            node.name(),
+            said.trim()
+                .lines()
+                .chain(err.trim().lines())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    let mut names: Vec<String> = std::fs::read_dir(share)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    println!("  on the head, in {}: {}", share.display(), names.join(" "));
+    Ok(())
+}
+
+/// Writes `WORK/shell`: a shell on the virtual LAN, in the shared tree, with
+/// an `omctl` on `PATH` that talks to the head's agent.
+fn write_shell_script(lab: &ClusterLab, options: &DemoOptions) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = options.work_dir.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let omctl = bin.join("omctl");
+    std::fs::write(
+        &omctl,
+        format!(
+            "#!/bin/sh\nexec '{}' --socket '{}' \"$@\"\n",
+            options.bin_dir.join("omctl").display(),
+            lab.head_socket().display()
+        ),
+    )?;
+    std::fs::set_permissions(&omctl, std::fs::Permissions::from_mode(0o755))?;
+    let shell = options.work_dir.join("shell");
+    let tree = lab.share_dir().unwrap_or(&options.work_dir);
+    std::fs::write(
+        &shell,
+        format!(
+            "#!/bin/sh\n\
+             # A shell on the demo's virtual LAN, in the shared tree /cluster\n\
+             # (bound from {tree} in a private mount namespace).\n\
+             export PATH='{bin}':\"$PATH\"\n\
+             exec unshare --mount --propagation private -- sh -c \\\n\
+             \x20 'mount --bind \"$1\" /cluster && cd /cluster && exec ip netns exec {DEMO_NAMESPACE} \"${{SHELL:-/bin/sh}}\"' \\\n\
+             \x20 sh '{tree}'\n",
+            tree = tree.display(),
+            bin = bin.display(),
+        ),
+    )?;
+    std::fs::set_permissions(&shell, std::fs::Permissions::from_mode(0o755))?;
+    Ok(shell)
+}
+
 fn print_keep_instructions(lab: &ClusterLab, options: &DemoOptions) {
     let socket = lab.head_socket().display();
     let omctl = options.bin_dir.join("omctl");
     println!("omboot demo: the cluster keeps running (--keep).");
     println!("  a shell on the virtual LAN:  ip netns exec {DEMO_NAMESPACE} bash");
+    match write_shell_script(lab, options) {
+        Ok(shell) => println!(
+            "  a shell in /cluster:         {} (then: omctl run -- sh -c 'uname -n > out.txt')",
+            shell.display()
+        ),
+        Err(e) => println!("  (cannot write the /cluster shell script: {e})"),
+    }
     println!(
         "  watch it like mosmon:        {} --socket {socket} mon",
         omctl.display()

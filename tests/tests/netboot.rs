@@ -4,9 +4,13 @@
 //! OVMF's own PXE chainloading `snponly.efi`). Each must print the init's
 //! joined line; the head's agent must list all four nodes; `omctl run` from
 //! the head places the awk loop from the openMosix documentation on the nodes;
-//! a machine that is powered off is declared dead by the head.
+//! every machine mounts the shared tree at `/cluster` during boot and jobs
+//! started there read and write the head's files (owners, bytes, a 2,000
+//! file tree, a server restart mid-loop, fsync before a power cut); a
+//! machine that is powered off is declared dead by the head.
 
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -44,7 +48,12 @@ fn wait_for_view(
     }
 }
 
-fn start_cluster(name: &str, firmwares: &[Firmware], mode: LabMode) -> Result<ClusterLab> {
+fn start_cluster(
+    name: &str,
+    firmwares: &[Firmware],
+    mode: LabMode,
+    share: bool,
+) -> Result<ClusterLab> {
     let bin_dir = lab::build::static_binaries()?;
     let image_dir = util::default_image(&bin_dir)?;
     let work_dir = lab::build::workspace().join("target/e2e").join(name);
@@ -57,6 +66,7 @@ fn start_cluster(name: &str, firmwares: &[Firmware], mode: LabMode) -> Result<Cl
         cluster: CLUSTER.to_string(),
         memory_mib: 768,
         mode,
+        share,
     })?)
 }
 
@@ -66,7 +76,7 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
         return Ok(());
     }
     let firmwares = [Firmware::BiosIpxe, Firmware::UefiIpxe, Firmware::UefiPxe];
-    let mut lab = start_cluster("om-e2e", &firmwares, LabMode::Dhcp)?;
+    let mut lab = start_cluster("om-e2e", &firmwares, LabMode::Dhcp, true)?;
 
     let mut joined = Vec::new();
     for node in &mut lab.nodes {
@@ -159,9 +169,25 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
         "every job ran on the head; none was placed on a netbooted node: {placed:?}"
     );
 
-    // Pull the plug on the last machine; the head must declare it dead.
+    check_shared_tree(&mut lab)?;
+
+    // Pull the plug on the last machine right after it fsync'd a file: the
+    // head must have every byte, and must declare the machine dead.
+    let victim = lab.nodes.last().unwrap().name().to_string();
+    let said = run_in_tree(
+        &lab,
+        &victim,
+        "/cluster/u4242",
+        "dd if=/dev/urandom of=durable.bin bs=64k count=64 conv=fsync 2>/dev/null && sha256sum durable.bin",
+    )?;
     let victim_before: Vec<String> = ClusterLab::nodes_in_state(&view, "alive");
     lab.nodes.last_mut().unwrap().power_off();
+    let share = lab.share_dir().context("no shared tree")?.to_path_buf();
+    let on_head = sha256(&share.join("u4242/durable.bin"))?;
+    ensure!(
+        said.split_whitespace().next() == Some(on_head.as_str()),
+        "{victim} fsync'd durable.bin ({said}) but the head has {on_head} after the power cut"
+    );
     let (after, took) = wait_for_view(
         &mut lab,
         "a powered-off node declared down",
@@ -177,6 +203,205 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
     Ok(())
 }
 
+/// The user the tree's jobs run as: not root, not a user of the host.
+const USER: u32 = 4242;
+
+/// Runs `script` with `sh -c` on `node` through `omctl run --node`, as
+/// [`USER`], from `cwd` in the shared tree; its stdout, or the failure.
+fn run_in_tree(lab: &ClusterLab, node: &str, cwd: &str, script: &str) -> Result<String> {
+    let share = lab.share_dir().context("the lab serves no shared tree")?;
+    let mut omctl = Command::new("setpriv");
+    omctl
+        .args(["--reuid", &USER.to_string(), "--regid", &USER.to_string()])
+        .arg("--clear-groups")
+        .arg(lab.config().bin_dir.join("omctl"))
+        .arg("--socket")
+        .arg(lab.head_socket());
+    let output = lab::cluster::in_tree(share, cwd, &omctl)
+        .args(["run", "--node", node, "--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    ensure!(
+        output.status.success(),
+        "on {node} in {cwd}: `{script}` failed ({}): {stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(stdout)
+}
+
+fn sha256(path: &Path) -> Result<String> {
+    let out = Command::new("sha256sum").arg(path).output()?;
+    ensure!(out.status.success(), "sha256sum {}", path.display());
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string())
+}
+
+/// The shared tree, on the machines of a running lab: mounted during boot;
+/// a job on each machine writes a file the head reads back with the job's
+/// owner; one machine's file is read whole on another; a 2,000-file tree
+/// unpacked on one machine checks out on another; a loop appending to a
+/// file keeps going, with nothing lost, while the head's server is killed
+/// and restarted.
+fn check_shared_tree(lab: &mut ClusterLab) -> Result<()> {
+    use std::os::unix::fs::{chown, MetadataExt};
+    for node in &mut lab.nodes {
+        let line = node.wait_for("mounted /cluster from", Duration::from_secs(10))?;
+        eprintln!("{}: {line}", node.name());
+    }
+    let share = lab.share_dir().context("no shared tree")?.to_path_buf();
+    let home = share.join("u4242");
+    std::fs::create_dir_all(&home)?;
+    chown(&home, Some(USER), Some(USER))?;
+    let names: Vec<String> = lab.nodes.iter().map(|n| n.name().to_string()).collect();
+
+    for name in &names {
+        let said = run_in_tree(
+            lab,
+            name,
+            "/cluster/u4242",
+            "echo \"written on $OM_NODE as $(id -u):$(id -g)\" > from-$OM_NODE.txt && cat from-$OM_NODE.txt",
+        )?;
+        let path = home.join(format!("from-{name}.txt"));
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{name}'s file is not on the head"))?;
+        let meta = std::fs::metadata(&path)?;
+        ensure!(
+            text == said && text == format!("written on {name} as {USER}:{USER}\n"),
+            "{name} wrote {said:?}, the head reads {text:?}"
+        );
+        ensure!(
+            (meta.uid(), meta.gid()) == (USER, USER),
+            "{name}'s file is owned by {}:{} on the head",
+            meta.uid(),
+            meta.gid()
+        );
+    }
+
+    // One machine writes, another reads it whole.
+    let (a, b) = (&names[0], &names[1]);
+    let wrote = run_in_tree(
+        lab,
+        a,
+        "/cluster/u4242",
+        "dd if=/dev/urandom of=cross.bin bs=64k count=80 2>/dev/null && sha256sum cross.bin",
+    )?;
+    let read = run_in_tree(lab, b, "/cluster/u4242", "sha256sum cross.bin")?;
+    ensure!(
+        wrote == read && wrote.starts_with(&sha256(&home.join("cross.bin"))?),
+        "{a} wrote {wrote:?}; {b} reads {read:?}"
+    );
+
+    // A source tree of 2,000 files, unpacked on one machine, checked on another.
+    let src = home.join("src");
+    for i in 0..2000 {
+        let dir = src.join(format!("d{:02}", i % 40));
+        std::fs::create_dir_all(&dir)?;
+        let body: String = (0..(i % 97 + 1)).map(|k| format!("{i} {k}\n")).collect();
+        std::fs::write(dir.join(format!("f{i:04}.c")), body)?;
+    }
+    let tar = Command::new("tar")
+        .current_dir(&home)
+        .args(["cf", "src.tar", "src"])
+        .status()?;
+    ensure!(tar.success(), "tar on the head failed");
+    let sums = Command::new("sh")
+        .current_dir(&home)
+        .args([
+            "-c",
+            "find src -type f | sort | xargs sha256sum > src.sums && rm -r src",
+        ])
+        .status()?;
+    ensure!(sums.success(), "sha256sum on the head failed");
+    let started = Instant::now();
+    run_in_tree(
+        lab,
+        a,
+        "/cluster/u4242",
+        "mkdir -p unpacked && tar xf src.tar -C unpacked",
+    )?;
+    let untar = started.elapsed();
+    let checked = run_in_tree(
+        lab,
+        b,
+        "/cluster/u4242/unpacked",
+        "sha256sum -c ../src.sums | grep -c ': OK$'",
+    )?;
+    eprintln!(
+        "2,000 files unpacked on {a} in {:.1} s, checked on {b}: {} OK",
+        untar.as_secs_f64(),
+        checked.trim()
+    );
+    ensure!(
+        checked.trim() == "2000",
+        "{b} checked {checked:?} of 2000 files OK"
+    );
+
+    // The server restarts while a machine appends to a file in a loop: the
+    // loop finishes, every line once and in order, no error.
+    let pid_file = lab.config().work_dir.join("omboot-state/share/ganesha.pid");
+    let looper = {
+        let share = share.clone();
+        let mut omctl = Command::new("setpriv");
+        omctl
+            .args(["--reuid", &USER.to_string(), "--regid", &USER.to_string()])
+            .arg("--clear-groups")
+            .arg(lab.config().bin_dir.join("omctl"))
+            .arg("--socket")
+            .arg(lab.head_socket());
+        lab::cluster::in_tree(&share, "/cluster/u4242", &omctl)
+            .args(["run", "--node", a, "--", "sh", "-c"])
+            .arg("i=0; while [ $i -lt 150 ]; do i=$((i+1)); echo \"line $i\" >> loop.txt || exit 1; sleep 0.2; done; wc -l < loop.txt")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?
+    };
+    let lines = home.join("loop.txt");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&lines)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+        < 10
+    {
+        ensure!(Instant::now() < deadline, "the loop never started writing");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = std::fs::read_to_string(&pid_file)?.trim().to_string();
+    let killed = Command::new("kill").args(["-9", &pid]).status()?;
+    ensure!(killed.success(), "kill -9 {pid} (nfs-ganesha) failed");
+    eprintln!("nfs-ganesha (pid {pid}) killed while {a} appends to loop.txt");
+    let output = looper.wait_with_output()?;
+    ensure!(
+        output.status.success(),
+        "the loop on {a} failed across the server restart ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&lines)?;
+    let expected: String = (1..=150).map(|i| format!("line {i}\n")).collect();
+    ensure!(text == expected, "loop.txt after the restart:\n{text}");
+    let restarted = std::fs::read_to_string(&pid_file)?.trim().to_string();
+    ensure!(restarted != pid, "nfs-ganesha was not restarted");
+
+    // omctl df lists every machine with the tree mounted.
+    let df = lab.omctl().arg("df").output()?;
+    let df = String::from_utf8_lossy(&df.stdout).to_string();
+    eprintln!("{df}");
+    for name in &names {
+        ensure!(
+            df.lines()
+                .any(|l| l.starts_with(name.as_str()) && l.contains(" yes ")),
+            "omctl df does not show {name} with the tree mounted:\n{df}"
+        );
+    }
+    Ok(())
+}
+
 /// An existing LAN: its router's dnsmasq hands out addresses (and no boot
 /// options), `omboot serve --mode proxy` only adds the boot file. All three
 /// firmware paths must still netboot and join, with addresses from the
@@ -187,7 +412,7 @@ fn qemu_proxy_mode_beside_the_lans_own_dhcp_server() -> Result<()> {
         return Ok(());
     }
     let firmwares = [Firmware::BiosIpxe, Firmware::UefiIpxe, Firmware::UefiPxe];
-    let mut lab = start_cluster("om-e2e-proxy", &firmwares, LabMode::Proxy)?;
+    let mut lab = start_cluster("om-e2e-proxy", &firmwares, LabMode::Proxy, false)?;
     for node in &mut lab.nodes {
         let line = node
             .wait_for("joined cluster", JOIN_TIMEOUT)
