@@ -20,6 +20,15 @@ pub struct MacAddr(pub [u8; 6]);
 pub struct MacParseError(pub String);
 
 impl MacAddr {
+    /// The host name a machine gives itself when DHCP names none:
+    /// `ROLE-` and the twelve hex digits (`node-5254000c0001`). It is also
+    /// the machine's name in the cluster, so tools that know the MAC
+    /// (the lab, a person reading a DHCP log) know the name.
+    pub fn default_hostname(self, role: &str) -> String {
+        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{role}-{hex}")
+    }
+
     /// The six bytes.
     pub fn octets(self) -> [u8; 6] {
         self.0

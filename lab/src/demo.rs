@@ -412,7 +412,7 @@ fn show_shared_tree(lab: &ClusterLab) -> Result<(), DemoError> {
     for node in &lab.nodes {
         let output = lab
             .omctl_in(contracts::share::MOUNT_POINT)
-            .args(["run", "--node", node.name(), "--", "sh", "-c"])
+            .args(["run", "--node", &node.node_name(), "--", "sh", "-c"])
             .arg("uname -n > hello-$OM_NODE.txt && echo \"$(cat hello-$OM_NODE.txt) wrote $PWD/hello-$OM_NODE.txt\"")
             .stdin(Stdio::null())
             .output()

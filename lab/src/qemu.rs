@@ -266,9 +266,15 @@ impl QemuNode {
         )))
     }
 
-    /// The machine's name.
+    /// The machine's name in the lab (`vm1`: its console log, its tap).
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// The machine's name in the cluster (`omctl run --node`, `omctl
+    /// status`): the host name a netbooted node gives itself from its MAC.
+    pub fn node_name(&self) -> String {
+        self.spec.mac.default_hostname("node")
     }
 
     /// Its spec.

@@ -173,7 +173,7 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
 
     // Pull the plug on the last machine right after it fsync'd a file: the
     // head must have every byte, and must declare the machine dead.
-    let victim = lab.nodes.last().unwrap().name().to_string();
+    let victim = lab.nodes.last().unwrap().node_name();
     let said = run_in_tree(
         &lab,
         &victim,
@@ -257,7 +257,7 @@ fn check_shared_tree(lab: &mut ClusterLab) -> Result<()> {
     let home = share.join("u4242");
     std::fs::create_dir_all(&home)?;
     chown(&home, Some(USER), Some(USER))?;
-    let names: Vec<String> = lab.nodes.iter().map(|n| n.name().to_string()).collect();
+    let names: Vec<String> = lab.nodes.iter().map(|n| n.node_name()).collect();
 
     for name in &names {
         let said = run_in_tree(

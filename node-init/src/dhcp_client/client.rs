@@ -533,6 +533,5 @@ pub fn valid_hostname(name: &str) -> bool {
 /// or `head`), `-` and the MAC in lowercase hex without separators, e.g.
 /// `node-5254001234ab`.
 pub fn hostname_from_mac(role: &str, mac: MacAddr) -> String {
-    let hex: String = mac.0.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{role}-{hex}")
+    mac.default_hostname(role)
 }
