@@ -1,6 +1,7 @@
 //! Just enough ELF reading for the builder: a section's bytes by name (a
 //! kernel module's `.modinfo`), and what a program needs at run time (its
-//! `PT_INTERP` interpreter and `DT_NEEDED` libraries). 64- and 32-bit, both
+//! `PT_INTERP` interpreter, `DT_NEEDED` libraries and the `DT_RUNPATH` or
+//! `DT_RPATH` directories it finds them in). 64- and 32-bit, both
 //! byte orders; pure functions over byte slices.
 
 /// Errors from reading an ELF file.
@@ -187,6 +188,9 @@ pub struct Needs {
     pub interpreter: Option<String>,
     /// The `DT_NEEDED` library sonames, in order.
     pub libraries: Vec<String>,
+    /// The `DT_RUNPATH` (else `DT_RPATH`) directories, in order, as written
+    /// (`$ORIGIN` unexpanded).
+    pub runpath: Vec<String>,
 }
 
 /// Read the interpreter and needed libraries of an ELF executable or library.
@@ -208,6 +212,7 @@ pub fn needs(data: &[u8]) -> Result<Needs, ElfError> {
     let entsize = if r.is64 { 16 } else { 8 };
     let wsize = entsize / 2;
     let mut needed_offs = Vec::new();
+    let (mut rpath_off, mut runpath_off) = (None, None);
     let mut strtab_vaddr = None;
     let mut i = 0;
     while i + entsize <= dyn_size {
@@ -217,6 +222,8 @@ pub fn needs(data: &[u8]) -> Result<Needs, ElfError> {
             0 => break,
             1 => needed_offs.push(val),
             5 => strtab_vaddr = Some(val),
+            15 => rpath_off = Some(val),
+            29 => runpath_off = Some(val),
             _ => {}
         }
         i += entsize;
@@ -235,6 +242,15 @@ pub fn needs(data: &[u8]) -> Result<Needs, ElfError> {
         needs
             .libraries
             .push(String::from_utf8_lossy(r.cstr(file_off + off)?).into_owned());
+    }
+    // DT_RUNPATH wins over DT_RPATH when a file has both, as in ld.so.
+    if let Some(off) = runpath_off.or(rpath_off) {
+        let dirs = String::from_utf8_lossy(r.cstr(file_off + off)?).into_owned();
+        needs.runpath = dirs
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(str::to_string)
+            .collect();
     }
     Ok(needs)
 }

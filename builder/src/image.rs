@@ -196,6 +196,13 @@ pub enum Error {
         /// How many were found.
         count: usize,
     },
+    /// A `packages.exclude` glob matches no file of the initramfs packages
+    /// (a typo, or a package that changed).
+    #[error("packages.exclude: /{glob} matches no file of the initramfs packages")]
+    ExcludeUnused {
+        /// The glob.
+        glob: String,
+    },
     /// A file expected in a Debian package is not there.
     #[error("{path} not found in packages {packages} (add them to packages.boot)")]
     MissingFile {
@@ -263,7 +270,8 @@ pub fn build(opts: &Options) -> Result<Report, Error> {
     let resolved = lock::resolve(opts)?;
     let debs = debs::fetch(&resolved)?;
     let t_fetch = t0.elapsed();
-    let trees = debs::unpack(&debs)?;
+    let mut trees = debs::unpack(&debs)?;
+    debs::exclude(&mut trees.initramfs, &resolved.recipe.exclude)?;
     let t_unpack = t0.elapsed();
     let kernel = kernel::select(&resolved.recipe, &trees.kernel)?;
     let initrd = initrd::assemble(opts, &resolved, &kernel, &trees.initramfs)?;

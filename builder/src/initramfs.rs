@@ -206,6 +206,9 @@ pub fn assemble(p: Parts<'_>) -> Result<Tree, InitramfsError> {
         0o644,
         e,
     )?;
+    // The mount table where getmntent(3) users (nfs-ganesha's VFS backend)
+    // look for it, as on any Debian system.
+    t.add_symlink("etc/mtab", "../proc/self/mounts", e)?;
 
     let mdir = format!("lib/modules/{}", p.kver);
     t.mkdir_p(&mdir, 0o755, e)?;
@@ -230,8 +233,10 @@ pub fn assemble(p: Parts<'_>) -> Result<Tree, InitramfsError> {
     Ok(t)
 }
 
-/// Check that every ELF program (a file with an execute bit) in the tree is
-/// static or finds its interpreter and libraries in the tree.
+/// Check that every ELF program (a file with an execute bit) and shared
+/// library (`*.so*`) in the tree is static or finds its interpreter and
+/// libraries in the tree, so leaving files out (`packages.exclude`) cannot
+/// break what stays.
 pub fn check_runnable(t: &Tree, multiarch: &str) -> Result<(), InitramfsError> {
     let dirs = [
         format!("lib/{multiarch}"),
@@ -245,7 +250,12 @@ pub fn check_runnable(t: &Tree, multiarch: &str) -> Result<(), InitramfsError> {
         let Node::File(data) = &entry.node else {
             continue;
         };
-        if entry.mode & 0o111 == 0 || !data.starts_with(b"\x7fELF") || path.ends_with(".ko") {
+        let file_name = path.rsplit('/').next().unwrap_or(path);
+        let shared_object = file_name.contains(".so");
+        if (entry.mode & 0o111 == 0 && !shared_object)
+            || !data.starts_with(b"\x7fELF")
+            || path.ends_with(".ko")
+        {
             continue;
         }
         let Ok(needs) = elf::needs(data) else {
@@ -259,9 +269,22 @@ pub fn check_runnable(t: &Tree, multiarch: &str) -> Result<(), InitramfsError> {
                 });
             }
         }
+        // The program's own search path first, `$ORIGIN` being its folder.
+        let origin = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let own: Vec<String> = needs
+            .runpath
+            .iter()
+            .map(|d| {
+                let d = d
+                    .replace("${ORIGIN}", &format!("/{origin}"))
+                    .replace("$ORIGIN", &format!("/{origin}"));
+                lexical_path(&d)
+            })
+            .collect();
         for lib in &needs.libraries {
-            if !dirs
+            if !own
                 .iter()
+                .chain(&dirs)
                 .any(|d| t.resolve(&format!("{d}/{lib}")).is_some())
             {
                 return Err(InitramfsError::MissingLibrary {
@@ -272,6 +295,22 @@ pub fn check_runnable(t: &Tree, multiarch: &str) -> Result<(), InitramfsError> {
         }
     }
     Ok(())
+}
+
+/// `path` with `.` and `..` components folded away, relative to the
+/// image's root (no leading `/`; `..` at the root stays at the root).
+fn lexical_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
 }
 
 /// zstd level: 6 is within 5% of level 19's size here (13 vs 11 MB for the

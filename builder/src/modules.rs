@@ -49,6 +49,7 @@ pub const SETS: &[(&str, &[&str])] = &[
             "cdrom",
             "sd_mod",
             "isofs",
+            "ext4",
             "ahci",
             "ata_piix",
             "ata_generic",

@@ -107,6 +107,9 @@ pub struct Recipe {
     pub boot_packages: Vec<String>,
     /// Dependencies not followed (see [`crate::resolve`]).
     pub prune: Vec<String>,
+    /// Globs of initramfs package files left out of the initramfs (paths
+    /// without the leading `/`): libraries no program there loads.
+    pub exclude: Vec<String>,
     /// Extra files.
     pub files: Vec<ExtraFile>,
     /// Default kernel command line.
@@ -222,6 +225,9 @@ pub mod wire {
         /// Dependencies left out of the resolution.
         #[serde(default)]
         pub prune: Vec<String>,
+        /// Files of the initramfs packages left out of the initramfs.
+        #[serde(default)]
+        pub exclude: Vec<String>,
     }
 
     /// `[[files]]`
@@ -377,6 +383,12 @@ impl Recipe {
             initramfs_packages: w.packages.initramfs,
             boot_packages: w.packages.boot,
             prune: w.packages.prune,
+            exclude: w
+                .packages
+                .exclude
+                .iter()
+                .map(|g| g.trim_start_matches('/').to_string())
+                .collect(),
             files,
             cmdline: w.cmdline.unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
             compression,

@@ -61,6 +61,10 @@ fn layout_with_a_static_agent() {
     assert_eq!(t.get("dev/console").unwrap().node, Node::CharDev(5, 1));
     assert!(t.get("lib/modules/6.1.0-test-amd64/kernel/x.ko").is_some());
     assert!(t.get("etc/motd").is_some() && t.get("etc/passwd").is_some());
+    assert_eq!(
+        t.get("etc/mtab").unwrap().node,
+        Node::Symlink("../proc/self/mounts".into())
+    );
     assert_eq!(t.get("tmp").unwrap().mode, 0o1777);
 }
 
@@ -119,4 +123,73 @@ fn a_non_elf_agent_is_refused() {
             .ends_with("is not an ELF program: not an ELF file"),
         "{err}"
     );
+}
+
+/// A program finds libraries in its own `DT_RUNPATH` (nfs-ganesha keeps
+/// its own in /usr/lib/ganesha), `$ORIGIN` being its folder.
+#[test]
+fn run_path_is_read() {
+    let Some(cc) = crate::util::tool("cc") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("p.c");
+    std::fs::write(
+        &src,
+        "extern int omx(void); int main(void) { return omx(); }\n",
+    )
+    .unwrap();
+    let lib_src = dir.path().join("l.c");
+    std::fs::write(&lib_src, "int omx(void) { return 0; }\n").unwrap();
+    let lib = dir.path().join("libomx.so");
+    let prog = dir.path().join("prog");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(&cc).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "-shared".as_ref(),
+        "-fPIC".as_ref(),
+        "-o".as_ref(),
+        lib.as_os_str(),
+        lib_src.as_os_str(),
+    ]);
+    run(&[
+        "-o".as_ref(),
+        prog.as_os_str(),
+        src.as_os_str(),
+        "-L".as_ref(),
+        dir.path().as_os_str(),
+        "-lomx".as_ref(),
+        "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../lib/omx".as_ref(),
+    ]);
+    let data = std::fs::read(&prog).unwrap();
+    let needs = builder::elf::needs(&data).unwrap();
+    assert_eq!(needs.runpath, ["$ORIGIN/../lib/omx"]);
+    assert!(
+        needs.libraries.iter().any(|l| l == "libomx.so"),
+        "{needs:?}"
+    );
+
+    let mut t = Tree::new();
+    t.add_file("usr/bin/prog", data, 0o755, 0).unwrap();
+    let interp = needs.interpreter.clone().unwrap();
+    t.add_file(interp.trim_start_matches('/'), vec![0], 0o755, 0)
+        .unwrap();
+    for l in needs.libraries.iter().filter(|l| *l != "libomx.so") {
+        t.add_file(&format!("lib/x86_64-linux-gnu/{l}"), vec![0], 0o644, 0)
+            .unwrap();
+    }
+    let err = builder::initramfs::check_runnable(&t, "x86_64-linux-gnu").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/usr/bin/prog needs libomx.so, which is not in the image"
+    );
+    t.add_file("usr/lib/omx/libomx.so", vec![0], 0o644, 0)
+        .unwrap();
+    builder::initramfs::check_runnable(&t, "x86_64-linux-gnu").unwrap();
 }

@@ -234,13 +234,15 @@ pub const STATE_DIR: &str = "/run/omboot";
 
 /// The `omboot serve` command line for the head: `omboot` is the binary,
 /// `images` the mounted boot medium, `key_file` the cluster key handed to
-/// the nodes. `None` when `om.pxe=off`.
+/// the nodes, `share` the shared tree (a folder or an `nfs://` URL), if
+/// any. `None` when `om.pxe=off`.
 pub fn omboot_argv(
     omboot: &str,
     settings: &Settings,
     net: &IfAddress,
     images: &Path,
     key_file: &Path,
+    share: Option<&str>,
 ) -> Result<Option<Vec<String>>, HeadError> {
     let Some(mode) = serve_mode(settings.pxe, net) else {
         return Ok(None);
@@ -275,6 +277,9 @@ pub fn omboot_argv(
         "--key-file".into(),
         key_file.display().to_string(),
     ]);
+    if let Some(share) = share {
+        argv.extend(["--share".into(), share.into()]);
+    }
     Ok(Some(argv))
 }
 
@@ -359,6 +364,10 @@ mod tests {
     }
 
     fn check_argv(cmdline: &str, head: IfAddress, expect: Expect) {
+        check_argv_sharing(cmdline, head, None, expect)
+    }
+
+    fn check_argv_sharing(cmdline: &str, head: IfAddress, share: Option<&str>, expect: Expect) {
         let (settings, problems) = crate::cmdline::parse(cmdline);
         assert!(problems.is_empty(), "{problems:?}");
         let out = match omboot_argv(
@@ -367,6 +376,7 @@ mod tests {
             &head,
             Path::new("/run/omcluster/media"),
             Path::new("/run/omcluster.key"),
+            share,
         ) {
             Ok(Some(argv)) => argv.join(" "),
             Ok(None) => "no boot server".into(),
@@ -377,10 +387,11 @@ mod tests {
 
     #[test]
     fn static_address_serves_dhcp_with_a_pool() {
-        check_argv(
+        check_argv_sharing(
             "om.role=head",
             net("10.77.0.1/24", None, false),
-            expect!["/bin/omboot serve --interface eth0 --mode dhcp --pool 10.77.0.128-10.77.0.254 --images /run/omcluster/media --state /run/omboot --http-port 80 --cluster omcluster --key-file /run/omcluster.key"],
+            Some("/cluster"),
+            expect!["/bin/omboot serve --interface eth0 --mode dhcp --pool 10.77.0.128-10.77.0.254 --images /run/omcluster/media --state /run/omboot --http-port 80 --cluster omcluster --key-file /run/omcluster.key --share /cluster"],
         );
     }
 

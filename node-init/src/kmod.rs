@@ -375,6 +375,31 @@ pub fn load_named(dir: &Path, names: &[String]) -> Result<Vec<String>, KmodError
     Ok(order)
 }
 
+/// Whether the kernel knows file system `fs` (`/proc/filesystems`).
+pub fn fs_available(fs: &str) -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some(fs))
+}
+
+/// Makes file system `fs` available, loading `module` (and what it needs)
+/// when the kernel lacks it: PID 1 has no modprobe for the kernel to call.
+/// The error is a console line.
+pub fn ensure_filesystem(fs: &str, module: &str) -> Result<(), String> {
+    if fs_available(fs) {
+        return Ok(());
+    }
+    let dir =
+        modules_dir().ok_or_else(|| format!("cannot read the kernel release to load {module}"))?;
+    match load_named(&dir, &[module.to_string()]) {
+        Ok(loaded) if !loaded.is_empty() => say!("loaded modules: {}", loaded.join(" ")),
+        Ok(_) => {}
+        Err(e) => return Err(format!("cannot load the {fs} file system: {e}")),
+    }
+    Ok(())
+}
+
 /// What one loading pass did.
 #[derive(Debug, Default)]
 pub struct LoadReport {

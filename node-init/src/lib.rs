@@ -73,6 +73,7 @@ pub mod packet;
 pub mod power;
 pub mod reaper;
 pub mod share;
+pub mod storage;
 
 pub use power::{request as request_power, PowerAction, PowerError};
 
@@ -175,7 +176,11 @@ fn read_settings(path: &Path) -> cmdline::Settings {
 enum Event {
     Net(network::NetEvent),
     KeyReady,
-    MediaReady,
+    /// The head's boot medium is mounted; `tree` is the shared tree its
+    /// omboot serves (`/cluster` or an NFS URL), if any.
+    MediaReady {
+        tree: Option<String>,
+    },
     /// The shared tree is mounted, or the agent should start without it.
     ShareSettled,
 }
@@ -209,6 +214,8 @@ struct Supervisor {
     key_ready: bool,
     key_started: bool,
     media_ready: bool,
+    /// On the head: the shared tree omboot serves (`--share`).
+    tree: Option<String>,
     /// `None` until the network is up; then whether the agent may start as
     /// far as the shared tree goes.
     share_settled: Option<bool>,
@@ -227,6 +234,7 @@ impl Supervisor {
             key_ready: false,
             key_started: false,
             media_ready: false,
+            tree: None,
             share_settled: None,
         }
     }
@@ -328,8 +336,9 @@ impl Supervisor {
             Event::KeyReady => {
                 self.key_ready = true;
             }
-            Event::MediaReady => {
+            Event::MediaReady { tree } => {
                 self.media_ready = true;
+                self.tree = tree;
             }
             Event::ShareSettled => {
                 self.share_settled = Some(true);
@@ -357,6 +366,7 @@ impl Supervisor {
             net,
             Path::new(media::MEDIA_DIR),
             Path::new(key::KEY_FILE),
+            self.tree.as_deref(),
         ) {
             Ok(Some(argv)) => {
                 say!("starting {}", argv.join(" "));
@@ -429,7 +439,13 @@ impl Supervisor {
             .filter(|p| p.exists())
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| OMNODE.to_string());
-        let argv = agent_argv(exe, &self.settings, name, self.net.as_ref());
+        let argv = agent_argv(
+            exe,
+            &self.settings,
+            name,
+            self.net.as_ref(),
+            self.tree.as_deref(),
+        );
         say!("starting agent: {}", argv.join(" "));
         self.services
             .add("agent", argv, reaper::Attach::Console, Instant::now());
@@ -469,17 +485,22 @@ impl Supervisor {
 
     fn start_media(&self) {
         let tx = self.tx.clone();
-        spawn_worker("media", "boot medium search", move || find_media(&tx));
+        let share = self.settings.share.clone();
+        spawn_worker("media", "boot medium search", move || {
+            find_media(share.as_ref(), &tx)
+        });
     }
 }
 
 /// The `omnode agent` command line: `exe` is the omnode binary, `name` the
-/// host name, `net` the address PID 1 heard of first.
+/// host name, `net` the address PID 1 heard of first, `tree` the shared
+/// tree a head serves.
 fn agent_argv(
     exe: String,
     settings: &cmdline::Settings,
     name: &str,
     net: Option<&address::IfAddress>,
+    tree: Option<&str>,
 ) -> Vec<String> {
     let mut argv = vec![
         exe,
@@ -500,6 +521,9 @@ fn agent_argv(
     if let Some(share @ contracts::share::Share::Nfs(_)) = &settings.share {
         argv.push("--share".into());
         argv.push(share.to_string());
+    } else if let Some(tree) = tree {
+        argv.push("--share".into());
+        argv.push(tree.into());
     }
     let serving = settings.role == cmdline::Role::Head && settings.pxe != cmdline::PxeMode::Off;
     if let Some(net) = net.filter(|_| serving) {
@@ -592,8 +616,9 @@ fn mount_share(
 }
 
 /// The media thread: looks for the boot medium every 3 s until it is
-/// mounted, then tells the loop.
-fn find_media(tx: &mpsc::Sender<Event>) {
+/// mounted, then prepares the shared tree (`share` is `om.share=`) and
+/// tells the loop.
+fn find_media(share: Option<&contracts::share::Share>, tx: &mpsc::Sender<Event>) {
     // Block drivers load in the network thread's module pass; give them a
     // few rounds before complaining.
     for attempt in 1.. {
@@ -604,7 +629,8 @@ fn find_media(tx: &mpsc::Sender<Event>) {
                     dev.display(),
                     media::MEDIA_DIR
                 );
-                let _ = notify(tx, Event::MediaReady);
+                let tree = head_tree(share);
+                let _ = notify(tx, Event::MediaReady { tree });
                 return;
             }
             Err(e) => {
@@ -614,6 +640,28 @@ fn find_media(tx: &mpsc::Sender<Event>) {
                 std::thread::sleep(Duration::from_secs(3));
             }
         }
+    }
+}
+
+/// The tree a head's omboot serves: the NFS server `om.share=` names,
+/// nothing for `om.share=off`, else its own at `/cluster` on the
+/// `OMCLUSTER` partition or tmpfs (the console says which). Runs after the
+/// boot medium is found, so the disk drivers are loaded.
+fn head_tree(share: Option<&contracts::share::Share>) -> Option<String> {
+    use contracts::share::{Share, MOUNT_POINT};
+    match share {
+        Some(Share::Off) => None,
+        Some(nfs @ Share::Nfs(_)) => Some(nfs.to_string()),
+        None => match storage::prepare() {
+            Ok(storage) => {
+                say!("shared tree {MOUNT_POINT} on {storage}");
+                Some(MOUNT_POINT.to_string())
+            }
+            Err(e) => {
+                say!("{e}; not serving a shared tree");
+                None
+            }
+        },
     }
 }
 
@@ -632,7 +680,8 @@ mod tests {
             gateway: None,
             from_dhcp: false,
         });
-        let argv = agent_argv("/bin/omnode".into(), &settings, "n1", net.as_ref());
+        let tree = (settings.role == cmdline::Role::Head).then_some("/cluster");
+        let argv = agent_argv("/bin/omnode".into(), &settings, "n1", net.as_ref(), tree);
         expect.assert_eq(&argv.join(" "));
     }
 
@@ -657,12 +706,12 @@ mod tests {
         check_agent_argv(
             "om.role=head om.server=10.0.0.9 om.http=8080",
             Some("10.77.0.1"),
-            expect!["/bin/omnode agent --key-file /run/omcluster.key --name n1 --cluster omcluster --interface eth0 --checkin http://10.77.0.1:8080/api/v1/checkin"],
+            expect!["/bin/omnode agent --key-file /run/omcluster.key --name n1 --cluster omcluster --interface eth0 --share /cluster --checkin http://10.77.0.1:8080/api/v1/checkin"],
         );
         check_agent_argv(
             "om.role=head om.pxe=off om.server=10.0.0.9",
             Some("10.77.0.1"),
-            expect!["/bin/omnode agent --key-file /run/omcluster.key --name n1 --cluster omcluster --interface eth0 --seed 10.0.0.9 --checkin http://10.0.0.9:80/api/v1/checkin"],
+            expect!["/bin/omnode agent --key-file /run/omcluster.key --name n1 --cluster omcluster --interface eth0 --share /cluster --seed 10.0.0.9 --checkin http://10.0.0.9:80/api/v1/checkin"],
         );
     }
 }

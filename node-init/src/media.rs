@@ -18,12 +18,11 @@ pub fn is_iso9660(sector: &[u8]) -> bool {
     sector.len() >= 6 && &sector[1..6] == b"CD001"
 }
 
-/// The block devices (from `/sys/class/block`) that hold ISO 9660, whole
-/// disks and partitions alike.
-pub fn find_iso9660() -> Vec<PathBuf> {
-    let mut out = Vec::new();
+/// The block devices of `/sys/class/block`, whole disks and partitions
+/// alike (loop and RAM disks left out), sorted by name.
+pub fn block_devices() -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir("/sys/class/block") else {
-        return out;
+        return Vec::new();
     };
     let mut names: Vec<String> = entries
         .flatten()
@@ -31,28 +30,28 @@ pub fn find_iso9660() -> Vec<PathBuf> {
         .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
         .collect();
     names.sort();
-    for name in names {
-        let dev = PathBuf::from(format!("/dev/{name}"));
-        let mut sector = [0u8; 8];
-        let ok = File::open(&dev)
-            .and_then(|mut f| {
-                f.seek(SeekFrom::Start(32768))?;
-                f.read_exact(&mut sector)
-            })
-            .is_ok();
-        if ok && is_iso9660(&sector) {
-            out.push(dev);
-        }
-    }
-    out
+    names
+        .into_iter()
+        .map(|n| PathBuf::from(format!("/dev/{n}")))
+        .collect()
 }
 
-/// Whether the kernel knows file system `fs` (`/proc/filesystems`).
-fn fs_available(fs: &str) -> bool {
-    std::fs::read_to_string("/proc/filesystems")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split_whitespace().last() == Some(fs))
+/// `len` bytes of `dev` from byte `offset`; `None` when it cannot be read
+/// (no medium, too short).
+pub fn read_at(dev: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut f = File::open(dev).ok()?;
+    f.seek(SeekFrom::Start(offset)).ok()?;
+    f.read_exact(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// The block devices that hold ISO 9660.
+pub fn find_iso9660() -> Vec<PathBuf> {
+    block_devices()
+        .into_iter()
+        .filter(|dev| read_at(dev, 32768, 8).is_some_and(|s| is_iso9660(&s)))
+        .collect()
 }
 
 /// Mounts the first ISO 9660 device read-only at [`MEDIA_DIR`], loading the
@@ -66,15 +65,7 @@ pub fn mount_media() -> Result<PathBuf, String> {
                 .into(),
         );
     };
-    if !fs_available("iso9660") {
-        let dir =
-            crate::kmod::modules_dir().ok_or("cannot read the kernel release to load isofs")?;
-        match crate::kmod::load_named(&dir, &["isofs".to_string()]) {
-            Ok(loaded) if !loaded.is_empty() => say!("loaded modules: {}", loaded.join(" ")),
-            Ok(_) => {}
-            Err(e) => return Err(format!("cannot load the iso9660 file system: {e}")),
-        }
-    }
+    crate::kmod::ensure_filesystem("iso9660", "isofs")?;
     let _ = std::fs::create_dir_all(MEDIA_DIR);
     nix::mount::mount(
         Some(dev.as_path()),

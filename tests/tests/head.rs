@@ -15,6 +15,12 @@
 //! check in with the head's boot server, and `omctl status` typed on the
 //! head's serial shell shows both alive.
 //!
+//! The head serves the shared tree `/cluster` and the node mounts it: on the
+//! empty LAN the head has a virtio disk made with `mkfs.ext4 -L OMCLUSTER`
+//! and keeps the tree there, so a file the node wrote is still there when
+//! the head machine is powered off and booted again; beside the router it
+//! has no disk and keeps the tree in tmpfs.
+//!
 //! The bridge carries an observer address (10.77.0.2, outside every pool) so
 //! the test can ask the head's HTTP API what it saw.
 
@@ -87,23 +93,35 @@ fn head_from_the_iso(kind: Lan) -> Result<()> {
         Lan::Dedicated => (Firmware::BiosIpxe, Medium::Cd, "boot:", "head\r"),
         Lan::WithRouter => (Firmware::UefiIpxe, Medium::Usb, "Boot in", "\x1b[B\r"),
     };
-    let mut head = QemuNode::boot(
-        &mut lan,
-        NodeSpec {
-            name: "head".into(),
-            firmware,
-            mac: lab::lab_mac(0x50),
-            memory_mib: 768,
-            work_dir: work.clone(),
-            extra_args: medium_args(medium, &iso),
-            serial_input: true,
-        },
-    )?;
+    // On the empty LAN the head keeps the tree on a disk of its own.
+    let tree_disk = match kind {
+        Lan::Dedicated => Some(tree_disk(&work)?),
+        Lan::WithRouter => None,
+    };
+    let head_spec = NodeSpec {
+        name: "head".into(),
+        firmware,
+        mac: lab::lab_mac(0x50),
+        memory_mib: 768,
+        work_dir: work.clone(),
+        extra_args: head_args(medium, &iso, tree_disk.as_deref()),
+        serial_input: true,
+    };
+    let mut head = QemuNode::boot(&mut lan, head_spec.clone())?;
     head.wait_for(prompt, Duration::from_secs(240))
         .with_context(|| format!("the ISO's boot menu ({prompt:?})"))?;
     head.type_on_serial(keys)?;
     head.wait_for("omnode: role head", Duration::from_secs(240))
         .context("the head entry booting")?;
+    let kept_on = match kind {
+        Lan::Dedicated => "shared tree /cluster on /dev/vda (",
+        Lan::WithRouter => "shared tree /cluster on tmpfs (",
+    };
+    let line = head
+        .wait_for("shared tree /cluster on", Duration::from_secs(240))
+        .context("the head choosing where it keeps /cluster")?;
+    eprintln!("head: {line}");
+    ensure!(line.contains(kept_on), "expected {kept_on:?}: {line}");
     let (head_address, node_pool): (Ipv4Addr, RangeInclusive<Ipv4Addr>) = match kind {
         Lan::Dedicated => {
             let line = head
@@ -151,6 +169,10 @@ fn head_from_the_iso(kind: Lan) -> Result<()> {
             "beside the router the head should be ProxyDHCP only: {serving}"
         ),
     }
+    ensure!(
+        serving.ends_with("--share /cluster"),
+        "the head should serve its /cluster: {serving}"
+    );
 
     let mut node = QemuNode::boot(
         &mut lan,
@@ -161,7 +183,7 @@ fn head_from_the_iso(kind: Lan) -> Result<()> {
             memory_mib: 768,
             work_dir: work.clone(),
             extra_args: Vec::new(),
-            serial_input: false,
+            serial_input: true,
         },
     )?;
     let joined = node
@@ -200,6 +222,27 @@ fn head_from_the_iso(kind: Lan) -> Result<()> {
         "the node's address {node_ip} is not from {node_pool:?}"
     );
 
+    // The node mounted the head's tree and writes to it as root, which the
+    // head sees as root's file (no root squashing in the cluster).
+    let mounted = node
+        .wait_for("mounted /cluster from", Duration::from_secs(60))
+        .context("the node mounting the head's /cluster")?;
+    eprintln!("node1: {mounted}");
+    ensure!(
+        mounted.contains(&format!("nfs://{head_address}/cluster")),
+        "the node should mount the head's tree: {mounted}"
+    );
+    // The shell expands the marker, so the typed line never matches it.
+    node.type_on_serial("echo \"persist:$((40+2))\" > /cluster/kept.txt\r")?;
+    head.type_on_serial("until [ -s /cluster/kept.txt ]; do sleep 1; done; echo \"kept:$(stat -c %u:%s /cluster/kept.txt) $(cat /cluster/kept.txt)\"\r")?;
+    let kept = head
+        .wait_for("kept:0:", Duration::from_secs(60))
+        .context("the head reading the node's file in /cluster")?;
+    ensure!(
+        kept.ends_with("kept:0:11 persist:42"),
+        "the head should see the node's file, owned by root: {kept}"
+    );
+
     // And the head's own omctl sees both alive, typed on its serial shell.
     head.type_on_serial("omctl status\r")?;
     let status = head
@@ -224,5 +267,68 @@ fn head_from_the_iso(kind: Lan) -> Result<()> {
         count >= 1,
         "the head's /run/omboot.log has no TFTP transfer: {line}"
     );
+
+    // The persistent tree: pull the head's plug, boot it again from the
+    // same ISO and disk, and the node's file is still there.
+    if tree_disk.is_some() {
+        node.power_off();
+        head.power_off();
+        drop(head);
+        let mut again = QemuNode::boot(
+            &mut lan,
+            NodeSpec {
+                name: "head2".into(),
+                ..head_spec
+            },
+        )?;
+        again
+            .wait_for(prompt, Duration::from_secs(240))
+            .context("the ISO's boot menu, second boot")?;
+        again.type_on_serial(keys)?;
+        again
+            .wait_for(kept_on, Duration::from_secs(300))
+            .context("the head finding its OMCLUSTER disk again")?;
+        again.type_on_serial("echo \"again:$(cat /cluster/kept.txt)\"\r")?;
+        let line = again
+            .wait_for("again:persist", Duration::from_secs(60))
+            .context("the node's file after the head's reboot")?;
+        ensure!(
+            line.ends_with("again:persist:42"),
+            "the file should survive the head's reboot: {line}"
+        );
+    }
     Ok(())
+}
+
+/// A 64 MiB raw disk image holding an ext4 file system labelled
+/// `OMCLUSTER`, the head's persistent tree.
+fn tree_disk(work: &std::path::Path) -> Result<std::path::PathBuf> {
+    let disk = work.join("omcluster.img");
+    std::fs::File::create(&disk)?.set_len(64 << 20)?;
+    let out = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "OMCLUSTER"])
+        .arg(&disk)
+        .output()
+        .context("running mkfs.ext4 (e2fsprogs)")?;
+    ensure!(
+        out.status.success(),
+        "mkfs.ext4 failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(disk)
+}
+
+/// The head's qemu arguments: its boot medium, and the tree's disk on
+/// virtio when it has one.
+fn head_args(medium: Medium, iso: &std::path::Path, disk: Option<&std::path::Path>) -> Vec<String> {
+    let mut args = medium_args(medium, iso);
+    if let Some(disk) = disk {
+        args.extend([
+            "-drive".into(),
+            format!("if=none,id=tree,format=raw,file={}", disk.display()),
+            "-device".into(),
+            "virtio-blk-pci,drive=tree".into(),
+        ]);
+    }
+    args
 }

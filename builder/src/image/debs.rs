@@ -105,6 +105,27 @@ pub(super) fn unpack(debs: &Debs) -> Result<Trees, Error> {
     })
 }
 
+/// Removes the initramfs package files the recipe's `exclude` globs match
+/// (a `**` glob takes folders whole). A glob that matches nothing is an
+/// error, so a stale list does not go unnoticed.
+pub(super) fn exclude(tree: &mut Tree, globs: &[String]) -> Result<(), Error> {
+    for glob in globs {
+        let doomed: Vec<String> = tree
+            .iter()
+            .map(|(path, _)| path)
+            .filter(|path| crate::modules::glob_match(glob, path))
+            .map(str::to_string)
+            .collect();
+        if doomed.is_empty() {
+            return Err(Error::ExcludeUnused { glob: glob.clone() });
+        }
+        for path in doomed {
+            tree.remove(&path);
+        }
+    }
+    Ok(())
+}
+
 /// Unpack the packages named in `set`, checking each `.deb` against its
 /// SHA256 again, keeping the paths `keep` accepts.
 fn unpack_set(
