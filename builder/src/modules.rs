@@ -50,6 +50,7 @@ pub const SETS: &[(&str, &[&str])] = &[
             "sd_mod",
             "isofs",
             "ext4",
+            "crc32c_generic",
             "ahci",
             "ata_piix",
             "ata_generic",

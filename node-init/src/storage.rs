@@ -78,6 +78,13 @@ pub fn prepare() -> Result<Storage, String> {
     let _ = std::fs::create_dir_all(MOUNT_POINT);
     if let Some(dev) = find_labelled(LABEL) {
         crate::kmod::ensure_filesystem("ext4", "ext4")?;
+        // ext4's checksums need the crc32c cipher, a soft dependency the
+        // kernel asks modprobe for; PID 1 has none, so it is loaded here.
+        if let Some(dir) = crate::kmod::modules_dir() {
+            if let Err(e) = crate::kmod::load_named(&dir, &["crc32c_generic".to_string()]) {
+                say!("cannot load crc32c_generic for ext4: {e}");
+            }
+        }
         nix::mount::mount(
             Some(dev.as_path()),
             MOUNT_POINT,
