@@ -97,17 +97,13 @@ fn main() -> Result<()> {
 
     eprintln!("share bench: starting the kernel's nfsd on the head (port {PEER_PORT})");
     // The marker is computed by the shell so the typed line never matches.
-    head.type_on_serial(&format!(
-        "{}; echo \"nfsd-$((1+1))-$(cat /proc/fs/nfsd/threads)\"\r",
-        nfsd_setup()
-    ))?;
-    let line = head
-        .wait_for("nfsd-2-", Duration::from_secs(60))
+    let threads = head
+        .shell(
+            &format!("{}; cat /proc/fs/nfsd/threads", nfsd_setup()),
+            Duration::from_secs(60),
+        )
         .context("starting the kernel nfsd")?;
-    ensure!(
-        line.ends_with("nfsd-2-8"),
-        "the kernel nfsd did not start: {line}"
-    );
+    ensure!(threads == "8", "the kernel nfsd did not start: {threads}");
     // The raw TCP peer.
     head.type_on_serial("iperf3 -s -D > /dev/null\r")?;
 
@@ -140,11 +136,7 @@ fn main() -> Result<()> {
         .with_context(|| format!("no address in {lease:?}"))?;
 
     // The export, for this node, in the kernel's caches.
-    head.type_on_serial(&format!(
-        "{}; echo \"export-$((2+1))\"\r",
-        peer_export(address)
-    ))?;
-    head.wait_for("export-3", Duration::from_secs(30))
+    head.shell(&peer_export(address), Duration::from_secs(30))
         .context("writing the kernel nfsd's export")?;
     // Let the kernel server's grace period (10 s) end before mounting.
     std::thread::sleep(Duration::from_secs(11));
@@ -155,17 +147,16 @@ fn main() -> Result<()> {
         version: contracts::share::NfsVersion::V4,
     };
     let args = peer.mount(address);
-    node.type_on_serial(&format!(
-        "mkdir -p {PEER_MOUNT} && mount -t {} -o {} {} {PEER_MOUNT} && echo \"peer-$((3+1))-$(stat -f -c %T {PEER_MOUNT})\"\r",
-        args.fstype, args.options, args.source
-    ))?;
-    let line = node
-        .wait_for("peer-4-", Duration::from_secs(90))
+    let fs = node
+        .shell(
+            &format!(
+                "mkdir -p {PEER_MOUNT} && mount -t {} -o {} {} {PEER_MOUNT} 2>&1; stat -f -c %T {PEER_MOUNT}",
+                args.fstype, args.options, args.source
+            ),
+            Duration::from_secs(90),
+        )
         .context("mounting the kernel nfsd's export on the node")?;
-    ensure!(
-        line.ends_with("peer-4-nfs"),
-        "the peer mount failed: {line}"
-    );
+    ensure!(fs == "nfs", "the peer mount failed: {fs}");
 
     node.type_on_serial(&script())?;
     let mut results: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();

@@ -124,6 +124,9 @@ pub struct QemuNode {
     log: PathBuf,
     /// The serial port's socket, for typing (with `serial_input`).
     serial: Option<UnixStream>,
+    /// Commands run by [`QemuNode::shell`] so far (each gets its own
+    /// marker).
+    asked: u32,
 }
 
 impl QemuNode {
@@ -206,6 +209,7 @@ impl QemuNode {
             child,
             log,
             serial: None,
+            asked: 0,
         };
         if node.spec.serial_input {
             node.serial = Some(node.connect_serial(&socket)?);
@@ -275,6 +279,22 @@ impl QemuNode {
     /// status`): the host name a netbooted node gives itself from its MAC.
     pub fn node_name(&self) -> String {
         self.spec.mac.default_hostname("node")
+    }
+
+    /// Runs `command` in the shell on the machine's serial console and
+    /// returns its output as one line (`$(…)` joins lines with spaces).
+    /// The marker the output is found by is computed by the shell, so the
+    /// echo of the typed line never matches it.
+    pub fn shell(&mut self, command: &str, timeout: Duration) -> Result<String, LabError> {
+        self.asked += 1;
+        let n = self.asked;
+        self.type_on_serial(&format!("echo \"@om$(({n}+0))@\"$({command})\r"))?;
+        let marker = format!("@om{n}@");
+        let line = self.wait_for(&marker, timeout)?;
+        Ok(line
+            .split_once(&marker)
+            .map(|(_, out)| out.trim().to_string())
+            .unwrap_or_default())
     }
 
     /// Its spec.

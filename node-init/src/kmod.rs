@@ -385,19 +385,15 @@ pub fn fs_available(fs: &str) -> bool {
 
 /// Makes file system `fs` available, loading `module` (and what it needs)
 /// when the kernel lacks it: PID 1 has no modprobe for the kernel to call.
-/// The error is a console line.
-pub fn ensure_filesystem(fs: &str, module: &str) -> Result<(), String> {
+/// Returns the modules loaded; the error is a console line.
+pub fn ensure_filesystem(fs: &str, module: &str) -> Result<Vec<String>, String> {
     if fs_available(fs) {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let dir =
         modules_dir().ok_or_else(|| format!("cannot read the kernel release to load {module}"))?;
-    match load_named(&dir, &[module.to_string()]) {
-        Ok(loaded) if !loaded.is_empty() => say!("loaded modules: {}", loaded.join(" ")),
-        Ok(_) => {}
-        Err(e) => return Err(format!("cannot load the {fs} file system: {e}")),
-    }
-    Ok(())
+    load_named(&dir, &[module.to_string()])
+        .map_err(|e| format!("cannot load the {fs} file system: {e}"))
 }
 
 /// What one loading pass did.

@@ -9,8 +9,9 @@
 //! key ([`key`]; the head makes a fresh one), the shared tree at `/cluster`
 //! with the head's users and groups ([`share`], over [`fetch`]), the agent
 //! (after the tree is mounted, or a minute of trying), and on the head the
-//! boot medium ([`media`]) and `omboot serve` with the interface, mode and
-//! pool [`head`] derives from the address the head got. Then PID 1 loops
+//! boot medium ([`media`]), the head's own tree ([`storage`]) and `omboot
+//! serve` with the interface, mode and pool [`head`] derives from the
+//! address the head got. Then PID 1 loops
 //! forever: reap children, restart the supervised ones with backoff, and
 //! power off or reboot on request ([`power`]).
 //!
@@ -32,7 +33,7 @@
 //! 2. the pure cores and the thin system calls over layer 1: [`head`]
 //!    (address, cmdline), `dhcp_client::client` (address), [`netif`]
 //!    (address), [`reaper`] (console), [`media`] (kmod), [`key`] (fetch),
-//!    [`share`] (fetch, kmod);
+//!    [`share`] (fetch, kmod), [`storage`] (kmod, media);
 //! 3. the shells over them: `dhcp_client::shell` (its core, netif, packet),
 //!    [`power`] (reaper, mounts);
 //! 4. [`network`] (dhcp_client, head, netif, kmod, reaper, cmdline);

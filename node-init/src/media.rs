@@ -65,7 +65,10 @@ pub fn mount_media() -> Result<PathBuf, String> {
                 .into(),
         );
     };
-    crate::kmod::ensure_filesystem("iso9660", "isofs")?;
+    let loaded = crate::kmod::ensure_filesystem("iso9660", "isofs")?;
+    if !loaded.is_empty() {
+        say!("loaded modules: {}", loaded.join(" "));
+    }
     let _ = std::fs::create_dir_all(MEDIA_DIR);
     nix::mount::mount(
         Some(dev.as_path()),

@@ -77,13 +77,17 @@ pub fn find_labelled(label: &str) -> Option<PathBuf> {
 pub fn prepare() -> Result<Storage, String> {
     let _ = std::fs::create_dir_all(MOUNT_POINT);
     if let Some(dev) = find_labelled(LABEL) {
-        crate::kmod::ensure_filesystem("ext4", "ext4")?;
+        let mut loaded = crate::kmod::ensure_filesystem("ext4", "ext4")?;
         // ext4's checksums need the crc32c cipher, a soft dependency the
         // kernel asks modprobe for; PID 1 has none, so it is loaded here.
         if let Some(dir) = crate::kmod::modules_dir() {
-            if let Err(e) = crate::kmod::load_named(&dir, &["crc32c_generic".to_string()]) {
-                say!("cannot load crc32c_generic for ext4: {e}");
+            match crate::kmod::load_named(&dir, &["crc32c_generic".to_string()]) {
+                Ok(more) => loaded.extend(more),
+                Err(e) => say!("cannot load crc32c_generic for ext4: {e}"),
             }
+        }
+        if !loaded.is_empty() {
+            say!("loaded modules: {}", loaded.join(" "));
         }
         nix::mount::mount(
             Some(dev.as_path()),

@@ -233,13 +233,19 @@ fn head_from_the_iso(kind: Lan) -> Result<()> {
         "the node should mount the head's tree: {mounted}"
     );
     // The shell expands the marker, so the typed line never matches it.
-    node.type_on_serial("echo \"persist:$((40+2))\" > /cluster/kept.txt\r")?;
-    head.type_on_serial("until [ -s /cluster/kept.txt ]; do sleep 1; done; echo \"kept:$(stat -c %u:%s /cluster/kept.txt) $(cat /cluster/kept.txt)\"\r")?;
+    node.shell(
+        "echo persist:42 > /cluster/kept.txt",
+        Duration::from_secs(30),
+    )
+    .context("the node writing to /cluster")?;
     let kept = head
-        .wait_for("kept:0:", Duration::from_secs(60))
+        .shell(
+            "until [ -s /cluster/kept.txt ]; do sleep 1; done; stat -c %u:%s /cluster/kept.txt; cat /cluster/kept.txt",
+            Duration::from_secs(60),
+        )
         .context("the head reading the node's file in /cluster")?;
     ensure!(
-        kept.ends_with("kept:0:11 persist:42"),
+        kept == "0:11 persist:42",
         "the head should see the node's file, owned by root: {kept}"
     );
 
@@ -288,13 +294,12 @@ fn head_from_the_iso(kind: Lan) -> Result<()> {
         again
             .wait_for(kept_on, Duration::from_secs(300))
             .context("the head finding its OMCLUSTER disk again")?;
-        again.type_on_serial("echo \"again:$(cat /cluster/kept.txt)\"\r")?;
-        let line = again
-            .wait_for("again:persist", Duration::from_secs(60))
+        let kept = again
+            .shell("cat /cluster/kept.txt", Duration::from_secs(60))
             .context("the node's file after the head's reboot")?;
         ensure!(
-            line.ends_with("again:persist:42"),
-            "the file should survive the head's reboot: {line}"
+            kept == "persist:42",
+            "the file should survive the head's reboot: {kept}"
         );
     }
     Ok(())

@@ -210,14 +210,7 @@ const USER: u32 = 4242;
 /// [`USER`], from `cwd` in the shared tree; its stdout, or the failure.
 fn run_in_tree(lab: &ClusterLab, node: &str, cwd: &str, script: &str) -> Result<String> {
     let share = lab.share_dir().context("the lab serves no shared tree")?;
-    let mut omctl = Command::new("setpriv");
-    omctl
-        .args(["--reuid", &USER.to_string(), "--regid", &USER.to_string()])
-        .arg("--clear-groups")
-        .arg(lab.config().bin_dir.join("omctl"))
-        .arg("--socket")
-        .arg(lab.head_socket());
-    let output = lab::cluster::in_tree(share, cwd, &omctl)
+    let output = lab::cluster::in_tree(share, cwd, &omctl_as_user(lab))
         .args(["run", "--node", node, "--", "sh", "-c", script])
         .stdin(Stdio::null())
         .output()?;
@@ -229,6 +222,18 @@ fn run_in_tree(lab: &ClusterLab, node: &str, cwd: &str, script: &str) -> Result<
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(stdout)
+}
+
+/// The head's `omctl`, run as [`USER`] (no supplementary groups).
+fn omctl_as_user(lab: &ClusterLab) -> Command {
+    let mut omctl = Command::new("setpriv");
+    omctl
+        .args(["--reuid", &USER.to_string(), "--regid", &USER.to_string()])
+        .arg("--clear-groups")
+        .arg(lab.config().bin_dir.join("omctl"))
+        .arg("--socket")
+        .arg(lab.head_socket());
+    omctl
 }
 
 fn sha256(path: &Path) -> Result<String> {
@@ -344,23 +349,13 @@ fn check_shared_tree(lab: &mut ClusterLab) -> Result<()> {
     // The server restarts while a machine appends to a file in a loop: the
     // loop finishes, every line once and in order, no error.
     let pid_file = lab.config().work_dir.join("omboot-state/share/ganesha.pid");
-    let looper = {
-        let share = share.clone();
-        let mut omctl = Command::new("setpriv");
-        omctl
-            .args(["--reuid", &USER.to_string(), "--regid", &USER.to_string()])
-            .arg("--clear-groups")
-            .arg(lab.config().bin_dir.join("omctl"))
-            .arg("--socket")
-            .arg(lab.head_socket());
-        lab::cluster::in_tree(&share, "/cluster/u4242", &omctl)
-            .args(["run", "--node", a, "--", "sh", "-c"])
-            .arg("i=0; while [ $i -lt 150 ]; do i=$((i+1)); echo \"line $i\" >> loop.txt || exit 1; sleep 0.2; done; wc -l < loop.txt")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?
-    };
+    let looper = lab::cluster::in_tree(&share, "/cluster/u4242", &omctl_as_user(lab))
+        .args(["run", "--node", a, "--", "sh", "-c"])
+        .arg("i=0; while [ $i -lt 150 ]; do i=$((i+1)); echo \"line $i\" >> loop.txt || exit 1; sleep 0.2; done; wc -l < loop.txt")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let lines = home.join("loop.txt");
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::fs::read_to_string(&lines)
