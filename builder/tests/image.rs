@@ -382,11 +382,13 @@ fn unknown_package_is_reported() {
     let (shared, _lock) = shared_cache();
     let w = Work::new("");
     let recipe = std::fs::read_to_string(w.path("node.toml")).unwrap();
+    let list = "initramfs = [\"busybox-static\"";
+    assert!(recipe.contains(list), "the recipe's initramfs list changed");
     std::fs::write(
         w.path("node.toml"),
         recipe.replace(
-            "initramfs = [\"busybox-static\"]",
-            "initramfs = [\"busybox-static\", \"no-such-package-om\"]",
+            list,
+            "initramfs = [\"no-such-package-om\", \"busybox-static\"",
         ),
     )
     .unwrap();

@@ -537,8 +537,13 @@ fn init_as_head_mounts_its_boot_medium_and_supervises_omboot() {
         "omnode: boot medium /dev/vda mounted on /run/omcluster/media",
         0,
     );
+    // No disk labelled OMCLUSTER: the shared tree goes on tmpfs.
+    at = vm.wait_for(
+        "omnode: shared tree /cluster on tmpfs (lost at power-off; a partition made with mkfs.ext4 -L OMCLUSTER keeps it)",
+        at,
+    );
     // A static address: DHCP mode, the other half of the /24 as the pool.
-    let serve = "/bin/omboot serve --interface eth0 --mode dhcp --pool 10.77.11.128-10.77.11.254 --images /run/omcluster/media --state /run/omboot --http-port 80 --cluster qhead --key-file /run/omcluster.key";
+    let serve = "/bin/omboot serve --interface eth0 --mode dhcp --pool 10.77.11.128-10.77.11.254 --images /run/omcluster/media --state /run/omboot --http-port 80 --cluster qhead --key-file /run/omcluster.key --share /cluster";
     at = vm.wait_for(&format!("omnode: starting {serve}"), at);
     at = vm.wait_for("omnode: omboot logs to /run/omboot.log", at);
     // This image has no omboot: init says so and keeps retrying.
