@@ -127,13 +127,8 @@ fn main() -> Result<()> {
     let lease = node
         .wait_for("DHCP lease", Duration::from_secs(5))
         .context("the node's address")?;
-    let address: Ipv4Addr = lease
-        .split_whitespace()
-        .skip_while(|w| *w != "lease")
-        .nth(1)
-        .and_then(|cidr| cidr.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .with_context(|| format!("no address in {lease:?}"))?;
+    let address =
+        lab::qemu::leased_address(&lease).with_context(|| format!("no address in {lease:?}"))?;
 
     // The export, for this node, in the kernel's caches.
     head.shell(&peer_export(address), Duration::from_secs(30))

@@ -278,7 +278,7 @@ pub fn check_runnable(t: &Tree, multiarch: &str) -> Result<(), InitramfsError> {
                 let d = d
                     .replace("${ORIGIN}", &format!("/{origin}"))
                     .replace("$ORIGIN", &format!("/{origin}"));
-                lexical_path(&d)
+                crate::tree::resolve_dots(&d).unwrap_or_default()
             })
             .collect();
         for lib in &needs.libraries {
@@ -295,22 +295,6 @@ pub fn check_runnable(t: &Tree, multiarch: &str) -> Result<(), InitramfsError> {
         }
     }
     Ok(())
-}
-
-/// `path` with `.` and `..` components folded away, relative to the
-/// image's root (no leading `/`; `..` at the root stays at the root).
-fn lexical_path(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
 }
 
 /// zstd level: 6 is within 5% of level 19's size here (13 vs 11 MB for the

@@ -279,8 +279,9 @@ impl Tree {
     }
 }
 
-/// Collapse `.` and `..` components of a path (relative to the root).
-fn resolve_dots(path: &str) -> Option<String> {
+/// Collapse `.` and `..` components of a path (relative to the root; `..`
+/// at the root stays there); `None` when nothing is left.
+pub fn resolve_dots(path: &str) -> Option<String> {
     let mut out: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {

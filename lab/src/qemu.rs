@@ -9,6 +9,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -356,6 +357,16 @@ impl Drop for QemuNode {
     }
 }
 
+/// The address in an `omnode: IFACE: DHCP lease A.B.C.D/P from …` console
+/// line (what [`QemuNode::wait_for`] returns for `"DHCP lease"`).
+pub fn leased_address(line: &str) -> Option<Ipv4Addr> {
+    line.split_whitespace()
+        .skip_while(|w| *w != "lease")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .and_then(|a| a.parse().ok())
+}
+
 /// Tap device names are limited to 15 bytes.
 fn tap_name(node: &str) -> String {
     let cleaned: String = node.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
@@ -402,6 +413,17 @@ pub fn medium_args(medium: Medium, iso: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leases_are_read_from_console_lines() {
+        assert_eq!(
+            leased_address(
+                "omnode: eth0: DHCP lease 10.77.0.128/24 from 10.77.0.1, router none, dns none, 3600s"
+            ),
+            Some(Ipv4Addr::new(10, 77, 0, 128))
+        );
+        assert_eq!(leased_address("omnode: eth0 up, asking DHCP"), None);
+    }
 
     #[test]
     fn tap_names_fit_the_kernel_limit() {

@@ -138,12 +138,7 @@ fn head_from_the_iso(kind: Lan) -> Result<()> {
                 .wait_for("eth0: DHCP lease", Duration::from_secs(180))
                 .context("the head's lease from the LAN router")?;
             eprintln!("head: {line}");
-            let address = line
-                .split_whitespace()
-                .skip_while(|w| *w != "lease")
-                .nth(1)
-                .and_then(|cidr| cidr.split('/').next())
-                .and_then(|a| a.parse().ok())
+            let address = lab::qemu::leased_address(&line)
                 .with_context(|| format!("no address in {line:?}"))?;
             ensure!(
                 router_pool.contains(&address),
