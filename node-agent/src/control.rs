@@ -74,6 +74,24 @@ pub async fn ps_cluster(path: &Path) -> Result<Vec<wire::JobInfo>, ControlError>
     }
 }
 
+/// Asks the local agent to move a job: `Ok(Ok(done))`, or `Ok(Err((exit
+/// status, why)))` when the migration was refused or failed.
+pub async fn migrate(
+    path: &Path,
+    job: &str,
+    to: &str,
+) -> Result<Result<wire::MigrateDone, (i32, String)>, ControlError> {
+    let req = Frame::Migrate {
+        job: job.to_string(),
+        to: to.to_string(),
+    };
+    match request(path, &req).await? {
+        Frame::Migrated(d) => Ok(Ok(d)),
+        Frame::Failed { code, message } => Ok(Err((code, message))),
+        other => Err(ControlError::Unexpected(format!("{other:?}"))),
+    }
+}
+
 /// The cluster jobs the local agent knows.
 pub async fn ps(path: &Path) -> Result<Vec<wire::JobInfo>, ControlError> {
     match request(path, &Frame::Ps).await? {

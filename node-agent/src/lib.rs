@@ -13,7 +13,10 @@
 //!   answering, size), carried in the load vector.
 //! - [`placement`]: where a job should run, pure.
 //! - [`cgroup`]: the CPU cap on cluster jobs (cgroup v2 `cpu.max`, or v1).
-//! - [`exec`]: running a job on a remote node with streamed stdio and signals.
+//! - [`exec`]: running a job on a remote node with streamed stdio and
+//!   signals, and moving it while it runs.
+//! - [`job`]: a job's processes on its node: the holder and the job init in
+//!   a PID namespace of its own, stopping and resuming, CRIU.
 //! - [`control`]: the local unix-socket protocol between `omctl` and the agent.
 //! - [`checkin`]: telling the boot server (`omboot`) that the agent has joined.
 //! - [`agent`]: the daemon that wires all of the above together: the gossip
@@ -28,6 +31,7 @@ pub mod control;
 pub mod crypto;
 pub mod discovery;
 pub mod exec;
+pub mod job;
 pub use contracts::key;
 pub mod keyfile;
 pub mod load;

@@ -31,6 +31,9 @@ pub struct LoadVector {
     /// The shared tree at `/cluster` here, when one is expected or mounted.
     #[serde(default)]
     pub share: Option<crate::share::ShareView>,
+    /// Whether this node can take moved jobs: CRIU works with its kernel.
+    #[serde(default)]
+    pub criu: bool,
 }
 
 impl LoadVector {
@@ -101,6 +104,7 @@ pub fn sample(speed: f32, jobs: u32, started: u64, cpu_quota: u32) -> LoadVector
         started,
         cpu_quota,
         share: None,
+        criu: false,
     }
 }
 

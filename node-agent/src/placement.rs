@@ -45,6 +45,8 @@ pub struct Candidate {
     pub background: f32,
     /// Free memory in KiB.
     pub mem_free_kib: u64,
+    /// Whether it can take moved jobs (CRIU works there).
+    pub migratable: bool,
 }
 
 /// A job this agent placed on a node and has not seen end.
@@ -125,6 +127,7 @@ pub fn candidates(me: &str, local: &LoadVector, known: &[Known]) -> Candidates {
             jobs: load.jobs + pending,
             background,
             mem_free_kib: load.mem_free_kib,
+            migratable: load.criu,
         });
         out.ids.push(k.id.clone());
     }
@@ -186,6 +189,17 @@ pub fn choose(
     best
 }
 
+/// The node other than `current` where a job moved now would finish first
+/// (`omctl migrate JOB best`), among those that can take moved jobs.
+pub fn best_elsewhere(c: &Candidates, current: &str) -> Option<NodeId> {
+    (0..c.candidates.len())
+        .filter(|&i| c.ids[i].name != current && c.candidates[i].migratable)
+        .min_by(|&a, &b| {
+            expected_finish(&c.candidates[a]).total_cmp(&expected_finish(&c.candidates[b]))
+        })
+        .map(|i| c.ids[i].clone())
+}
+
 /// Round-robin, for comparison in the benchmark.
 pub fn round_robin(n: usize, counter: &mut usize) -> usize {
     let i = *counter % n;
@@ -208,6 +222,7 @@ mod tests {
             jobs,
             background: 0.0,
             mem_free_kib: 1 << 20,
+            migratable: true,
         }
     }
 
@@ -271,6 +286,7 @@ mod tests {
             started,
             cpu_quota: 100,
             share: None,
+            criu: false,
         }
     }
 

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::control::{self, ControlError};
 use crate::exec::{self, EXIT_NODE_LOST, EXIT_NO_AGENT};
-use crate::wire::{self, ClusterStatus, Frame, JobInfo, NodeStatus, RunRequest};
+use crate::wire::{self, ClusterStatus, Frame, JobInfo, MigrateDone, NodeStatus, RunRequest};
 
 /// Signals `omctl run` forwards to the job's process group.
 pub const FORWARDED_SIGNALS: &[i32] = &[
@@ -44,6 +44,7 @@ pub fn classic_argv(argv: Vec<String>) -> Vec<String> {
         "mtop" => "top",
         "mps" => "ps",
         "mosrun" => "run",
+        "migrate" => "migrate",
         "mosctl" => {
             // `mosctl [--socket S] whois X` keeps its subcommand.
             let mut args = argv.iter().skip(1);
@@ -242,24 +243,44 @@ pub fn whois<'a>(s: &'a ClusterStatus, what: &str) -> Option<&'a NodeStatus> {
     })
 }
 
-/// The `ps` table.
+/// The `ps` table: where each job runs, its home, how often it moved, and
+/// why it cannot move when it cannot.
 pub fn ps_table(jobs: &[JobInfo]) -> String {
     let mut out = format!(
-        "{:<14} {:<12} {:<12} {:>6} {:>8}  {}\n",
-        "JOB", "NODE", "HOME", "UID", "PID", "COMMAND"
+        "{:<14} {:<12} {:<12} {:>6} {:>8} {:>5}  {}\n",
+        "JOB", "NODE", "HOME", "UID", "PID", "MOVES", "COMMAND"
     );
     for j in jobs {
+        let cantmove = j
+            .cantmove
+            .as_ref()
+            .map_or(String::new(), |why| format!("  (cantmove: {why})"));
         out.push_str(&format!(
-            "{:<14} {:<12} {:<12} {:>6} {:>8}  {}\n",
+            "{:<14} {:<12} {:<12} {:>6} {:>8} {:>5}  {}{cantmove}\n",
             j.job,
             j.node,
             j.home,
             j.uid,
             j.pid.map_or("-".to_string(), |p| p.to_string()),
+            j.moves,
             j.argv.join(" ")
         ));
     }
     out
+}
+
+/// What `omctl migrate` prints when the job moved.
+pub fn migrated_line(d: &MigrateDone) -> String {
+    format!(
+        "job {} moved from {} to {} (pid {}): {:.1} MiB in {:.2} s, frozen {:.2} s",
+        d.job,
+        d.from,
+        d.to,
+        d.pid,
+        d.bytes as f64 / (1024.0 * 1024.0),
+        d.total_ms as f64 / 1000.0,
+        d.freeze_ms as f64 / 1000.0
+    )
 }
 
 /// A load bar `width` wide for a fraction in 0..=1.
@@ -417,7 +438,7 @@ where
 
 /// `omctl run`: runs `argv` in the cluster and returns the exit status for
 /// omctl (the job's, or one of [`exec`]'s own).
-pub async fn run(socket: &Path, node: Option<String>, argv: Vec<String>) -> i32 {
+pub async fn run(socket: &Path, node: Option<String>, lock: bool, argv: Vec<String>) -> i32 {
     // A cwd deleted under us still has a name: the shell's $PWD.
     let cwd = match std::env::current_dir() {
         Ok(d) => d.display().to_string(),
@@ -456,6 +477,7 @@ pub async fn run(socket: &Path, node: Option<String>, argv: Vec<String>) -> i32 
             argv,
             cwd,
             env,
+            lock,
         }))
         .await;
     let stdin_tx = tx.clone();
@@ -588,6 +610,7 @@ mod tests {
                         started: 4,
                         cpu_quota: 50,
                         share: None,
+                        criu: false,
                     }),
                     load_age_ms: Some(0),
                 },

@@ -68,6 +68,8 @@ pub struct RunRequest {
     pub cwd: String,
     /// The caller's environment.
     pub env: Vec<(String, String)>,
+    /// Never migrate this job (`omctl run --lock`, openMosix `mosrun -L`).
+    pub lock: bool,
 }
 
 /// A job to run, as the home agent sends it to the target agent.
@@ -87,6 +89,61 @@ pub struct ExecRequest {
     pub gid: u32,
     /// The node it was launched from.
     pub home: String,
+    /// Never migrate it.
+    pub lock: bool,
+}
+
+/// A job moving in, as its source node describes it to the target before
+/// the checkpoint's files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Immigrant {
+    /// The job as `ps` shows it (its node and pid are the source's).
+    pub info: JobInfo,
+    /// Its group (`info.uid` is its user).
+    pub gid: u32,
+    /// The inodes of its stdin, stdout and stderr pipes in the checkpoint.
+    pub pipe_inodes: [u64; 3],
+    /// Stdin the job had not read yet, to write first on the target.
+    pub stdin: Vec<u8>,
+    /// Whether its stdin is closed.
+    pub stdin_closed: bool,
+    /// Which attempt of moving it this is (the target asks the source about
+    /// it by this number if the link breaks).
+    pub attempt: u64,
+    /// The source agent's address, for that question.
+    pub from_addr: std::net::SocketAddr,
+}
+
+/// A migration, as an agent asks the node running the job to do it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrateOrder {
+    /// The job.
+    pub job: String,
+    /// The target's name…
+    pub to: String,
+    /// …and agent address.
+    pub to_addr: std::net::SocketAddr,
+    /// Who asks (only the job's owner and root may move it).
+    pub uid: u32,
+}
+
+/// A migration that worked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrateDone {
+    /// The job.
+    pub job: String,
+    /// Where it ran.
+    pub from: String,
+    /// Where it runs now.
+    pub to: String,
+    /// Its pid there.
+    pub pid: u32,
+    /// Checkpoint size in bytes.
+    pub bytes: u64,
+    /// Stopped to running again, ms.
+    pub freeze_ms: u64,
+    /// The whole migration, ms.
+    pub total_ms: u64,
 }
 
 /// How a job ended.
@@ -155,6 +212,10 @@ pub struct JobInfo {
     pub pid: Option<u32>,
     /// Start, ms since the Unix epoch.
     pub started_ms: u64,
+    /// How many times it moved.
+    pub moves: u32,
+    /// Why it cannot move, if it cannot.
+    pub cantmove: Option<String>,
 }
 
 /// Messages on the control socket and exec streams.
@@ -206,6 +267,62 @@ pub enum Frame {
     /// omctl → agent: the cluster jobs of every live node (answered with
     /// `PsReply`; agents ask each other with `Ps` over exec streams).
     PsCluster,
+    /// omctl → agent: move a job (by id, or by pid as `ps` shows it) to a
+    /// node, `home` or `best`. Answered with `Migrated` or `Failed`.
+    Migrate {
+        /// Job id or pid.
+        job: String,
+        /// Node name, number or address, `home` or `best`.
+        to: String,
+    },
+    /// agent → the agent running the job: move it.
+    MigrateJob(MigrateOrder),
+    /// The job moved.
+    Migrated(MigrateDone),
+    /// source → target: a job moving in; its checkpoint's files follow as
+    /// `File` frames, then `FilesDone`.
+    Immigrate(Immigrant),
+    /// One piece of a checkpoint file (appended to the file of that name).
+    File {
+        /// File name inside the checkpoint directory.
+        name: String,
+        /// Bytes.
+        data: Vec<u8>,
+    },
+    /// source → target: that was the whole checkpoint, restore it.
+    FilesDone,
+    /// target → source: restored, stopped, waiting for `Commit`.
+    Restored {
+        /// The job init's pid on the target.
+        pid: u32,
+    },
+    /// source → target: the source's copy is gone; resume yours.
+    Commit,
+    /// target → source, after a broken link: what became of this attempt?
+    Outcome {
+        /// The job.
+        job: String,
+        /// The attempt.
+        attempt: u64,
+    },
+    /// source → target: `true` if the source committed (its copy is gone).
+    OutcomeReply(bool),
+    /// target → home: the job is frozen for a move; hold its input.
+    Migrating,
+    /// target → home: the move failed; the job runs here again.
+    Resumed,
+    /// old target → home: the job now runs on `node`; attach there.
+    Moved {
+        /// Its name.
+        node: String,
+        /// Its agent's address.
+        addr: std::net::SocketAddr,
+    },
+    /// home → new target: carry on the stream of this job.
+    Attach {
+        /// The job.
+        job: String,
+    },
 }
 
 impl Frame {

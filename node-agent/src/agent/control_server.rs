@@ -20,7 +20,9 @@ use super::view::View;
 use crate::exec::{self, Jobs, RelayEnd};
 use crate::membership::NodeId;
 use crate::placement;
-use crate::wire::{self, ClusterStatus, ExecRequest, Frame, JobInfo, RunRequest};
+use crate::wire::{
+    self, ClusterStatus, ExecRequest, Frame, JobInfo, MigrateDone, MigrateOrder, RunRequest,
+};
 
 /// Accepts control connections until `stop`, then waits for the open ones,
 /// which `stop` ends too.
@@ -142,6 +144,13 @@ impl Controller {
                 let jobs = self.cluster_jobs().await;
                 let _ = wire::write_frame(&mut wr, &Frame::PsReply(jobs)).await;
             }
+            Frame::Migrate { job, to } => {
+                let f = match self.migrate(&job, &to, cred.uid()).await {
+                    Ok(done) => Frame::Migrated(done),
+                    Err((code, message)) => Frame::Failed { code, message },
+                };
+                let _ = wire::write_frame(&mut wr, &f).await;
+            }
             Frame::Run(req) => {
                 let (tx, mut rx) = mpsc::channel::<Frame>(64);
                 let writer = async move {
@@ -178,6 +187,90 @@ impl Controller {
                 .await;
             }
         }
+    }
+
+    /// Moves the job `what` (id, or pid as `ps` shows it) to `to` (a node,
+    /// `home` or `best`) for the caller `uid`.
+    async fn migrate(&self, what: &str, to: &str, uid: u32) -> Result<MigrateDone, (i32, String)> {
+        let bad = |m: String| (exec::EXIT_CANNOT_RUN, m);
+        let jobs = self.cluster_jobs().await;
+        let found: Vec<&JobInfo> = jobs
+            .iter()
+            .filter(|j| j.job == what || j.pid.is_some_and(|p| p.to_string() == what))
+            .collect();
+        let job = match found.as_slice() {
+            [] => return Err(bad(format!("no running job {what} (see omctl ps --all)"))),
+            [one] => *one,
+            several => {
+                let names: Vec<String> = several
+                    .iter()
+                    .map(|j| format!("{} on {}", j.job, j.node))
+                    .collect();
+                return Err(bad(format!(
+                    "pid {what} names several jobs ({}); name the job",
+                    names.join(", ")
+                )));
+            }
+        };
+        if uid != 0 && uid != job.uid {
+            return Err((
+                exec::EXIT_NO_PERMISSION,
+                format!(
+                    "job {} belongs to uid {}; only its owner or root may move it",
+                    job.job, job.uid
+                ),
+            ));
+        }
+        let local = self.load.sample();
+        let (source, target) = {
+            let v = self.view.lock().expect("view");
+            let known = v.known();
+            let source = placement::named(&known, &job.node)
+                .cloned()
+                .ok_or_else(|| {
+                    bad(format!(
+                        "node {} running job {} is not alive",
+                        job.node, job.job
+                    ))
+                })?;
+            let target = match to {
+                "home" => placement::named(&known, &job.home)
+                    .cloned()
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "job {}'s home node {} is not alive",
+                            job.job, job.home
+                        ))
+                    })?,
+                "best" => {
+                    let c = placement::candidates(&v.me.name, &local, &known);
+                    placement::best_elsewhere(&c, &job.node)
+                        .ok_or_else(|| bad(format!("no other node can take job {}", job.job)))?
+                }
+                name => placement::named(&known, name)
+                    .cloned()
+                    .ok_or_else(|| bad(format!("no live node matches {name}")))?,
+            };
+            (source, target)
+        };
+        if target.name == job.node {
+            return Err(bad(format!(
+                "job {} already runs on node {}",
+                job.job, job.node
+            )));
+        }
+        info!(job = %job.job, from = %source.name, to = %target.name, uid, "ordering a migration");
+        exec::order_migration(
+            source.addr,
+            &self.stream_key,
+            MigrateOrder {
+                job: job.job.clone(),
+                to: target.name.clone(),
+                to_addr: target.addr,
+                uid,
+            },
+        )
+        .await
     }
 
     /// Picks the node for a job: the one named, or by placement.
@@ -236,6 +329,8 @@ impl Controller {
                 home: home.clone(),
                 pid: None,
                 started_ms: now_ms(),
+                moves: 0,
+                cantmove: None,
             },
         );
         let exec_req = ExecRequest {
@@ -246,18 +341,9 @@ impl Controller {
             uid,
             gid,
             home,
+            lock: req.lock,
         };
-        let mut down = self.down.subscribe();
-        let t = target.clone();
-        let lost = async move {
-            loop {
-                match down.recv().await {
-                    Ok(id) if id.name == t.name && id.started_ms == t.started_ms => return,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-                }
-            }
-        };
+        let down = self.down.subscribe();
         // Watch the stream for `Started` to settle the optimistic placement count.
         let (tap_tx, mut tap_rx) = mpsc::channel::<Frame>(64);
         let view = self.view.clone();
@@ -265,11 +351,20 @@ impl Controller {
         let (jb, tn) = (job.clone(), target.name.clone());
         let tap = async move {
             while let Some(f) = tap_rx.recv().await {
-                if let Frame::Started { pid, seq, .. } = &f {
-                    view.lock().expect("view").started(&tn, &jb, *seq);
+                if let Frame::Started { pid, seq, node } = &f {
+                    if *node == tn {
+                        view.lock().expect("view").started(&tn, &jb, *seq);
+                    }
                     if let Some(j) = launched.lock().expect("jobs").get_mut(&jb) {
                         j.pid = Some(*pid);
                     }
+                }
+                if let Frame::Moved { node, .. } = &f {
+                    if let Some(j) = launched.lock().expect("jobs").get_mut(&jb) {
+                        j.node = node.clone();
+                        j.moves += 1;
+                    }
+                    continue;
                 }
                 if caller_tx.send(f).await.is_err() {
                     break;
@@ -283,7 +378,7 @@ impl Controller {
             exec_req,
             caller_rx,
             tap_tx,
-            lost,
+            down,
         );
         // The relay ends by dropping `tap_tx`, which ends the tap.
         let (end, ()) = tokio::join!(relay, tap);
@@ -318,6 +413,7 @@ mod tests {
                 running: Jobs::default(),
                 started: Arc::default(),
                 share: Arc::new(crate::share::Probe::start(None).unwrap()),
+                criu: exec::CriuState::default(),
             },
             launched: Jobs::default(),
             down: broadcast::channel(1).0,

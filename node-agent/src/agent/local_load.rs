@@ -18,6 +18,8 @@ pub(super) struct LocalLoad {
     pub(super) started: Arc<AtomicU64>,
     /// The shared tree's probe.
     pub(super) share: Arc<crate::share::Probe>,
+    /// Whether CRIU works here (see [`crate::job::criu::probe`]).
+    pub(super) criu: exec::CriuState,
 }
 
 impl LocalLoad {
@@ -26,6 +28,7 @@ impl LocalLoad {
         let (jobs, started) = exec::job_counts(&self.running, &self.started);
         let mut vector = load::sample(self.speed, jobs, started, self.cpu_quota);
         vector.share = self.share.view();
+        vector.criu = matches!(*self.criu.lock().expect("criu state"), Some(Ok(())));
         vector
     }
 }

@@ -46,7 +46,7 @@ use tracing::info;
 
 use crate::cgroup::{self, CgroupError, JobCgroup};
 use crate::discovery::{self, DiscoveryError, Interface};
-use crate::exec::{ExecContext, Jobs};
+use crate::exec::{self, ExecContext, Jobs};
 use crate::key::{ClusterKey, Purpose};
 use crate::load;
 use crate::membership::NodeId;
@@ -225,18 +225,33 @@ impl Agent {
             running: Jobs::default(),
             started: Arc::new(AtomicU64::new(0)),
             share: share_probe,
+            criu: exec::CriuState::default(),
         };
         let (down, _) = broadcast::channel::<NodeId>(64);
 
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let exec_ctx = ExecContext {
-            node: me.name.clone(),
+        let exec_ctx = ExecContext::new(
+            me.name.clone(),
+            me.addr,
             stream_key,
-            cgroup: cgroup.clone(),
-            running: load.running.clone(),
-            started: load.started.clone(),
-        };
+            cgroup.clone(),
+            load.running.clone(),
+            load.started.clone(),
+            load.criu.clone(),
+        );
+        // Whether CRIU works with this kernel: asked once, off the async threads.
+        let criu = load.criu.clone();
+        tasks.spawn(async move {
+            let r = tokio::task::spawn_blocking(crate::job::criu::probe)
+                .await
+                .unwrap_or_else(|e| Err(format!("the CRIU probe failed: {e}")));
+            match &r {
+                Ok(()) => info!("criu works here: jobs can move in and out"),
+                Err(why) => info!(%why, "jobs cannot move to or from this node"),
+            }
+            *criu.lock().expect("criu state") = Some(r);
+        });
         tasks.spawn(exec_listener::serve(tcp, exec_ctx, stop.clone()));
         let ctl = Controller {
             view: view.clone(),

@@ -1,5 +1,6 @@
-//! `omctl`: the cluster tools (`status`, `mon`, `top`, `ps`, `whois`, `run`),
-//! also reachable as `mosmon`, `mtop`, `mps`, `mosctl` and `mosrun`.
+//! `omctl`: the cluster tools (`status`, `mon`, `top`, `ps`, `whois`, `run`,
+//! `migrate`), also reachable as `mosmon`, `mtop`, `mps`, `mosctl`, `mosrun`
+//! and `migrate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,9 +73,21 @@ enum Command {
         /// Run on this node (name, number or address) instead of choosing.
         #[arg(long, value_name = "N")]
         node: Option<String>,
+        /// Never move the job once started (openMosix `mosrun -L`).
+        #[arg(long)]
+        lock: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         argv: Vec<String>,
+    },
+    /// Move a running job to another node while it runs (migrate); its
+    /// output, signals and exit status stay with the `omctl run` that
+    /// started it.
+    Migrate {
+        /// The job, by id or by pid as `omctl ps` shows it.
+        job: String,
+        /// A node (name, number or address), `home` or `best`.
+        to: String,
     },
 }
 
@@ -141,7 +154,19 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
                 print!("{}", tools::df_table(&s));
             }
         }
-        Command::Run { node, argv } => return Ok(tools::run(&socket, node, argv).await),
+        Command::Run { node, lock, argv } => return Ok(tools::run(&socket, node, lock, argv).await),
+        Command::Migrate { job, to } => {
+            return Ok(match control::migrate(&socket, &job, &to).await? {
+                Ok(done) => {
+                    println!("{}", tools::migrated_line(&done));
+                    0
+                }
+                Err((code, message)) => {
+                    eprintln!("omctl: {message}");
+                    code
+                }
+            })
+        }
     }
     Ok(0)
 }

@@ -42,6 +42,13 @@ enum Command {
     Reboot,
     /// Ask PID 1 to halt the machine (power stays on).
     Halt,
+    /// Hold a cluster job: the agent runs every job under this (a PID
+    /// namespace of its own, a job init at PID 1).
+    #[command(hide = true)]
+    JobRun(node_agent::job::holder::RunArgs),
+    /// Restore a moved job from its checkpoint and hold it.
+    #[command(hide = true)]
+    JobRestore(node_agent::job::holder::RestoreArgs),
 }
 
 #[derive(clap::Args)]
@@ -186,6 +193,16 @@ fn main() -> ExitCode {
     // `/init agent …` for the agent, which must parse normally).
     let pid1 = std::process::id() == 1;
     let as_init = pid1 || (argv0.ends_with("/init") && std::env::args().len() <= 1);
+    if !as_init {
+        // The job holders report through their exit code, nothing else.
+        match Cli::try_parse().map(|c| c.command) {
+            Ok(Command::JobRun(a)) => return ExitCode::from(node_agent::job::holder::run(a) as u8),
+            Ok(Command::JobRestore(a)) => {
+                return ExitCode::from(node_agent::job::holder::restore(a) as u8)
+            }
+            _ => {}
+        }
+    }
     let result = if as_init {
         run_init(init::InitArgs::default())
     } else {
@@ -201,6 +218,7 @@ fn main() -> ExitCode {
             }
             Command::Reboot => init::request_power(init::PowerAction::Reboot).map_err(Into::into),
             Command::Halt => init::request_power(init::PowerAction::Halt).map_err(Into::into),
+            Command::JobRun(_) | Command::JobRestore(_) => unreachable!("handled above"),
         }
     };
     match result {

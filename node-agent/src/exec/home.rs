@@ -6,13 +6,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 use tracing::debug;
 
 use super::stream::{connect, sealed_reader, SecureStream};
 use super::{EXIT_NODE_LOST, SILENCE_LIMIT};
-use crate::wire::{self, ExecRequest, ExitInfo, Frame, JobInfo, WireError};
+use crate::membership::NodeId;
+use crate::wire::{
+    self, ExecRequest, ExitInfo, Frame, JobInfo, MigrateDone, MigrateOrder, WireError,
+};
 
 /// Asks the agent at `addr` which cluster jobs run there.
 pub async fn remote_jobs(
@@ -44,9 +47,14 @@ pub enum RelayEnd {
     CallerGone,
 }
 
+/// How long a home node waits for a job being moved.
+const MOVE_LIMIT: Duration = Duration::from_secs(330);
+
 /// Runs `req` on the target at `addr` and relays between the caller's
-/// control connection (`caller_rx`/`caller_tx`) and the target. `lost`
-/// resolves if membership declares the target dead.
+/// control connection (`caller_rx`/`caller_tx`) and the target, following
+/// the job when it moves (`Moved` is passed on to `caller_tx` too, so the
+/// caller's records follow it). `down` names the nodes membership declares
+/// dead: the job is lost if its current node is one.
 pub async fn relay(
     addr: SocketAddr,
     target: &str,
@@ -54,73 +62,131 @@ pub async fn relay(
     req: ExecRequest,
     mut caller_rx: mpsc::Receiver<Result<Frame, WireError>>,
     caller_tx: mpsc::Sender<Frame>,
-    lost: impl std::future::Future<Output = ()>,
+    mut down: broadcast::Receiver<NodeId>,
 ) -> RelayEnd {
-    let s = match connect(addr, stream_key).await {
-        Ok(s) => s,
-        Err(e) => {
+    let job = req.job.clone();
+    let (mut addr, mut target) = (addr, target.to_string());
+    let mut first = Frame::Exec(req);
+    'connect: loop {
+        let s = match connect(addr, stream_key).await {
+            Ok(s) => s,
+            Err(e) => {
+                return RelayEnd::Failed(
+                    EXIT_NODE_LOST,
+                    format!("cannot reach node {target} at {addr}: {e}"),
+                )
+            }
+        };
+        let SecureStream {
+            rd,
+            mut wr,
+            mut send,
+            recv,
+        } = s;
+        if let Err(e) = wire::write_sealed(&mut wr, &mut send, &first).await {
             return RelayEnd::Failed(
                 EXIT_NODE_LOST,
-                format!("cannot reach node {target} at {addr}: {e}"),
-            )
+                format!("cannot send the job to node {target}: {e}"),
+            );
         }
-    };
-    let SecureStream {
-        rd,
-        mut wr,
-        mut send,
-        recv,
-    } = s;
-    if let Err(e) = wire::write_sealed(&mut wr, &mut send, &Frame::Exec(req)).await {
-        return RelayEnd::Failed(
-            EXIT_NODE_LOST,
-            format!("cannot send the job to node {target}: {e}"),
-        );
-    }
-    // The reader belongs to this call: it ends when the relay returns.
-    let mut tasks = JoinSet::new();
-    let mut from_target = sealed_reader(rd, recv, &mut tasks);
-    tokio::pin!(lost);
-    let mut last_heard = tokio::time::Instant::now();
-    let mut check = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            f = from_target.recv() => match f {
-                Some(Ok(f)) => {
-                    last_heard = tokio::time::Instant::now();
-                    match f {
-                        Frame::Heartbeat => {}
-                        Frame::Exit(e) => return RelayEnd::Exit(e),
-                        Frame::Failed { code, message } => return RelayEnd::Failed(code, message),
-                        f @ (Frame::Stdout(_) | Frame::Stderr(_) | Frame::Started { .. }) => {
-                            if caller_tx.send(f).await.is_err() {
-                                return RelayEnd::CallerGone;
+        // The reader belongs to this connection: it ends when we leave it.
+        let mut tasks = JoinSet::new();
+        let mut from_target = sealed_reader(rd, recv, &mut tasks);
+        let mut last_heard = tokio::time::Instant::now();
+        let mut check = tokio::time::interval(Duration::from_millis(500));
+        // While the job is frozen for a move, its input waits here.
+        let mut moving = false;
+        loop {
+            tokio::select! {
+                f = from_target.recv() => match f {
+                    Some(Ok(f)) => {
+                        last_heard = tokio::time::Instant::now();
+                        match f {
+                            Frame::Heartbeat => {}
+                            Frame::Migrating => moving = true,
+                            Frame::Resumed => moving = false,
+                            Frame::Moved { node, addr: to } => {
+                                debug!(%job, from = %target, to = %node, "following the job");
+                                let _ = caller_tx.send(Frame::Moved { node: node.clone(), addr: to }).await;
+                                (addr, target) = (to, node);
+                                first = Frame::Attach { job: job.clone() };
+                                continue 'connect;
                             }
+                            Frame::Exit(e) => return RelayEnd::Exit(e),
+                            Frame::Failed { code, message } => return RelayEnd::Failed(code, message),
+                            f @ (Frame::Stdout(_) | Frame::Stderr(_) | Frame::Started { .. }) => {
+                                if caller_tx.send(f).await.is_err() {
+                                    return RelayEnd::CallerGone;
+                                }
+                            }
+                            other => debug!(frame = ?other, "ignored frame from target"),
                         }
-                        other => debug!(frame = ?other, "ignored frame from target"),
                     }
-                }
-                Some(Err(e)) => return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost node {target}: {e}")),
-                None => return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost the connection to node {target} while the job was running")),
-            },
-            f = caller_rx.recv() => match f {
-                Some(Ok(f @ (Frame::Stdin(_) | Frame::StdinEof | Frame::Signal(_)))) => {
-                    if wire::write_sealed(&mut wr, &mut send, &f).await.is_err() {
-                        return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost the connection to node {target} while the job was running"));
+                    Some(Err(e)) => return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost node {target}: {e}")),
+                    None => return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost the connection to node {target} while the job was running")),
+                },
+                f = caller_rx.recv(), if !moving => match f {
+                    Some(Ok(f @ (Frame::Stdin(_) | Frame::StdinEof | Frame::Signal(_)))) => {
+                        if wire::write_sealed(&mut wr, &mut send, &f).await.is_err() {
+                            return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost the connection to node {target} while the job was running"));
+                        }
                     }
-                }
-                Some(Ok(other)) => debug!(frame = ?other, "ignored frame from caller"),
-                Some(Err(_)) | None => {
-                    let _ = wire::write_sealed(&mut wr, &mut send, &Frame::Signal(libc::SIGHUP)).await;
-                    return RelayEnd::CallerGone;
-                }
-            },
-            () = &mut lost => return RelayEnd::Failed(EXIT_NODE_LOST, format!("node {target} died while running the job")),
-            _ = check.tick() => {
-                if last_heard.elapsed() > SILENCE_LIMIT {
-                    return RelayEnd::Failed(EXIT_NODE_LOST, format!("node {target} stopped answering while running the job"));
+                    Some(Ok(other)) => debug!(frame = ?other, "ignored frame from caller"),
+                    Some(Err(_)) | None => {
+                        let _ = wire::write_sealed(&mut wr, &mut send, &Frame::Signal(libc::SIGHUP)).await;
+                        return RelayEnd::CallerGone;
+                    }
+                },
+                d = down.recv() => match d {
+                    Ok(id) if id.name == target => {
+                        return RelayEnd::Failed(EXIT_NODE_LOST, format!("node {target} died while running the job"));
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => down = broadcast::channel(1).1,
+                },
+                _ = check.tick() => {
+                    let limit = if moving { MOVE_LIMIT } else { SILENCE_LIMIT };
+                    if last_heard.elapsed() > limit {
+                        return RelayEnd::Failed(EXIT_NODE_LOST, format!("node {target} stopped answering while running the job"));
+                    }
                 }
             }
         }
+    }
+}
+
+/// Asks the agent at `addr` (the node running the job) to carry out `order`.
+pub async fn order_migration(
+    addr: SocketAddr,
+    stream_key: &[u8; 32],
+    order: MigrateOrder,
+) -> Result<MigrateDone, (i32, String)> {
+    let source = addr;
+    let mut s = connect(addr, stream_key).await.map_err(|e| {
+        (
+            EXIT_NODE_LOST,
+            format!("cannot reach node at {source}: {e}"),
+        )
+    })?;
+    wire::write_sealed(&mut s.wr, &mut s.send, &Frame::MigrateJob(order))
+        .await
+        .map_err(|e| {
+            (
+                EXIT_NODE_LOST,
+                format!("cannot reach node at {source}: {e}"),
+            )
+        })?;
+    match tokio::time::timeout(MOVE_LIMIT, wire::read_sealed(&mut s.rd, &mut s.recv)).await {
+        Ok(Ok(Some(Frame::Migrated(done)))) => Ok(done),
+        Ok(Ok(Some(Frame::Failed { code, message }))) => Err((code, message)),
+        Ok(Ok(other)) => Err((
+            EXIT_NODE_LOST,
+            format!("node at {source} answered {other:?}"),
+        )),
+        Ok(Err(e)) => Err((EXIT_NODE_LOST, format!("lost node at {source}: {e}"))),
+        Err(_) => Err((
+            EXIT_NODE_LOST,
+            "the migration did not finish in time".into(),
+        )),
     }
 }

@@ -18,19 +18,23 @@
 //! - `target`: the target side: accept a stream, start the job, pump its
 //!   stdio and signals until it exits.
 //! - `home`: the home side: send the request and relay between the caller
-//!   (`omctl run` on the control socket) and the target; ask a target for its
-//!   job list.
+//!   (`omctl run` on the control socket) and the target, following the job
+//!   when it moves; ask a target for its job list; order a migration.
+//! - `migrate`: moving a running job between nodes (CRIU), source and
+//!   target sides, and the rules that keep exactly one copy.
 //!
 //! Every task a connection starts (frame readers, output pumps, the stdin
 //! writer) lives in a `JoinSet` owned by that connection, so it ends with it.
 
 mod home;
+mod migrate;
 mod stream;
 mod target;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,7 +42,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::cgroup::JobCgroup;
 use crate::wire::JobInfo;
 
-pub use home::{relay, remote_jobs, RelayEnd};
+pub use home::{order_migration, relay, remote_jobs, RelayEnd};
+pub use migrate::{MigrateCmd, MigrateResult, SPOOL};
 pub use stream::{accept, connect, plain_reader, SecureStream};
 pub use target::serve;
 
@@ -58,11 +63,17 @@ pub const SILENCE_LIMIT: Duration = Duration::from_secs(5);
 /// Jobs by id, shared with the agent's status view.
 pub type Jobs = Arc<Mutex<BTreeMap<String, JobInfo>>>;
 
+/// Whether this node can checkpoint and restore jobs: unknown until the
+/// probe at start has run, then `Ok` or the reason.
+pub type CriuState = Arc<Mutex<Option<Result<(), String>>>>;
+
 /// What a target agent needs to run jobs.
 #[derive(Debug, Clone)]
 pub struct ExecContext {
     /// This node's name (`OM_NODE`).
     pub node: String,
+    /// This agent's address (what other agents connect to).
+    pub addr: SocketAddr,
     /// Root key of exec streams.
     pub stream_key: [u8; 32],
     /// The job cgroup, if CPU capping is on.
@@ -71,6 +82,56 @@ pub struct ExecContext {
     pub running: Jobs,
     /// Jobs ever started here (incremented after a job enters `running`).
     pub started: Arc<AtomicU64>,
+    /// The driver of each job running here, for migration orders.
+    pub controls: Arc<Mutex<HashMap<String, tokio::sync::mpsc::Sender<MigrateCmd>>>>,
+    /// Restored jobs waiting for their home node to attach.
+    pub parked: Arc<Mutex<HashMap<String, tokio::sync::oneshot::Sender<SecureStream>>>>,
+    /// What this node decided about each migration attempt it sourced
+    /// (true: committed, its copy is gone).
+    pub outcomes: Arc<Mutex<HashMap<(String, u64), bool>>>,
+    /// Numbers migration attempts.
+    pub attempts: Arc<AtomicU64>,
+    /// Whether CRIU works here.
+    pub criu: CriuState,
+    /// The program that holds jobs (`omnode`, [`crate::job::holder_exe`]).
+    pub holder: std::path::PathBuf,
+}
+
+impl ExecContext {
+    /// A context with empty tables.
+    pub fn new(
+        node: String,
+        addr: SocketAddr,
+        stream_key: [u8; 32],
+        cgroup: Option<JobCgroup>,
+        running: Jobs,
+        started: Arc<AtomicU64>,
+        criu: CriuState,
+    ) -> Self {
+        ExecContext {
+            node,
+            addr,
+            stream_key,
+            cgroup,
+            running,
+            started,
+            controls: Arc::default(),
+            parked: Arc::default(),
+            outcomes: Arc::default(),
+            attempts: Arc::default(),
+            criu,
+            holder: crate::job::holder_exe(),
+        }
+    }
+
+    /// Why jobs cannot be restored here, if they cannot.
+    pub fn cannot_restore(&self) -> Option<String> {
+        match &*self.criu.lock().expect("criu state") {
+            None => Some("still checking whether CRIU works here".into()),
+            Some(Ok(())) => None,
+            Some(Err(e)) => Some(e.clone()),
+        }
+    }
 }
 
 /// (jobs running, jobs ever started) with the guarantee that every job

@@ -27,6 +27,14 @@ pub struct SecureStream {
     pub recv: FrameCipher,
 }
 
+impl std::fmt::Debug for SecureStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecureStream")
+            .field("peer", &self.rd.peer_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
 fn keepalive(stream: &TcpStream) {
     let s = socket2::SockRef::from(stream);
     let ka = socket2::TcpKeepalive::new()

@@ -1,25 +1,25 @@
-//! The target side of an exec stream: accept the handshake, read the
-//! request (or answer a job list), start the job as the caller, then pump its
-//! stdout/stderr and heartbeats to the home node and the home node's stdin
-//! and signals to the job until it exits.
+//! The target side of an exec stream: accept the handshake, read the first
+//! frame and dispatch: a job to run (`Exec`), a job list (`Ps`), or one of
+//! the migration exchanges (see [`super::migrate`]). A running job is
+//! driven by [`drive`]: its stdout/stderr and heartbeats go to the home
+//! node, the home node's stdin and signals to the job, and a migration
+//! order, if one comes, moves it away.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::Stdio;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use contracts::share::{find_mount, MOUNT_POINT};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::migrate::{self, MigrateCmd};
 use super::stream::{accept, sealed_reader, SecureStream};
 use super::{now_ms, ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_PERMISSION, HEARTBEAT};
-use crate::wire::{self, ExecRequest, ExitInfo, Frame, JobInfo};
+use crate::crypto::FrameCipher;
+use crate::job::{self, Started};
+use crate::wire::{self, ExecRequest, ExitInfo, Frame, JobInfo, WireError};
 
 /// Bytes of job output per frame.
 const CHUNK: usize = 32 * 1024;
@@ -34,28 +34,14 @@ pub async fn serve(stream: TcpStream, ctx: ExecContext) {
             return;
         }
     };
-    let req = match tokio::time::timeout(
+    let first = match tokio::time::timeout(
         Duration::from_secs(5),
         wire::read_sealed(&mut s.rd, &mut s.recv),
     )
     .await
     {
-        Ok(Ok(Some(Frame::Exec(req)))) => req,
-        Ok(Ok(Some(Frame::Ps))) => {
-            let jobs: Vec<JobInfo> = ctx
-                .running
-                .lock()
-                .expect("jobs lock")
-                .values()
-                .cloned()
-                .collect();
-            let _ = wire::write_sealed(&mut s.wr, &mut s.send, &Frame::PsReply(jobs)).await;
-            return;
-        }
-        Ok(Ok(other)) => {
-            warn!(?peer, frame = ?other.map(|f| format!("{f:?}")), "exec stream did not start with a request");
-            return;
-        }
+        Ok(Ok(Some(f))) => f,
+        Ok(Ok(None)) => return,
         Ok(Err(e)) => {
             warn!(?peer, cause = %e, "refused exec stream");
             return;
@@ -65,8 +51,55 @@ pub async fn serve(stream: TcpStream, ctx: ExecContext) {
             return;
         }
     };
-    info!(job = %req.job, home = %req.home, uid = req.uid, argv = ?req.argv, "running job");
-    run_job(req, ctx, s).await;
+    match first {
+        Frame::Exec(req) => {
+            info!(job = %req.job, home = %req.home, uid = req.uid, argv = ?req.argv, "running job");
+            run_job(req, ctx, s).await;
+        }
+        Frame::Ps => {
+            let jobs: Vec<JobInfo> = ctx
+                .running
+                .lock()
+                .expect("jobs lock")
+                .values()
+                .cloned()
+                .collect();
+            let _ = wire::write_sealed(&mut s.wr, &mut s.send, &Frame::PsReply(jobs)).await;
+        }
+        Frame::MigrateJob(order) => migrate::order(order, &ctx, s).await,
+        Frame::Immigrate(imm) => migrate::immigrate(imm, ctx, s).await,
+        Frame::Outcome { job, attempt } => {
+            let done = ctx
+                .outcomes
+                .lock()
+                .expect("outcomes")
+                .get(&(job, attempt))
+                .copied()
+                .unwrap_or(false);
+            let _ = wire::write_sealed(&mut s.wr, &mut s.send, &Frame::OutcomeReply(done)).await;
+        }
+        Frame::Attach { job } => {
+            let parked = ctx.parked.lock().expect("parked").remove(&job);
+            match parked {
+                Some(tx) => {
+                    let _ = tx.send(s);
+                }
+                None => {
+                    let message = format!("job {job} is not waiting on node {}", ctx.node);
+                    let _ = wire::write_sealed(
+                        &mut s.wr,
+                        &mut s.send,
+                        &Frame::Failed {
+                            code: EXIT_NODE_LOST,
+                            message,
+                        },
+                    )
+                    .await;
+                }
+            }
+        }
+        other => warn!(?peer, frame = ?other, "exec stream did not start with a request"),
+    }
 }
 
 /// Why a job's working directory is missing here, and the way out: the
@@ -87,18 +120,17 @@ fn missing_cwd(cwd: &str, node: &str) -> String {
     format!("working directory {cwd} does not exist on node {node} ({hint})")
 }
 
-/// Checks a request and starts the process.
-fn start(req: &ExecRequest, ctx: &ExecContext) -> Result<tokio::process::Child, (i32, String)> {
+/// Checks a request and starts the job under its holder.
+async fn start(req: &ExecRequest, ctx: &ExecContext) -> Result<Started, (i32, String)> {
     let node = &ctx.node;
-    let Some(program) = req.argv.first() else {
+    if req.argv.is_empty() {
         return Err((EXIT_CANNOT_RUN, "empty command".into()));
-    };
+    }
     if !std::path::Path::new(&req.cwd).is_dir() {
         return Err((EXIT_CANNOT_RUN, missing_cwd(&req.cwd, node)));
     }
     let euid = nix::unistd::geteuid().as_raw();
-    let root = euid == 0;
-    if !root && req.uid != euid {
+    if euid != 0 && req.uid != euid {
         return Err((
             EXIT_NO_PERMISSION,
             format!(
@@ -107,197 +139,254 @@ fn start(req: &ExecRequest, ctx: &ExecContext) -> Result<tokio::process::Child, 
             ),
         ));
     }
-    let cwd = CString::new(req.cwd.clone())
-        .map_err(|_| (EXIT_CANNOT_RUN, "cwd contains a NUL byte".to_string()))?;
-    let procs: Option<OwnedFd> = match &ctx.cgroup {
-        Some(cg) => match std::fs::OpenOptions::new()
-            .write(true)
-            .open(cg.procs_file())
-        {
-            Ok(f) => Some(f.into()),
-            Err(e) => {
-                return Err((
-                    EXIT_CANNOT_RUN,
-                    format!(
-                        "cannot enter job cgroup {} on node {node}: {e}",
-                        cg.dir.display()
-                    ),
-                ))
-            }
-        },
-        None => None,
-    };
-    let procs_raw = procs.as_ref().map(|f| f.as_raw_fd());
-    let (uid, gid) = (req.uid, req.gid);
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(&req.argv[1..])
-        .env_clear()
-        .envs(req.env.iter().map(|(k, v)| (k, v)))
-        .env("OM_NODE", node)
-        .env("OM_HOME", &req.home)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe system calls on values prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some(fd) = procs_raw {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if root
-                && (libc::setgroups(1, &gid) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0)
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::chdir(cwd.as_ptr()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.kill_on_drop(false);
-    let child = cmd.spawn().map_err(|e| {
-        let code = match e.kind() {
-            std::io::ErrorKind::PermissionDenied => EXIT_NO_PERMISSION,
-            _ => EXIT_CANNOT_RUN,
-        };
-        (code, format!("cannot run {program} on node {node}: {e}"))
-    });
-    drop(procs);
-    child
+    let mut env = req.env.clone();
+    env.retain(|(k, _)| k != "OM_NODE" && k != "OM_HOME");
+    env.push(("OM_NODE".into(), node.clone()));
+    env.push(("OM_HOME".into(), req.home.clone()));
+    let cgroup = ctx.cgroup.as_ref().map(|c| c.dir.clone());
+    job::start(job::Launch {
+        argv: &req.argv,
+        env,
+        cwd: &req.cwd,
+        uid: req.uid,
+        gid: req.gid,
+        cgroup: cgroup.as_deref(),
+        node,
+        holder: &ctx.holder,
+    })
+    .await
 }
 
-/// Copies a job's stdout or stderr into frames, in a task of `tasks`.
-fn pump<R: AsyncRead + Unpin + Send + 'static>(
-    mut r: R,
-    tx: mpsc::Sender<Frame>,
-    stderr: bool,
-    tasks: &mut JoinSet<()>,
-) {
-    tasks.spawn(async move {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let data = buf[..n].to_vec();
-                    let f = if stderr {
-                        Frame::Stderr(data)
-                    } else {
-                        Frame::Stdout(data)
-                    };
-                    if tx.send(f).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// Runs an accepted request to its end. The helper tasks (output pumps, the
-/// stdin writer, the frame reader) belong to this call and end with it.
+/// Runs an accepted request to its end.
 async fn run_job(req: ExecRequest, ctx: ExecContext, s: SecureStream) {
-    let SecureStream {
-        rd,
-        mut wr,
-        mut send,
-        recv,
-    } = s;
-    let mut child = match start(&req, &ctx) {
+    let mut home = HomeLink::new(s);
+    let started = match start(&req, &ctx).await {
         Ok(c) => c,
         Err((code, message)) => {
             info!(job = %req.job, %message, "job refused");
-            let _ = wire::write_sealed(&mut wr, &mut send, &Frame::Failed { code, message }).await;
+            home.send(&Frame::Failed { code, message }).await;
             return;
         }
     };
-    let pid = child.id().unwrap_or(0);
-    ctx.running.lock().expect("jobs lock").insert(
-        req.job.clone(),
-        JobInfo {
-            job: req.job.clone(),
-            argv: req.argv.clone(),
-            uid: req.uid,
-            node: ctx.node.clone(),
-            home: req.home.clone(),
-            pid: Some(pid),
-            started_ms: now_ms(),
+    let info = JobInfo {
+        job: req.job.clone(),
+        argv: req.argv.clone(),
+        uid: req.uid,
+        node: ctx.node.clone(),
+        home: req.home.clone(),
+        pid: Some(started.init),
+        started_ms: now_ms(),
+        moves: 0,
+        cantmove: if req.lock {
+            Some("locked (omctl run --lock)".to_string())
+        } else {
+            started.cantmove.clone()
         },
-    );
-    let seq = ctx.started.fetch_add(1, Ordering::SeqCst) + 1;
-    let mut tasks = JoinSet::new();
-    let (out_tx, mut out_rx) = mpsc::channel::<Frame>(64);
-    if let Some(o) = child.stdout.take() {
-        pump(o, out_tx.clone(), false, &mut tasks);
-    }
-    if let Some(e) = child.stderr.take() {
-        pump(e, out_tx.clone(), true, &mut tasks);
-    }
-    drop(out_tx);
-    let (in_tx, mut in_rx) = mpsc::channel::<Option<Vec<u8>>>(64);
-    if let Some(mut stdin) = child.stdin.take() {
-        tasks.spawn(async move {
-            while let Some(Some(data)) = in_rx.recv().await {
-                if stdin.write_all(&data).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    let mut frames = sealed_reader(rd, recv, &mut tasks);
-    let signal = |sig: i32| {
-        if pid > 0 {
-            // SAFETY: plain kill(2) on the job's process group.
-            unsafe { libc::kill(-(pid as i32), sig) };
-        }
     };
-    let mut ok = wire::write_sealed(
-        &mut wr,
-        &mut send,
-        &Frame::Started {
-            node: ctx.node.clone(),
-            pid,
-            seq,
-        },
-    )
-    .await
-    .is_ok();
+    let job = RunningJob {
+        info,
+        gid: req.gid,
+        started,
+        stdin: Vec::new(),
+        stdin_eof: false,
+    };
+    drive(job, Home::Link(home), ctx).await;
+}
+
+/// The stream to the job's home node, or none yet (a restored job before
+/// its home attaches).
+pub(super) struct HomeLink {
+    link: Option<(tokio::net::tcp::OwnedWriteHalf, FrameCipher)>,
+    frames: mpsc::Receiver<Result<Frame, WireError>>,
+    /// Whether the home node still talks to us.
+    open: bool,
+    /// The frame reader's task.
+    _tasks: JoinSet<()>,
+}
+
+impl HomeLink {
+    /// A link over an exec stream.
+    pub(super) fn new(s: SecureStream) -> Self {
+        let mut tasks = JoinSet::new();
+        let frames = sealed_reader(s.rd, s.recv, &mut tasks);
+        HomeLink {
+            link: Some((s.wr, s.send)),
+            frames,
+            open: true,
+            _tasks: tasks,
+        }
+    }
+
+    /// No link.
+    pub(super) fn detached() -> Self {
+        HomeLink {
+            link: None,
+            frames: mpsc::channel(1).1,
+            open: false,
+            _tasks: JoinSet::new(),
+        }
+    }
+
+    /// Sends a frame; after the first failure, nothing more.
+    pub(super) async fn send(&mut self, f: &Frame) {
+        if let Some((wr, cipher)) = &mut self.link {
+            if wire::write_sealed(wr, cipher, f).await.is_err() {
+                self.link = None;
+            }
+        }
+    }
+
+    /// Ends the stream cleanly.
+    async fn close(&mut self) {
+        if let Some((mut wr, _)) = self.link.take() {
+            let _ = wr.shutdown().await;
+        }
+    }
+
+    fn hang_up(&mut self) {
+        self.open = false;
+        self.link = None;
+    }
+}
+
+/// A job running here, as its driver holds it.
+pub(super) struct RunningJob {
+    pub(super) info: JobInfo,
+    pub(super) gid: u32,
+    pub(super) started: Started,
+    /// Stdin received but not yet written to the job.
+    pub(super) stdin: Vec<u8>,
+    /// The home node closed stdin (closed here once `stdin` is written).
+    pub(super) stdin_eof: bool,
+}
+
+/// Where a job's home node is, for [`drive`].
+pub(super) enum Home {
+    /// Connected.
+    Link(HomeLink),
+    /// A restored job: the home node attaches with `Attach` (registered in
+    /// [`ExecContext::parked`] before the restore was announced).
+    Awaiting(oneshot::Receiver<SecureStream>),
+}
+
+/// How [`drive`] ended.
+enum End {
+    Exited(ExitInfo),
+    Moved,
+}
+
+/// Drives a running job until it exits or moves away: output to home,
+/// input and signals to the job, migration orders.
+pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
+    let name = job.info.job.clone();
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<MigrateCmd>(1);
+    ctx.controls
+        .lock()
+        .expect("controls")
+        .insert(name.clone(), ctl_tx);
+    let seq = {
+        ctx.running
+            .lock()
+            .expect("jobs lock")
+            .insert(name.clone(), job.info.clone());
+        ctx.started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    };
+    let (mut home, mut attach_rx, mut waiting_attach) = match home {
+        Home::Link(l) => (l, oneshot::channel().1, false),
+        Home::Awaiting(rx) => (HomeLink::detached(), rx, true),
+    };
+    let attach_deadline = tokio::time::sleep(Duration::from_secs(30));
+    tokio::pin!(attach_deadline);
+    let started_frame = Frame::Started {
+        node: ctx.node.clone(),
+        pid: job.started.init,
+        seq,
+    };
+    if !waiting_attach {
+        home.send(&started_frame).await;
+    }
+    let mut stdin = job.started.pipes.stdin.take();
+    let mut obuf = vec![0u8; CHUNK];
+    let mut ebuf = vec![0u8; CHUNK];
+    let (mut out_open, mut err_open) = (true, true);
     let mut beat = tokio::time::interval(HEARTBEAT);
     let mut exited: Option<ExitInfo> = None;
-    let mut outputs_open = true;
-    let mut home_open = true;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
-    while exited.is_none() || outputs_open {
+    let end = loop {
+        if let (Some(exit), false, false) = (exited, out_open, err_open) {
+            break End::Exited(exit);
+        }
+        if job.stdin_eof && job.stdin.is_empty() {
+            stdin = None;
+        }
+        let holder_pid = job.started.holder.id();
+        let signal = |sig: i32| {
+            if let Some(p) = holder_pid {
+                // SAFETY: plain kill(2) on the holder, which forwards it.
+                unsafe { libc::kill(p as i32, sig) };
+            }
+        };
+        let want_write = stdin.is_some() && !job.stdin.is_empty();
         tokio::select! {
-            f = out_rx.recv(), if outputs_open => match f {
-                Some(f) => {
-                    if ok { ok = wire::write_sealed(&mut wr, &mut send, &f).await.is_ok(); }
-                }
-                None => outputs_open = false,
+            r = job.started.pipes.stdout.read(&mut obuf), if out_open => match r {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => home.send(&Frame::Stdout(obuf[..n].to_vec())).await,
             },
-            f = frames.recv(), if home_open => match f {
-                Some(Ok(Frame::Stdin(d))) => { let _ = in_tx.send(Some(d)).await; }
-                Some(Ok(Frame::StdinEof)) => { let _ = in_tx.send(None).await; }
-                Some(Ok(Frame::Signal(sig))) => { debug!(job = %req.job, sig, "forwarding signal"); signal(sig); }
-                Some(Ok(other)) => debug!(job = %req.job, frame = ?other, "ignored frame"),
+            r = job.started.pipes.stderr.read(&mut ebuf), if err_open => match r {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => home.send(&Frame::Stderr(ebuf[..n].to_vec())).await,
+            },
+            w = async { stdin.as_ref().expect("checked").writable().await }, if want_write => {
+                if w.is_ok() {
+                    match stdin.as_ref().expect("checked").try_write(&job.stdin) {
+                        Ok(n) => { job.stdin.drain(..n); }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => { stdin = None; job.stdin.clear(); }
+                    }
+                }
+            },
+            f = home.frames.recv(), if home.open && !waiting_attach => match f {
+                Some(Ok(Frame::Stdin(d))) => if stdin.is_some() { job.stdin.extend_from_slice(&d) },
+                Some(Ok(Frame::StdinEof)) => job.stdin_eof = true,
+                Some(Ok(Frame::Signal(sig))) => { debug!(job = %name, sig, "forwarding signal"); signal(sig); }
+                Some(Ok(other)) => debug!(job = %name, frame = ?other, "ignored frame"),
                 Some(Err(_)) | None => {
-                    // The home node is gone: the job has nobody to report to.
-                    info!(job = %req.job, "home node went away, hanging up the job");
-                    home_open = false;
-                    ok = false;
+                    info!(job = %name, "home node went away, hanging up the job");
+                    home.hang_up();
                     signal(libc::SIGHUP);
-                    signal(libc::SIGCONT);
+                    job::resume(job.started.init);
                 }
             },
-            st = child.wait(), if exited.is_none() => {
+            s = &mut attach_rx, if waiting_attach => {
+                waiting_attach = false;
+                match s {
+                    Ok(s) => {
+                        home = HomeLink::new(s);
+                        home.send(&started_frame).await;
+                    }
+                    Err(_) => home.hang_up(),
+                }
+            },
+            () = &mut attach_deadline, if waiting_attach => {
+                info!(job = %name, "its home node never attached, hanging up the job");
+                waiting_attach = false;
+                ctx.parked.lock().expect("parked").remove(&name);
+                home.hang_up();
+                signal(libc::SIGHUP);
+            },
+            cmd = ctl_rx.recv() => if let Some(cmd) = cmd {
+                if exited.is_some() {
+                    let _ = cmd.reply.send(Err((EXIT_CANNOT_RUN, format!("job {name} has ended"))));
+                    continue;
+                }
+                let stdin_closed = stdin.is_none() || job.stdin_eof;
+                if migrate::out(&mut job, &mut home, &ctx, cmd, stdin_closed).await {
+                    break End::Moved;
+                }
+            },
+            st = job.started.holder.wait(), if exited.is_none() => {
                 exited = Some(match st {
                     Ok(st) => {
                         use std::os::unix::process::ExitStatusExt;
@@ -309,23 +398,30 @@ async fn run_job(req: ExecRequest, ctx: ExecContext, s: SecureStream) {
                     }
                     Err(_) => ExitInfo::Code(EXIT_NODE_LOST),
                 });
-                // A background grandchild may keep the pipes open: give the
-                // output a moment to drain, then report anyway.
+                // Something outside the job may still hold the pipes: give
+                // the output a moment to drain, then report anyway.
                 drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
             },
             _ = beat.tick() => {
-                if ok { ok = wire::write_sealed(&mut wr, &mut send, &Frame::Heartbeat).await.is_ok(); }
+                if !waiting_attach { home.send(&Frame::Heartbeat).await; }
                 if let Some(d) = drain_deadline {
-                    if tokio::time::Instant::now() >= d { break; }
+                    if tokio::time::Instant::now() >= d { break End::Exited(exited.expect("set with the deadline")); }
                 }
             },
         }
-    }
-    let exit = exited.unwrap_or(ExitInfo::Code(EXIT_NODE_LOST));
-    info!(job = %req.job, ?exit, "job ended");
-    ctx.running.lock().expect("jobs lock").remove(&req.job);
-    if ok {
-        let _ = wire::write_sealed(&mut wr, &mut send, &Frame::Exit(exit)).await;
-        let _ = wr.shutdown().await;
+    };
+    ctx.controls.lock().expect("controls").remove(&name);
+    ctx.parked.lock().expect("parked").remove(&name);
+    ctx.running.lock().expect("jobs lock").remove(&name);
+    match end {
+        End::Exited(exit) => {
+            info!(job = %name, ?exit, "job ended");
+            home.send(&Frame::Exit(exit)).await;
+            home.close().await;
+        }
+        End::Moved => {
+            let _ = job.started.holder.wait().await;
+            home.close().await;
+        }
     }
 }

@@ -12,13 +12,23 @@ use tokio::sync::mpsc;
 async fn target(key: [u8; 32]) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let ctx = ExecContext {
-        node: "t".into(),
-        stream_key: key,
-        cgroup: None,
-        running: Jobs::default(),
-        started: Arc::default(),
-    };
+    let mut ctx = ExecContext::new(
+        "t".into(),
+        addr,
+        key,
+        None,
+        Jobs::default(),
+        Arc::default(),
+        Arc::default(),
+    );
+    // Unit tests run in the test binary: the holder is the omnode binary
+    // cargo builds beside it (target/<profile>/omnode).
+    ctx.holder = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("omnode");
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
             tokio::spawn(serve(s, ctx.clone()));
@@ -40,6 +50,7 @@ fn request(marker: &std::path::Path) -> ExecRequest {
         uid: nix::unistd::geteuid().as_raw(),
         gid: nix::unistd::getegid().as_raw(),
         home: "h".into(),
+        lock: false,
     }
 }
 
@@ -126,7 +137,7 @@ async fn relay_streams_stdin_and_reports_a_missing_cwd() {
         req,
         caller_rx,
         caller_tx,
-        std::future::pending(),
+        tokio::sync::broadcast::channel(1).1,
     )
     .await;
     assert_eq!(end, RelayEnd::Exit(ExitInfo::Code(0)));
@@ -150,7 +161,7 @@ async fn relay_streams_stdin_and_reports_a_missing_cwd() {
         req,
         caller_rx,
         caller_tx,
-        std::future::pending(),
+        tokio::sync::broadcast::channel(1).1,
     )
     .await;
     assert_eq!(

@@ -1,0 +1,485 @@
+//! Moving a running job to another node, between the agents involved:
+//!
+//! ```text
+//!  requester ─MigrateJob─▶ source (runs the job)        home (omctl run)
+//!                            │ checks what could keep it here (`job::movable`)
+//!                            │ ──Migrating──────────────▶ holds stdin and signals
+//!                            │ stops every process, drains its output to home
+//!                            │ criu dump --leave-stopped (tmpfs)
+//!                            │ ──Immigrate, File…, FilesDone──▶ target
+//!                            │                      restores (stopped), ◀─Restored
+//!                            │ kills its copy, ──Commit──▶ target resumes the job
+//!                            │ ──Moved(target)──────────▶ attaches to the target
+//!  requester ◀─Migrated──────┘
+//! ```
+//!
+//! Never two live copies, never none: the target's copy stays stopped until
+//! `Commit`; the source's copy stays (stopped) until `Restored`, and is
+//! resumed if anything fails before it. If the link breaks between
+//! `Restored` and `Commit`, the target asks the source what it decided
+//! (`Outcome`): committed (the source's copy is gone) → resume; not
+//! committed → kill its own. A source that stays unreachable has died, and
+//! its copy with it: the target resumes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::stream::{connect, SecureStream};
+use super::target::{drive, Home, HomeLink, RunningJob};
+use super::{ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_AGENT, EXIT_NO_PERMISSION};
+use crate::job;
+use crate::wire::{self, Frame, Immigrant, MigrateDone, MigrateOrder};
+
+/// Where checkpoints are written (tmpfs on a netbooted node).
+pub const SPOOL: &str = "/run/omnode/migrate";
+/// Bytes of checkpoint per frame.
+const FILE_CHUNK: usize = 512 * 1024;
+/// How long the source waits for the target's restore.
+const RESTORE_LIMIT: Duration = Duration::from_secs(300);
+/// How long a target keeps asking an unreachable source what it decided.
+const OUTCOME_LIMIT: Duration = Duration::from_secs(30);
+
+/// The result of a migration as the requester gets it.
+pub type MigrateResult = Result<MigrateDone, (i32, String)>;
+
+/// A migration order handed to the driver of the job.
+#[derive(Debug)]
+pub struct MigrateCmd {
+    /// The order.
+    pub order: MigrateOrder,
+    /// Where the outcome goes.
+    pub reply: oneshot::Sender<MigrateResult>,
+}
+
+/// Answers a `MigrateJob` stream: hands the order to the job's driver and
+/// sends back what became of it.
+pub(super) async fn order(order: MigrateOrder, ctx: &ExecContext, mut s: SecureStream) {
+    let result = run_order(order, ctx).await;
+    let f = match result {
+        Ok(done) => Frame::Migrated(done),
+        Err((code, message)) => Frame::Failed { code, message },
+    };
+    let _ = wire::write_sealed(&mut s.wr, &mut s.send, &f).await;
+}
+
+async fn run_order(order: MigrateOrder, ctx: &ExecContext) -> MigrateResult {
+    let node = &ctx.node;
+    let info = ctx.running.lock().expect("jobs").get(&order.job).cloned();
+    let Some(info) = info else {
+        return Err((
+            EXIT_CANNOT_RUN,
+            format!("job {} does not run on node {node}", order.job),
+        ));
+    };
+    if order.uid != 0 && order.uid != info.uid {
+        return Err((
+            EXIT_NO_PERMISSION,
+            format!(
+                "job {} belongs to uid {}; only its owner or root may move it",
+                info.job, info.uid
+            ),
+        ));
+    }
+    if let Some(why) = &info.cantmove {
+        return Err((
+            EXIT_CANNOT_RUN,
+            format!("job {} cannot move: {why}", info.job),
+        ));
+    }
+    if order.to == *node {
+        return Err((
+            EXIT_CANNOT_RUN,
+            format!("job {} already runs on node {node}", info.job),
+        ));
+    }
+    let ctl = ctx
+        .controls
+        .lock()
+        .expect("controls")
+        .get(&order.job)
+        .cloned();
+    let Some(ctl) = ctl else {
+        return Err((EXIT_CANNOT_RUN, format!("job {} is not running", order.job)));
+    };
+    let (tx, rx) = oneshot::channel();
+    if ctl.send(MigrateCmd { order, reply: tx }).await.is_err() {
+        return Err((EXIT_CANNOT_RUN, "the job ended".into()));
+    }
+    rx.await
+        .unwrap_or_else(|_| Err((EXIT_CANNOT_RUN, "the job ended while moving".into())))
+}
+
+/// The checkpoint's files, name → size.
+fn files_of(dir: &Path) -> std::io::Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with(".log") || !e.file_type()?.is_file() {
+            continue;
+        }
+        out.insert(name, e.metadata()?.len());
+    }
+    Ok(out)
+}
+
+/// Streams the checkpoint in `dir` to the target and waits for its
+/// answer: the pid of the restored (stopped) job init.
+async fn send_checkpoint(
+    s: &mut SecureStream,
+    imm: Immigrant,
+    dir: &Path,
+) -> Result<(u32, u64), String> {
+    let w = |e: wire::WireError| format!("lost the target: {e}");
+    wire::write_sealed(&mut s.wr, &mut s.send, &Frame::Immigrate(imm))
+        .await
+        .map_err(w)?;
+    let mut bytes = 0;
+    for name in files_of(dir)
+        .map_err(|e| format!("cannot read the checkpoint: {e}"))?
+        .keys()
+    {
+        let data = std::fs::read(dir.join(name)).map_err(|e| format!("cannot read {name}: {e}"))?;
+        bytes += data.len() as u64;
+        let mut chunks = data.chunks(FILE_CHUNK).peekable();
+        if chunks.peek().is_none() {
+            let f = Frame::File {
+                name: name.clone(),
+                data: Vec::new(),
+            };
+            wire::write_sealed(&mut s.wr, &mut s.send, &f)
+                .await
+                .map_err(w)?;
+        }
+        for c in chunks {
+            let f = Frame::File {
+                name: name.clone(),
+                data: c.to_vec(),
+            };
+            wire::write_sealed(&mut s.wr, &mut s.send, &f)
+                .await
+                .map_err(w)?;
+        }
+    }
+    wire::write_sealed(&mut s.wr, &mut s.send, &Frame::FilesDone)
+        .await
+        .map_err(w)?;
+    match tokio::time::timeout(RESTORE_LIMIT, wire::read_sealed(&mut s.rd, &mut s.recv)).await {
+        Ok(Ok(Some(Frame::Restored { pid }))) => Ok((pid, bytes)),
+        Ok(Ok(Some(Frame::Failed { message, .. }))) => Err(message),
+        Ok(Ok(Some(other))) => Err(format!("the target answered {other:?}")),
+        Ok(Ok(None)) => Err("the target closed the connection during the restore".into()),
+        Ok(Err(e)) => Err(format!("lost the target during the restore: {e}")),
+        Err(_) => Err("the target did not restore the job in time".into()),
+    }
+}
+
+/// Moves `job` away as `cmd` says. Returns true if it moved (the driver
+/// ends without an exit status); otherwise the job runs here as before and
+/// the requester has the reason.
+pub(super) async fn out(
+    job: &mut RunningJob,
+    home: &mut HomeLink,
+    ctx: &ExecContext,
+    cmd: MigrateCmd,
+    stdin_closed: bool,
+) -> bool {
+    let MigrateCmd { order, reply } = cmd;
+    let t0 = Instant::now();
+    let name = job.info.job.clone();
+    let init = job.started.init;
+    let procs = job::processes(init);
+    if let Err(why) = job::movable::check(&procs) {
+        let _ = reply.send(Err((
+            EXIT_CANNOT_RUN,
+            format!("job {name} cannot move: {why}"),
+        )));
+        return false;
+    }
+    let attempt = ctx.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+    let dir = PathBuf::from(SPOOL).join(format!("{name}.{attempt}.out"));
+    info!(job = %name, to = %order.to, attempt, "moving job");
+    home.send(&Frame::Migrating).await;
+    let result = freeze_and_send(job, home, ctx, &order, attempt, &dir, stdin_closed).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(mut sent) => {
+            ctx.outcomes
+                .lock()
+                .expect("outcomes")
+                .insert((name.clone(), attempt), true);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(init as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            // If this is lost, the target asks (`Outcome`) and learns it.
+            let s = &mut sent.stream;
+            let _ = wire::write_sealed(&mut s.wr, &mut s.send, &Frame::Commit).await;
+            home.send(&Frame::Moved {
+                node: order.to.clone(),
+                addr: order.to_addr,
+            })
+            .await;
+            let total = t0.elapsed();
+            info!(job = %name, to = %order.to, bytes = sent.bytes, ms = total.as_millis() as u64, "job moved");
+            let _ = reply.send(Ok(MigrateDone {
+                job: name,
+                from: ctx.node.clone(),
+                to: order.to,
+                pid: sent.pid,
+                bytes: sent.bytes,
+                freeze_ms: sent.frozen_at.elapsed().as_millis() as u64,
+                total_ms: total.as_millis() as u64,
+            }));
+            true
+        }
+        Err(why) => {
+            ctx.outcomes
+                .lock()
+                .expect("outcomes")
+                .insert((name.clone(), attempt), false);
+            job::resume(init);
+            home.send(&Frame::Resumed).await;
+            warn!(job = %name, to = %order.to, %why, "job stays");
+            let _ = reply.send(Err((
+                EXIT_NODE_LOST,
+                format!("job {name} stays on node {}: {why}", ctx.node),
+            )));
+            false
+        }
+    }
+}
+
+/// A checkpoint the target restored.
+struct Sent {
+    stream: SecureStream,
+    pid: u32,
+    bytes: u64,
+    frozen_at: Instant,
+}
+
+/// Stops the job, drains its output to home, dumps it and sends it to the
+/// target; the job stays stopped here whatever happens.
+async fn freeze_and_send(
+    job: &mut RunningJob,
+    home: &mut HomeLink,
+    ctx: &ExecContext,
+    order: &MigrateOrder,
+    attempt: u64,
+    dir: &Path,
+    stdin_closed: bool,
+) -> Result<Sent, String> {
+    let init = job.started.init;
+    let frozen_at = Instant::now();
+    job::stop(init).await?;
+    drain(job, home).await;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+    let took = job::criu::dump(init, dir).await?;
+    info!(job = %job.info.job, ms = took.as_millis() as u64, "dumped");
+    let mut s = connect(order.to_addr, &ctx.stream_key)
+        .await
+        .map_err(|e| format!("cannot reach node {}: {e}", order.to))?;
+    let imm = Immigrant {
+        info: job.info.clone(),
+        gid: job.gid,
+        pipe_inodes: job.started.pipes.inodes,
+        stdin: std::mem::take(&mut job.stdin),
+        stdin_closed,
+        attempt,
+        from_addr: ctx.addr,
+    };
+    let pending_stdin = imm.stdin.clone();
+    match send_checkpoint(&mut s, imm, dir).await {
+        Ok((pid, bytes)) => Ok(Sent {
+            stream: s,
+            pid,
+            bytes,
+            frozen_at,
+        }),
+        Err(e) => {
+            job.stdin = pending_stdin;
+            Err(e)
+        }
+    }
+}
+
+/// Reads what the stopped job left in its stdout and stderr pipes and
+/// sends it home, so that nothing is printed twice or lost.
+async fn drain(job: &mut RunningJob, home: &mut HomeLink) {
+    let mut buf = vec![0u8; 64 * 1024];
+    for err in [false, true] {
+        loop {
+            let p = if err {
+                &job.started.pipes.stderr
+            } else {
+                &job.started.pipes.stdout
+            };
+            if job::pending_bytes(p) == 0 {
+                break;
+            }
+            match p.try_read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let data = buf[..n].to_vec();
+                    let f = if err {
+                        Frame::Stderr(data)
+                    } else {
+                        Frame::Stdout(data)
+                    };
+                    home.send(&f).await;
+                }
+            }
+        }
+    }
+}
+
+/// Refuses an immigrant with a reason.
+async fn refuse(s: &mut SecureStream, message: String) {
+    warn!(%message, "refused a job moving in");
+    let f = Frame::Failed {
+        code: EXIT_NO_AGENT,
+        message,
+    };
+    let _ = wire::write_sealed(&mut s.wr, &mut s.send, &f).await;
+}
+
+/// Receives a checkpoint's files into `dir`, up to `FilesDone`.
+async fn receive_files(s: &mut SecureStream, dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+    let mut open: BTreeMap<String, std::fs::File> = BTreeMap::new();
+    loop {
+        let f = tokio::time::timeout(
+            Duration::from_secs(30),
+            wire::read_sealed(&mut s.rd, &mut s.recv),
+        )
+        .await
+        .map_err(|_| "the source stopped sending the checkpoint".to_string())?
+        .map_err(|e| format!("lost the source: {e}"))?;
+        match f {
+            Some(Frame::File { name, data }) => {
+                if name.is_empty() || name.contains('/') || name.starts_with('.') {
+                    return Err(format!("bad checkpoint file name {name:?}"));
+                }
+                if !open.contains_key(&name) {
+                    let file = std::fs::File::create(dir.join(&name))
+                        .map_err(|e| format!("cannot write {name}: {e}"))?;
+                    open.insert(name.clone(), file);
+                }
+                open.get_mut(&name)
+                    .expect("inserted")
+                    .write_all(&data)
+                    .map_err(|e| format!("cannot write {name}: {e}"))?;
+            }
+            Some(Frame::FilesDone) => return Ok(()),
+            Some(other) => return Err(format!("unexpected {other:?} in a checkpoint")),
+            None => return Err("the source hung up during the checkpoint".into()),
+        }
+    }
+}
+
+/// What the source decided about `attempt`, asked after the link broke:
+/// `true` if its copy is gone. A source unreachable for [`OUTCOME_LIMIT`]
+/// has died with its copy: `true`.
+async fn ask_outcome(from: SocketAddr, key: &[u8; 32], job: &str, attempt: u64) -> bool {
+    let deadline = Instant::now() + OUTCOME_LIMIT;
+    while Instant::now() < deadline {
+        if let Ok(mut s) = connect(from, key).await {
+            let q = Frame::Outcome {
+                job: job.to_string(),
+                attempt,
+            };
+            if wire::write_sealed(&mut s.wr, &mut s.send, &q).await.is_ok() {
+                if let Ok(Ok(Some(Frame::OutcomeReply(done)))) = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    wire::read_sealed(&mut s.rd, &mut s.recv),
+                )
+                .await
+                {
+                    return done;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    true
+}
+
+/// The target's side: receive, restore stopped, answer `Restored`, wait
+/// for `Commit` (or ask), resume, and drive the job until it ends or moves
+/// on; the home node attaches with `Attach`.
+pub(super) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStream) {
+    let name = imm.info.job.clone();
+    if let Some(why) = ctx.cannot_restore() {
+        refuse(&mut s, format!("node {} cannot take jobs: {why}", ctx.node)).await;
+        return;
+    }
+    let dir = PathBuf::from(SPOOL).join(format!("{name}.{}.in", imm.attempt));
+    if let Err(e) = receive_files(&mut s, &dir).await {
+        let _ = std::fs::remove_dir_all(&dir);
+        refuse(&mut s, e).await;
+        return;
+    }
+    let cgroup = ctx.cgroup.as_ref().map(|c| c.dir.clone());
+    let started = match job::restore(&ctx.holder, &dir, imm.pipe_inodes, cgroup.as_deref()).await {
+        Ok(st) => st,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            refuse(&mut s, format!("restore on node {} failed: {e}", ctx.node)).await;
+            return;
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    let init = started.init;
+    // Parked before the source hears of the restore: it tells home at once.
+    let (attach_tx, attach_rx) = oneshot::channel();
+    ctx.parked
+        .lock()
+        .expect("parked")
+        .insert(name.clone(), attach_tx);
+    let restored = Frame::Restored { pid: init };
+    let mut commit = wire::write_sealed(&mut s.wr, &mut s.send, &restored)
+        .await
+        .is_ok();
+    if commit {
+        commit = matches!(
+            tokio::time::timeout(RESTORE_LIMIT, wire::read_sealed(&mut s.rd, &mut s.recv)).await,
+            Ok(Ok(Some(Frame::Commit)))
+        );
+    }
+    if !commit {
+        commit = ask_outcome(imm.from_addr, &ctx.stream_key, &name, imm.attempt).await;
+    }
+    let mut started = started;
+    if !commit {
+        info!(job = %name, "the source kept the job; dropping the restored copy");
+        ctx.parked.lock().expect("parked").remove(&name);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(init as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = started.holder.wait().await;
+        return;
+    }
+    job::resume(init);
+    info!(job = %name, from = %imm.info.node, "job moved in");
+    let mut info = imm.info;
+    info.node = ctx.node.clone();
+    info.pid = Some(init);
+    info.moves += 1;
+    let job = RunningJob {
+        info,
+        gid: imm.gid,
+        started,
+        stdin: imm.stdin,
+        stdin_eof: imm.stdin_closed,
+    };
+    drop(s);
+    drive(job, Home::Awaiting(attach_rx), ctx).await;
+}

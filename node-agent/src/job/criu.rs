@@ -1,0 +1,80 @@
+//! Running CRIU: the dump of a stopped job into a directory, and the probe
+//! that tells whether this node can restore jobs at all (reported in the
+//! load vector, so a node whose kernel CRIU cannot handle is never chosen).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The program.
+pub const CRIU: &str = "criu";
+
+/// The lines of a CRIU log that say what went wrong (the last two errors,
+/// or the last two lines).
+pub fn log_tail(log: &str) -> String {
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("Error")).collect();
+    let mut pick: Vec<&str> = if errors.is_empty() {
+        log.lines().rev().take(2).collect()
+    } else {
+        errors.into_iter().rev().take(2).collect()
+    };
+    pick.reverse();
+    let text = pick.join(" / ");
+    if text.is_empty() {
+        "criu wrote no log".into()
+    } else {
+        text
+    }
+}
+
+/// Dumps the stopped job whose init is `init` into `dir`, leaving it
+/// stopped here (the caller kills or resumes it). Returns the time taken.
+pub async fn dump(init: u32, dir: &Path) -> Result<Duration, String> {
+    let t = Instant::now();
+    let out = tokio::process::Command::new(CRIU)
+        .arg("dump")
+        .arg("-t")
+        .arg(init.to_string())
+        .arg("-D")
+        .arg(dir)
+        .args([
+            "--leave-stopped",
+            "--manage-cgroups=ignore",
+            "-o",
+            "dump.log",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {CRIU}: {e}"))?;
+    if out.status.success() {
+        return Ok(t.elapsed());
+    }
+    let log = std::fs::read_to_string(dir.join("dump.log")).unwrap_or_default();
+    let mut why = log_tail(&log);
+    if log.is_empty() {
+        why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    }
+    Err(format!("criu dump failed ({}): {why}", out.status))
+}
+
+/// Whether CRIU can checkpoint and restore here: `criu` runs and knows
+/// this kernel's vDSO layout (`criu check` fails on kernels newer than the
+/// CRIU release). Run once at start, off the async threads.
+pub fn probe() -> Result<(), String> {
+    let out = std::process::Command::new(CRIU)
+        .arg("check")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{CRIU} is not installed ({e})"))?;
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    if text.contains("vdso") || text.contains("vDSO") {
+        return Err(format!(
+            "criu cannot handle this kernel: {}",
+            log_tail(&text)
+        ));
+    }
+    Ok(())
+}

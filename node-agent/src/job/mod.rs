@@ -1,0 +1,380 @@
+//! A cluster job's processes on the node that runs it, as the agent handles
+//! them: started under a holder in a PID namespace of their own ([`holder`]),
+//! stopped and resumed as a whole, checked for what would keep them from
+//! moving ([`movable`]), dumped and restored with CRIU ([`criu`]).
+//!
+//! The agent holds the other ends of the job's stdin, stdout and stderr
+//! pipes ([`JobPipes`]); a migration re-plugs the restored job's pipes to
+//! new ones on the target by their inodes.
+
+pub mod criu;
+pub mod holder;
+pub mod movable;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+
+use holder::{Report, Stage, INHERIT_BASE_FD, REPORT_FD};
+
+/// The agent's ends of a job's stdio pipes.
+#[derive(Debug)]
+pub struct JobPipes {
+    /// Writes the job's stdin (`None` once closed).
+    pub stdin: Option<pipe::Sender>,
+    /// Reads its stdout.
+    pub stdout: pipe::Receiver,
+    /// Reads its stderr.
+    pub stderr: pipe::Receiver,
+    /// The pipes' inodes (stdin, stdout, stderr): what CRIU calls them.
+    pub inodes: [u64; 3],
+}
+
+/// A job started (or restored) under a holder.
+#[derive(Debug)]
+pub struct Started {
+    /// The holder: its exit is the job's.
+    pub holder: tokio::process::Child,
+    /// The job init's pid here.
+    pub init: u32,
+    /// The agent's ends of the job's stdio.
+    pub pipes: JobPipes,
+    /// Why it cannot move, if the holder could not give it a PID namespace.
+    pub cantmove: Option<String>,
+}
+
+/// Why a job could not start: omctl's exit status and the message.
+pub type StartError = (i32, String);
+
+fn inode(fd: &impl AsRawFd) -> u64 {
+    nix::sys::stat::fstat(fd.as_raw_fd())
+        .map(|s| s.st_ino)
+        .unwrap_or(0)
+}
+
+/// Three pipes: the job's ends (stdin read end, stdout and stderr write
+/// ends) and the agent's.
+fn make_pipes() -> std::io::Result<([OwnedFd; 3], JobPipes)> {
+    let (in_r, in_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let inodes = [inode(&in_r), inode(&out_r), inode(&err_r)];
+    let pipes = JobPipes {
+        stdin: Some(pipe::Sender::from_owned_fd(in_w)?),
+        stdout: pipe::Receiver::from_owned_fd(out_r)?,
+        stderr: pipe::Receiver::from_owned_fd(err_r)?,
+        inodes,
+    };
+    Ok(([in_r, out_w, err_w], pipes))
+}
+
+/// The holder program: this very binary (`omnode`).
+pub fn holder_exe() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/bin/omnode"))
+}
+
+/// Spawns a holder with `args`, the report pipe on descriptor 3 and
+/// `fds` at 0, 1, 2 or at [`INHERIT_BASE_FD`]…; reads its reports to the end.
+async fn spawn_holder(
+    args: &mut std::process::Command,
+    fds: [OwnedFd; 3],
+    at_stdio: bool,
+    limit: Duration,
+) -> std::io::Result<(tokio::process::Child, Vec<Report>)> {
+    let (rep_r, rep_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let rep_raw = rep_w.as_raw_fd();
+    let raws: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    // Kept open until the holder is spawned (at 10.. it dup2s them).
+    let mut keep = Vec::new();
+    if at_stdio {
+        let [a, b, c] = fds;
+        args.stdin(Stdio::from(a))
+            .stdout(Stdio::from(b))
+            .stderr(Stdio::from(c));
+    } else {
+        keep.extend(fds);
+        args.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    }
+    // SAFETY: only dup2 between fork and exec, on descriptors opened before.
+    unsafe {
+        args.pre_exec(move || {
+            if libc::dup2(rep_raw, REPORT_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if !at_stdio {
+                for (i, fd) in raws.iter().enumerate() {
+                    if libc::dup2(*fd, INHERIT_BASE_FD + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+    args.process_group(0);
+    let mut cmd =
+        tokio::process::Command::from(std::mem::replace(args, std::process::Command::new("/")));
+    cmd.kill_on_drop(false);
+    let child = cmd.spawn()?;
+    drop(rep_w);
+    drop(keep);
+    let mut reader = pipe::Receiver::from_owned_fd(rep_r)?;
+    let mut text = String::new();
+    let _ = tokio::time::timeout(limit, reader.read_to_string(&mut text)).await;
+    Ok((child, Report::parse_all(&text)))
+}
+
+/// What the target needs to start a job.
+#[derive(Debug, Clone)]
+pub struct Launch<'a> {
+    /// Program and arguments.
+    pub argv: &'a [String],
+    /// Its environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory (checked to exist by the caller).
+    pub cwd: &'a str,
+    /// Identity.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// The job's cgroup, if any.
+    pub cgroup: Option<&'a Path>,
+    /// This node's name, for messages.
+    pub node: &'a str,
+    /// The holder program ([`holder_exe`]).
+    pub holder: &'a Path,
+}
+
+/// Starts a job under `omnode job-run`.
+pub async fn start(l: Launch<'_>) -> Result<Started, StartError> {
+    use crate::exec::{EXIT_CANNOT_RUN, EXIT_NO_PERMISSION};
+    let program = &l.argv[0];
+    let (job_fds, pipes) =
+        make_pipes().map_err(|e| (EXIT_CANNOT_RUN, format!("cannot make pipes: {e}")))?;
+    let mut cmd = std::process::Command::new(l.holder);
+    cmd.arg("job-run")
+        .arg("--uid")
+        .arg(l.uid.to_string())
+        .arg("--gid")
+        .arg(l.gid.to_string())
+        .arg("--cwd")
+        .arg(l.cwd);
+    if let Some(cg) = l.cgroup {
+        cmd.arg("--cgroup").arg(cg);
+    }
+    cmd.arg("--").args(l.argv).env_clear().envs(l.env);
+    let (mut child, reports) = spawn_holder(&mut cmd, job_fds, true, Duration::from_secs(30))
+        .await
+        .map_err(|e| {
+            (
+                EXIT_CANNOT_RUN,
+                format!("cannot start the job holder on node {}: {e}", l.node),
+            )
+        })?;
+    let mut init = None;
+    let mut cantmove = None;
+    for r in reports {
+        match r {
+            Report::Init(p) => init = Some(p),
+            Report::NoNamespace(errno) => {
+                cantmove = Some(format!(
+                    "it has no PID namespace of its own ({}; the agent on node {} is not root)",
+                    std::io::Error::from_raw_os_error(errno),
+                    l.node
+                ))
+            }
+            Report::Failed(stage, errno) => {
+                let _ = child.wait().await;
+                let e = std::io::Error::from_raw_os_error(errno);
+                let node = l.node;
+                return Err(match stage {
+                    Stage::Exec => (
+                        if e.kind() == std::io::ErrorKind::PermissionDenied {
+                            EXIT_NO_PERMISSION
+                        } else {
+                            EXIT_CANNOT_RUN
+                        },
+                        format!("cannot run {program} on node {node}: {e}"),
+                    ),
+                    Stage::Cwd => (
+                        EXIT_CANNOT_RUN,
+                        format!("cannot enter {} on node {node}: {e}", l.cwd),
+                    ),
+                    Stage::Cgroup => (
+                        EXIT_CANNOT_RUN,
+                        format!("cannot enter the job cgroup on node {node}: {e}"),
+                    ),
+                    Stage::Credentials => (
+                        EXIT_NO_PERMISSION,
+                        format!("cannot run as uid {} on node {node}: {e}", l.uid),
+                    ),
+                    Stage::Namespace => (
+                        EXIT_CANNOT_RUN,
+                        format!("cannot make the job's PID namespace on node {node}: {e}"),
+                    ),
+                });
+            }
+            Report::RestoreFailed(_) => {}
+        }
+    }
+    let Some(init) = init else {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        return Err((
+            EXIT_CANNOT_RUN,
+            format!("the job holder on node {} did not report", l.node),
+        ));
+    };
+    Ok(Started {
+        holder: child,
+        init,
+        pipes,
+        cantmove,
+    })
+}
+
+/// Restores the checkpoint in `dir` under `omnode job-restore`, its stdio
+/// re-plugged to new pipes in place of the pipes with `inodes`.
+pub async fn restore(
+    holder: &Path,
+    dir: &Path,
+    inodes: [u64; 3],
+    cgroup: Option<&Path>,
+) -> Result<Started, String> {
+    let (job_fds, pipes) = make_pipes().map_err(|e| format!("cannot make pipes: {e}"))?;
+    let mut cmd = std::process::Command::new(holder);
+    cmd.arg("job-restore").arg("--dir").arg(dir);
+    if let Some(cg) = cgroup {
+        cmd.arg("--cgroup").arg(cg);
+    }
+    cmd.arg("--pipe-inode")
+        .args(inodes.iter().map(|i| i.to_string()));
+    let (mut child, reports) = spawn_holder(&mut cmd, job_fds, false, Duration::from_secs(300))
+        .await
+        .map_err(|e| format!("cannot start the restore holder: {e}"))?;
+    for r in reports {
+        match r {
+            Report::Init(init) => {
+                return Ok(Started {
+                    holder: child,
+                    init,
+                    pipes,
+                    cantmove: None,
+                })
+            }
+            Report::RestoreFailed(m) => {
+                let _ = child.wait().await;
+                return Err(m);
+            }
+            Report::Failed(..) | Report::NoNamespace(_) => {}
+        }
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    Err("the restore holder did not report".into())
+}
+
+/// The job init `init` (its pid here) and every process below it.
+pub fn processes(init: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(ppid) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse()
+                        .ok()
+                })
+            {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    if !parent_of.iter().any(|&(p, _)| p == init) {
+        return Vec::new();
+    }
+    let mut out = vec![init];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(
+            parent_of
+                .iter()
+                .filter(|&&(_, pp)| pp == p)
+                .map(|&(c, _)| c),
+        );
+        i += 1;
+    }
+    out
+}
+
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Stops every process of the job and waits until each is stopped (or
+/// gone). Returns how many were stopped.
+pub async fn stop(init: u32) -> Result<usize, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let procs = processes(init);
+        if procs.is_empty() {
+            return Err("the job has ended".into());
+        }
+        for &p in &procs {
+            let _ = signal::kill(Pid::from_raw(p as i32), Signal::SIGSTOP);
+        }
+        let running: Vec<u32> = procs
+            .iter()
+            .copied()
+            .filter(
+                |&p| matches!(state(p), Some(s) if s != 'T' && s != 't' && s != 'Z' && s != 'X'),
+            )
+            .collect();
+        if running.is_empty() {
+            // A process forked while we stopped the others is stopped on the
+            // next pass; recount once nothing runs.
+            if processes(init).len() == procs.len() {
+                return Ok(procs.len());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("processes {running:?} did not stop"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Lets every process of the job run again.
+pub fn resume(init: u32) {
+    for p in processes(init) {
+        let _ = signal::kill(Pid::from_raw(p as i32), Signal::SIGCONT);
+    }
+}
+
+/// Bytes waiting in a pipe.
+pub fn pending_bytes(fd: &impl AsRawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+        return 0;
+    }
+    n.max(0) as usize
+}
