@@ -11,8 +11,10 @@
 //! The hierarchies are found in `/proc/self/mountinfo`, not at fixed paths.
 //! A v2 hierarchy without the cpu controller (the hybrid layout's
 //! `/sys/fs/cgroup/unified`) cannot cap CPU, so v1 is used there.
-//! A job enters its cgroup itself, between fork and exec, by writing `0` to
-//! `cgroup.procs` through a descriptor opened beforehand (see [`crate::exec`]).
+//! Each job has a cgroup of its own below the agent's ([`JobCgroup::job`]),
+//! which its job init enters before it starts the program (see
+//! [`crate::job::holder`]); a moved job's restored processes enter the
+//! target's.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -197,6 +199,22 @@ impl JobCgroup {
             Version::V1 => fs::read_to_string(self.dir.join("cpu.cfs_quota_us")).ok()?,
         };
         text.split_whitespace().next()?.parse().ok()
+    }
+
+    /// The cgroup of one job, below this one (made if missing): where its
+    /// processes run, so they are counted and capped together.
+    pub fn job(&self, job: &str) -> Result<PathBuf, CgroupError> {
+        let dir = self.dir.join(sanitize(job));
+        fs::create_dir_all(&dir).map_err(|source| CgroupError::Write {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Ok(dir)
+    }
+
+    /// Removes a job's cgroup once its processes are gone.
+    pub fn remove_job(&self, job: &str) {
+        let _ = fs::remove_dir(self.dir.join(sanitize(job)));
     }
 
     /// Removes the cgroup (when the agent stops; fails harmlessly while

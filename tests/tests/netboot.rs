@@ -170,6 +170,7 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
     );
 
     check_shared_tree(&mut lab)?;
+    crate::migrate::check_migration(&mut lab)?;
 
     // Pull the plug on the last machine right after it fsync'd a file: the
     // head must have every byte, and must declare the machine dead.
@@ -181,6 +182,9 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
         "dd if=/dev/urandom of=durable.bin bs=64k count=64 conv=fsync 2>/dev/null && sha256sum durable.bin",
     )?;
     let victim_before: Vec<String> = ClusterLab::nodes_in_state(&view, "alive");
+    // A job on the first machine is being moved to the victim when it dies.
+    let first = lab.nodes[0].node_name();
+    let (doomed, mover) = crate::migrate::start_doomed_move(&lab, &first, &victim)?;
     lab.nodes.last_mut().unwrap().power_off();
     let share = lab.share_dir().context("no shared tree")?.to_path_buf();
     let on_head = sha256(&share.join("u4242/durable.bin"))?;
@@ -194,6 +198,7 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
         Duration::from_secs(60),
         |v| ClusterLab::nodes_in_state(v, "alive").len() == victim_before.len() - 1,
     )?;
+    crate::migrate::check_doomed_move(&lab, &first, doomed, mover)?;
     eprintln!(
         "powered-off node noticed after {:.1} s; alive now: {:?}",
         took.as_secs_f64(),
@@ -204,7 +209,7 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
 }
 
 /// The user the tree's jobs run as: not root, not a user of the host.
-const USER: u32 = 4242;
+pub(crate) const USER: u32 = 4242;
 
 /// Runs `script` with `sh -c` on `node` through `omctl run --node`, as
 /// [`USER`], from `cwd` in the shared tree; its stdout, or the failure.
@@ -225,7 +230,7 @@ fn run_in_tree(lab: &ClusterLab, node: &str, cwd: &str, script: &str) -> Result<
 }
 
 /// The head's `omctl`, run as [`USER`] (no supplementary groups).
-fn omctl_as_user(lab: &ClusterLab) -> Command {
+pub(crate) fn omctl_as_user(lab: &ClusterLab) -> Command {
     let mut omctl = Command::new("setpriv");
     omctl
         .args(["--reuid", &USER.to_string(), "--regid", &USER.to_string()])

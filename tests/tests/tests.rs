@@ -7,8 +7,11 @@
 //! - `media`: the built ISO boots the image from CD and USB, BIOS and UEFI.
 //! - `netboot`: `ombuild image` → `omboot serve` → three firmware paths
 //!   netboot, join and share the awk batch.
+//! - `migrate`: live migration between those netbooted machines (called
+//!   from `netboot`'s test, which boots them once).
 
 mod head;
 mod media;
+mod migrate;
 mod netboot;
 mod util;

@@ -161,14 +161,19 @@ impl Agent {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o666));
         }
-        let cgroup = if cfg.cpu_quota < 100 {
-            Some(cgroup::setup(
-                &format!("{}-{}", cfg.cluster, cfg.name),
-                cfg.cpu_quota,
-                load::cpu_count(),
-            )?)
-        } else {
-            None
+        // Jobs get cgroups of their own below the agent's; a quota needs
+        // them, without one they are only a convenience.
+        let cgroup = match cgroup::setup(
+            &format!("{}-{}", cfg.cluster, cfg.name),
+            cfg.cpu_quota,
+            load::cpu_count(),
+        ) {
+            Ok(cg) => Some(cg),
+            Err(e) if cfg.cpu_quota < 100 => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(cause = %e, "jobs run without cgroups of their own");
+                None
+            }
         };
         let speed = cfg.speed.unwrap_or_else(load::calibrate);
         let me = NodeId {

@@ -426,7 +426,14 @@ pub(super) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStr
         refuse(&mut s, e).await;
         return;
     }
-    let cgroup = ctx.cgroup.as_ref().map(|c| c.dir.clone());
+    let cgroup = match ctx.cgroup.as_ref().map(|c| c.job(&name)).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            refuse(&mut s, e.to_string()).await;
+            return;
+        }
+    };
     let started = match job::restore(&ctx.holder, &dir, imm.pipe_inodes, cgroup.as_deref()).await {
         Ok(st) => st,
         Err(e) => {

@@ -143,7 +143,13 @@ async fn start(req: &ExecRequest, ctx: &ExecContext) -> Result<Started, (i32, St
     env.retain(|(k, _)| k != "OM_NODE" && k != "OM_HOME");
     env.push(("OM_NODE".into(), node.clone()));
     env.push(("OM_HOME".into(), req.home.clone()));
-    let cgroup = ctx.cgroup.as_ref().map(|c| c.dir.clone());
+    let cgroup = match &ctx.cgroup {
+        Some(cg) => Some(
+            cg.job(&req.job)
+                .map_err(|e| (EXIT_CANNOT_RUN, e.to_string()))?,
+        ),
+        None => None,
+    };
     job::start(job::Launch {
         argv: &req.argv,
         env,
@@ -413,15 +419,18 @@ pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
     ctx.controls.lock().expect("controls").remove(&name);
     ctx.parked.lock().expect("parked").remove(&name);
     ctx.running.lock().expect("jobs lock").remove(&name);
+    if let End::Moved = end {
+        let _ = job.started.holder.wait().await;
+    }
+    if let Some(cg) = &ctx.cgroup {
+        cg.remove_job(&name);
+    }
     match end {
         End::Exited(exit) => {
             info!(job = %name, ?exit, "job ended");
             home.send(&Frame::Exit(exit)).await;
             home.close().await;
         }
-        End::Moved => {
-            let _ = job.started.holder.wait().await;
-            home.close().await;
-        }
+        End::Moved => home.close().await,
     }
 }

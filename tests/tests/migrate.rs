@@ -1,0 +1,435 @@
+//! Live migration in the lab, on the netbooted machines of the
+//! `netboot` test (their kernel is the image's, where CRIU works; the lab's
+//! head on the host kernel is home to the jobs): a counter moves from one
+//! node to another and back with every line once and in order; a 4-thread
+//! program keeps its threads and then dies of Ctrl-C on its new node; a
+//! shell script with two children moves as a tree; a job with a TCP
+//! connection and a `--lock` job are refused with their reasons; and (with
+//! the power cut of the `netboot` test) a target that dies mid-move leaves
+//! the job running where it was.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::chown;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use lab::ClusterLab;
+use serde_json::Value;
+
+use crate::netboot::{omctl_as_user, USER};
+
+/// How long one migration may take under TCG on a busy machine (a bound on
+/// a hang, not a speed check: speed lives in `bench/`).
+const MOVE_TIMEOUT: Duration = Duration::from_secs(180);
+/// The working directory of the jobs, in the shared tree.
+const CWD: &str = "/cluster/u4242";
+
+/// A job started with `omctl run` on the head, its stdout collected line
+/// by line.
+pub struct Job {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    what: String,
+}
+
+impl Job {
+    /// Runs `sh -c script` on `node` from [`CWD`] as [`USER`], with `extra`
+    /// options of `omctl run`.
+    pub fn spawn(lab: &ClusterLab, node: &str, extra: &[&str], script: &str) -> Result<Job> {
+        let share = lab.share_dir().context("the lab serves no shared tree")?;
+        let mut child = lab::cluster::in_tree(share, CWD, &omctl_as_user(lab))
+            .arg("run")
+            .args(["--node", node])
+            .args(extra)
+            .args(["--", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let out = child.stdout.take().context("no stdout")?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Ok(Job {
+            child,
+            lines,
+            reader: Some(reader),
+            what: script.to_string(),
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.lines.lock().unwrap().len()
+    }
+
+    fn last(&self) -> Option<String> {
+        self.lines.lock().unwrap().last().cloned()
+    }
+
+    /// Waits until the job printed at least `n` lines.
+    pub fn wait_lines(&mut self, n: usize) -> Result<()> {
+        let deadline = Instant::now() + MOVE_TIMEOUT;
+        while self.count() < n {
+            if let Some(st) = self.child.try_wait()? {
+                bail!("`{}` ended ({st}) after {} lines", self.what, self.count());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "`{}` printed {} lines, not {n}",
+                self.what,
+                self.count()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Sends `sig` to `omctl run`.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)?;
+        Ok(())
+    }
+
+    /// Waits for the end: omctl's exit code, its stdout lines and stderr.
+    pub fn finish(mut self) -> Result<(Option<i32>, Vec<String>, String)> {
+        let deadline = Instant::now() + MOVE_TIMEOUT;
+        let status = loop {
+            if let Some(st) = self.child.try_wait()? {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("`{}` did not end", self.what);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let lines = self.lines.lock().unwrap().clone();
+        Ok((status.code(), lines, err))
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The job whose command line contains `marker`, as `omctl ps --all` sees it.
+pub fn find_job(lab: &ClusterLab, marker: &str) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = lab.omctl().args(["ps", "--all", "--json"]).output()?;
+        let jobs: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if let Some(j) = jobs.into_iter().find(|j| {
+            j["argv"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x.as_str().is_some_and(|s| s.contains(marker)))
+            }) && j["pid"].is_u64()
+        }) {
+            return Ok(j);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no job running `{marker}` in omctl ps --all"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `omctl migrate JOB TO` as [`USER`].
+pub fn migrate(lab: &ClusterLab, job: &str, to: &str) -> Result<Output> {
+    Ok(omctl_as_user(lab)
+        .args(["migrate", job, to])
+        .stdin(Stdio::null())
+        .output()?)
+}
+
+fn migrate_ok(lab: &ClusterLab, job: &str, to: &str) -> Result<()> {
+    let o = migrate(lab, job, to)?;
+    ensure!(
+        o.status.success(),
+        "omctl migrate {job} {to} failed ({}): {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprintln!("{}", String::from_utf8_lossy(&o.stdout).trim());
+    Ok(())
+}
+
+fn expect_at(lab: &ClusterLab, marker: &str, node: &str, moves: u64) -> Result<()> {
+    let j = find_job(lab, marker)?;
+    ensure!(
+        j["node"] == node && j["moves"] == moves,
+        "after the moves, ps shows {j}, not node {node} with {moves} moves"
+    );
+    Ok(())
+}
+
+/// The static 4-thread program: each thread counts; main prints the
+/// thread count and the counters every 0.3 s.
+const THREADS_C: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static volatile unsigned long counters[4];
+static void *spin(void *arg) {
+    long i = (long)arg;
+    for (;;) { counters[i]++; usleep(2000); }
+    return 0;
+}
+static int threads(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    int n = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "Threads:", 8)) n = atoi(line + 8);
+    if (f) fclose(f);
+    return n;
+}
+int main(void) {
+    pthread_t t[4];
+    for (long i = 0; i < 4; i++) pthread_create(&t[i], 0, spin, (void *)i);
+    setvbuf(stdout, 0, _IOLBF, 0);
+    for (int k = 0;; k++) {
+        printf("tick %d threads %d %lu %lu %lu %lu\n", k, threads(),
+               counters[0], counters[1], counters[2], counters[3]);
+        usleep(300000);
+    }
+}
+"#;
+
+/// (threads, counters) of a line of the thread program.
+fn thread_line(l: &str) -> Option<(u64, Vec<u64>)> {
+    let w: Vec<&str> = l.split_whitespace().collect();
+    if w.len() != 8 || w[0] != "tick" {
+        return None;
+    }
+    let n = w[3].parse().ok()?;
+    let c = w[4..]
+        .iter()
+        .map(|x| x.parse().ok())
+        .collect::<Option<Vec<u64>>>()?;
+    Some((n, c))
+}
+
+/// Every check but the dying target, on the first two machines.
+pub fn check_migration(lab: &mut ClusterLab) -> Result<()> {
+    let names: Vec<String> = lab.nodes.iter().map(|n| n.node_name()).collect();
+    let (a, b) = (names[0].as_str(), names[1].as_str());
+    let share = lab.share_dir().context("no shared tree")?.to_path_buf();
+    let home = share.join("u4242");
+
+    // Every netbooted node reports that CRIU works there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = lab.status()?;
+        let ok = s["nodes"].as_array().is_some_and(|ns| {
+            names.iter().all(|n| {
+                ns.iter()
+                    .any(|x| x["name"] == n.as_str() && x["load"]["criu"] == true)
+            })
+        });
+        if ok {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "not every node reports working CRIU: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // A counter moves A → B → A: every line once, in order, and its status.
+    let script = "i=0; while [ $i -lt 150 ]; do i=$((i+1)); echo $i; sleep 0.2; done; exit 3";
+    let mut counter = Job::spawn(lab, a, &[], script)?;
+    counter.wait_lines(5)?;
+    let id = find_job(lab, "$i -lt 150")?["job"]
+        .as_str()
+        .context("no job id")?
+        .to_string();
+    migrate_ok(lab, &id, b)?;
+    expect_at(lab, "$i -lt 150", b, 1)?;
+    let n = counter.count();
+    counter.wait_lines(n + 5)?;
+    migrate_ok(lab, &id, a)?;
+    expect_at(lab, "$i -lt 150", a, 2)?;
+    let (code, lines, err) = counter.finish()?;
+    let expected: Vec<String> = (1..=150).map(|i| i.to_string()).collect();
+    ensure!(
+        lines == expected,
+        "the counter's output across two moves is not 1..150 once each: {lines:?} {err}"
+    );
+    ensure!(
+        code == Some(3),
+        "the counter's status came back as {code:?}: {err}"
+    );
+
+    // Four threads keep running after a move; Ctrl-C then ends it there.
+    std::fs::write(home.join("threads.c"), THREADS_C)?;
+    let cc = Command::new("gcc")
+        .args(["-static", "-pthread", "-O1", "-o"])
+        .arg(home.join("threads"))
+        .arg(home.join("threads.c"))
+        .status()?;
+    ensure!(cc.success(), "gcc -static -pthread failed");
+    chown(home.join("threads"), Some(USER), Some(USER))?;
+    let mut threads = Job::spawn(lab, b, &[], "exec ./threads")?;
+    threads.wait_lines(3)?;
+    let before = threads
+        .last()
+        .and_then(|l| thread_line(&l))
+        .context("no tick line")?;
+    let id = find_job(lab, "exec ./threads")?["job"]
+        .as_str()
+        .context("no job id")?
+        .to_string();
+    migrate_ok(lab, &id, a)?;
+    let n = threads.count();
+    threads.wait_lines(n + 3)?;
+    let after = threads
+        .last()
+        .and_then(|l| thread_line(&l))
+        .context("no tick line")?;
+    ensure!(
+        after.0 == 5 && after.1.iter().zip(&before.1).all(|(x, y)| x > y),
+        "after the move: {after:?}, before: {before:?} (5 threads, every counter going)"
+    );
+    expect_at(lab, "exec ./threads", a, 1)?;
+    threads.signal(nix::sys::signal::Signal::SIGINT)?;
+    let (code, _, err) = threads.finish()?;
+    ensure!(
+        code == Some(130),
+        "Ctrl-C after the move ended with {code:?}: {err}"
+    );
+
+    // A script with two children moves as a tree.
+    let tree = "for k in 1 2; do (j=0; while [ $j -lt 50 ]; do j=$((j+1)); echo c$k-$j; sleep 0.2; done) & done; wait; echo tree-done";
+    let mut job = Job::spawn(lab, a, &[], tree)?;
+    job.wait_lines(6)?;
+    let id = find_job(lab, "tree-done")?["job"]
+        .as_str()
+        .context("no job id")?
+        .to_string();
+    migrate_ok(lab, &id, b)?;
+    let (code, lines, err) = job.finish()?;
+    for k in 1..=2 {
+        let mine: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("c{k}-")))
+            .collect();
+        let want: Vec<String> = (1..=50).map(|j| format!("c{k}-{j}")).collect();
+        ensure!(
+            mine.iter()
+                .map(|s| s.as_str())
+                .eq(want.iter().map(|s| s.as_str())),
+            "child {k} of the moved tree printed {mine:?} {err}"
+        );
+    }
+    ensure!(
+        code == Some(0) && lines.last().map(String::as_str) == Some("tree-done"),
+        "the moved tree ended with {code:?}, last line {:?}: {err}",
+        lines.last()
+    );
+
+    // A job with a TCP connection is refused, with the reason, and keeps running.
+    let tcp = "nc -l -p 5555 >/dev/null & sleep 1; echo connected; sleep 600 | nc 127.0.0.1 5555";
+    let mut job = Job::spawn(lab, a, &[], tcp)?;
+    job.wait_lines(1)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let id = find_job(lab, "nc 127.0.0.1 5555")?["job"]
+        .as_str()
+        .context("no job id")?
+        .to_string();
+    let o = migrate(lab, &id, b)?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    ensure!(
+        !o.status.success() && err.contains("socket"),
+        "migrating a job with a TCP connection: {} {err}",
+        o.status
+    );
+    eprintln!("refused: {}", err.trim());
+    expect_at(lab, "nc 127.0.0.1 5555", a, 0)?;
+    job.signal(nix::sys::signal::Signal::SIGINT)?;
+    job.finish()?;
+
+    // --lock: refused, and ps says why.
+    let job = Job::spawn(
+        lab,
+        a,
+        &["--lock"],
+        "echo locked-job; while :; do sleep 1; done",
+    )?;
+    let j = find_job(lab, "locked-job")?;
+    ensure!(
+        j["cantmove"].as_str().is_some_and(|c| c.contains("lock")),
+        "ps does not say why a --lock job cannot move: {j}"
+    );
+    let o = migrate(lab, j["job"].as_str().context("no job id")?, b)?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    ensure!(
+        !o.status.success() && err.contains("lock"),
+        "migrating a --lock job: {} {err}",
+        o.status
+    );
+    job.signal(nix::sys::signal::Signal::SIGINT)?;
+    job.finish()?;
+    Ok(())
+}
+
+/// Starts moving a counter on `from` to `victim` and returns the job and
+/// the running `omctl migrate`; the caller powers `victim` off.
+pub fn start_doomed_move(lab: &ClusterLab, from: &str, victim: &str) -> Result<(Job, Child)> {
+    let script = "i=0; while [ $i -lt 120 ]; do i=$((i+1)); echo $i; sleep 0.2; done; exit 5";
+    let mut job = Job::spawn(lab, from, &[], script)?;
+    job.wait_lines(5)?;
+    let id = find_job(lab, "$i -lt 120")?["job"]
+        .as_str()
+        .context("no job id")?
+        .to_string();
+    let mover = omctl_as_user(lab)
+        .args(["migrate", &id, victim])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Into the dump, before the target is reached.
+    std::thread::sleep(Duration::from_millis(700));
+    Ok((job, mover))
+}
+
+/// After the power cut: the move failed with a reason, and the job ran on
+/// where it was to its end, nothing lost.
+pub fn check_doomed_move(lab: &ClusterLab, from: &str, job: Job, mover: Child) -> Result<()> {
+    let o = mover.wait_with_output()?;
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    eprintln!("the move to a dying node: {} {}", o.status, err.trim());
+    ensure!(
+        !o.status.success(),
+        "omctl migrate to a powered-off node succeeded"
+    );
+    expect_at(lab, "$i -lt 120", from, 0)?;
+    let (code, lines, err) = job.finish()?;
+    let expected: Vec<String> = (1..=120).map(|i| i.to_string()).collect();
+    ensure!(
+        lines == expected && code == Some(5),
+        "the job whose move failed printed {lines:?} and ended {code:?}: {err}"
+    );
+    Ok(())
+}
