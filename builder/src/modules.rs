@@ -87,6 +87,8 @@ pub const SETS: &[(&str, &[&str])] = &[
         ],
     ),
     ("overlay", &["overlay"]),
+    // Loaded by omnode init at boot (no device asks for them).
+    ("criu", contracts::modules::CRIU),
 ];
 
 /// Errors from module selection.

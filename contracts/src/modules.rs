@@ -13,9 +13,32 @@
 //! Module names are [`module_name`]'s: the file's base name without `.ko`
 //! and its compression suffix, `-` written `_`, as the kernel does. Pure
 //! printing and parsing; reading the files is the callers' business.
+//!
+//! [`CRIU`] is a list both sides know: `ombuild`'s `criu` module set puts
+//! those modules in the image and `omnode init` loads them at boot, since
+//! no device asks for them.
 
 use std::collections::BTreeSet;
 use std::fmt;
+
+/// The modules CRIU's dump and restore need on Debian's kernel, in load
+/// order: its feature probe makes an nftables table, and it reads sockets
+/// through the `*_diag` netlink families. `crc32c_generic` comes first
+/// because `libcrc32c` (which `nf_tables` needs) finds no crc32c without it:
+/// a soft dependency the kernel would ask modprobe for.
+pub const CRIU: &[&str] = &[
+    "crc32c_generic",
+    "libcrc32c",
+    "nfnetlink",
+    "nf_tables",
+    "inet_diag",
+    "tcp_diag",
+    "udp_diag",
+    "raw_diag",
+    "unix_diag",
+    "netlink_diag",
+    "af_packet_diag",
+];
 
 /// The suffixes of a module file: plain and the compressions kmod reads.
 pub const MODULE_SUFFIXES: [&str; 4] = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"];

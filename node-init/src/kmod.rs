@@ -375,6 +375,41 @@ pub fn load_named(dir: &Path, names: &[String]) -> Result<Vec<String>, KmodError
     Ok(order)
 }
 
+/// Loads `names` in the order given, each after the modules it needs, from
+/// the index in `dir`, for modules no device asks for and whose order
+/// matters beyond `modules.dep` (a soft dependency the kernel would ask
+/// modprobe for). One that fails is reported and the rest are still tried;
+/// a module whose dependency failed is not tried (the failure is reported
+/// once). Only an unreadable index fails the whole call.
+pub fn load_listed(dir: &Path, names: &[&str]) -> Result<LoadReport, KmodError> {
+    let index = ModuleIndex::load(dir)?;
+    let mut report = LoadReport::default();
+    let mut broken: BTreeSet<String> = BTreeSet::new();
+    for name in names {
+        let order = match index.load_order(&[name.to_string()], &loaded_modules()) {
+            Ok(order) => order,
+            Err(e) => {
+                report.failed.push(e);
+                continue;
+            }
+        };
+        for m in order {
+            if broken.contains(&m) {
+                break;
+            }
+            match load(&m, &dir.join(&index.modules[&m].path)) {
+                Ok(()) => report.loaded.push(m),
+                Err(e) => {
+                    report.failed.push(e);
+                    broken.insert(m);
+                    break;
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
 /// Whether the kernel knows file system `fs` (`/proc/filesystems`).
 pub fn fs_available(fs: &str) -> bool {
     std::fs::read_to_string("/proc/filesystems")
@@ -605,6 +640,36 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
         );
+    }
+
+    #[test]
+    fn listed_modules_go_on_past_failures() {
+        // No module file exists, so each load fails at open(2), before the
+        // kernel is asked: a module whose dependency failed is not tried.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("modules.dep"),
+            "kernel/x/omt_a.ko:\nkernel/x/omt_b.ko: kernel/x/omt_a.ko\nkernel/x/omt_c.ko:\n",
+        )
+        .unwrap();
+        let report = load_listed(dir.path(), &["omt_a", "omt_b", "omt_nosuch", "omt_c"]).unwrap();
+        assert!(report.loaded.is_empty());
+        let failed: Vec<String> = report
+            .failed
+            .iter()
+            .map(|e| {
+                e.to_string()
+                    .replace(&dir.path().display().to_string(), "DIR")
+            })
+            .collect();
+        expect![[r#"
+            [
+                "cannot open module omt_a (DIR/kernel/x/omt_a.ko): No such file or directory (os error 2)",
+                "module omt_nosuch is not in modules.dep",
+                "cannot open module omt_c (DIR/kernel/x/omt_c.ko): No such file or directory (os error 2)",
+            ]
+        "#]]
+        .assert_debug_eq(&failed);
     }
 
     #[test]

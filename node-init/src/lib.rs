@@ -2,8 +2,9 @@
 //!
 //! The boot, in order: mount the early file systems ([`mounts`]), make
 //! `/dev/console` stdio ([`console`]), take over the signals ([`reaper`]),
-//! read the `om.*` settings ([`cmdline`]), start root shells on the console
-//! (and serial), and in the background load the device modules ([`kmod`]),
+//! read the `om.*` settings ([`cmdline`]), load the modules CRIU needs
+//! ([`kmod`]; no device asks for them), start root shells on the console
+//! (and serial), and in the background load the device modules,
 //! bring up the wired NICs with DHCP ([`network`], [`dhcp_client`],
 //! [`packet`], [`netif`], [`address`]). Once the network is up: the cluster
 //! key ([`key`]; the head makes a fresh one), the shared tree at `/cluster`
@@ -123,6 +124,7 @@ pub fn run(args: InitArgs) -> Result<Infallible, InitError> {
     if let Err(e) = netif::set_up("lo") {
         say!("{e}");
     }
+    load_criu_modules();
 
     let mut sup = Supervisor::new(settings);
     sup.main_loop()
@@ -170,6 +172,52 @@ fn read_settings(path: &Path) -> cmdline::Settings {
             .unwrap_or_else(|| "(none)".into())
     );
     settings
+}
+
+/// Loads the modules CRIU needs ([`contracts::modules::CRIU`]) once, before
+/// anything can start a job, and says in one console line how it went. A
+/// failure only means checkpoints fail.
+fn load_criu_modules() {
+    let Some(dir) = kmod::modules_dir() else {
+        say!("cannot read the kernel release; not loading the modules criu needs");
+        return;
+    };
+    let started = Instant::now();
+    match kmod::load_listed(&dir, contracts::modules::CRIU) {
+        Ok(report) => say!("{}", criu_modules_line(&report, started.elapsed())),
+        Err(e) => say!("not loading the modules criu needs: {e}"),
+    }
+}
+
+/// The console line for the modules CRIU needs: what was loaded (in
+/// `took`), what the image lacks and what failed.
+fn criu_modules_line(report: &kmod::LoadReport, took: Duration) -> String {
+    let mut line = if report.loaded.is_empty() {
+        "modules for criu: none loaded".to_string()
+    } else {
+        format!(
+            "modules for criu: loaded {} in {:.2}s",
+            report.loaded.join(" "),
+            took.as_secs_f64()
+        )
+    };
+    let (mut missing, mut failed) = (Vec::new(), Vec::new());
+    for e in &report.failed {
+        match e {
+            kmod::KmodError::Unknown(name) => missing.push(name.as_str()),
+            e => failed.push(e.to_string()),
+        }
+    }
+    if !missing.is_empty() {
+        line.push_str(&format!("; not in this image: {}", missing.join(" ")));
+    }
+    if !failed.is_empty() {
+        line.push_str(&format!("; failed: {}", failed.join("; ")));
+    }
+    if !report.failed.is_empty() {
+        line.push_str(" (criu dump and restore may fail)");
+    }
+    line
 }
 
 /// Events from the worker threads.
@@ -700,6 +748,29 @@ mod tests {
                 "/bin/omnode agent --key-file /run/omcluster.key --name n1 --cluster omcluster"
             ],
         );
+    }
+
+    #[test]
+    fn criu_modules_line_says_what_loaded_and_what_failed() {
+        let took = Duration::from_millis(120);
+        let mut report = kmod::LoadReport::default();
+        expect!["modules for criu: none loaded"].assert_eq(&criu_modules_line(&report, took));
+        report.loaded = vec!["crc32c_generic".into(), "libcrc32c".into()];
+        expect!["modules for criu: loaded crc32c_generic libcrc32c in 0.12s"]
+            .assert_eq(&criu_modules_line(&report, took));
+        report
+            .failed
+            .push(kmod::KmodError::Unknown("nf_tables".into()));
+        report
+            .failed
+            .push(kmod::KmodError::Unknown("raw_diag".into()));
+        report.failed.push(kmod::KmodError::Load {
+            name: "tcp_diag".into(),
+            path: "/lib/modules/6.1.0-50-amd64/kernel/net/ipv4/tcp_diag.ko".into(),
+            errno: nix::errno::Errno::ENOENT,
+        });
+        expect!["modules for criu: loaded crc32c_generic libcrc32c in 0.12s; not in this image: nf_tables raw_diag; failed: loading module tcp_diag (/lib/modules/6.1.0-50-amd64/kernel/net/ipv4/tcp_diag.ko) failed: ENOENT: No such file or directory (criu dump and restore may fail)"]
+            .assert_eq(&criu_modules_line(&report, took));
     }
 
     #[test]
