@@ -4,7 +4,8 @@
 //!
 //! `scripts/static-build` is the one place that knows the cargo command line;
 //! [`static_binaries`] runs it under a file lock ([`locked`]), so tests
-//! running at once in several processes build once and the others wait.
+//! running at once in several processes build once and the others wait;
+//! [`default_image`] builds the default image the same way.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -61,6 +62,31 @@ pub fn static_binaries() -> Result<PathBuf, LabError> {
         Ok(PathBuf::from(
             String::from_utf8_lossy(&output.stdout).trim().to_string(),
         ))
+    })
+}
+
+/// Builds the default image (`images/node.toml`) into `target/e2e/image`
+/// with the `ombuild` in `bin` (under [`locked`], so tests and benchmarks
+/// running at once build it once) and returns the image directory.
+pub fn default_image(bin: &Path) -> Result<PathBuf, LabError> {
+    locked("image", || {
+        let out = workspace().join("target/e2e/image");
+        let ombuild = bin.join("ombuild");
+        let status = Command::new(&ombuild)
+            .current_dir(workspace())
+            .arg("image")
+            .arg(workspace().join("images/node.toml"))
+            .arg("--out")
+            .arg(&out)
+            .status()
+            .map_err(io_err(format!("running {}", ombuild.display())))?;
+        if !status.success() {
+            return Err(LabError::Command {
+                command: format!("{} image images/node.toml", ombuild.display()),
+                stderr: format!("exited with {status} (its output is above)"),
+            });
+        }
+        Ok(out)
     })
 }
 

@@ -574,6 +574,49 @@ fn remote_run_stdio_status_signals_uid_cwd() {
             .ok_or_else(|| "not yet".to_string())
     });
     assert_eq!((ps.node.as_str(), ps.home.as_str()), ("n2", "n0"));
+
+    // Bad migration requests: one line naming the problem, the job untouched.
+    // (CRIU does not run on this host's kernel: moves themselves are tested
+    // in qemu nodes, tests/tests/migrate.rs.)
+    let migrate = |args: &[&str], uid: u32| {
+        let o = c
+            .omctl(1)
+            .arg("migrate")
+            .args(args)
+            .uid(uid)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        (o.status.code(), err)
+    };
+    let (code, err) = migrate(&["nosuch-1", "n1"], 0);
+    assert_eq!(code, Some(127), "{err}");
+    assert!(err.contains("no running job nosuch-1"), "{err}");
+    let (code, err) = migrate(&[&ps.job, "nowhere"], 0);
+    assert_eq!(code, Some(127), "{err}");
+    assert!(err.contains("no live node matches nowhere"), "{err}");
+    let (code, err) = migrate(&[&ps.job, "n1"], 65534);
+    assert_eq!(code, Some(126), "{err}");
+    assert!(err.contains("only its owner or root may move it"), "{err}");
+    let pid = ps.pid.unwrap().to_string();
+    let (code, err) = migrate(&[&pid, "n1"], 0);
+    assert_eq!(code, Some(127), "{err}");
+    assert!(
+        err.contains(&format!(
+            "job {} cannot move: node n2 cannot checkpoint jobs",
+            ps.job
+        )),
+        "{err}"
+    );
+    let o = c.omctl(0).args(["ps", "--json"]).output().unwrap();
+    let jobs: Vec<node_agent::wire::JobInfo> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        jobs.iter()
+            .any(|j| j.job == ps.job && j.node == "n2" && j.moves == 0),
+        "{jobs:?}"
+    );
     // n1 neither launched nor runs it, but sees it cluster-wide, with n2's pid.
     let o = c.omctl(1).args(["ps", "--all", "--json"]).output().unwrap();
     let jobs: Vec<node_agent::wire::JobInfo> = serde_json::from_slice(&o.stdout).unwrap();

@@ -32,8 +32,6 @@ use anyhow::{ensure, Context, Result};
 use lab::qemu::{medium_args, Medium};
 use lab::{Firmware, LanRouter, NodeSpec, QemuNode, VirtualLan};
 
-use crate::util;
-
 /// The address the head takes when no DHCP server answers it
 /// (`node_init::head::FALLBACK_ADDRESS`).
 const FALLBACK: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -67,7 +65,7 @@ fn head_from_the_iso(kind: Lan) -> Result<()> {
         "the head's fallback address changed; update this test"
     );
     let bin = lab::build::static_binaries()?;
-    let image = util::default_image(&bin)?;
+    let image = lab::build::default_image(&bin)?;
     let iso = image.join("node.iso");
     let name = match kind {
         Lan::Dedicated => "om-head",

@@ -13,8 +13,6 @@ use anyhow::{Context, Result};
 use lab::qemu::{medium_args, Medium};
 use lab::{Firmware, NodeSpec, QemuNode, VirtualLan};
 
-use crate::util;
-
 /// What `omnode init` prints when the console shell is up.
 const INIT_READY: &str = "omnode: root shell on";
 
@@ -25,7 +23,7 @@ fn qemu_built_iso_boots_the_image_from_cd_and_usb_on_bios_and_uefi() -> Result<(
     }
     lab::check_prerequisites(&[Firmware::BiosIpxe, Firmware::UefiIpxe])?;
     let bin = lab::build::static_binaries()?;
-    let image = util::default_image(&bin)?;
+    let image = lab::build::default_image(&bin)?;
     let iso = image.join("node.iso");
     anyhow::ensure!(iso.is_file(), "ombuild wrote no {}", iso.display());
     let work = lab::build::workspace().join("target/e2e/om-media");

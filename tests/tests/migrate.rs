@@ -349,10 +349,18 @@ pub fn check_migration(lab: &mut ClusterLab) -> Result<()> {
     );
 
     // A job with a TCP connection is refused, with the reason, and keeps running.
-    let tcp = "nc -l -p 5555 >/dev/null & sleep 1; echo connected; sleep 600 | nc 127.0.0.1 5555";
+    // Both ends keep their input open (nc quits at its end), and the job
+    // says whether the connection is up (5555 is 15B3, ESTABLISHED is 01).
+    let tcp = "sleep 600 | nc -l -p 5555 >/dev/null & sleep 1; sleep 600 | nc 127.0.0.1 5555 & sleep 1; \
+               if awk '$4 == \"01\" && ($2 ~ /:15B3$/ || $3 ~ /:15B3$/)' /proc/net/tcp | grep -q .; \
+               then echo connected; else echo not-connected; fi; wait";
     let mut job = Job::spawn(lab, a, &[], tcp)?;
     job.wait_lines(1)?;
-    std::thread::sleep(Duration::from_secs(1));
+    ensure!(
+        job.last().as_deref() == Some("connected"),
+        "the TCP job did not connect: {:?}",
+        job.last()
+    );
     let id = find_job(lab, "nc 127.0.0.1 5555")?["job"]
         .as_str()
         .context("no job id")?

@@ -17,8 +17,6 @@ use anyhow::{bail, ensure, Context, Result};
 use lab::{ClusterLab, Firmware, LabConfig, LabMode};
 use serde_json::Value;
 
-use crate::util;
-
 const CLUSTER: &str = "e2e";
 /// How long a machine may take to netboot and join under TCG on a busy
 /// 2-core machine. Generous on purpose: this bounds a hang, it is not a speed
@@ -55,7 +53,7 @@ fn start_cluster(
     share: bool,
 ) -> Result<ClusterLab> {
     let bin_dir = lab::build::static_binaries()?;
-    let image_dir = util::default_image(&bin_dir)?;
+    let image_dir = lab::build::default_image(&bin_dir)?;
     let work_dir = lab::build::workspace().join("target/e2e").join(name);
     Ok(ClusterLab::start(LabConfig {
         name: name.to_string(),

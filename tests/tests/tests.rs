@@ -1,7 +1,5 @@
 //! End-to-end tests: the three programs together, under qemu, on a virtual LAN.
 //!
-//! - `util`: the image build (the static binaries, gates and machines are
-//!   the `lab` crate's).
 //! - `head`: the ISO's head entry serves the netboot from its own medium;
 //!   a second machine netboots from it and joins.
 //! - `media`: the built ISO boots the image from CD and USB, BIOS and UEFI.
@@ -14,4 +12,3 @@ mod head;
 mod media;
 mod migrate;
 mod netboot;
-mod util;

@@ -80,14 +80,7 @@ impl Controller {
 
     /// Jobs running here and jobs launched from here.
     fn jobs(&self) -> Vec<JobInfo> {
-        let mut all: Vec<JobInfo> = self
-            .load
-            .running
-            .lock()
-            .expect("jobs")
-            .values()
-            .cloned()
-            .collect();
+        let mut all = exec::listed(&self.load.running, &self.load.criu);
         for j in self.launched.lock().expect("jobs").values() {
             if !all.iter().any(|x| x.job == j.job) {
                 all.push(j.clone());

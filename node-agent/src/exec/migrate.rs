@@ -93,6 +93,15 @@ async fn run_order(order: MigrateOrder, ctx: &ExecContext) -> MigrateResult {
             format!("job {} cannot move: {why}", info.job),
         ));
     }
+    if let Some(why) = ctx.cannot_restore() {
+        return Err((
+            EXIT_CANNOT_RUN,
+            format!(
+                "job {} cannot move: node {node} cannot checkpoint jobs: {why}",
+                info.job
+            ),
+        ));
+    }
     if order.to == *node {
         return Err((
             EXIT_CANNOT_RUN,
@@ -130,6 +139,19 @@ fn files_of(dir: &Path) -> std::io::Result<BTreeMap<String, u64>> {
     Ok(out)
 }
 
+/// Reads until `buf` is full or the file ends; the bytes read.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
 /// Streams the checkpoint in `dir` to the target and waits for its
 /// answer: the pid of the restored (stopped) job init.
 async fn send_checkpoint(
@@ -146,26 +168,27 @@ async fn send_checkpoint(
         .map_err(|e| format!("cannot read the checkpoint: {e}"))?
         .keys()
     {
-        let data = std::fs::read(dir.join(name)).map_err(|e| format!("cannot read {name}: {e}"))?;
-        bytes += data.len() as u64;
-        let mut chunks = data.chunks(FILE_CHUNK).peekable();
-        if chunks.peek().is_none() {
+        // A piece at a time: the pages of a large job are as large as the
+        // job, and they sit in tmpfs already.
+        let mut file =
+            std::fs::File::open(dir.join(name)).map_err(|e| format!("cannot read {name}: {e}"))?;
+        loop {
+            let mut data = vec![0u8; FILE_CHUNK];
+            let n =
+                read_full(&mut file, &mut data).map_err(|e| format!("cannot read {name}: {e}"))?;
+            data.truncate(n);
+            bytes += n as u64;
+            // Every file is sent, an empty one as one empty piece.
             let f = Frame::File {
                 name: name.clone(),
-                data: Vec::new(),
+                data,
             };
             wire::write_sealed(&mut s.wr, &mut s.send, &f)
                 .await
                 .map_err(w)?;
-        }
-        for c in chunks {
-            let f = Frame::File {
-                name: name.clone(),
-                data: c.to_vec(),
-            };
-            wire::write_sealed(&mut s.wr, &mut s.send, &f)
-                .await
-                .map_err(w)?;
+            if n < FILE_CHUNK {
+                break;
+            }
         }
     }
     wire::write_sealed(&mut s.wr, &mut s.send, &Frame::FilesDone)

@@ -134,6 +134,28 @@ impl ExecContext {
     }
 }
 
+/// The jobs running here as `ps` shows them: a job that could move but
+/// sits on a node where CRIU does not work says so.
+pub fn listed(running: &Jobs, criu: &CriuState) -> Vec<JobInfo> {
+    let why = match &*criu.lock().expect("criu state") {
+        Some(Ok(())) => None,
+        Some(Err(e)) => Some(format!("this node cannot checkpoint jobs: {e}")),
+        None => Some("this node is still checking CRIU".to_string()),
+    };
+    running
+        .lock()
+        .expect("jobs lock")
+        .values()
+        .map(|j| {
+            let mut j = j.clone();
+            if j.cantmove.is_none() {
+                j.cantmove.clone_from(&why);
+            }
+            j
+        })
+        .collect()
+}
+
 /// (jobs running, jobs ever started) with the guarantee that every job
 /// counted in the second number and still running is counted in the first.
 pub fn job_counts(running: &Jobs, started: &AtomicU64) -> (u32, u64) {

@@ -57,13 +57,7 @@ pub async fn serve(stream: TcpStream, ctx: ExecContext) {
             run_job(req, ctx, s).await;
         }
         Frame::Ps => {
-            let jobs: Vec<JobInfo> = ctx
-                .running
-                .lock()
-                .expect("jobs lock")
-                .values()
-                .cloned()
-                .collect();
+            let jobs = super::listed(&ctx.running, &ctx.criu);
             let _ = wire::write_sealed(&mut s.wr, &mut s.send, &Frame::PsReply(jobs)).await;
         }
         Frame::MigrateJob(order) => migrate::order(order, &ctx, s).await,
@@ -336,11 +330,13 @@ pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
         };
         let want_write = stdin.is_some() && !job.stdin.is_empty();
         tokio::select! {
-            r = job.started.pipes.stdout.read(&mut obuf), if out_open => match r {
+            // Until home attaches, output waits in the pipes (a read now
+            // would have nowhere to go).
+            r = job.started.pipes.stdout.read(&mut obuf), if out_open && !waiting_attach => match r {
                 Ok(0) | Err(_) => out_open = false,
                 Ok(n) => home.send(&Frame::Stdout(obuf[..n].to_vec())).await,
             },
-            r = job.started.pipes.stderr.read(&mut ebuf), if err_open => match r {
+            r = job.started.pipes.stderr.read(&mut ebuf), if err_open && !waiting_attach => match r {
                 Ok(0) | Err(_) => err_open = false,
                 Ok(n) => home.send(&Frame::Stderr(ebuf[..n].to_vec())).await,
             },
@@ -371,6 +367,10 @@ pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
                     Ok(s) => {
                         home = HomeLink::new(s);
                         home.send(&started_frame).await;
+                        // Output that waited for home drains from now.
+                        if drain_deadline.is_some() {
+                            drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                        }
                     }
                     Err(_) => home.hang_up(),
                 }
@@ -409,7 +409,8 @@ pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
                 drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
             },
             _ = beat.tick() => {
-                if !waiting_attach { home.send(&Frame::Heartbeat).await; }
+                if waiting_attach { continue; }
+                home.send(&Frame::Heartbeat).await;
                 if let Some(d) = drain_deadline {
                     if tokio::time::Instant::now() >= d { break End::Exited(exited.expect("set with the deadline")); }
                 }

@@ -306,24 +306,32 @@ fn job_init(args: &RunArgs, argv: &[CString], cwd: &CString, set: &SigSet) -> i3
     if let Err(e) = enter_cgroup(&args.cgroup) {
         fail(Stage::Cgroup, e);
     }
-    let (uid, gid) = (args.uid, args.gid);
-    // SAFETY: plain credential system calls.
-    let dropped = unsafe {
-        nix::unistd::geteuid().as_raw() != 0
-            || (libc::setgroups(1, &gid) == 0 && libc::setgid(gid) == 0 && libc::setuid(uid) == 0)
-    };
-    if !dropped {
-        fail(Stage::Credentials, errno());
-    }
+    // The init keeps its privileges and sits in the image's root: CRIU's
+    // parasite in the root task of a PID namespace whose /proc is not its
+    // own must mount one, which takes root; and nothing of the init pins a
+    // directory of this node.
     // SAFETY: a NUL-terminated path.
-    if unsafe { libc::chdir(cwd.as_ptr()) } != 0 {
-        fail(Stage::Cwd, errno());
-    }
+    unsafe { libc::chdir(c"/".as_ptr()) };
     // SAFETY: still single-threaded.
     match unsafe { fork() } {
         Err(e) => fail(Stage::Namespace, e as i32),
         Ok(ForkResult::Child) => {
             let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            let (uid, gid) = (args.uid, args.gid);
+            // SAFETY: plain credential system calls.
+            let dropped = unsafe {
+                nix::unistd::geteuid().as_raw() != 0
+                    || (libc::setgroups(1, &gid) == 0
+                        && libc::setgid(gid) == 0
+                        && libc::setuid(uid) == 0)
+            };
+            if !dropped {
+                fail(Stage::Credentials, errno());
+            }
+            // SAFETY: a NUL-terminated path.
+            if unsafe { libc::chdir(cwd.as_ptr()) } != 0 {
+                fail(Stage::Cwd, errno());
+            }
             release_signals(set);
             // SAFETY: the report copy closes when exec succeeds.
             unsafe { libc::fcntl(REPORT_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
