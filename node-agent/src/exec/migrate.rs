@@ -347,7 +347,10 @@ async fn drain(job: &mut RunningJob, home: &mut HomeLink) {
             if job::pending_bytes(p) == 0 {
                 break;
             }
-            match p.try_read(&mut buf) {
+            // read(2) itself, not `try_read`: tokio's readiness for the pipe
+            // may not have caught up with the last write before the stop,
+            // and a line left in the pipe would not survive the move.
+            match job::read_now(p, &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     let data = buf[..n].to_vec();

@@ -369,6 +369,17 @@ pub fn resume(init: u32) {
     }
 }
 
+/// One read(2) on a (non-blocking) descriptor, whatever the async
+/// runtime believes about its readiness.
+pub fn read_now(fd: &impl AsRawFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: reads into a buffer we own, of its length.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Bytes waiting in a pipe.
 pub fn pending_bytes(fd: &impl AsRawFd) -> usize {
     let mut n: libc::c_int = 0;
