@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::chown;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use lab::{ClusterLab, Firmware, LabConfig, LabMode};
@@ -214,12 +214,7 @@ fn main() -> Result<()> {
         lab::gate::qemu_tests(),
         "the migration benchmark boots qemu machines: run it as root with OM_QEMU_TESTS=1 (bench/migrate.sh sets it)"
     );
-    let rounds: usize = std::env::var("OM_BENCH_ROUNDS")
-        .ok()
-        .map(|r| r.parse().context("OM_BENCH_ROUNDS is not a number"))
-        .transpose()?
-        .unwrap_or(3)
-        .max(1);
+    let rounds = lab::gate::bench_rounds(3).map_err(anyhow::Error::msg)?;
     let sizes: Vec<u32> = std::env::var("OM_BENCH_SIZES")
         .unwrap_or_else(|_| "16,64,256".into())
         .split(',')
@@ -250,24 +245,7 @@ fn main() -> Result<()> {
     }
     let names: Vec<String> = lab.nodes.iter().map(|n| n.node_name()).collect();
     let (a, b) = (names[0].clone(), names[1].clone());
-    let started = Instant::now();
-    loop {
-        let s = lab.status()?;
-        let ready = s["nodes"].as_array().is_some_and(|ns| {
-            names.iter().all(|n| {
-                ns.iter()
-                    .any(|x| x["name"] == n.as_str() && x["load"]["criu"] == true)
-            })
-        });
-        if ready {
-            break;
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(120),
-            "the nodes never reported CRIU: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    lab.wait_for_criu(&names, Duration::from_secs(120))?;
     let share = lab.share_dir().context("no shared tree")?.to_path_buf();
     let dir = share.join("bench");
     std::fs::create_dir_all(&dir)?;

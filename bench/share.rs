@@ -57,12 +57,7 @@ fn main() -> Result<()> {
         "the shared-tree benchmark boots qemu machines: run it as root with OM_QEMU_TESTS=1 (bench/share.sh sets it)"
     );
     lab::check_prerequisites(&[Firmware::BiosIpxe])?;
-    let rounds: usize = std::env::var("OM_BENCH_ROUNDS")
-        .ok()
-        .map(|r| r.parse().context("OM_BENCH_ROUNDS is not a number"))
-        .transpose()?
-        .unwrap_or(3)
-        .max(1);
+    let rounds = lab::gate::bench_rounds(3).map_err(anyhow::Error::msg)?;
     let bin = lab::build::static_binaries()?;
     let work = lab::build::workspace().join("target/bench/share");
     let _ = std::fs::remove_dir_all(&work);

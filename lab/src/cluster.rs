@@ -15,6 +15,7 @@ use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::error::{io_err, LabError};
 use crate::netns::{dnsmasq_command, remove_namespace, NamespaceGuard, VirtualLan};
@@ -313,6 +314,34 @@ impl ClusterLab {
             command: "omctl status --json".into(),
             stderr: format!("unreadable output: {e}"),
         })
+    }
+
+    /// Waits until every node in `names` reports in its load vector that
+    /// CRIU works there (its agent's probe at start), so jobs can move.
+    pub fn wait_for_criu(&self, names: &[String], timeout: Duration) -> Result<(), LabError> {
+        let start = std::time::Instant::now();
+        loop {
+            let seen = self.status();
+            if let Ok(s) = &seen {
+                let ready = s["nodes"].as_array().is_some_and(|ns| {
+                    names.iter().all(|n| {
+                        ns.iter()
+                            .any(|x| x["name"] == n.as_str() && x["load"]["criu"] == true)
+                    })
+                });
+                if ready {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > timeout {
+                return Err(LabError::NeverSeen {
+                    wanted: format!("working CRIU on {}", names.join(", ")),
+                    secs: timeout.as_secs(),
+                    seen: format!("{seen:?}"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// The names of the nodes the head sees in `state` (`alive`, `suspect`, `down`).

@@ -57,6 +57,16 @@ pub enum LabError {
         /// Where the console log is.
         log: PathBuf,
     },
+    /// The head's view never showed what the lab waited for.
+    #[error("the head never saw {wanted} within {secs} s; last view: {seen}")]
+    NeverSeen {
+        /// What was awaited.
+        wanted: String,
+        /// How long the lab waited.
+        secs: u64,
+        /// The last view (or the error getting it).
+        seen: String,
+    },
     /// A machine's qemu process exited while the lab waited for it.
     #[error("{node}: qemu exited ({status}) before {wanted:?} appeared (log: {log})")]
     QemuExited {

@@ -62,6 +62,19 @@ pub fn net_tests() -> bool {
     gate("OM_NET_TESTS", "network tests")
 }
 
+/// How many rounds a benchmark runs: `OM_BENCH_ROUNDS`, else `default`;
+/// at least one. A value that is not a number is an error naming it.
+pub fn bench_rounds(default: usize) -> Result<usize, String> {
+    match std::env::var("OM_BENCH_ROUNDS") {
+        Ok(r) => r
+            .trim()
+            .parse::<usize>()
+            .map(|n| n.max(1))
+            .map_err(|_| format!("OM_BENCH_ROUNDS={r:?} is not a number")),
+        Err(_) => Ok(default.max(1)),
+    }
+}
+
 fn gate(var: &str, what: &str) -> bool {
     let on = ci() || std::env::var(var).is_ok_and(|v| v == "1");
     if !on {

@@ -237,24 +237,7 @@ pub fn check_migration(lab: &mut ClusterLab) -> Result<()> {
     let home = share.join("u4242");
 
     // Every netbooted node reports that CRIU works there.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = lab.status()?;
-        let ok = s["nodes"].as_array().is_some_and(|ns| {
-            names.iter().all(|n| {
-                ns.iter()
-                    .any(|x| x["name"] == n.as_str() && x["load"]["criu"] == true)
-            })
-        });
-        if ok {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "not every node reports working CRIU: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    lab.wait_for_criu(&names, Duration::from_secs(60))?;
 
     // A counter moves A → B → A: every line once, in order, and its status.
     let script = "i=0; while [ $i -lt 150 ]; do i=$((i+1)); echo $i; sleep 0.2; done; exit 3";
