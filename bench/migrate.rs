@@ -239,6 +239,7 @@ fn main() -> Result<()> {
         memory_mib: 1536,
         mode: LabMode::Dhcp,
         share: true,
+        serial_input: true,
     })?;
     for node in &mut lab.nodes {
         node.wait_for("joined cluster", Duration::from_secs(420))?;

@@ -45,6 +45,9 @@ pub struct LabConfig {
     /// Whether the head serves a shared tree (`omboot serve --share
     /// WORK/share`) that the machines mount at `/cluster`.
     pub share: bool,
+    /// Whether the machines' serial consoles take typed commands
+    /// ([`QemuNode::shell`]).
+    pub serial_input: bool,
 }
 
 /// How addresses are handed out on the lab's LAN.
@@ -228,7 +231,7 @@ impl ClusterLab {
                 memory_mib: config.memory_mib,
                 work_dir: work.clone(),
                 extra_args: Vec::new(),
-                serial_input: false,
+                serial_input: config.serial_input,
             };
             nodes.push(QemuNode::boot(&mut lan, spec)?);
         }

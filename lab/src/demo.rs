@@ -165,6 +165,7 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
         memory_mib: options.memory_mib,
         mode: options.mode,
         share: true,
+        serial_input: false,
     })?;
     for node in &lab.nodes {
         println!(

@@ -285,11 +285,14 @@ impl QemuNode {
     /// Runs `command` in the shell on the machine's serial console and
     /// returns its output as one line (`$(…)` joins lines with spaces).
     /// The marker the output is found by is computed by the shell, so the
-    /// echo of the typed line never matches it.
+    /// echo of the typed line never matches it. (The space after `$(`
+    /// keeps a command that starts with `(` from reading as `$((`
+    /// arithmetic.) A command that leaves a process holding its stdout
+    /// open never returns: send background output elsewhere.
     pub fn shell(&mut self, command: &str, timeout: Duration) -> Result<String, LabError> {
         self.asked += 1;
         let n = self.asked;
-        self.type_on_serial(&format!("echo \"@om$(({n}+0))@\"$({command})\r"))?;
+        self.type_on_serial(&format!("echo \"@om$(({n}+0))@\"$( {command})\r"))?;
         let marker = format!("@om{n}@");
         let line = self.wait_for(&marker, timeout)?;
         Ok(line

@@ -65,6 +65,7 @@ fn start_cluster(
         memory_mib: 768,
         mode,
         share,
+        serial_input: false,
     })?)
 }
 

@@ -232,12 +232,9 @@ pub(super) async fn out(
     home.send(&Frame::Migrating).await;
     let result = freeze_and_send(job, home, ctx, &order, attempt, &dir, stdin_closed).await;
     let _ = std::fs::remove_dir_all(&dir);
+    ctx.decide(&name, attempt, result.is_ok());
     match result {
         Ok(mut sent) => {
-            ctx.outcomes
-                .lock()
-                .expect("outcomes")
-                .insert((name.clone(), attempt), true);
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(init as i32),
                 nix::sys::signal::Signal::SIGKILL,
@@ -264,10 +261,6 @@ pub(super) async fn out(
             true
         }
         Err(why) => {
-            ctx.outcomes
-                .lock()
-                .expect("outcomes")
-                .insert((name.clone(), attempt), false);
             job::resume(init);
             home.send(&Frame::Resumed).await;
             warn!(job = %name, to = %order.to, %why, "job stays");

@@ -124,6 +124,18 @@ impl ExecContext {
         }
     }
 
+    /// Records what this node decided about a migration it sourced (`true`:
+    /// committed, its copy is gone), for the target's `Outcome` question.
+    /// Only the latest attempts are kept: a target asks within a minute.
+    pub fn decide(&self, job: &str, attempt: u64, committed: bool) {
+        const KEPT: u64 = 4096;
+        let mut o = self.outcomes.lock().expect("outcomes");
+        o.insert((job.to_string(), attempt), committed);
+        if o.len() as u64 > KEPT {
+            o.retain(|(_, a), _| *a + KEPT > attempt);
+        }
+    }
+
     /// Why jobs cannot be restored here, if they cannot.
     pub fn cannot_restore(&self) -> Option<String> {
         match &*self.criu.lock().expect("criu state") {
