@@ -11,9 +11,9 @@
 //!   (job stopped to job running again) and the total;
 //! - **by hand**: the same program started on A under `unshare -p -f
 //!   setsid` (as the ENVIRONMENT recipe does), `criu dump` into tmpfs, the
-//!   directory sent to B with `tar | nc`, `criu restore` there; frozen the
+//!   directory pulled by B with `nc | tar`, `criu restore` there; frozen the
 //!   whole time, timed on the nodes' `/proc/uptime`;
-//! - **link**: `dd | nc` of the same size A → B; the link's limit for the
+//! - **link**: the same size A → B with `nc` (B pulls); the link's limit for the
 //!   job is its size over that throughput.
 //!
 //! The table gives medians and the two ratios the README quotes: total
@@ -146,61 +146,78 @@ fn omcluster_move(lab: &ClusterLab, a: &str, b: &str, mib: u32) -> Result<(f64, 
     }
 }
 
+/// A shell command listing the pids whose command line is `./mem MIB`
+/// (the image's busybox has no pgrep).
+fn pids_of(mib: u32) -> String {
+    format!(
+        "for p in /proc/[0-9]*; do [ \"$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\" = './mem {mib} ' ] && echo ${{p#/proc/}}; done"
+    )
+}
+
 /// One move by hand: (dump s, copy s, restore s).
-fn by_hand(lab: &mut ClusterLab, b_ip: &str, mib: u32) -> Result<(f64, f64, f64)> {
+fn by_hand(lab: &mut ClusterLab, a_ip: &str, mib: u32) -> Result<(f64, f64, f64)> {
     let t = Duration::from_secs(600);
     let up = "cut -d' ' -f1 /proc/uptime";
     lab.nodes[1].shell("rm -rf /tmp/hand; mkdir -p /tmp/hand", t)?;
     lab.nodes[0].shell(
         &format!(
             "rm -rf /tmp/hand; mkdir -p /tmp/hand; cd {CWD} && (unshare -p -f setsid ./mem {mib} </dev/null >/dev/null 2>&1 &) ; \
-             while ! pgrep -f 'mem {mib}$' >/dev/null; do sleep 0.1; done; sleep 1"
+             while [ -z \"$({})\" ]; do sleep 0.1; done; sleep 1",
+            pids_of(mib)
         ),
         t,
     )?;
     // The namespace's PID 1 is the program itself (unshare's child).
-    let pid = lab.nodes[0].shell(&format!("pgrep -f '^./mem {mib}$' | tail -n 1"), t)?;
+    let pid = lab.nodes[0].shell(&format!("{} | tail -n 1", pids_of(mib)), t)?;
     let pid = pid.trim();
     ensure!(!pid.is_empty(), "the by-hand job did not start");
     // Let the program fill its memory before freezing it.
     std::thread::sleep(Duration::from_secs(u64::from(mib) / 16 + 2));
     let dump = lab.nodes[0].shell(
-        &format!("s=$({up}); criu dump -t {pid} -D /tmp/hand -o dump.log && echo dump $s $({up})"),
+        &format!(
+            "s=$({up}); criu dump -t {pid} -D /tmp/hand -o dump.log && echo dump $s $({up}) \
+             || tail -n 2 /tmp/hand/dump.log"
+        ),
         t,
     )?;
-    lab.nodes[1].shell(
-        "(nc -l -p 7101 | tar x -C /tmp/hand; touch /tmp/hand.done) >/dev/null 2>&1 &",
+    // A serves the directory, B pulls it: the copy is timed on B's clock
+    // from connect to the last byte unpacked.
+    lab.nodes[0].shell(
+        "(tar c -C /tmp/hand . | nc -l -p 7101) >/dev/null 2>&1 &",
         t,
     )?;
     std::thread::sleep(Duration::from_millis(500));
-    let copy = lab.nodes[0].shell(
-        &format!("s=$({up}); tar c -C /tmp/hand . | nc {b_ip} 7101 && echo copy $s $({up})"),
+    let copy = lab.nodes[1].shell(
+        &format!("s=$({up}); nc {a_ip} 7101 | tar x -C /tmp/hand && echo copy $s $({up})"),
         t,
     )?;
     let restore = lab.nodes[1].shell(
         &format!(
-            "while [ ! -e /tmp/hand.done ]; do sleep 0.1; done; rm /tmp/hand.done; \
-             s=$({up}); criu restore -D /tmp/hand -d -o restore.log && echo restore $s $({up})"
+            "s=$({up}); criu restore -D /tmp/hand -d -o restore.log && echo restore $s $({up}) \
+             || tail -n 2 /tmp/hand/restore.log"
         ),
         t,
     )?;
-    lab.nodes[1].shell(&format!("pkill -f 'mem {mib}$'; rm -rf /tmp/hand"), t)?;
+    lab.nodes[1].shell(&format!("kill $({}); rm -rf /tmp/hand", pids_of(mib)), t)?;
     lab.nodes[0].shell("rm -rf /tmp/hand", t)?;
-    let all = spans(&(dump.clone() + &copy + &restore));
+    let all = spans(&[dump.as_str(), &copy, &restore].join("\n"));
     match (all.get("dump"), all.get("copy"), all.get("restore")) {
         (Some(d), Some(c), Some(r)) => Ok((*d, *c, *r)),
         _ => bail!("by hand: dump {dump:?} copy {copy:?} restore {restore:?}"),
     }
 }
 
-/// Seconds to send `mib` MiB A → B over TCP.
-fn link(lab: &mut ClusterLab, b_ip: &str, mib: u32) -> Result<f64> {
+/// Seconds to send `mib` MiB A → B over TCP (B pulls, as in [`by_hand`]).
+fn link(lab: &mut ClusterLab, a_ip: &str, mib: u32) -> Result<f64> {
     let t = Duration::from_secs(600);
     let up = "cut -d' ' -f1 /proc/uptime";
-    lab.nodes[1].shell("(nc -l -p 7102 >/dev/null) >/dev/null 2>&1 &", t)?;
+    lab.nodes[0].shell(
+        &format!("(dd if=/dev/zero bs=1M count={mib} 2>/dev/null | nc -l -p 7102) >/dev/null 2>&1 &"),
+        t,
+    )?;
     std::thread::sleep(Duration::from_millis(500));
-    let out = lab.nodes[0].shell(
-        &format!("s=$({up}); dd if=/dev/zero bs=1M count={mib} 2>/dev/null | nc {b_ip} 7102 && echo link $s $({up})"),
+    let out = lab.nodes[1].shell(
+        &format!("s=$({up}); nc {a_ip} 7102 | wc -c >/dev/null && echo link $s $({up})"),
         t,
     )?;
     spans(&out)
@@ -258,7 +275,7 @@ fn main() -> Result<()> {
         .arg(dir.join("mem.c"))
         .status()?;
     ensure!(cc.success(), "gcc -static failed");
-    let b_ip = address(&lab, &b)?;
+    let a_ip = address(&lab, &a)?;
 
     println!(
         "{:>5}  {:>9} {:>9}  {:>9} {:>9} {:>9} {:>9}  {:>7}  {:>11} {:>11}",
@@ -281,11 +298,11 @@ fn main() -> Result<()> {
             let (f, t) = omcluster_move(&lab, &a, &b, mib)?;
             om_f.push(f);
             om_t.push(t);
-            let (dd, cc, rr) = by_hand(&mut lab, &b_ip, mib)?;
+            let (dd, cc, rr) = by_hand(&mut lab, &a_ip, mib)?;
             d.push(dd);
             c.push(cc);
             r.push(rr);
-            l.push(link(&mut lab, &b_ip, mib)?);
+            l.push(link(&mut lab, &a_ip, mib)?);
         }
         let (om_t, om_f, d, c, r, l) = (
             median(om_t),
