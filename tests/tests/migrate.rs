@@ -151,6 +151,14 @@ pub fn find_job(lab: &ClusterLab, marker: &str) -> Result<Value> {
     }
 }
 
+/// The id of the job whose command line contains `marker`.
+fn job_id(lab: &ClusterLab, marker: &str) -> Result<String> {
+    Ok(find_job(lab, marker)?["job"]
+        .as_str()
+        .context("a job without an id in omctl ps")?
+        .to_string())
+}
+
 /// `omctl migrate JOB TO` as [`USER`].
 pub fn migrate(lab: &ClusterLab, job: &str, to: &str) -> Result<Output> {
     Ok(omctl_as_user(lab)
@@ -243,10 +251,7 @@ pub fn check_migration(lab: &mut ClusterLab) -> Result<()> {
     let script = "i=0; while [ $i -lt 150 ]; do i=$((i+1)); echo $i; sleep 0.2; done; exit 3";
     let mut counter = Job::spawn(lab, a, &[], script)?;
     counter.wait_lines(5)?;
-    let id = find_job(lab, "$i -lt 150")?["job"]
-        .as_str()
-        .context("no job id")?
-        .to_string();
+    let id = job_id(lab, "$i -lt 150")?;
     migrate_ok(lab, &id, b)?;
     expect_at(lab, "$i -lt 150", b, 1)?;
     let n = counter.count();
@@ -279,10 +284,7 @@ pub fn check_migration(lab: &mut ClusterLab) -> Result<()> {
         .last()
         .and_then(|l| thread_line(&l))
         .context("no tick line")?;
-    let id = find_job(lab, "exec ./threads")?["job"]
-        .as_str()
-        .context("no job id")?
-        .to_string();
+    let id = job_id(lab, "exec ./threads")?;
     migrate_ok(lab, &id, a)?;
     let n = threads.count();
     threads.wait_lines(n + 3)?;
@@ -306,10 +308,7 @@ pub fn check_migration(lab: &mut ClusterLab) -> Result<()> {
     let tree = "for k in 1 2; do (j=0; while [ $j -lt 50 ]; do j=$((j+1)); echo c$k-$j; sleep 0.2; done) & done; wait; echo tree-done";
     let mut job = Job::spawn(lab, a, &[], tree)?;
     job.wait_lines(6)?;
-    let id = find_job(lab, "tree-done")?["job"]
-        .as_str()
-        .context("no job id")?
-        .to_string();
+    let id = job_id(lab, "tree-done")?;
     migrate_ok(lab, &id, b)?;
     let (code, lines, err) = job.finish()?;
     for k in 1..=2 {
@@ -344,10 +343,7 @@ pub fn check_migration(lab: &mut ClusterLab) -> Result<()> {
         "the TCP job did not connect: {:?}",
         job.last()
     );
-    let id = find_job(lab, "nc 127.0.0.1 5555")?["job"]
-        .as_str()
-        .context("no job id")?
-        .to_string();
+    let id = job_id(lab, "nc 127.0.0.1 5555")?;
     let o = migrate(lab, &id, b)?;
     let err = String::from_utf8_lossy(&o.stderr);
     ensure!(
@@ -390,10 +386,7 @@ pub fn start_doomed_move(lab: &ClusterLab, from: &str, victim: &str) -> Result<(
     let script = "i=0; while [ $i -lt 120 ]; do i=$((i+1)); echo $i; sleep 0.2; done; exit 5";
     let mut job = Job::spawn(lab, from, &[], script)?;
     job.wait_lines(5)?;
-    let id = find_job(lab, "$i -lt 120")?["job"]
-        .as_str()
-        .context("no job id")?
-        .to_string();
+    let id = job_id(lab, "$i -lt 120")?;
     let mover = omctl_as_user(lab)
         .args(["migrate", &id, victim])
         .stdin(Stdio::null())
