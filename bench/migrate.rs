@@ -212,7 +212,9 @@ fn link(lab: &mut ClusterLab, a_ip: &str, mib: u32) -> Result<f64> {
     let t = Duration::from_secs(600);
     let up = "cut -d' ' -f1 /proc/uptime";
     lab.nodes[0].shell(
-        &format!("(dd if=/dev/zero bs=1M count={mib} 2>/dev/null | nc -l -p 7102) >/dev/null 2>&1 &"),
+        &format!(
+            "(dd if=/dev/zero bs=1M count={mib} 2>/dev/null | nc -l -p 7102) >/dev/null 2>&1 &"
+        ),
         t,
     )?;
     std::thread::sleep(Duration::from_millis(500));
