@@ -1,6 +1,7 @@
 //! `omlab demo`: a virtual cluster for a person to watch.
 //!
-//! It builds the default image if there is none (running `ombuild image`,
+//! It builds the default image if there is none or it is older than the
+//! `omnode` beside `omlab` (running `ombuild image`,
 //! which shows its own progress bars), creates the virtual LAN of [`crate::cluster`],
 //! starts `omboot serve` and the head's agent there, boots N qemu machines
 //! through the three firmware paths in turn, prints each machine's boot stages
@@ -199,20 +200,30 @@ pub fn stop() {
     remove_namespace(&format!("{DEMO_NAMESPACE}-rtr"));
 }
 
+/// Builds the image unless one newer than the demo's `omnode` is there: an
+/// image holding an older `omnode` than the head runs would speak an older
+/// agent protocol.
 fn ensure_image(options: &DemoOptions) -> Result<(), DemoError> {
-    if options.image_dir.join("manifest.json").is_file() {
-        println!(
-            "omboot demo: using the image in {}",
-            options.image_dir.display()
-        );
-        return Ok(());
-    }
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let manifest = modified(&options.image_dir.join("manifest.json"));
+    let omnode = modified(&options.bin_dir.join("omnode"));
+    let why = match (manifest, omnode) {
+        (None, _) => "there is none",
+        (Some(m), Some(o)) if m < o => "it is older than the omnode beside omlab",
+        (Some(_), _) => {
+            println!(
+                "omboot demo: using the image in {}",
+                options.image_dir.display()
+            );
+            return Ok(());
+        }
+    };
     let ombuild = options.bin_dir.join("ombuild");
     if !ombuild.is_file() {
         return Err(DemoError::MissingBinary(ombuild));
     }
     println!(
-        "omboot demo: no image in {}; building it from {}",
+        "omboot demo: building the image in {} from {} ({why})",
         options.image_dir.display(),
         options.recipe.display()
     );
