@@ -193,21 +193,10 @@ fn main() -> ExitCode {
     // `/init agent …` for the agent, which must parse normally).
     let pid1 = std::process::id() == 1;
     let as_init = pid1 || (argv0.ends_with("/init") && std::env::args().len() <= 1);
-    if !as_init {
-        // The job holders report through their exit code, nothing else.
-        match Cli::try_parse().map(|c| c.command) {
-            Ok(Command::JobRun(a)) => return ExitCode::from(node_agent::job::holder::run(a) as u8),
-            Ok(Command::JobRestore(a)) => {
-                return ExitCode::from(node_agent::job::holder::restore(a) as u8)
-            }
-            _ => {}
-        }
-    }
     let result = if as_init {
         run_init(init::InitArgs::default())
     } else {
-        let cli = Cli::parse();
-        match cli.command {
+        match Cli::parse().command {
             Command::Init(a) => run_init(a),
             Command::Agent(a) => agent(*a),
             Command::Keygen { out } => node_agent::keyfile::save(&ClusterKey::generate(), &out)
@@ -218,7 +207,11 @@ fn main() -> ExitCode {
             }
             Command::Reboot => init::request_power(init::PowerAction::Reboot).map_err(Into::into),
             Command::Halt => init::request_power(init::PowerAction::Halt).map_err(Into::into),
-            Command::JobRun(_) | Command::JobRestore(_) => unreachable!("handled above"),
+            // The job holders report through their exit code, nothing else.
+            Command::JobRun(a) => return ExitCode::from(node_agent::job::holder::run(a) as u8),
+            Command::JobRestore(a) => {
+                return ExitCode::from(node_agent::job::holder::restore(a) as u8)
+            }
         }
     };
     match result {
