@@ -217,7 +217,7 @@ fn bench_image(bin: &Path, work: &Path) -> Result<PathBuf> {
     );
     let dir = work.join("recipe");
     std::fs::create_dir_all(&dir)?;
-    let initramfs = "\ninitramfs = [\"busybox-static\", ";
+    let initramfs = "\ninitramfs = [\"busybox\", ";
     ensure!(
         recipe.contains(initramfs),
         "images/node.toml's initramfs list changed; update bench/share.rs"

@@ -38,7 +38,7 @@ pub enum InitramfsError {
         source: elf::ElfError,
     },
     /// The initramfs packages hold no `/bin/busybox`.
-    #[error("no bin/busybox in the initramfs packages (add busybox-static to packages.initramfs)")]
+    #[error("no bin/busybox in the initramfs packages (add busybox to packages.initramfs)")]
     NoBusybox,
     /// A path clash while building the tree.
     #[error(transparent)]
@@ -59,7 +59,7 @@ pub struct Program {
 
 /// Everything the initramfs is made of.
 pub struct Parts<'a> {
-    /// Files of the initramfs packages (busybox-static and friends).
+    /// Files of the initramfs packages (busybox and friends).
     pub packages: &'a Tree,
     /// Kernel release (`6.1.0-NN-amd64`).
     pub kver: &'a str,

@@ -204,7 +204,7 @@ fn unprivileged_build_is_complete_and_byte_reproducible() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     for p in [
-        "busybox-static",
+        "busybox",
         "ipxe",
         "isolinux",
         "linux-image-amd64",
@@ -264,9 +264,9 @@ fn tampered_deb_in_the_cache_is_refused_offline_and_replaced_online() {
                 .unwrap()
                 .to_str()
                 .unwrap()
-                .starts_with("busybox-static_")
+                .starts_with("busybox_")
         })
-        .expect("busybox-static in the cache");
+        .expect("busybox in the cache");
     let mut data = std::fs::read(&deb).unwrap();
     let mid = data.len() / 2;
     data[mid] ^= 0xff;
@@ -275,7 +275,7 @@ fn tampered_deb_in_the_cache_is_refused_offline_and_replaced_online() {
     let out = w.build("offline", &cache, &["--offline"], false);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
-    assert!(err.contains("SHA256 mismatch for busybox-static"), "{err}");
+    assert!(err.contains("SHA256 mismatch for busybox"), "{err}");
     assert!(!w.path("offline/initrd.img").exists());
 
     let out = w.build("online", &cache, &[], false);
@@ -339,7 +339,7 @@ fn tampered_inrelease_is_refused() {
     let out = w.build("fresh", &cache, &["--update"], false);
     assert!(out.status.success());
     let lock = std::fs::read_to_string(w.path("node.lock")).unwrap();
-    for p in ["busybox-static", "ipxe", "systemd-boot-efi"] {
+    for p in ["busybox", "ipxe", "systemd-boot-efi"] {
         assert!(
             lock.contains(&format!("name = \"{p}\"")),
             "{p} not in the new lockfile"
@@ -382,14 +382,11 @@ fn unknown_package_is_reported() {
     let (shared, _lock) = shared_cache();
     let w = Work::new("");
     let recipe = std::fs::read_to_string(w.path("node.toml")).unwrap();
-    let list = "initramfs = [\"busybox-static\"";
+    let list = "initramfs = [\"busybox\"";
     assert!(recipe.contains(list), "the recipe's initramfs list changed");
     std::fs::write(
         w.path("node.toml"),
-        recipe.replace(
-            list,
-            "initramfs = [\"no-such-package-om\", \"busybox-static\"",
-        ),
+        recipe.replace(list, "initramfs = [\"no-such-package-om\", \"busybox\""),
     )
     .unwrap();
     let cache = w.path("cache");

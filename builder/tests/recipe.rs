@@ -18,7 +18,7 @@ fn the_shipped_recipe_parses() {
     assert_eq!(r.kernel_package, "linux-image-amd64");
     assert_eq!(r.compression, Compression::Zstd);
     for p in [
-        "busybox-static",
+        "busybox",
         "ipxe",
         "isolinux",
         "syslinux-common",

@@ -6,9 +6,11 @@
 //! starts `omboot serve` and the head's agent there, boots N qemu machines
 //! through the three firmware paths in turn, prints each machine's boot stages
 //! as `omboot` sees them and the joined lines from their consoles, then runs
-//! the awk batch of the openMosix documentation through `omctl run`, prints
-//! where each job ran, and compares the batch with the same jobs on one node
-//! alone. Everything is torn down at the end and on Ctrl-C; `--keep` leaves
+//! the awk batch of the openMosix documentation through `omctl run`, all
+//! started on the first machine, and lets the cluster spread it by
+//! migration; it prints where each job started and finished and how often
+//! it moved, and compares the makespan with the same batch on that machine
+//! alone and placed at start without migration. Everything is torn down at the end and on Ctrl-C; `--keep` leaves
 //! the cluster running and prints how to look inside and how to stop it.
 //!
 //! Its lines still start with `omboot demo:`, as when the demo was a
@@ -17,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -325,92 +327,197 @@ fn watch_boot(lab: &mut ClusterLab) -> Result<(), DemoError> {
 
 fn awk_job(loops: u32) -> String {
     format!(
-        "awk 'BEGIN {{for(i=0;i<{loops};i++)for(j=0;j<{loops};j++);}}'; echo \"ran on $OM_NODE\""
+        "awk 'BEGIN {{for(i=0;i<{loops};i++)for(j=0;j<{loops};j++);}}'; echo \"job $OM_JOB ran on $(uname -n)\""
     )
 }
 
-/// Runs `jobs` awk jobs at once through `omctl run` (on `node` if given) and
-/// returns where each ran and how long the batch took.
-fn batch(
-    lab: &ClusterLab,
-    jobs: usize,
-    loops: u32,
-    node: Option<&str>,
-) -> Result<(Vec<String>, Duration), DemoError> {
-    let start = Instant::now();
-    let mut children: Vec<Child> = Vec::new();
-    for _ in 0..jobs {
-        let mut command = lab.omctl();
-        command.arg("run");
-        if let Some(node) = node {
-            command.args(["--node", node]);
-        }
-        command
-            .args(["--", "sh", "-c", &awk_job(loops)])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        children.push(command.spawn().map_err(|source| DemoError::Io {
-            what: "running omctl run".into(),
-            source,
-        })?);
-    }
-    let mut placed = Vec::new();
-    for (index, child) in children.into_iter().enumerate() {
-        let output = child.wait_with_output().map_err(|source| DemoError::Io {
-            what: "waiting for omctl run".into(),
-            source,
-        })?;
-        check_interrupt()?;
-        if !output.status.success() {
-            return Err(DemoError::Job {
-                index,
-                status: output.status.to_string(),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            });
-        }
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let node = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("ran on "))
-            .unwrap_or("?")
-            .to_string();
-        placed.push(node);
-    }
-    Ok((placed, start.elapsed()))
+/// The batch launcher, run as a job on the first machine: starts `$1`
+/// copies of the awk job with `omctl run` and the options after `$1`, all
+/// at once, and waits for them.
+const LAUNCHER: &str = "PATH=/bin:/sbin:/usr/bin:/usr/sbin\n\
+n=$1; shift; i=0\n\
+while [ $i -lt $n ]; do omctl run \"$@\" -- sh ./demo-job.sh & i=$((i+1)); done\n\
+wait\n";
+
+/// One job of a batch as the demo saw it.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    /// Where `ps` first showed it.
+    started: String,
+    /// Where it said it finished (`uname -n`).
+    finished: String,
+    /// The most moves `ps` showed.
+    moves: u64,
 }
 
+/// Sets `word` (`stay`, `nostay`…) on each of `nodes`.
+fn knobs(lab: &ClusterLab, nodes: &[String], word: &str) -> Result<(), DemoError> {
+    for n in nodes {
+        let o = lab
+            .omctl()
+            .args(["knob", "--node", n, word])
+            .output()
+            .map_err(|source| DemoError::Io {
+                what: "running omctl knob".into(),
+                source,
+            })?;
+        if !o.status.success() {
+            return Err(DemoError::Job {
+                index: 0,
+                status: format!("omctl knob --node {n} {word}: {}", o.status),
+                stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs a batch of `jobs` awk jobs through the launcher on `first`, each
+/// started with `omctl run ARGS`, and returns what became of each job and
+/// the makespan. `ps` is polled meanwhile for where each job runs.
+fn batch(
+    lab: &ClusterLab,
+    first: &str,
+    jobs: usize,
+    args: &[&str],
+) -> Result<(BTreeMap<String, Seen>, Duration), DemoError> {
+    let start = Instant::now();
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| DemoError::Io { what, source }
+    };
+    let mut launcher = lab
+        .omctl_in(contracts::share::MOUNT_POINT)
+        .args(["run", "--node", first, "--", "sh", "./demo-batch.sh"])
+        .arg(jobs.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io("running omctl run"))?;
+    let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+    let status = loop {
+        check_interrupt()?;
+        if let Some(st) = launcher.try_wait().map_err(io("waiting for omctl run"))? {
+            break st;
+        }
+        let ps = lab
+            .omctl()
+            .args(["ps", "--all", "--json"])
+            .output()
+            .map_err(io("running omctl ps"))?;
+        let listed: Vec<serde_json::Value> = serde_json::from_slice(&ps.stdout).unwrap_or_default();
+        for j in listed.iter().filter(|j| {
+            j["argv"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "./demo-job.sh"))
+        }) {
+            let (Some(id), Some(node)) = (j["job"].as_str(), j["node"].as_str()) else {
+                continue;
+            };
+            let e = seen.entry(id.to_string()).or_default();
+            if e.started.is_empty() {
+                e.started = node.to_string();
+            }
+            e.moves = e.moves.max(j["moves"].as_u64().unwrap_or(0));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let took = start.elapsed();
+    let mut out = String::new();
+    let mut err = String::new();
+    use std::io::Read;
+    if let Some(mut o) = launcher.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = launcher.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let finished: Vec<(String, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let (job, node) = l.strip_prefix("job ")?.split_once(" ran on ")?;
+            Some((job.to_string(), node.to_string()))
+        })
+        .collect();
+    if !status.success() || finished.len() != jobs {
+        return Err(DemoError::Job {
+            index: finished.len(),
+            status: status.to_string(),
+            stderr: err.trim().to_string(),
+        });
+    }
+    for (job, node) in finished {
+        let e = seen.entry(job).or_default();
+        e.finished = node;
+        if e.started.is_empty() {
+            e.started = "?".into();
+        }
+    }
+    Ok((seen, took))
+}
+
+/// The openMosix batch three ways, all launched on the first machine:
+/// with the cluster spreading it by migration, on that machine alone, and
+/// placed at start without migration.
 fn run_batch(lab: &ClusterLab, options: &DemoOptions) -> Result<(), DemoError> {
+    let Some(share) = lab.share_dir() else {
+        return Ok(());
+    };
+    let write = |name: &str, text: String| {
+        std::fs::write(share.join(name), text).map_err(|source| DemoError::Io {
+            what: format!("writing {name} into the shared tree"),
+            source,
+        })
+    };
+    write("demo-job.sh", awk_job(options.awk_loops) + "\n")?;
+    write("demo-batch.sh", LAUNCHER.to_string())?;
+    let nodes: Vec<String> = lab.nodes.iter().map(|n| n.node_name()).collect();
+    let Some(first) = nodes.first().cloned() else {
+        return Ok(());
+    };
+    // The head runs natively, not under emulation: it takes no part.
+    knobs(lab, &["head".to_string()], "block")?;
     let jobs = 2 * (lab.nodes.len() + 1);
     let loops = options.awk_loops;
     println!(
-        "omboot demo: running {jobs} copies of awk 'BEGIN {{for(i=0;i<{loops};i++)for(j=0;j<{loops};j++);}}' through omctl run"
+        "omboot demo: {jobs} copies of awk 'BEGIN {{for(i=0;i<{loops};i++)for(j=0;j<{loops};j++);}}', all started on {first} (omctl run --node {first}); the cluster spreads them by migration"
     );
-    let (placed, took) = batch(lab, jobs, loops, None)?;
+    let (seen, spread) = batch(lab, &first, jobs, &["--node", &first])?;
     let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
-    for (index, node) in placed.iter().enumerate() {
-        println!("  job {:>2} ran on {node}", index + 1);
-        *per_node.entry(node).or_default() += 1;
-    }
-    let spread: Vec<String> = per_node.iter().map(|(n, c)| format!("{n}: {c}")).collect();
-    println!("  spread: {}", spread.join(", "));
-    let alone = lab.nodes.first().map(|n| n.name().to_string());
-    let status = lab.status()?;
-    // Compare with one netbooted machine alone (the head runs natively and
-    // would not be a fair single node).
-    let single = ClusterLab::nodes_in_state(&status, "alive")
-        .into_iter()
-        .find(|n| n != "head")
-        .or(alone);
-    if let Some(single) = single {
-        let (_, alone_took) = batch(lab, jobs, loops, Some(&single))?;
+    for (job, s) in &seen {
+        let moves = match s.moves {
+            1 => "1 move".to_string(),
+            n => format!("{n} moves"),
+        };
         println!(
-            "omboot demo: the batch took {:.1} s on the cluster, {:.1} s on {single} alone ({:.2}x)",
-            took.as_secs_f64(),
-            alone_took.as_secs_f64(),
-            alone_took.as_secs_f64() / took.as_secs_f64().max(0.001)
+            "  job {job}: started on {}, finished on {}, {moves}",
+            s.started, s.finished
         );
+        *per_node.entry(&s.finished).or_default() += 1;
     }
+    let ends: Vec<String> = per_node.iter().map(|(n, c)| format!("{n}: {c}")).collect();
+    println!("  finished on: {}", ends.join(", "));
+
+    println!("omboot demo: the same batch on {first} alone (stay: nothing leaves it)");
+    knobs(lab, std::slice::from_ref(&first), "stay")?;
+    let (_, alone) = batch(lab, &first, jobs, &["--node", &first])?;
+    println!(
+        "omboot demo: the same batch placed at start, without migration (stay on every machine)"
+    );
+    knobs(lab, &nodes, "stay")?;
+    let (_, placed) = batch(lab, &first, jobs, &[])?;
+    knobs(lab, &nodes, "nostay")?;
+    let secs = |d: Duration| d.as_secs_f64();
+    println!(
+        "omboot demo: makespan {:.1} s with migration; {:.1} s on {first} alone ({:.2}x); {:.1} s placed without migration ({:.2}x)",
+        secs(spread),
+        secs(alone),
+        secs(alone) / secs(spread).max(0.001),
+        secs(placed),
+        secs(placed) / secs(spread).max(0.001)
+    );
     Ok(())
 }
 
@@ -512,6 +619,15 @@ fn print_keep_instructions(lab: &ClusterLab, options: &DemoOptions) {
         "  run a job on it:             {} --socket {socket} run -- uname -n",
         omctl.display()
     );
+    if let Some(first) = lab.nodes.first() {
+        println!(
+            "  openMosix's first test:      from the /cluster shell, omctl run --node {} -- omctl shell -i",
+            first.node_name()
+        );
+        println!(
+            "                               then type the test_mosix loop (README, \"The cluster balances itself\") and watch mon"
+        );
+    }
     println!(
         "  consoles and logs:           {}",
         options.work_dir.display()
@@ -553,7 +669,7 @@ mod tests {
     fn the_awk_job_is_the_documented_loop_with_its_node_reported() {
         assert_eq!(
             awk_job(10000),
-            "awk 'BEGIN {for(i=0;i<10000;i++)for(j=0;j<10000;j++);}'; echo \"ran on $OM_NODE\""
+            "awk 'BEGIN {for(i=0;i<10000;i++)for(j=0;j<10000;j++);}'; echo \"job $OM_JOB ran on $(uname -n)\""
         );
     }
 }

@@ -92,6 +92,20 @@ pub async fn migrate(
     }
 }
 
+/// Asks the local agent to turn a knob or carry out `expel`/`bring`, on
+/// itself or on `node`: `Ok(Ok(lines))`, or `Ok(Err((exit status, why)))`.
+pub async fn knob(
+    path: &Path,
+    node: Option<String>,
+    action: crate::balance::KnobAction,
+) -> Result<Result<Vec<String>, (i32, String)>, ControlError> {
+    match request(path, &Frame::Knob { node, action }).await? {
+        Frame::KnobDone(lines) => Ok(Ok(lines)),
+        Frame::Failed { code, message } => Ok(Err((code, message))),
+        other => Err(ControlError::Unexpected(format!("{other:?}"))),
+    }
+}
+
 /// The cluster jobs the local agent knows.
 pub async fn ps(path: &Path) -> Result<Vec<wire::JobInfo>, ControlError> {
     match request(path, &Frame::Ps).await? {

@@ -12,6 +12,8 @@
 //! - [`share`]: the shared tree at `/cluster` as this node sees it (mounted,
 //!   answering, size), carried in the load vector.
 //! - [`placement`]: where a job should run, pure.
+//! - [`balance`]: when a running job should move by itself, and where to, pure;
+//!   the admin knobs (`block`, `stay`, `lstay`, `quiet`).
 //! - [`cgroup`]: the CPU cap on cluster jobs (cgroup v2 `cpu.max`, or v1).
 //! - [`exec`]: running a job on a remote node with streamed stdio and
 //!   signals, and moving it while it runs.
@@ -23,8 +25,10 @@
 //!   loop, the exec listener and the control server, every task it starts
 //!   owned and ended at shutdown.
 //! - [`tools`]: the `omctl` subcommands (`status`, `mon`, `top`, `ps`, `whois`, `df`, `run`).
+//! - [`shell`]: `omctl shell`'s command shims, which make every command a job.
 
 pub mod agent;
+pub mod balance;
 pub mod cgroup;
 pub mod checkin;
 pub mod control;
@@ -38,5 +42,6 @@ pub mod load;
 pub mod membership;
 pub mod placement;
 pub mod share;
+pub mod shell;
 pub mod tools;
 pub mod wire;

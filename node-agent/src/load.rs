@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 /// What one node tells the others about itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoadVector {
     /// Online CPUs.
     pub cpus: u32,
@@ -34,6 +34,22 @@ pub struct LoadVector {
     /// Whether this node can take moved jobs: CRIU works with its kernel.
     #[serde(default)]
     pub criu: bool,
+    /// CPUs wanted here over the last seconds: cluster jobs and everything
+    /// else runnable (see [`crate::balance`]).
+    #[serde(default)]
+    pub demand: f32,
+    /// The admin knobs (`block`, `stay`, `lstay`, `quiet`).
+    #[serde(default)]
+    pub knobs: crate::balance::Knobs,
+    /// Cluster jobs running here whose home is another node.
+    #[serde(default)]
+    pub guests: u32,
+    /// Jobs that moved in during the last minute.
+    #[serde(default)]
+    pub moved_in: u32,
+    /// Jobs that moved out during the last minute.
+    #[serde(default)]
+    pub moved_out: u32,
 }
 
 impl LoadVector {
@@ -105,6 +121,11 @@ pub fn sample(speed: f32, jobs: u32, started: u64, cpu_quota: u32) -> LoadVector
         cpu_quota,
         share: None,
         criu: false,
+        demand: runnable.saturating_sub(1) as f32,
+        knobs: Default::default(),
+        guests: 0,
+        moved_in: 0,
+        moved_out: 0,
     }
 }
 

@@ -96,7 +96,8 @@ pub struct Candidates {
 }
 
 /// Turns what the agent knows into candidates: every node not declared down
-/// whose current load is known (`local` for the node named `me`, the vector
+/// whose current load is known and that takes guests (not `block`, unless
+/// it is `me`) (`local` for the node named `me`, the vector
 /// it last sent for the others), with the jobs placed there that its vector
 /// does not count yet added to its jobs.
 pub fn candidates(me: &str, local: &LoadVector, known: &[Known]) -> Candidates {
@@ -110,6 +111,10 @@ pub fn candidates(me: &str, local: &LoadVector, known: &[Known]) -> Candidates {
                 .map(|(_, l)| l)
         };
         let Some(load) = load else { continue };
+        // A node that takes no guests is no one's choice but its own.
+        if load.knobs.block && k.id.name != me {
+            continue;
+        }
         let pending = k
             .placed
             .iter()
@@ -287,6 +292,7 @@ mod tests {
             cpu_quota: 100,
             share: None,
             criu: false,
+            ..Default::default()
         }
     }
 
@@ -354,6 +360,28 @@ mod tests {
         assert_eq!(named(&known, "10.0.1.2"), Some(&up));
         assert_eq!(named(&known, "10.0.1.2:7946"), Some(&up));
         assert_eq!(named(&known, "down"), None, "a dead node is not named");
+    }
+
+    #[test]
+    fn a_blocked_node_is_a_candidate_only_for_itself() {
+        let (me, other) = (id("me", 1, 1), id("other", 2, 1));
+        let mut blocked = vector(0, 0, 0.0);
+        blocked.knobs.block = true;
+        let known = [
+            Known {
+                id: &me,
+                down: false,
+                heard: None,
+                placed: &[],
+            },
+            Known {
+                id: &other,
+                down: false,
+                heard: Some((&other, &blocked)),
+                placed: &[],
+            },
+        ];
+        assert_eq!(candidates("me", &blocked, &known).ids, vec![me.clone()]);
     }
 
     #[test]

@@ -60,7 +60,12 @@ pub fn classic_argv(argv: Vec<String>) -> Vec<String> {
             if matches!(first, Some("whois" | "status")) {
                 return replace_first(argv);
             }
-            "status"
+            // `mosctl block`, `mosctl expel`…: the knobs.
+            if first.is_some_and(|w| crate::balance::KNOB_WORDS.contains(&w)) {
+                "knob"
+            } else {
+                "status"
+            }
         }
         _ => return argv,
     };
@@ -93,7 +98,7 @@ pub fn status_table(s: &ClusterStatus) -> String {
         s.nodes.iter().filter(|n| n.state == "alive").count()
     );
     out.push_str(&format!(
-        "{:>6}  {:<16} {:<21} {:<7} {:>4} {:>6} {:>6} {:>4} {:>5} {:>13}\n",
+        "{:>6}  {:<16} {:<21} {:<7} {:>4} {:>6} {:>6} {:>4} {:>5} {:>13} {}\n",
         "NODE",
         "NAME",
         "ADDRESS",
@@ -103,7 +108,8 @@ pub fn status_table(s: &ClusterStatus) -> String {
         "LOAD",
         "JOBS",
         "QUOTA",
-        "MEM FREE/TOT"
+        "MEM FREE/TOT",
+        "KNOBS"
     ));
     for n in &s.nodes {
         let name = if n.local {
@@ -113,7 +119,7 @@ pub fn status_table(s: &ClusterStatus) -> String {
         };
         match &n.load {
             Some(l) => out.push_str(&format!(
-                "{:>6}  {:<16} {:<21} {:<7} {:>4} {:>6.2} {:>6.2} {:>4} {:>4}% {:>13}\n",
+                "{:>6}  {:<16} {:<21} {:<7} {:>4} {:>6.2} {:>6.2} {:>4} {:>4}% {:>13} {}\n",
                 n.number,
                 name,
                 n.addr,
@@ -123,11 +129,12 @@ pub fn status_table(s: &ClusterStatus) -> String {
                 l.loadavg,
                 l.jobs,
                 l.cpu_quota,
-                format!("{}/{}", fmt_kib(l.mem_free_kib), fmt_kib(l.mem_total_kib))
+                format!("{}/{}", fmt_kib(l.mem_free_kib), fmt_kib(l.mem_total_kib)),
+                l.knobs.describe()
             )),
             None => out.push_str(&format!(
-                "{:>6}  {:<16} {:<21} {:<7} {:>4} {:>6} {:>6} {:>4} {:>5} {:>13}\n",
-                n.number, name, n.addr, n.state, "-", "-", "-", "-", "-", "-"
+                "{:>6}  {:<16} {:<21} {:<7} {:>4} {:>6} {:>6} {:>4} {:>5} {:>13} {}\n",
+                n.number, name, n.addr, n.state, "-", "-", "-", "-", "-", "-", "-"
             )),
         }
     }
@@ -310,7 +317,7 @@ pub fn mon_lines(s: &ClusterStatus, width: usize) -> Vec<String> {
         ),
         String::new(),
         format!(
-            "{:>6} {:<14} {:<7} {:<w$} {:>5} {:>5} {:>4} {:>5} {:>13}",
+            "{:>6} {:<14} {:<7} {:<w$} {:>5} {:>5} {:>4} {:>6} {:>7} {:>5} {:>13}",
             "NODE",
             "NAME",
             "STATE",
@@ -318,24 +325,35 @@ pub fn mon_lines(s: &ClusterStatus, width: usize) -> Vec<String> {
             "LOAD",
             "SPEED",
             "JOBS",
+            "GUESTS",
+            "MOVED",
             "QUOTA",
             "MEM FREE/TOT",
             w = bar_w + 2
         ),
     ];
     for n in &s.nodes {
-        let (speed, jobs, quota, mem) = match &n.load {
+        let (speed, jobs, guests, moved, quota, mem) = match &n.load {
             Some(l) => (
                 format!("{:.2}", l.speed),
                 l.jobs.to_string(),
+                l.guests.to_string(),
+                moved(l),
                 format!("{}%", l.cpu_quota),
                 format!("{}/{}", fmt_kib(l.mem_free_kib), fmt_kib(l.mem_total_kib)),
             ),
-            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+            None => (
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ),
         };
         let load = node_load(n);
         lines.push(format!(
-            "{:>6} {:<14} {:<7} [{}] {:>5.2} {:>5} {:>4} {:>5} {:>13}",
+            "{:>6} {:<14} {:<7} [{}] {:>5.2} {:>5} {:>4} {:>6} {:>7} {:>5} {:>13}",
             n.number,
             n.name,
             n.state,
@@ -343,11 +361,22 @@ pub fn mon_lines(s: &ClusterStatus, width: usize) -> Vec<String> {
             load,
             speed,
             jobs,
+            guests,
+            moved,
             quota,
             mem
         ));
     }
+    lines.push(String::new());
+    lines.push(
+        "GUESTS: jobs from other nodes running there; MOVED: jobs in/out in the last minute".into(),
+    );
     lines
+}
+
+/// Jobs that moved in and out of a node in the last minute, as `+IN/-OUT`.
+fn moved(l: &crate::load::LoadVector) -> String {
+    format!("+{}/-{}", l.moved_in, l.moved_out)
 }
 
 /// The `top` screen, as lines: nodes then jobs.
@@ -361,11 +390,13 @@ pub fn top_lines(s: &ClusterStatus, jobs: &[JobInfo]) -> Vec<String> {
     )];
     for n in &s.nodes {
         lines.push(format!(
-            "  {:<14} {:<7} load {:>5.2} jobs {:>3}",
+            "  {:<14} {:<7} load {:>5.2} jobs {:>3} guests {:>3} moved {}",
             n.name,
             n.state,
             node_load(n),
-            n.load.as_ref().map_or(0, |l| l.jobs)
+            n.load.as_ref().map_or(0, |l| l.jobs),
+            n.load.as_ref().map_or(0, |l| l.guests),
+            n.load.as_ref().map_or_else(|| "-".into(), moved)
         ));
     }
     lines.push(String::new());
@@ -586,6 +617,11 @@ mod tests {
             argv("omctl status --socket /s --json")
         );
         assert_eq!(classic_argv(argv("omctl status")), argv("omctl status"));
+        assert_eq!(classic_argv(argv("mosctl block")), argv("omctl knob block"));
+        assert_eq!(
+            classic_argv(argv("mosctl --socket /s expel")),
+            argv("omctl knob --socket /s expel")
+        );
     }
 
     fn status() -> ClusterStatus {
@@ -611,6 +647,7 @@ mod tests {
                         cpu_quota: 50,
                         share: None,
                         criu: false,
+                        ..Default::default()
                     }),
                     load_age_ms: Some(0),
                 },
@@ -641,9 +678,9 @@ mod tests {
     fn tables() {
         expect_test::expect![[r#"
             cluster c, seen from a: 2 nodes, 1 alive
-              NODE  NAME             ADDRESS               STATE   CPUS  SPEED   LOAD JOBS QUOTA  MEM FREE/TOT
-               258  a*               10.0.1.2:7946         alive      2   1.50   1.00    1   50%     1.0G/4.0G
-               259  b                10.0.1.3:7946         down       -      -      -    -     -             -
+              NODE  NAME             ADDRESS               STATE   CPUS  SPEED   LOAD JOBS QUOTA  MEM FREE/TOT KNOBS
+               258  a*               10.0.1.2:7946         alive      2   1.50   1.00    1   50%     1.0G/4.0G -
+               259  b                10.0.1.3:7946         down       -      -      -    -     -             - -
         "#]]
         .assert_eq(&status_table(&status()));
         let mut shared = status();

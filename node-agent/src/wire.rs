@@ -216,6 +216,9 @@ pub struct JobInfo {
     pub moves: u32,
     /// Why it cannot move, if it cannot.
     pub cantmove: Option<String>,
+    /// When it started or arrived on `node`, ms since the Unix epoch.
+    #[serde(default)]
+    pub since_ms: u64,
 }
 
 /// Messages on the control socket and exec streams.
@@ -323,6 +326,17 @@ pub enum Frame {
         /// The job.
         job: String,
     },
+    /// omctl → agent (for itself or, with `node`, for another node), and
+    /// agent → agent: turn a knob, or `expel` / `bring`. Answered with
+    /// `KnobDone` or `Failed`.
+    Knob {
+        /// The node to act on (`None`: the one receiving this).
+        node: Option<String>,
+        /// What to do.
+        action: crate::balance::KnobAction,
+    },
+    /// What a `Knob` request did, a line each.
+    KnobDone(Vec<String>),
 }
 
 impl Frame {

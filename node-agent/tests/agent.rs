@@ -629,6 +629,71 @@ fn remote_run_stdio_status_signals_uid_cwd() {
         "n1's own ps lists another node's job"
     );
 
+    // Knobs: root only, one line per error, seen by the others, and
+    // `block` refuses guests.
+    let knob = |i: usize, args: &[&str], uid: u32| {
+        let o = c
+            .omctl(i)
+            .arg("knob")
+            .args(args)
+            .uid(uid)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        (o.status.code(), stdout_of(&o), err)
+    };
+    let (code, _, err) = knob(1, &["block"], 65534);
+    assert_eq!((code, err.lines().count()), (Some(126), 1), "{err}");
+    assert!(err.contains("takes root"), "{err}");
+    let (code, _, err) = knob(1, &["fast"], 0);
+    assert_eq!((code, err.lines().count()), (Some(254), 1), "{err}");
+    assert!(err.contains("unknown knob fast"), "{err}");
+    let (code, _, err) = knob(1, &["--node", "nowhere", "block"], 0);
+    assert_eq!((code, err.lines().count()), (Some(127), 1), "{err}");
+    assert!(err.contains("no live node matches nowhere"), "{err}");
+    let (code, out, err) = knob(1, &["--node", "n2", "block"], 0);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "node n2: block on (knobs: block)\n");
+    wait_for("n0 to see n2 blocked", LIMIT, || {
+        let s = c.status(0)?;
+        s.nodes
+            .iter()
+            .any(|n| n.name == "n2" && n.load.as_ref().is_some_and(|l| l.knobs.block))
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    });
+    let o = run_on(&c, 0, &["--node", "n2", "--", "true"], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(127), "{err}");
+    assert!(
+        err.contains("node n2 accepts no guest jobs (block)"),
+        "{err}"
+    );
+    let (code, _, err) = knob(2, &["noblock"], 0);
+    assert_eq!(code, Some(0), "{err}");
+
+    // omctl shell: a command it looks up runs as a job here (OM_JOB is
+    // set), a builtin in the shell itself.
+    let o = c
+        .omctl(0)
+        .args([
+            "shell",
+            "-c",
+            "printenv OM_JOB; echo \"shell on $OM_SHELL\"",
+        ])
+        .current_dir(&cwd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = stdout_of(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.len() == 2 && lines[0].starts_with("n0-") && lines[1] == "shell on n0",
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
     // The node running it dies: the caller gets a clear error and 255, no hang.
     c.kill(2);
     let st = sleeper.wait().unwrap();

@@ -6,8 +6,10 @@
 //! the head places the awk loop from the openMosix documentation on the nodes;
 //! every machine mounts the shared tree at `/cluster` during boot and jobs
 //! started there read and write the head's files (owners, bytes, a 2,000
-//! file tree, a server restart mid-loop, fsync before a power cut); a
-//! machine that is powered off is declared dead by the head.
+//! file tree, a server restart mid-loop, fsync before a power cut); jobs
+//! move between the machines (`migrate`) and balance themselves
+//! (`balance`); a machine that is powered off is declared dead by the
+//! head, and the jobs it hosted end with 255 at home.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -116,6 +118,11 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
         alive.iter().any(|n| n == "head"),
         "head missing from {alive:?}"
     );
+    // Each check sees only the moves it asks for: automatic balancing is
+    // off (`quiet`) until the balancing checks turn it on.
+    for node in &lab.nodes {
+        crate::balance::knob(&lab, &node.node_name(), "quiet")?;
+    }
 
     // The awk loop of the openMosix documentation, shrunk tenfold per loop so
     // that it finishes in reasonable time under TCG emulation.
@@ -170,6 +177,7 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
 
     check_shared_tree(&mut lab)?;
     crate::migrate::check_migration(&mut lab)?;
+    crate::balance::check_balancing(&mut lab)?;
 
     // Pull the plug on the last machine right after it fsync'd a file: the
     // head must have every byte, and must declare the machine dead.
@@ -184,6 +192,9 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
     // A job on the first machine is being moved to the victim when it dies.
     let first = lab.nodes[0].node_name();
     let (doomed, mover) = crate::migrate::start_doomed_move(&lab, &first, &victim)?;
+    // Two guests run on the victim (kept there with `stay`) when it dies.
+    crate::balance::knob(&lab, &victim, "stay")?;
+    let guests = crate::balance::start_guests(&lab, &victim)?;
     lab.nodes.last_mut().unwrap().power_off();
     let share = lab.share_dir().context("no shared tree")?.to_path_buf();
     let on_head = sha256(&share.join("u4242/durable.bin"))?;
@@ -198,6 +209,7 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
         |v| ClusterLab::nodes_in_state(v, "alive").len() == victim_before.len() - 1,
     )?;
     crate::migrate::check_doomed_move(&lab, &first, doomed, mover)?;
+    crate::balance::check_lost_guests(guests, &victim)?;
     eprintln!(
         "powered-off node noticed after {:.1} s; alive now: {:?}",
         took.as_secs_f64(),

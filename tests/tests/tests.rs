@@ -7,7 +7,10 @@
 //!   netboot, join and share the awk batch.
 //! - `migrate`: live migration between those netbooted machines (called
 //!   from `netboot`'s test, which boots them once).
+//! - `balance`: automatic rebalancing, the knobs and `omctl shell` on the
+//!   same machines (called from `netboot`'s test too).
 
+mod balance;
 mod head;
 mod media;
 mod migrate;

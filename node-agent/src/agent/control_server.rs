@@ -1,8 +1,8 @@
 //! The control socket server: accepts `omctl`'s connections until shutdown,
 //! each in a task of its own, and answers its one request ([`Controller`]):
 //! `status` from the view, `ps` from the job tables (`ps --cluster` asks
-//! every live node), and `run`, which places the job
-//! ([`crate::placement`]) and relays it ([`exec::relay`]).
+//! every live node), `run`, which places the job ([`crate::placement`]) and
+//! relays it ([`exec::relay`]), `migrate`, and `knob` (in `admin`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,7 +80,7 @@ impl Controller {
 
     /// Jobs running here and jobs launched from here.
     fn jobs(&self) -> Vec<JobInfo> {
-        let mut all = exec::listed(&self.load.running, &self.load.criu);
+        let mut all = exec::listed(&self.load.exec.running, &self.load.exec.criu);
         for j in self.launched.lock().expect("jobs").values() {
             if !all.iter().any(|x| x.job == j.job) {
                 all.push(j.clone());
@@ -140,6 +140,13 @@ impl Controller {
             Frame::Migrate { job, to } => {
                 let f = match self.migrate(&job, &to, cred.uid()).await {
                     Ok(done) => Frame::Migrated(done),
+                    Err((code, message)) => Frame::Failed { code, message },
+                };
+                let _ = wire::write_frame(&mut wr, &f).await;
+            }
+            Frame::Knob { node, action } => {
+                let f = match self.knob(node, action, cred.uid()).await {
+                    Ok(lines) => Frame::KnobDone(lines),
                     Err((code, message)) => Frame::Failed { code, message },
                 };
                 let _ = wire::write_frame(&mut wr, &f).await;
@@ -252,6 +259,19 @@ impl Controller {
                 job.job, job.node
             )));
         }
+        let blocked = self
+            .view
+            .lock()
+            .expect("view")
+            .fresh_peers(Duration::from_secs(3))
+            .iter()
+            .any(|(id, l)| id.name == target.name && l.knobs.block);
+        if blocked && job.home != target.name {
+            return Err(bad(format!(
+                "node {} accepts no guest jobs (block)",
+                target.name
+            )));
+        }
         info!(job = %job.job, from = %source.name, to = %target.name, uid, "ordering a migration");
         exec::order_migration(
             source.addr,
@@ -324,6 +344,7 @@ impl Controller {
                 started_ms: now_ms(),
                 moves: 0,
                 cantmove: None,
+                since_ms: now_ms(),
             },
         );
         let exec_req = ExecRequest {
@@ -399,14 +420,13 @@ mod tests {
             bump: 0,
         };
         let ctl = Controller {
-            view: Arc::new(Mutex::new(View::new("c".into(), me))),
+            view: Arc::new(Mutex::new(View::new("c".into(), me.clone()))),
             load: LocalLoad {
                 speed: 1.0,
                 cpu_quota: 100,
-                running: Jobs::default(),
-                started: Arc::default(),
+                exec: exec::ExecContext::new("a".into(), me.addr, [1; 32], None),
                 share: Arc::new(crate::share::Probe::start(None).unwrap()),
-                criu: exec::CriuState::default(),
+                demand: Arc::default(),
             },
             launched: Jobs::default(),
             down: broadcast::channel(1).0,

@@ -58,7 +58,6 @@ pub(super) async fn serve(listener: TcpListener, ctx: ExecContext, stop: Cancell
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::Jobs;
     use crate::wire;
 
     #[tokio::test]
@@ -66,15 +65,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let key = [3u8; 32];
-        let ctx = ExecContext::new(
-            "t".into(),
-            addr,
-            key,
-            None,
-            Jobs::default(),
-            Arc::default(),
-            Arc::default(),
-        );
+        let ctx = ExecContext::new("t".into(), addr, key, None);
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve(listener, ctx, stop.clone()));
         // After the handshake the target waits up to 5 s for the request.

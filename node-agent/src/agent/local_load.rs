@@ -1,34 +1,48 @@
 //! This node's load vector, sampled when asked for: by the presence tick
 //! (sent to every member), by `omctl status` and by placement; the shared
-//! tree's part comes from its probe thread ([`crate::share::Probe`]).
+//! tree's part comes from its probe thread ([`crate::share::Probe`]), the
+//! demand from the balancer's last sample (`balancer`).
 
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use crate::exec::{self, Jobs};
+use crate::exec::{self, ExecContext};
 use crate::load::{self, LoadVector};
 
-/// What sampling our load needs: the calibrated speed, the quota and the
-/// job counters the exec listener keeps.
+/// What sampling our load needs: the calibrated speed, the quota, the job
+/// tables and knobs of the exec side, and what the balancer measured.
 #[derive(Debug, Clone)]
 pub(super) struct LocalLoad {
     pub(super) speed: f32,
     pub(super) cpu_quota: u32,
-    pub(super) running: Jobs,
-    pub(super) started: Arc<AtomicU64>,
+    /// The jobs running here, the CRIU probe's verdict, the knobs.
+    pub(super) exec: ExecContext,
     /// The shared tree's probe.
     pub(super) share: Arc<crate::share::Probe>,
-    /// Whether CRIU works here (see [`crate::job::criu::probe`]).
-    pub(super) criu: exec::CriuState,
+    /// CPUs wanted here, as the balancer last measured them (`None` before
+    /// its first measurement).
+    pub(super) demand: Arc<Mutex<Option<f32>>>,
 }
 
 impl LocalLoad {
     /// Our load vector now.
     pub(super) fn sample(&self) -> LoadVector {
-        let (jobs, started) = exec::job_counts(&self.running, &self.started);
+        let x = &self.exec;
+        let (jobs, started) = exec::job_counts(&x.running, &x.started);
         let mut vector = load::sample(self.speed, jobs, started, self.cpu_quota);
         vector.share = self.share.view();
-        vector.criu = matches!(*self.criu.lock().expect("criu state"), Some(Ok(())));
+        vector.criu = matches!(*x.criu.lock().expect("criu state"), Some(Ok(())));
+        if let Some(d) = *self.demand.lock().expect("demand") {
+            vector.demand = d;
+        }
+        vector.knobs = *x.knobs.lock().expect("knobs");
+        vector.guests = x
+            .running
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .filter(|j| j.home != x.node)
+            .count() as u32;
+        (vector.moved_in, vector.moved_out) = x.moves_last_minute();
         vector
     }
 }

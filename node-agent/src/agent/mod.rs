@@ -11,20 +11,27 @@
 //!   discovery). It runs in `run` itself.
 //! - `exec_listener`: exec streams from other agents, one task each.
 //! - `control_server`: `omctl`'s connections, one task each.
+//! - `balancer`: once a second, measures the jobs here and moves one to
+//!   where it finishes sooner when that pays ([`crate::balance`]).
+//! - `admin`: knob requests (`block`, `expel`, …) other agents forward.
 //! - [`crate::checkin`]: with `--checkin`, the check-in with the boot server,
 //!   which waits until the gossip loop reports the join.
 //!
 //! They share the [`View`] (`view`). The listeners and the check-in are
 //! tasks of one `JoinSet` and the connections tasks of theirs: at shutdown the gossip
 //! loop says goodbye, a `CancellationToken` stops the listeners and ends
-//! every connection, and `run` waits for all of them before it returns. A
-//! job running here is left running, as when the agent is killed.
+//! every connection, and `run` waits for all of them before it returns.
+//! Before it leaves, the agent sends its guests elsewhere (`expel`, for at
+//! most [`EXPEL_ON_LEAVE`]); its own jobs are left running, as when the
+//! agent is killed.
 //!
 //! The join line `omnode: node NAME joined cluster ID (N nodes)` is printed
 //! once, when the first membership exchange completes (N counts us and the
 //! members known at that moment), or, if nobody answered, after
 //! [`DISCOVERY_WINDOW`] with N = 1.
 
+mod admin;
+mod balancer;
 mod control_server;
 mod exec_listener;
 mod gossip;
@@ -39,14 +46,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::cgroup::{self, CgroupError, JobCgroup};
 use crate::discovery::{self, DiscoveryError, Interface};
-use crate::exec::{self, ExecContext, Jobs};
+use crate::exec::{ExecContext, Jobs};
 use crate::key::{ClusterKey, Purpose};
 use crate::load;
 use crate::membership::NodeId;
@@ -62,6 +69,8 @@ use local_load::LocalLoad;
 pub const DISCOVERY_WINDOW: Duration = Duration::from_secs(3);
 /// Exec connections (jobs and handshakes) handled at once.
 pub const MAX_EXEC_CONNECTIONS: usize = 1024;
+/// How long a leaving agent tries to send its guests elsewhere.
+pub const EXPEL_ON_LEAVE: Duration = Duration::from_secs(60);
 /// How often the load vector goes out.
 pub const PRESENCE_PERIOD: Duration = Duration::from_millis(500);
 
@@ -94,6 +103,8 @@ pub struct AgentConfig {
     /// The shared tree this node should have at `/cluster` (`om.share=`),
     /// so a lost mount is reported.
     pub share: Option<String>,
+    /// The admin knobs at start (`--block`, `--stay`, `--lstay`, `--quiet`).
+    pub knobs: crate::balance::Knobs,
 }
 
 /// Errors starting the agent.
@@ -224,29 +235,23 @@ impl Agent {
             },
         )?);
         let view = Arc::new(Mutex::new(View::new(cfg.cluster.clone(), me.clone())));
+        let (admin_tx, admin_rx) = mpsc::channel(8);
+        let mut exec_ctx = ExecContext::new(me.name.clone(), me.addr, stream_key, cgroup.clone());
+        exec_ctx.knobs = Arc::new(Mutex::new(cfg.knobs));
+        exec_ctx.admin = Some(admin_tx);
         let load = LocalLoad {
             speed,
             cpu_quota: cfg.cpu_quota,
-            running: Jobs::default(),
-            started: Arc::new(AtomicU64::new(0)),
+            exec: exec_ctx.clone(),
             share: share_probe,
-            criu: exec::CriuState::default(),
+            demand: Arc::default(),
         };
         let (down, _) = broadcast::channel::<NodeId>(64);
 
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let exec_ctx = ExecContext::new(
-            me.name.clone(),
-            me.addr,
-            stream_key,
-            cgroup.clone(),
-            load.running.clone(),
-            load.started.clone(),
-            load.criu.clone(),
-        );
         // Whether CRIU works with this kernel: asked once, off the async threads.
-        let criu = load.criu.clone();
+        let criu = exec_ctx.criu.clone();
         tasks.spawn(async move {
             let r = tokio::task::spawn_blocking(crate::job::criu::probe)
                 .await
@@ -266,7 +271,23 @@ impl Agent {
             stream_key,
             counter: Arc::new(AtomicU64::new(0)),
         };
-        tasks.spawn(control_server::serve(control, ctl, stop.clone()));
+        tasks.spawn(control_server::serve(control, ctl.clone(), stop.clone()));
+        tasks.spawn(admin::serve(admin_rx, ctl.clone(), stop.clone()));
+        tasks.spawn(balancer::run(
+            balancer::Balancer::new(view.clone(), load.clone()),
+            stop.clone(),
+        ));
+        // A node that leaves sends its guests elsewhere first; the gossip
+        // loop keeps running meanwhile.
+        let shutdown = async move {
+            shutdown.await;
+            let expel = ctl.knob_here(crate::balance::KnobAction::Expel);
+            if let Ok(Ok(lines)) = tokio::time::timeout(EXPEL_ON_LEAVE, expel).await {
+                for line in lines {
+                    info!(%line, "leaving");
+                }
+            }
+        };
 
         let on_join = cfg.checkin.clone().map(|url| {
             let (tx, rx) = oneshot::channel();

@@ -96,6 +96,20 @@ impl View {
             .collect()
     }
 
+    /// The other nodes alive now whose current incarnation sent a load
+    /// vector less than `max_age` ago, with it.
+    pub(super) fn fresh_peers(&self, max_age: std::time::Duration) -> Vec<(NodeId, LoadVector)> {
+        self.nodes
+            .iter()
+            .filter(|(_, (_, st))| *st == NodeState::Alive)
+            .filter_map(|(name, (id, _))| {
+                let (from, l, at) = self.loads.get(name)?;
+                (from.started_ms == id.started_ms && at.elapsed() < max_age)
+                    .then(|| (id.clone(), l.clone()))
+            })
+            .collect()
+    }
+
     /// Us, then every node we know, as placement sees them.
     pub(super) fn known(&self) -> Vec<Known<'_>> {
         let placed = |name: &str| self.placed.get(name).map(Vec::as_slice).unwrap_or(&[]);

@@ -1,11 +1,12 @@
 //! `omctl`: the cluster tools (`status`, `mon`, `top`, `ps`, `whois`, `run`,
-//! `migrate`), also reachable as `mosmon`, `mtop`, `mps`, `mosctl`, `mosrun`
-//! and `migrate`.
+//! `migrate`, `knob`, `shell`), also reachable as `mosmon`, `mtop`, `mps`,
+//! `mosctl`, `mosrun` and `migrate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use node_agent::balance::{KnobAction, KNOB_WORDS};
 use node_agent::control::{self, DEFAULT_SOCKET};
 use node_agent::exec::EXIT_NO_AGENT;
 use node_agent::tools;
@@ -79,6 +80,30 @@ enum Command {
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         argv: Vec<String>,
+    },
+    /// Steer a node's balancing (mosctl): block|noblock (guest jobs),
+    /// stay|nostay (automatic moves away), lstay|nolstay (jobs started
+    /// there), quiet|noquiet (balancing at all), expel (send guests away
+    /// now), bring (bring its own jobs home). Takes root.
+    Knob {
+        /// The node to act on (name, number or address; default this one).
+        #[arg(long, value_name = "N")]
+        node: Option<String>,
+        /// What to do.
+        #[arg(value_name = "WORD")]
+        word: String,
+    },
+    /// A shell whose commands run as cluster jobs started on this node,
+    /// which the cluster then moves where they finish first; arguments go
+    /// to the shell (`omctl shell -c 'CMD'`, `omctl shell SCRIPT`).
+    Shell {
+        /// Arguments for the shell.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
     },
     /// Move a running job to another node while it runs (migrate); its
     /// output, signals and exit status stay with the `omctl run` that
@@ -155,6 +180,24 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             }
         }
         Command::Run { node, lock, argv } => return Ok(tools::run(&socket, node, lock, argv).await),
+        Command::Knob { node, word } => {
+            let Some(action) = KnobAction::parse(&word) else {
+                anyhow::bail!("unknown knob {word} (one of {})", KNOB_WORDS.join(", "));
+            };
+            return Ok(match control::knob(&socket, node, action).await? {
+                Ok(lines) => {
+                    for l in lines {
+                        println!("{l}");
+                    }
+                    0
+                }
+                Err((code, message)) => {
+                    eprintln!("omctl: {message}");
+                    code
+                }
+            });
+        }
+        Command::Shell { args } => return shell(&socket, args).await,
         Command::Migrate { job, to } => {
             return Ok(match control::migrate(&socket, &job, &to).await? {
                 Ok(done) => {
@@ -169,6 +212,72 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `omctl shell`: the user's shell (`$SHELL`, else `/bin/sh`) with the
+/// command shims first in `PATH` (see [`node_agent::shell`]).
+async fn shell(socket: &std::path::Path, args: Vec<String>) -> anyhow::Result<i32> {
+    let node = control::status(socket).await?.node;
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+    let omctl = std::env::current_exe()?;
+    // A job's environment is its caller's, from another machine: only a
+    // directory that exists here will do.
+    let parent = ["XDG_RUNTIME_DIR", "TMPDIR"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .map(PathBuf::from)
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let shims = node_agent::shell::Shims::create(&parent, &path, &omctl, socket, &node)?;
+    let sh = std::env::var("SHELL")
+        .ok()
+        .filter(|s| std::path::Path::new(s).is_file())
+        .unwrap_or_else(|| "/bin/sh".into());
+    let rc = shims.rc();
+    let mut cmd = std::process::Command::new(&sh);
+    cmd.env("PATH", format!("{}:{path}", shims.dir.display()))
+        .env("OM_SHELL_PATH", &path)
+        .env("OM_SHELL_RC", &rc)
+        .env("OM_SHELL", &node);
+    // The functions come first in every form (see node_agent::shell).
+    match args.first().map(String::as_str) {
+        None => {
+            eprintln!(
+                "omctl shell on node {node}: {} commands start as cluster jobs here and move where they finish first; builtins and ./paths run as plain processes; exit to leave",
+                shims.count
+            );
+            cmd.env("PS1", format!("[om {node}] \\w \\$ "));
+            if sh.ends_with("bash") {
+                cmd.arg("--rcfile").arg(&rc).arg("-i");
+            } else {
+                cmd.env("ENV", &rc).arg("-i");
+            }
+        }
+        Some("-c") => {
+            cmd.args(["-c", ". \"$OM_SHELL_RC\"; eval \"$1\"", "omctl-shell"])
+                .args(&args[1..]);
+        }
+        Some(flag) if flag.starts_with('-') => {
+            cmd.env("ENV", &rc).args(&args);
+        }
+        Some(script) => {
+            let script = if script.contains('/') {
+                script.to_string()
+            } else {
+                format!("./{script}")
+            };
+            cmd.args(["-c", ". \"$OM_SHELL_RC\"; . \"$0\""])
+                .arg(script)
+                .args(&args[1..]);
+        }
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot start {sh}: {e}"))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
 fn main() -> ExitCode {

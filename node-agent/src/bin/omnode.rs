@@ -91,6 +91,18 @@ struct AgentArgs {
     /// `omnode init` passes it), so that a lost mount is reported.
     #[arg(long, value_name = "SOURCE")]
     share: Option<String>,
+    /// Accept no guest jobs (openMosix `mosctl block`).
+    #[arg(long)]
+    block: bool,
+    /// No job leaves this node automatically (`mosctl stay`).
+    #[arg(long)]
+    stay: bool,
+    /// Jobs started here stay here; guests may still go (`mosctl lstay`).
+    #[arg(long)]
+    lstay: bool,
+    /// Take no part in automatic balancing (`mosctl quiet`).
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn resolve_seed(s: &str, port: u16) -> anyhow::Result<SocketAddr> {
@@ -147,7 +159,14 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| resolve_seed(s, args.port))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let knobs = node_agent::balance::Knobs {
+        block: args.block,
+        stay: args.stay,
+        lstay: args.lstay,
+        quiet: args.quiet,
+    };
     let cfg = AgentConfig {
+        knobs,
         key,
         cluster: args.cluster,
         name,

@@ -155,38 +155,53 @@ pub async fn relay(
     }
 }
 
+/// Sends `req` to the agent at `addr` and waits up to `limit` for its one
+/// answer; `Failed` comes back as the error it carries.
+async fn ask(
+    addr: SocketAddr,
+    stream_key: &[u8; 32],
+    req: &Frame,
+    limit: Duration,
+) -> Result<Frame, (i32, String)> {
+    let unreachable = |e: WireError| (EXIT_NODE_LOST, format!("cannot reach node at {addr}: {e}"));
+    let mut s = connect(addr, stream_key).await.map_err(unreachable)?;
+    wire::write_sealed(&mut s.wr, &mut s.send, req)
+        .await
+        .map_err(unreachable)?;
+    match tokio::time::timeout(limit, wire::read_sealed(&mut s.rd, &mut s.recv)).await {
+        Ok(Ok(Some(Frame::Failed { code, message }))) => Err((code, message)),
+        Ok(Ok(Some(f))) => Ok(f),
+        Ok(Ok(None)) => Err((EXIT_NODE_LOST, format!("node at {addr} hung up"))),
+        Ok(Err(e)) => Err((EXIT_NODE_LOST, format!("lost node at {addr}: {e}"))),
+        Err(_) => Err((
+            EXIT_NODE_LOST,
+            format!("node at {addr} did not answer in time"),
+        )),
+    }
+}
+
 /// Asks the agent at `addr` (the node running the job) to carry out `order`.
 pub async fn order_migration(
     addr: SocketAddr,
     stream_key: &[u8; 32],
     order: MigrateOrder,
 ) -> Result<MigrateDone, (i32, String)> {
-    let source = addr;
-    let mut s = connect(addr, stream_key).await.map_err(|e| {
-        (
-            EXIT_NODE_LOST,
-            format!("cannot reach node at {source}: {e}"),
-        )
-    })?;
-    wire::write_sealed(&mut s.wr, &mut s.send, &Frame::MigrateJob(order))
-        .await
-        .map_err(|e| {
-            (
-                EXIT_NODE_LOST,
-                format!("cannot reach node at {source}: {e}"),
-            )
-        })?;
-    match tokio::time::timeout(MOVE_LIMIT, wire::read_sealed(&mut s.rd, &mut s.recv)).await {
-        Ok(Ok(Some(Frame::Migrated(done)))) => Ok(done),
-        Ok(Ok(Some(Frame::Failed { code, message }))) => Err((code, message)),
-        Ok(Ok(other)) => Err((
-            EXIT_NODE_LOST,
-            format!("node at {source} answered {other:?}"),
-        )),
-        Ok(Err(e)) => Err((EXIT_NODE_LOST, format!("lost node at {source}: {e}"))),
-        Err(_) => Err((
-            EXIT_NODE_LOST,
-            "the migration did not finish in time".into(),
-        )),
+    match ask(addr, stream_key, &Frame::MigrateJob(order), MOVE_LIMIT).await? {
+        Frame::Migrated(done) => Ok(done),
+        other => Err((EXIT_NODE_LOST, format!("node at {addr} answered {other:?}"))),
+    }
+}
+
+/// Asks the agent at `addr` to turn a knob or carry out `expel`/`bring`;
+/// what it did, a line each.
+pub async fn remote_knob(
+    addr: SocketAddr,
+    stream_key: &[u8; 32],
+    action: crate::balance::KnobAction,
+) -> Result<Vec<String>, (i32, String)> {
+    let req = Frame::Knob { node: None, action };
+    match ask(addr, stream_key, &req, MOVE_LIMIT).await? {
+        Frame::KnobDone(lines) => Ok(lines),
+        other => Err((EXIT_NODE_LOST, format!("node at {addr} answered {other:?}"))),
     }
 }

@@ -39,6 +39,8 @@ use crate::wire::{self, Frame, Immigrant, MigrateDone, MigrateOrder};
 
 /// Where checkpoints are written (tmpfs on a netbooted node).
 pub const SPOOL: &str = "/run/omnode/migrate";
+/// Where the log of the last failed `criu dump` is kept, in [`SPOOL`].
+pub const FAILED_DUMP_LOG: &str = "last-failed-dump.log";
 /// Bytes of checkpoint per frame.
 const FILE_CHUNK: usize = 512 * 1024;
 /// How long the source waits for the target's restore.
@@ -231,6 +233,10 @@ pub(super) async fn out(
     info!(job = %name, to = %order.to, attempt, "moving job");
     home.send(&Frame::Migrating).await;
     let result = freeze_and_send(job, home, ctx, &order, attempt, &dir, stdin_closed).await;
+    if result.is_err() {
+        // CRIU's own account of a failed dump, for whoever looks into it.
+        let _ = std::fs::rename(dir.join("dump.log"), Path::new(SPOOL).join(FAILED_DUMP_LOG));
+    }
     let _ = std::fs::remove_dir_all(&dir);
     ctx.decide(&name, attempt, result.is_ok());
     match result {
@@ -247,6 +253,7 @@ pub(super) async fn out(
                 addr: order.to_addr,
             })
             .await;
+            ctx.note_move(false);
             let total = t0.elapsed();
             info!(job = %name, to = %order.to, bytes = sent.bytes, ms = total.as_millis() as u64, "job moved");
             let _ = reply.send(Ok(MigrateDone {
@@ -439,6 +446,10 @@ pub(super) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStr
         refuse(&mut s, format!("node {} cannot take jobs: {why}", ctx.node)).await;
         return;
     }
+    if let Some(why) = ctx.refuses_guest(&imm.info.home) {
+        refuse(&mut s, why).await;
+        return;
+    }
     let dir = PathBuf::from(SPOOL).join(format!("{name}.{}.in", imm.attempt));
     if let Err(e) = receive_files(&mut s, &dir).await {
         let _ = std::fs::remove_dir_all(&dir);
@@ -499,6 +510,8 @@ pub(super) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStr
     info.node = ctx.node.clone();
     info.pid = Some(init);
     info.moves += 1;
+    info.since_ms = super::now_ms();
+    ctx.note_move(true);
     let job = RunningJob {
         info,
         gid: imm.gid,

@@ -33,16 +33,17 @@ mod target;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::balance::Knobs;
 use crate::cgroup::JobCgroup;
 use crate::wire::JobInfo;
 
-pub use home::{order_migration, relay, remote_jobs, RelayEnd};
+pub use home::{order_migration, relay, remote_jobs, remote_knob, RelayEnd};
 pub use migrate::{MigrateCmd, MigrateResult, SPOOL};
 pub use stream::{accept, connect, plain_reader, SecureStream};
 pub use target::serve;
@@ -95,33 +96,83 @@ pub struct ExecContext {
     pub criu: CriuState,
     /// The program that holds jobs (`omnode`, [`crate::job::holder_exe`]).
     pub holder: std::path::PathBuf,
+    /// The admin knobs (`block` refuses guests here).
+    pub knobs: Arc<Mutex<Knobs>>,
+    /// When jobs moved in (`true`) or out, for the last minute's counts.
+    pub move_log: Arc<Mutex<VecDeque<(Instant, bool)>>>,
+    /// Where knob requests from other agents go (the agent's admin task).
+    pub admin: Option<tokio::sync::mpsc::Sender<AdminCmd>>,
 }
 
+/// A knob request from another agent, for the admin task, with where its
+/// answer goes: what was done, a line each, or (exit status, why).
+pub type AdminCmd = (
+    crate::balance::KnobAction,
+    tokio::sync::oneshot::Sender<Result<Vec<String>, (i32, String)>>,
+);
+
 impl ExecContext {
-    /// A context with empty tables.
+    /// A context with empty tables, every knob off and CRIU not probed yet.
     pub fn new(
         node: String,
         addr: SocketAddr,
         stream_key: [u8; 32],
         cgroup: Option<JobCgroup>,
-        running: Jobs,
-        started: Arc<AtomicU64>,
-        criu: CriuState,
     ) -> Self {
         ExecContext {
             node,
             addr,
             stream_key,
             cgroup,
-            running,
-            started,
+            running: Jobs::default(),
+            started: Arc::default(),
             controls: Arc::default(),
             parked: Arc::default(),
             outcomes: Arc::default(),
             attempts: Arc::default(),
-            criu,
+            criu: CriuState::default(),
             holder: crate::job::holder_exe(),
+            knobs: Arc::default(),
+            move_log: Arc::default(),
+            admin: None,
         }
+    }
+
+    /// Notes a job that moved in (`inward`) or out just now.
+    pub fn note_move(&self, inward: bool) {
+        let mut log = self.move_log.lock().expect("move log");
+        log.push_back((Instant::now(), inward));
+        while log
+            .front()
+            .is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(60))
+        {
+            log.pop_front();
+        }
+    }
+
+    /// Jobs that moved (in, out) during the last minute.
+    pub fn moves_last_minute(&self) -> (u32, u32) {
+        let log = self.move_log.lock().expect("move log");
+        let recent = log
+            .iter()
+            .filter(|(t, _)| t.elapsed() <= Duration::from_secs(60));
+        recent.fold(
+            (0, 0),
+            |(i, o), (_, inward)| {
+                if *inward {
+                    (i + 1, o)
+                } else {
+                    (i, o + 1)
+                }
+            },
+        )
+    }
+
+    /// Why this node refuses a job whose home is `home`, if it does:
+    /// with `block` on, it takes none but its own.
+    pub fn refuses_guest(&self, home: &str) -> Option<String> {
+        (self.knobs.lock().expect("knobs").block && home != self.node)
+            .then(|| format!("node {} accepts no guest jobs (block)", self.node))
     }
 
     /// Records what this node decided about a migration it sourced (`true`:

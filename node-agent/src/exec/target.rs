@@ -72,6 +72,28 @@ pub async fn serve(stream: TcpStream, ctx: ExecContext) {
                 .unwrap_or(false);
             let _ = wire::write_sealed(&mut s.wr, &mut s.send, &Frame::OutcomeReply(done)).await;
         }
+        Frame::Knob { node: None, action } => {
+            let answer = match &ctx.admin {
+                Some(admin) => {
+                    let (tx, rx) = oneshot::channel();
+                    if admin.send((action, tx)).await.is_ok() {
+                        rx.await.ok()
+                    } else {
+                        None
+                    }
+                }
+                None => None,
+            };
+            let f = match answer {
+                Some(Ok(lines)) => Frame::KnobDone(lines),
+                Some(Err((code, message))) => Frame::Failed { code, message },
+                None => Frame::Failed {
+                    code: EXIT_NODE_LOST,
+                    message: format!("node {} takes no knob requests now", ctx.node),
+                },
+            };
+            let _ = wire::write_sealed(&mut s.wr, &mut s.send, &f).await;
+        }
         Frame::Attach { job } => {
             let parked = ctx.parked.lock().expect("parked").remove(&job);
             match parked {
@@ -120,6 +142,9 @@ async fn start(req: &ExecRequest, ctx: &ExecContext) -> Result<Started, (i32, St
     if req.argv.is_empty() {
         return Err((EXIT_CANNOT_RUN, "empty command".into()));
     }
+    if let Some(why) = ctx.refuses_guest(&req.home) {
+        return Err((EXIT_CANNOT_RUN, why));
+    }
     if !std::path::Path::new(&req.cwd).is_dir() {
         return Err((EXIT_CANNOT_RUN, missing_cwd(&req.cwd, node)));
     }
@@ -134,9 +159,10 @@ async fn start(req: &ExecRequest, ctx: &ExecContext) -> Result<Started, (i32, St
         ));
     }
     let mut env = req.env.clone();
-    env.retain(|(k, _)| k != "OM_NODE" && k != "OM_HOME");
+    env.retain(|(k, _)| k != "OM_NODE" && k != "OM_HOME" && k != "OM_JOB");
     env.push(("OM_NODE".into(), node.clone()));
     env.push(("OM_HOME".into(), req.home.clone()));
+    env.push(("OM_JOB".into(), req.job.clone()));
     let cgroup = match &ctx.cgroup {
         Some(cg) => Some(
             cg.job(&req.job)
@@ -182,6 +208,7 @@ async fn run_job(req: ExecRequest, ctx: ExecContext, s: SecureStream) {
         } else {
             started.cantmove.clone()
         },
+        since_ms: now_ms(),
     };
     let job = RunningJob {
         info,

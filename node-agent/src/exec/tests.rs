@@ -12,15 +12,7 @@ use tokio::sync::mpsc;
 async fn target(key: [u8; 32]) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut ctx = ExecContext::new(
-        "t".into(),
-        addr,
-        key,
-        None,
-        Jobs::default(),
-        Arc::default(),
-        Arc::default(),
-    );
+    let mut ctx = ExecContext::new("t".into(), addr, key, None);
     // Unit tests run in the test binary: the holder is the omnode binary
     // cargo builds beside it (target/<profile>/omnode).
     ctx.holder = std::env::current_exe()

@@ -39,6 +39,7 @@ pub async fn dump(init: u32, dir: &Path) -> Result<Duration, String> {
         .args([
             "--leave-stopped",
             "--manage-cgroups=ignore",
+            "-v4",
             "-o",
             "dump.log",
         ])
@@ -52,6 +53,10 @@ pub async fn dump(init: u32, dir: &Path) -> Result<Duration, String> {
         return Ok(t.elapsed());
     }
     let log = std::fs::read_to_string(dir.join("dump.log")).unwrap_or_default();
+    // What CRIU did just before it failed, beyond the error lines.
+    let last: Vec<&str> = log.lines().rev().take(40).collect();
+    let last: Vec<&str> = last.into_iter().rev().collect();
+    tracing::warn!(log = %last.join(" | "), "criu dump failed; the end of its log");
     let mut why = log_tail(&log);
     if log.is_empty() {
         why = String::from_utf8_lossy(&out.stderr).trim().to_string();

@@ -1,7 +1,8 @@
 //! A cluster job's processes on the node that runs it, as the agent handles
 //! them: started under a holder in a PID namespace of their own ([`holder`]),
 //! stopped and resumed as a whole, checked for what would keep them from
-//! moving ([`movable`]), dumped and restored with CRIU ([`criu`]).
+//! moving ([`movable`]), dumped and restored with CRIU ([`criu`]), measured
+//! for the balancer ([`usage`]).
 //!
 //! The agent holds the other ends of the job's stdin, stdout and stderr
 //! pipes ([`JobPipes`]); a migration re-plugs the restored job's pipes to
@@ -10,6 +11,7 @@
 pub mod criu;
 pub mod holder;
 pub mod movable;
+pub mod usage;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -333,13 +335,20 @@ fn state(pid: u32) -> Option<char> {
 /// gone). Returns how many were stopped.
 pub async fn stop(init: u32) -> Result<usize, String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    // Each process gets one SIGSTOP: a second one sent after it stopped
+    // would stay pending and interrupt CRIU's parasite in it ("Unexpected
+    // task interruption"), which a CPU-bound process, slow to stop, made
+    // likely.
+    let mut signalled = std::collections::HashSet::new();
     loop {
         let procs = processes(init);
         if procs.is_empty() {
             return Err("the job has ended".into());
         }
         for &p in &procs {
-            let _ = signal::kill(Pid::from_raw(p as i32), Signal::SIGSTOP);
+            if signalled.insert(p) {
+                let _ = signal::kill(Pid::from_raw(p as i32), Signal::SIGSTOP);
+            }
         }
         let running: Vec<u32> = procs
             .iter()

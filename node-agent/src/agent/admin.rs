@@ -1,0 +1,201 @@
+//! The admin knobs at run time (`omctl knob`, `mosctl block`…): turning
+//! `block`, `stay`, `lstay` and `quiet` on and off, and the two orders,
+//! `expel` (every guest leaves now: home if its home takes it, else to the
+//! best node) and `bring` (every job launched here comes home). A request
+//! comes from `omctl` on this node (root only) or, sealed with the cluster
+//! key, from another agent that got it from its `omctl` (`--node`); the
+//! latter reach the [`serve`] task through [`crate::exec::ExecContext::admin`].
+
+use futures::future::join_all;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::control_server::Controller;
+use crate::balance::KnobAction;
+use crate::exec::{self, AdminCmd, MigrateCmd, EXIT_CANNOT_RUN, EXIT_NO_PERMISSION};
+use crate::membership::NodeId;
+use crate::placement;
+use crate::tools::migrated_line;
+use crate::wire::{MigrateDone, MigrateOrder};
+
+/// Answers knob requests from other agents until `stop`.
+pub(super) async fn serve(
+    mut rx: mpsc::Receiver<AdminCmd>,
+    ctl: Controller,
+    stop: CancellationToken,
+) {
+    while let Some(Some((action, reply))) = stop.run_until_cancelled(rx.recv()).await {
+        if let Some(r) = stop.run_until_cancelled(ctl.knob_here(action)).await {
+            let _ = reply.send(r);
+        }
+    }
+}
+
+/// What a move gave, as a line.
+fn outcome(job: &str, from: &str, r: Result<MigrateDone, (i32, String)>) -> String {
+    match r {
+        Ok(done) => migrated_line(&done),
+        Err((_, why)) => format!("job {job} stays on node {from}: {why}"),
+    }
+}
+
+impl Controller {
+    /// `omctl knob [--node N] WORD` for the caller `uid`: here, or sent to
+    /// the node named.
+    pub(super) async fn knob(
+        &self,
+        node: Option<String>,
+        action: KnobAction,
+        uid: u32,
+    ) -> Result<Vec<String>, (i32, String)> {
+        if uid != 0 {
+            return Err((
+                EXIT_NO_PERMISSION,
+                "changing a node's knobs takes root".into(),
+            ));
+        }
+        let target = match node {
+            None => None,
+            Some(want) => {
+                let v = self.view.lock().expect("view");
+                let id = placement::named(&v.known(), &want)
+                    .cloned()
+                    .ok_or_else(|| (EXIT_CANNOT_RUN, format!("no live node matches {want}")))?;
+                (id.name != v.me.name).then_some(id)
+            }
+        };
+        match target {
+            None => self.knob_here(action).await,
+            Some(id) => exec::remote_knob(id.addr, &self.stream_key, action).await,
+        }
+    }
+
+    /// Carries out a knob request on this node.
+    pub(super) async fn knob_here(&self, action: KnobAction) -> Result<Vec<String>, (i32, String)> {
+        let me = self.load.exec.node.clone();
+        match action {
+            KnobAction::Set { knob, on } => {
+                let mut k = self.load.exec.knobs.lock().expect("knobs");
+                if !k.set(&knob, on) {
+                    return Err((EXIT_CANNOT_RUN, format!("no knob {knob}")));
+                }
+                info!(%knob, on, "knob changed");
+                Ok(vec![format!(
+                    "node {me}: {knob} {} (knobs: {})",
+                    if on { "on" } else { "off" },
+                    k.describe()
+                )])
+            }
+            KnobAction::Expel => Ok(self.expel().await),
+            KnobAction::Bring => Ok(self.bring().await),
+        }
+    }
+
+    /// Where each guest expelled from here goes (`homes`, one per guest):
+    /// home if home takes it, else the best other node, counting the
+    /// guests already sent to each so that they do not all pick one.
+    fn expel_targets(&self, homes: &[String]) -> Vec<Option<NodeId>> {
+        let local = self.load.sample();
+        let v = self.view.lock().expect("view");
+        let fresh = v.fresh_peers(std::time::Duration::from_secs(3));
+        let mut c = placement::candidates(&v.me.name, &local, &v.known());
+        homes
+            .iter()
+            .map(|home| {
+                if let Some((id, _)) = fresh.iter().find(|(id, l)| id.name == *home && l.criu) {
+                    return Some(id.clone());
+                }
+                let to = placement::best_elsewhere(&c, &v.me.name)?;
+                if let Some(i) = c.ids.iter().position(|id| *id == to) {
+                    c.candidates[i].jobs += 1;
+                }
+                Some(to)
+            })
+            .collect()
+    }
+
+    /// Sends every guest away at once; a line per guest.
+    async fn expel(&self) -> Vec<String> {
+        let x = &self.load.exec;
+        let guests: Vec<(String, String)> = x
+            .running
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .filter(|j| j.home != x.node)
+            .map(|j| (j.job.clone(), j.home.clone()))
+            .collect();
+        if guests.is_empty() {
+            return vec![format!("node {}: no guest jobs", x.node)];
+        }
+        let homes: Vec<String> = guests.iter().map(|(_, h)| h.clone()).collect();
+        let targets = self.expel_targets(&homes);
+        let moves = guests
+            .into_iter()
+            .zip(targets)
+            .map(|((job, _), to)| async move {
+                let Some(to) = to else {
+                    return outcome(&job, &x.node, Err((0, "no node can take it".into())));
+                };
+                let ctl = x.controls.lock().expect("controls").get(&job).cloned();
+                let Some(ctl) = ctl else {
+                    return outcome(&job, &x.node, Err((0, "it has ended".into())));
+                };
+                let (tx, rx) = oneshot::channel();
+                let order = MigrateOrder {
+                    job: job.clone(),
+                    to: to.name.clone(),
+                    to_addr: to.addr,
+                    uid: 0,
+                };
+                if ctl.send(MigrateCmd { order, reply: tx }).await.is_err() {
+                    return outcome(&job, &x.node, Err((0, "it has ended".into())));
+                }
+                let r = rx
+                    .await
+                    .unwrap_or_else(|_| Err((0, "it ended while moving".into())));
+                outcome(&job, &x.node, r)
+            });
+        join_all(moves).await
+    }
+
+    /// Brings every job launched here and running elsewhere home; a line each.
+    async fn bring(&self) -> Vec<String> {
+        let away: Vec<(String, String)> = {
+            let me = &self.load.exec.node;
+            self.launched
+                .lock()
+                .expect("jobs")
+                .values()
+                .filter(|j| j.node != *me)
+                .map(|j| (j.job.clone(), j.node.clone()))
+                .collect()
+        };
+        let me = self.view.lock().expect("view").me.clone();
+        if away.is_empty() {
+            return vec![format!("node {}: no jobs of its own elsewhere", me.name)];
+        }
+        let moves = away.into_iter().map(|(job, node)| {
+            let me = me.clone();
+            async move {
+                let source = {
+                    let v = self.view.lock().expect("view");
+                    placement::named(&v.known(), &node).cloned()
+                };
+                let Some(source) = source else {
+                    return outcome(&job, &node, Err((0, "its node is not alive".into())));
+                };
+                let order = MigrateOrder {
+                    job: job.clone(),
+                    to: me.name.clone(),
+                    to_addr: me.addr,
+                    uid: 0,
+                };
+                let r = exec::order_migration(source.addr, &self.stream_key, order).await;
+                outcome(&job, &node, r)
+            }
+        });
+        join_all(moves).await
+    }
+}

@@ -1,0 +1,271 @@
+//! The balancer: once a second (with a little jitter, so that agents do not
+//! act in step) it measures the jobs running here and this node's demand,
+//! publishes the demand for the load vector, and asks [`balance::decide`]
+//! about the picture the other nodes' load vectors give. A move it gets is
+//! handed to the job's driver like an `omctl migrate` order, and the next
+//! decision waits until that move is over: one at a time per node.
+//!
+//! Measuring: a job's demand is the growth of its threads' run and wait
+//! time ([`job::usage`]) between two samples, per second; the node's demand
+//! is its jobs' plus whatever else kept its CPUs busy (`/proc/stat`). A move
+//! the balancer made counts on its target until the target's own vector
+//! has had time to show it. A job whose move failed is left alone for
+//! [`RETRY_AFTER`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand10::RngExt;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::local_load::LocalLoad;
+use super::now_ms;
+use super::view::View;
+use crate::balance::{self, Move, Params};
+use crate::exec::MigrateCmd;
+use crate::job::{self, usage};
+use crate::membership::NodeId;
+use crate::wire::MigrateOrder;
+
+/// How long a job whose move failed is not tried again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// How long a move counts on its target before its vector shows it.
+const PENDING_FOR: Duration = Duration::from_secs(4);
+/// A load vector older than this is not acted on.
+const FRESH: Duration = Duration::from_secs(3);
+
+/// The balancer's state between rounds.
+pub(super) struct Balancer {
+    pub(super) view: Arc<Mutex<View>>,
+    pub(super) load: LocalLoad,
+    params: Params,
+    /// Each job's counters at the previous sample.
+    last: HashMap<String, (Instant, usage::Usage)>,
+    /// The machine's CPU counters at the previous sample: (busy, total) jiffies.
+    cpu: Option<(u64, u64)>,
+    /// Moves made recently: (target, demand, until).
+    pending: Vec<(String, f64, Instant)>,
+    /// Jobs whose move failed, and when.
+    failed: HashMap<String, Instant>,
+}
+
+/// (busy, total) jiffies of the whole machine, from `/proc/stat`'s `cpu` line.
+fn cpu_jiffies(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+impl Balancer {
+    pub(super) fn new(view: Arc<Mutex<View>>, load: LocalLoad) -> Self {
+        Balancer {
+            view,
+            load,
+            params: Params::default(),
+            last: HashMap::new(),
+            cpu: None,
+            pending: Vec::new(),
+            failed: HashMap::new(),
+        }
+    }
+
+    /// Measures the jobs here and the node's demand (published for the
+    /// load vector); the jobs as the policy sees them.
+    fn sample(&mut self) -> (f64, Vec<balance::Job>) {
+        let now = Instant::now();
+        let x = &self.load.exec;
+        let infos: Vec<_> = x
+            .running
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .cloned()
+            .collect();
+        let criu_ok = x.cannot_restore().is_none();
+        let mut jobs = Vec::new();
+        let (mut demand, mut ran) = (0.0, 0.0);
+        let mut seen = HashMap::new();
+        for info in infos {
+            let Some(init) = info.pid else { continue };
+            let procs = job::processes(init);
+            let u = usage::of(&procs);
+            if let Some((t, prev)) = self.last.get(&info.job) {
+                let dt = now.duration_since(*t).as_nanos().max(1) as f64;
+                let wanted = (u.run_ns + u.wait_ns).saturating_sub(prev.run_ns + prev.wait_ns);
+                let d = wanted as f64 / dt;
+                demand += d;
+                ran += u.run_ns.saturating_sub(prev.run_ns) as f64 / dt;
+                let failed = self
+                    .failed
+                    .get(&info.job)
+                    .is_some_and(|t| t.elapsed() < RETRY_AFTER);
+                // What pins a job is only looked for in jobs worth moving.
+                let movable = criu_ok
+                    && info.cantmove.is_none()
+                    && !failed
+                    && (d < self.params.min_demand || job::movable::check(&procs).is_ok());
+                jobs.push(balance::Job {
+                    job: info.job.clone(),
+                    local: info.home == x.node,
+                    demand: d,
+                    cpu_s: u.run_ns as f64 / 1e9,
+                    rss: u.rss,
+                    here_s: now_ms().saturating_sub(info.since_ms) as f64 / 1000.0,
+                    movable,
+                });
+            }
+            seen.insert(info.job, (now, u));
+        }
+        self.last = seen;
+        self.failed.retain(|_, t| t.elapsed() < RETRY_AFTER);
+        // Whatever else keeps the CPUs busy counts too.
+        if let Some(c) = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| cpu_jiffies(&s))
+        {
+            if let Some((busy0, total0)) = self.cpu.replace(c) {
+                let total = c.1.saturating_sub(total0).max(1) as f64;
+                let busy_cpus =
+                    c.0.saturating_sub(busy0) as f64 / total * crate::load::cpu_count() as f64;
+                demand += (busy_cpus - ran).max(0.0);
+            }
+        }
+        *self.load.demand.lock().expect("demand") = Some(demand as f32);
+        (demand, jobs)
+    }
+
+    /// This node and the others as the policy sees them, with the agent
+    /// address of each other node.
+    fn nodes(&mut self, demand: f64) -> (balance::Node, Vec<(balance::Node, NodeId)>) {
+        let v = self.load.sample();
+        let me = balance::Node {
+            name: self.load.exec.node.clone(),
+            capacity: v.capacity(),
+            speed: f64::from(v.speed),
+            demand,
+            mem_free_kib: v.mem_free_kib,
+            mem_total_kib: v.mem_total_kib,
+            accepts: false,
+        };
+        self.pending.retain(|(_, _, until)| Instant::now() < *until);
+        let others = self
+            .view
+            .lock()
+            .expect("view")
+            .fresh_peers(FRESH)
+            .into_iter()
+            .map(|(id, l)| {
+                let pending: f64 = self
+                    .pending
+                    .iter()
+                    .filter(|(n, _, _)| *n == id.name)
+                    .map(|(_, d, _)| d)
+                    .sum();
+                let node = balance::Node {
+                    name: id.name.clone(),
+                    capacity: l.capacity(),
+                    speed: f64::from(l.speed),
+                    demand: f64::from(l.demand) + pending,
+                    mem_free_kib: l.mem_free_kib,
+                    mem_total_kib: l.mem_total_kib,
+                    accepts: l.criu && !l.knobs.block && !l.knobs.quiet,
+                };
+                (node, id)
+            })
+            .collect();
+        (me, others)
+    }
+
+    /// One round: measure, decide, and carry out the move if there is one.
+    async fn round(&mut self) {
+        let (demand, jobs) = self.sample();
+        let knobs = *self.load.exec.knobs.lock().expect("knobs");
+        let (me, others) = self.nodes(demand);
+        let plain: Vec<balance::Node> = others.iter().map(|(n, _)| n.clone()).collect();
+        let Some(mv) =
+            balance::decide(&me, &plain, &jobs, &knobs, &self.params, &mut rand10::rng())
+        else {
+            return;
+        };
+        let Some((_, to)) = others.into_iter().find(|(n, _)| n.name == mv.to) else {
+            return;
+        };
+        let d = jobs
+            .iter()
+            .find(|j| j.job == mv.job)
+            .map_or(1.0, |j| j.demand);
+        self.carry_out(mv, to, d).await;
+    }
+
+    /// Hands the move to the job's driver and waits for its end.
+    async fn carry_out(&mut self, mv: Move, to: NodeId, demand: f64) {
+        let x = &self.load.exec;
+        let ctl = x.controls.lock().expect("controls").get(&mv.job).cloned();
+        let Some(ctl) = ctl else { return };
+        info!(job = %mv.job, to = %to.name, reason = ?mv.reason, gain_s = format!("{:.1}", mv.gain_s), "balancing: moving a job");
+        let (tx, rx) = oneshot::channel();
+        let order = MigrateOrder {
+            job: mv.job.clone(),
+            to: to.name.clone(),
+            to_addr: to.addr,
+            uid: 0,
+        };
+        if ctl.send(MigrateCmd { order, reply: tx }).await.is_err() {
+            return;
+        }
+        self.pending
+            .push((to.name.clone(), demand, Instant::now() + PENDING_FOR));
+        match rx.await {
+            Ok(Ok(done)) => {
+                // What a move costs, learnt from the moves so far.
+                let s = (done.total_ms.max(1) as f64) / 1000.0;
+                let rate = done.bytes as f64 / s;
+                self.params.rate = 0.5 * self.params.rate + 0.5 * rate.max(1e5);
+            }
+            Ok(Err((_, why))) => {
+                info!(job = %mv.job, to = %to.name, %why, "balancing: the move did not happen");
+                self.pending.retain(|(n, _, _)| *n != to.name);
+                self.failed.insert(mv.job, Instant::now());
+            }
+            Err(_) => debug!(job = %mv.job, "the job ended while moving"),
+        }
+    }
+}
+
+/// Runs balancing rounds until `stop`.
+pub(super) async fn run(mut b: Balancer, stop: CancellationToken) {
+    loop {
+        let pause = Duration::from_millis(rand10::rng().random_range(800..1200));
+        if stop
+            .run_until_cancelled(tokio::time::sleep(pause))
+            .await
+            .is_none()
+        {
+            break;
+        }
+        if stop.run_until_cancelled(b.round()).await.is_none() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_line() {
+        let stat = "cpu  100 5 50 800 20 1 2 3 0 0\ncpu0 1 2 3 4\n";
+        assert_eq!(cpu_jiffies(stat), Some((161, 981)));
+        assert_eq!(cpu_jiffies("intr 1\n"), None);
+    }
+}
