@@ -8,6 +8,8 @@
 //!   `/sys/fs/cgroup/cpu`): `<cpu mount>/omcluster/<agent>/` with
 //!   `cpu.cfs_period_us = 100000` and `cpu.cfs_quota_us`.
 //!
+//! Either way `omcluster.slice` (v1: `omcluster`) gets a low CPU weight
+//! ([`JOBS_WEIGHT`]).
 //! The hierarchies are found in `/proc/self/mountinfo`, not at fixed paths.
 //! A v2 hierarchy without the cpu controller (the hybrid layout's
 //! `/sys/fs/cgroup/unified`) cannot cap CPU, so v1 is used there.
@@ -21,6 +23,11 @@ use std::path::{Path, PathBuf};
 
 /// CFS period used for the quota.
 pub const PERIOD_US: u64 = 100_000;
+/// The CPU weight of all the agent's jobs together (`cpu.weight`; 100 is
+/// the default of everything else): when the CPUs are crowded, the agent
+/// and the node's own processes come first, so a node running a crowd of
+/// jobs still answers membership probes in time and is not taken for dead.
+pub const JOBS_WEIGHT: u32 = 25;
 
 /// Errors setting up the job cgroup.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +162,9 @@ pub fn setup_at(
             None => format!("max {PERIOD_US}"),
         };
         write(&dir.join("cpu.max"), &value)?;
+        // On the slice, beside the agent and the node's own processes in
+        // the parent; best effort: a kernel without weights still runs jobs.
+        let _ = write(&slice.join("cpu.weight"), &JOBS_WEIGHT.to_string());
         return Ok(JobCgroup {
             dir,
             version: Version::V2,
@@ -169,6 +179,8 @@ pub fn setup_at(
         write(&dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
         let value = quota.map_or("-1".to_string(), |q| q.to_string());
         write(&dir.join("cpu.cfs_quota_us"), &value)?;
+        let shares = (JOBS_WEIGHT * 1024 / 100).to_string();
+        let _ = write(&mount.join("omcluster").join("cpu.shares"), &shares);
         return Ok(JobCgroup {
             dir,
             version: Version::V1,
@@ -252,6 +264,10 @@ mod tests {
             "50000 100000"
         );
         assert_eq!(cg.read_quota(), Some(50_000));
+        assert_eq!(
+            fs::read_to_string(root.path().join("omcluster.slice/cpu.weight")).unwrap(),
+            "25"
+        );
     }
 
     #[test]

@@ -381,6 +381,17 @@ fn run_on(c: &Cluster, i: usize, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// `omctl SUB ARGS…` on node `i` as `uid`, with no input.
+fn omctl_as(c: &Cluster, i: usize, sub: &str, args: &[&str], uid: u32) -> Output {
+    c.omctl(i)
+        .arg(sub)
+        .args(args)
+        .uid(uid)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn remote_run_stdio_status_signals_uid_cwd() {
     if !util::netns_tests() {
@@ -579,14 +590,7 @@ fn remote_run_stdio_status_signals_uid_cwd() {
     // (CRIU does not run on this host's kernel: moves themselves are tested
     // in qemu nodes, tests/tests/migrate.rs.)
     let migrate = |args: &[&str], uid: u32| {
-        let o = c
-            .omctl(1)
-            .arg("migrate")
-            .args(args)
-            .uid(uid)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let o = omctl_as(&c, 1, "migrate", args, uid);
         let err = String::from_utf8_lossy(&o.stderr).to_string();
         assert_eq!(err.lines().count(), 1, "{err}");
         (o.status.code(), err)
@@ -632,14 +636,7 @@ fn remote_run_stdio_status_signals_uid_cwd() {
     // Knobs: root only, one line per error, seen by the others, and
     // `block` refuses guests.
     let knob = |i: usize, args: &[&str], uid: u32| {
-        let o = c
-            .omctl(i)
-            .arg("knob")
-            .args(args)
-            .uid(uid)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let o = omctl_as(&c, i, "knob", args, uid);
         let err = String::from_utf8_lossy(&o.stderr).to_string();
         (o.status.code(), stdout_of(&o), err)
     };

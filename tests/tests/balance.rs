@@ -280,13 +280,15 @@ pub fn check_balancing(lab: &mut ClusterLab) -> Result<()> {
         "the seed's {entries} awk processes from {a} did not spread over {all:?}: {sown:?}"
     );
     eprintln!("the seed's loop spread: {sown:?}");
-    // bring: A's own jobs come home.
+    // bring, with lstay (openMosix's pair): A's own jobs come home and stay.
+    knob(lab, a, "lstay")?;
     let out = knob(lab, a, "bring")?;
     let now = jobs_with(&ps_all(lab)?, &marker);
     ensure!(
         now.values().all(|(n, _)| n == a),
         "after bring ({out}), jobs of {a} still elsewhere: {now:?}"
     );
+    knob(lab, a, "nolstay")?;
     // The rest runs out (the balancer spreads them again meanwhile).
     let done = watch(
         lab,

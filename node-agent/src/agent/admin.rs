@@ -19,6 +19,9 @@ use crate::placement;
 use crate::tools::migrated_line;
 use crate::wire::{MigrateDone, MigrateOrder};
 
+/// Rounds of `bring` at most.
+pub const BRING_ROUNDS: usize = 3;
+
 /// Answers knob requests from other agents until `stop`.
 pub(super) async fn serve(
     mut rx: mpsc::Receiver<AdminCmd>,
@@ -160,42 +163,52 @@ impl Controller {
         join_all(moves).await
     }
 
-    /// Brings every job launched here and running elsewhere home; a line each.
+    /// Brings every job launched here and running elsewhere home; a line
+    /// each. A job this node's balancer sends out meanwhile is brought back
+    /// in a further round (at most [`BRING_ROUNDS`]; with `lstay` on, none
+    /// leaves again).
     async fn bring(&self) -> Vec<String> {
-        let away: Vec<(String, String)> = {
-            let me = &self.load.exec.node;
-            self.launched
+        let me = self.view.lock().expect("view").me.clone();
+        let mut lines = Vec::new();
+        let mut tried = std::collections::BTreeSet::new();
+        for _ in 0..BRING_ROUNDS {
+            let away: Vec<(String, String)> = self
+                .launched
                 .lock()
                 .expect("jobs")
                 .values()
-                .filter(|j| j.node != *me)
+                .filter(|j| j.node != me.name && !tried.contains(&(j.job.clone(), j.node.clone())))
                 .map(|j| (j.job.clone(), j.node.clone()))
-                .collect()
-        };
-        let me = self.view.lock().expect("view").me.clone();
-        if away.is_empty() {
-            return vec![format!("node {}: no jobs of its own elsewhere", me.name)];
-        }
-        let moves = away.into_iter().map(|(job, node)| {
-            let me = me.clone();
-            async move {
-                let source = {
-                    let v = self.view.lock().expect("view");
-                    placement::named(&v.known(), &node).cloned()
-                };
-                let Some(source) = source else {
-                    return outcome(&job, &node, Err((0, "its node is not alive".into())));
-                };
-                let order = MigrateOrder {
-                    job: job.clone(),
-                    to: me.name.clone(),
-                    to_addr: me.addr,
-                    uid: 0,
-                };
-                let r = exec::order_migration(source.addr, &self.stream_key, order).await;
-                outcome(&job, &node, r)
+                .collect();
+            if away.is_empty() {
+                break;
             }
-        });
-        join_all(moves).await
+            tried.extend(away.iter().cloned());
+            let moves = away.into_iter().map(|(job, node)| {
+                let me = me.clone();
+                async move {
+                    let source = {
+                        let v = self.view.lock().expect("view");
+                        placement::named(&v.known(), &node).cloned()
+                    };
+                    let Some(source) = source else {
+                        return outcome(&job, &node, Err((0, "its node is not alive".into())));
+                    };
+                    let order = MigrateOrder {
+                        job: job.clone(),
+                        to: me.name.clone(),
+                        to_addr: me.addr,
+                        uid: 0,
+                    };
+                    let r = exec::order_migration(source.addr, &self.stream_key, order).await;
+                    outcome(&job, &node, r)
+                }
+            });
+            lines.extend(join_all(moves).await);
+        }
+        if lines.is_empty() {
+            lines.push(format!("node {}: no jobs of its own elsewhere", me.name));
+        }
+        lines
     }
 }
