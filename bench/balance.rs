@@ -143,6 +143,7 @@ fn main() -> Result<()> {
         mode: LabMode::Dhcp,
         share: false,
         serial_input: false,
+        capture: false,
     })?;
     for node in &mut lab.nodes {
         node.wait_for("joined cluster", Duration::from_secs(600))?;

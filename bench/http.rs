@@ -40,12 +40,20 @@ fn serve(root: &Path, addr: &str) {
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         println!("{}", listener.local_addr().unwrap().port());
+        let state_dir = tempfile::tempdir().unwrap();
         let state = pxe_server::http::HttpState {
             image: Arc::new(pxe_server::image::ImageDir::open(root).unwrap()),
             registry: Arc::new(pxe_server::nodes::NodeRegistry::new()),
             leases: Arc::new(Vec::<pxe_server::nodes::LeaseView>::new()),
             cluster_id: "bench".into(),
-            cluster_key: None,
+            key: contracts::key::ClusterKey::generate(),
+            admission: Arc::new(
+                pxe_server::admission::Store::open(
+                    state_dir.path(),
+                    pxe_server::admission::Policy::Manual,
+                )
+                .unwrap(),
+            ),
             share: None,
         };
         pxe_server::http::serve(listener, state, std::future::pending())

@@ -259,6 +259,7 @@ fn main() -> Result<()> {
         mode: LabMode::Dhcp,
         share: true,
         serial_input: true,
+        capture: false,
     })?;
     for node in &mut lab.nodes {
         node.wait_for("joined cluster", Duration::from_secs(420))?;

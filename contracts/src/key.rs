@@ -33,6 +33,8 @@ pub enum Purpose {
     Datagram,
     /// The root of the per-connection keys of exec streams over TCP.
     Stream,
+    /// Authenticating an admin's requests to `omboot` (admission decisions).
+    Admin,
 }
 
 impl Purpose {
@@ -40,6 +42,7 @@ impl Purpose {
         match self {
             Purpose::Datagram => b"datagram",
             Purpose::Stream => b"stream",
+            Purpose::Admin => b"admin",
         }
     }
 }
@@ -69,6 +72,12 @@ impl ClusterKey {
     /// A fresh random key from the operating system's generator.
     pub fn generate() -> Self {
         Self(rand10::random())
+    }
+
+    /// The raw bytes: only for sealing the key to an admitted machine
+    /// ([`crate::admit`]); everything else uses [`ClusterKey::derive`].
+    pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
     }
 
     /// A key from raw bytes.

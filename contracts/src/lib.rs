@@ -11,6 +11,9 @@
 //!   reads ([`cmdline::KernelCmdline`], folded into [`cmdline::Settings`]).
 //! - [`key`]: the cluster key, its one text format and parse rule, and the
 //!   sub-keys derived from it.
+//! - [`admit`]: admission: the cluster key sealed to a booting machine's
+//!   own key pair (HPKE), the admit request and answer, the admin's list
+//!   and decisions and their signature.
 //! - [`http`]: the check-in body ([`http::Checkin`]) the agent sends and
 //!   `omboot` reads, and the pure halves of the two small HTTP clients (URL
 //!   split, response parse).
@@ -23,6 +26,7 @@
 //! Architecture Invariant: this crate does no I/O; it parses and prints.
 //! Files and sockets belong to the programs that use the formats.
 
+pub mod admit;
 pub mod cmdline;
 pub mod http;
 pub mod image;

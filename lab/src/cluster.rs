@@ -2,10 +2,12 @@
 //! its namespace, and qemu machines netbooting from it; what `omlab demo`
 //! shows a person and what the end-to-end tests boot.
 //!
-//! Layout: [`ClusterLab::start`] builds a [`VirtualLan`], makes a cluster key,
-//! starts `omboot serve` (DHCP, or ProxyDHCP beside a [`LanRouter`]'s
-//! dnsmasq) and the head's `omnode agent` as [`Background`] processes, and
-//! powers on one [`QemuNode`] per firmware. Everything is torn down in
+//! Layout: [`ClusterLab::start`] builds a [`VirtualLan`], starts `omboot
+//! serve` (DHCP, or ProxyDHCP beside a [`LanRouter`]'s dnsmasq; it makes the
+//! cluster key in its state directory and admits the machines by its
+//! default policy for the mode) and the head's `omnode agent` with that key
+//! as [`Background`] processes, optionally tcpdump on the LAN, and powers
+//! on one [`QemuNode`] per firmware. Everything is torn down in
 //! `Drop`: machines first, then the processes, the namespace last.
 //!
 //! This module runs `ip`, `curl`, `dnsmasq` and qemu; it is an I/O shell only
@@ -48,6 +50,9 @@ pub struct LabConfig {
     /// Whether the machines' serial consoles take typed commands
     /// ([`QemuNode::shell`]).
     pub serial_input: bool,
+    /// Whether tcpdump records everything on the LAN, from before the
+    /// first machine powers on, to `work/lan.pcap` ([`ClusterLab::capture`]).
+    pub capture: bool,
 }
 
 /// How addresses are handed out on the lab's LAN.
@@ -84,6 +89,7 @@ pub struct ClusterLab {
     // namespace last.
     /// The netbooting machines, in the order of `config.firmwares`.
     pub nodes: Vec<QemuNode>,
+    capture: Option<Background>,
     agent: Background,
     server: Background,
     _router: Option<LanRouter>,
@@ -152,8 +158,8 @@ impl LanRouter {
 }
 
 impl ClusterLab {
-    /// Creates the LAN, a cluster key, starts `omboot serve --mode dhcp` and
-    /// the head's agent, and powers on the machines.
+    /// Creates the LAN, starts `omboot serve` and the head's agent with the
+    /// key `omboot` made, and powers on the machines.
     pub fn start(config: LabConfig) -> Result<Self, LabError> {
         check_prerequisites(&config.firmwares)?;
         for program in ["omboot", "omnode", "omctl"] {
@@ -169,12 +175,6 @@ impl ClusterLab {
         let _ = fs::remove_dir_all(work);
         fs::create_dir_all(work).map_err(io_err(format!("creating {}", work.display())))?;
         let mut lan = VirtualLan::create(&config.name, LAB_HEAD, 24)?;
-
-        let key_file = work.join("cluster.key");
-        run(
-            &config.bin_dir.join("omnode").to_string_lossy(),
-            ["keygen".as_ref(), "--out".as_ref(), key_file.as_os_str()],
-        )?;
 
         let router = match config.mode {
             LabMode::Dhcp => None,
@@ -199,10 +199,11 @@ impl ClusterLab {
             .arg("--images")
             .arg(&config.image_dir)
             .arg("--state")
-            .arg(work.join("omboot-state"))
-            .arg("--key-file")
-            .arg(&key_file);
-        let server = Background::spawn(server, &work.join("omboot.log"))?;
+            .arg(work.join("omboot-state"));
+        let mut server = Background::spawn(server, &work.join("omboot.log"))?;
+        // Without --key-file, omboot makes the key in its state directory.
+        let key_file = work.join("omboot-state/cluster.key");
+        wait_for_key(&key_file, &mut server)?;
 
         let head_socket = work.join("head.sock");
         let mut agent = lan.command(config.bin_dir.join("omnode"));
@@ -214,7 +215,12 @@ impl ClusterLab {
             .arg("--socket")
             .arg(&head_socket)
             .arg("--state-dir")
-            .arg(work.join("head-state"));
+            .arg(work.join("head-state"))
+            .arg("--checkin")
+            .arg(format!(
+                "http://{LAB_HEAD}:80{}",
+                contracts::http::CHECKIN_PATH
+            ));
         // The head's jobs see the tree at /cluster like every node's.
         let agent = match &share_dir {
             Some(dir) => in_tree(dir, "/", &agent),
@@ -222,6 +228,15 @@ impl ClusterLab {
         };
         let agent = Background::spawn(agent, &work.join("head-agent.log"))?;
 
+        let capture = if config.capture {
+            Some(start_capture(
+                &lan,
+                &work.join("lan.pcap"),
+                &work.join("tcpdump.log"),
+            )?)
+        } else {
+            None
+        };
         let mut nodes = Vec::new();
         for (index, firmware) in config.firmwares.iter().enumerate() {
             let spec = NodeSpec {
@@ -241,6 +256,7 @@ impl ClusterLab {
             key_file,
             share_dir,
             nodes,
+            capture,
             agent,
             server,
             _router: router,
@@ -261,6 +277,26 @@ impl ClusterLab {
     /// The cluster key file.
     pub fn key_file(&self) -> &Path {
         &self.key_file
+    }
+
+    /// Reboots machine `index`: pulls its plug and powers the same machine
+    /// (firmware, MAC) on again, netbooting afresh. Its console log gets a
+    /// new name (`NAME-r.serial.log`), so the old boot's stays readable.
+    pub fn reboot(&mut self, index: usize) -> Result<(), LabError> {
+        let node = &mut self.nodes[index];
+        node.power_off();
+        let mut spec = node.spec().clone();
+        spec.name = format!("{}-r", spec.name);
+        self.nodes[index] = QemuNode::boot(&mut self.lan, spec)?;
+        Ok(())
+    }
+
+    /// Stops the LAN capture (so its file is complete) and returns its
+    /// path; `None` without [`LabConfig::capture`].
+    pub fn capture(&mut self) -> Option<PathBuf> {
+        let capture = self.capture.take()?;
+        capture.interrupt();
+        Some(self.config.work_dir.join("lan.pcap"))
     }
 
     /// The namespace everything runs in.
@@ -365,6 +401,59 @@ impl ClusterLab {
     pub fn boot_stages(&self) -> Result<serde_json::Value, LabError> {
         boot_stages(&self.lan, LAB_HEAD)
     }
+}
+
+/// Waits (10 s at most) until `omboot` has written the cluster key to
+/// `path`, or fails if it stopped.
+fn wait_for_key(path: &Path, server: &mut Background) -> Result<(), LabError> {
+    let start = std::time::Instant::now();
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        if contracts::key::ClusterKey::parse(&text).is_ok() {
+            return Ok(());
+        }
+        server.check_running("omboot serve")?;
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(LabError::NeverSeen {
+                wanted: format!("the cluster key omboot makes in {}", path.display()),
+                secs: 10,
+                seen: text,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// tcpdump on the LAN's bridge writing every frame to `pcap`, started and
+/// listening before this returns.
+fn start_capture(lan: &VirtualLan, pcap: &Path, log: &Path) -> Result<Background, LabError> {
+    if which("tcpdump").is_none() {
+        return Err(LabError::MissingProgram {
+            program: "tcpdump".into(),
+            hint: "apt-get install tcpdump".into(),
+        });
+    }
+    let mut tcpdump = lan.command("tcpdump");
+    tcpdump
+        .args(["-i", "br0", "-n", "-U", "-s", "0", "-w"])
+        .arg(pcap);
+    let mut capture = Background::spawn(tcpdump, log)?;
+    let start = std::time::Instant::now();
+    while !fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("listening on")
+    {
+        capture.check_running("tcpdump")?;
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(LabError::NeverSeen {
+                wanted: "tcpdump listening on the LAN".into(),
+                secs: 10,
+                seen: fs::read_to_string(log).unwrap_or_default(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(capture)
 }
 
 /// Creates `work/share`, the lab head's tree (mode 1777: any user makes

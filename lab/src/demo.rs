@@ -169,6 +169,7 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
         mode: options.mode,
         share: true,
         serial_input: false,
+        capture: false,
     })?;
     for node in &lab.nodes {
         println!(

@@ -96,6 +96,20 @@ impl Background {
         &self.log
     }
 
+    /// Stops the process with SIGINT (tcpdump closes its file cleanly on
+    /// it) and waits up to 5 s before the kill of [`Drop`].
+    pub fn interrupt(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(5) {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Fails if the process has exited, naming its log.
     pub fn check_running(&mut self, what: &str) -> Result<(), LabError> {
         match self.child.try_wait() {

@@ -1,6 +1,8 @@
 //! The agent's check-in with the boot server: once the node has joined, it
 //! tells `omboot` (`POST /api/v1/checkin`) so the head's node list shows the
 //! last boot stage, "agent", next to DHCP, TFTP, script, kernel and initrd.
+//! Its one HTTP exchange ([`exchange`]) also carries the admin's admission
+//! requests that the agent relays for `omctl` (`agent/admission`).
 //!
 //! `omnode init` passes the URL (`--checkin http://SERVER:PORT/api/v1/checkin`)
 //! when the kernel command line names the server; an agent started by hand
@@ -18,7 +20,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use contracts::http::{is_ok, parse_response, Checkin, HttpUrl};
+use contracts::http::{parse_response, Checkin, HttpUrl};
 use contracts::mac::MacAddr;
 
 /// What went wrong with one check-in attempt.
@@ -82,9 +84,28 @@ const RETRY_PAUSE: Duration = Duration::from_secs(2);
 
 /// One check-in attempt.
 pub async fn post(url: &str, name: &str, address: IpAddr) -> Result<(), CheckinError> {
-    let HttpUrl { host, port, path } = url.parse().map_err(|_| CheckinError::BadUrl(url.into()))?;
     let mac = mac_of(address).ok_or(CheckinError::NoMac(address))?;
     let json = body(mac, name, address);
+    let (status, _) = exchange(url, "POST", &[], json.as_bytes()).await?;
+    if status != 200 {
+        return Err(CheckinError::Status {
+            url: url.to_string(),
+            status: format!("HTTP {status}"),
+        });
+    }
+    Ok(())
+}
+
+/// One HTTP/1.0 request to the boot server at `url` with `headers` and a
+/// JSON `body` (sent when not empty); returns the status code and the body
+/// whatever the status.
+pub async fn exchange(
+    url: &str,
+    method: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), CheckinError> {
+    let HttpUrl { host, port, path } = url.parse().map_err(|_| CheckinError::BadUrl(url.into()))?;
     let io = |source| CheckinError::Io {
         url: url.to_string(),
         source,
@@ -95,29 +116,40 @@ pub async fn post(url: &str, name: &str, address: IpAddr) -> Result<(), CheckinE
             .await
             .map_err(|_| io(timed_out()))?
             .map_err(io)?;
-    let request = format!(
-        "POST {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: omnode-agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
-        json.len()
-    );
+    let mut request =
+        format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: omnode-agent\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    let mut request = request.into_bytes();
+    request.extend_from_slice(body);
     let mut answer = Vec::new();
     let exchange = async {
-        stream.write_all(request.as_bytes()).await?;
+        stream.write_all(&request).await?;
         (&mut stream).take(64 * 1024).read_to_end(&mut answer).await
     };
     tokio::time::timeout(ATTEMPT_TIMEOUT, exchange)
         .await
         .map_err(|_| io(timed_out()))?
         .map_err(io)?;
-    let status = parse_response(&answer)
-        .map(|(status, _)| status)
-        .unwrap_or_else(|| "a malformed response".into());
-    if !is_ok(&status) {
-        return Err(CheckinError::Status {
-            url: url.to_string(),
-            status,
-        });
-    }
-    Ok(())
+    let malformed = || CheckinError::Status {
+        url: url.to_string(),
+        status: "a malformed response".into(),
+    };
+    let (status, body) = parse_response(&answer).ok_or_else(malformed)?;
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(malformed)?;
+    Ok((code, body.to_vec()))
 }
 
 /// The agent's check-in task: waits until the node has joined (`joined`

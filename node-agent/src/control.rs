@@ -106,6 +106,20 @@ pub async fn knob(
     }
 }
 
+/// Asks the local agent for the boot server's admission list (`verdict`
+/// None) or to relay a decision: `Ok(Ok(json))`, or `Ok(Err((exit status,
+/// why)))`.
+pub async fn admission(
+    path: &Path,
+    verdict: Option<(String, contracts::admit::Verdict)>,
+) -> Result<Result<String, (i32, String)>, ControlError> {
+    match request(path, &Frame::Admission { verdict }).await? {
+        Frame::AdmissionDone(json) => Ok(Ok(json)),
+        Frame::Failed { code, message } => Ok(Err((code, message))),
+        other => Err(ControlError::Unexpected(format!("{other:?}"))),
+    }
+}
+
 /// The cluster jobs the local agent knows.
 pub async fn ps(path: &Path) -> Result<Vec<wire::JobInfo>, ControlError> {
     match request(path, &Frame::Ps).await? {

@@ -276,6 +276,54 @@ pub fn ps_table(jobs: &[JobInfo]) -> String {
     out
 }
 
+/// `omctl nodes`: the machines the boot server knows and where each stands
+/// with admission (only the pending ones, and the refusals, with
+/// `pending_only`); ages against `now`, Unix seconds.
+pub fn admission_table(
+    list: &contracts::admit::AdmissionList,
+    pending_only: bool,
+    now: u64,
+) -> String {
+    use contracts::admit::Standing;
+    let mut out = format!("admission: {}\n", list.policy);
+    out.push_str(&format!(
+        "{:<17} {:<12} {:<15} {:<8} {:<16} {:>6}  {}\n",
+        "MAC", "NAME", "ADDRESS", "STANDING", "KEY", "AGE", "BY"
+    ));
+    for m in list
+        .machines
+        .iter()
+        .filter(|m| !pending_only || m.standing == Standing::Pending)
+    {
+        let standing = match m.standing {
+            Standing::Pending => "pending",
+            Standing::Admitted => "admitted",
+            Standing::Rejected => "rejected",
+        };
+        out.push_str(&format!(
+            "{:<17} {:<12} {:<15} {:<8} {:<16} {:>5}s  {}\n",
+            m.mac,
+            m.name.as_deref().unwrap_or("-"),
+            m.address.map_or("-".to_string(), |a| a.to_string()),
+            standing,
+            m.public.fingerprint(),
+            now.saturating_sub(m.since),
+            m.by
+        ));
+    }
+    for r in &list.refusals {
+        out.push_str(&format!(
+            "refused {} from {} (key {}) {}s ago: {}\n",
+            r.mac,
+            r.address.map_or("-".to_string(), |a| a.to_string()),
+            r.public.fingerprint(),
+            now.saturating_sub(r.at),
+            r.reason
+        ));
+    }
+    out
+}
+
 /// What `omctl migrate` prints when the job moved.
 pub fn migrated_line(d: &MigrateDone) -> String {
     format!(

@@ -337,6 +337,15 @@ pub enum Frame {
     },
     /// What a `Knob` request did, a line each.
     KnobDone(Vec<String>),
+    /// omctl → agent: the boot server's admission list (`verdict: None`),
+    /// or an admin's decision on a machine, relayed to `omboot` signed with
+    /// the cluster key. Answered with `AdmissionDone` or `Failed`.
+    Admission {
+        /// The machine (MAC or name) and the decision, if deciding.
+        verdict: Option<(String, contracts::admit::Verdict)>,
+    },
+    /// `omboot`'s JSON answer: an `AdmissionList` or the decided `Machine`.
+    AdmissionDone(String),
 }
 
 impl Frame {

@@ -1,6 +1,7 @@
-//! One plain HTTP GET from the head on the LAN (HTTP/1.0, no redirects, no
-//! TLS): the cluster key ([`crate::key`]) and the head's user and group
-//! tables ([`crate::share`]) come this way. Its pure half (URL split,
+//! One plain HTTP request to the head on the LAN (HTTP/1.0, no redirects,
+//! no TLS): admission and a key URL ([`crate::key`]; the admission answer is
+//! sealed, not secret on the wire) and the head's user and group tables
+//! ([`crate::share`]) come this way. Its pure half (URL split,
 //! response parse) is [`contracts::http`].
 
 use std::io::{Read, Write};
@@ -42,6 +43,33 @@ pub enum FetchError {
 /// Fetches `url` (one attempt, 5 s connect and read timeouts) and returns
 /// the body; at most `limit` bytes of response are read.
 pub fn get(url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
+    let (status, body) = request(url, None, limit)?;
+    if !is_ok(&status) {
+        return Err(FetchError::Status {
+            url: url.to_string(),
+            status,
+        });
+    }
+    Ok(body)
+}
+
+/// POSTs the JSON `body` to `url` (one attempt, like [`get`]) and returns
+/// the status code and the body whatever the status.
+pub fn post_json(url: &str, body: &[u8], limit: u64) -> Result<(u16, Vec<u8>), FetchError> {
+    let (status, body) = request(url, Some(body), limit)?;
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| FetchError::Malformed {
+            url: url.to_string(),
+        })?;
+    Ok((code, body))
+}
+
+/// One request: GET without a body, POST of JSON with one; returns the
+/// status line and the body.
+fn request(url: &str, body: Option<&[u8]>, limit: u64) -> Result<(String, Vec<u8>), FetchError> {
     let HttpUrl { host, port, path } = url
         .parse()
         .map_err(|_| FetchError::BadUrl(url.to_string()))?;
@@ -57,18 +85,21 @@ pub fn get(url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(io)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(io)?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: omnode-init\r\n\r\n");
-    s.write_all(request.as_bytes()).map_err(io)?;
+    let mut request = match body {
+        None => format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: omnode-init\r\n\r\n")
+            .into_bytes(),
+        Some(b) => format!(
+            "POST {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: omnode-init\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            b.len()
+        )
+        .into_bytes(),
+    };
+    request.extend_from_slice(body.unwrap_or_default());
+    s.write_all(&request).map_err(io)?;
     let mut buf = Vec::new();
     s.take(limit).read_to_end(&mut buf).map_err(io)?;
     let (status, body) = parse_response(&buf).ok_or_else(|| FetchError::Malformed {
         url: url.to_string(),
     })?;
-    if !is_ok(&status) {
-        return Err(FetchError::Status {
-            url: url.to_string(),
-            status,
-        });
-    }
-    Ok(body.to_vec())
+    Ok((status, body.to_vec()))
 }

@@ -1,5 +1,9 @@
-//! The cluster key: from the command line or fetched over plain HTTP from
-//! the head, written to `/run/omcluster.key` (mode 0600) for the agent.
+//! The cluster key, written to `/run/omcluster.key` (mode 0600) for the
+//! agent. A netbooted node gets it through admission ([`ask`]): it makes a
+//! fresh key pair, asks the head (`POST /api/v1/admit`), and opens the key
+//! the head sealed to it; nothing on the wire gives the key away. A
+//! command line may still carry it (`om.key=`, given by hand) or name a URL
+//! to fetch it from ([`fetch`]), for setups that chose that.
 //!
 //! The file holds [`ClusterKey::to_text`]; a fetched body ([`crate::fetch`])
 //! is read with [`ClusterKey::parse`], the one rule every reader of the key
@@ -9,7 +13,9 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use contracts::admit::{AdmitAnswer, AdmitRequest, MachineKey, ADMIT_PATH};
 use contracts::key::ClusterKey;
+use contracts::mac::MacAddr;
 
 use crate::fetch::{self, FetchError};
 
@@ -25,6 +31,17 @@ pub enum KeyError {
     /// The body is not 64 hex digits.
     #[error("key from {0} is not 64 hex digits")]
     NotAKey(String),
+    /// The head's admission answer is not one.
+    #[error("the head's answer at {url} (HTTP {status}) is not an admission answer")]
+    BadAnswer {
+        /// The URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The sealed key does not open.
+    #[error(transparent)]
+    Open(#[from] contracts::admit::AdmitError),
     /// Writing the key file failed.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -40,6 +57,57 @@ pub fn fetch(url: &str) -> Result<ClusterKey, KeyError> {
     let body = fetch::get(url, 64 * 1024)?;
     ClusterKey::parse(&String::from_utf8_lossy(&body))
         .map_err(|_| KeyError::NotAKey(url.to_string()))
+}
+
+/// Where a machine stands after one admission request.
+#[derive(Debug)]
+pub enum Admission {
+    /// In, with the key.
+    Admitted(ClusterKey),
+    /// Waiting for the head's admin, with the head's words.
+    Pending(String),
+    /// Turned away, with the head's reason.
+    Refused(String),
+}
+
+/// Asks the head at `http://server:port` once to admit the machine whose
+/// boot interface has `mac`, with the public half of `me`; opens the key
+/// the head sealed to it for cluster `cluster`.
+pub fn ask(
+    base: &str,
+    cluster: &str,
+    mac: MacAddr,
+    name: Option<&str>,
+    me: &MachineKey,
+) -> Result<Admission, KeyError> {
+    let url = format!("{base}{ADMIT_PATH}");
+    let req = AdmitRequest {
+        mac,
+        name: name.map(str::to_string),
+        public: me.public(),
+    };
+    let body = serde_json::to_vec(&req).expect("an admit request serialises");
+    let (status, body) = fetch::post_json(&url, &body, 64 * 1024)?;
+    let answer: AdmitAnswer = serde_json::from_slice(&body).map_err(|_| KeyError::BadAnswer {
+        url: url.clone(),
+        status,
+    })?;
+    Ok(match answer {
+        AdmitAnswer::Admitted {
+            cluster: theirs,
+            enc,
+            sealed,
+        } => {
+            if theirs != cluster {
+                return Ok(Admission::Refused(format!(
+                    "the head at {base} runs cluster {theirs:?}, not {cluster:?}"
+                )));
+            }
+            Admission::Admitted(me.open(cluster, mac, &enc, &sealed)?)
+        }
+        AdmitAnswer::Pending { reason } => Admission::Pending(reason),
+        AdmitAnswer::Refused { reason } => Admission::Refused(reason),
+    })
 }
 
 /// Writes the key file ([`ClusterKey::to_text`]) to `path` with mode 0600,

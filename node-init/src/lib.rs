@@ -452,9 +452,23 @@ impl Supervisor {
                 let fresh = contracts::key::ClusterKey::generate();
                 self.install_key(&fresh, "new cluster key");
             }
-            None => say!(
-                "no om.key= on the kernel command line; not starting the agent (pass om.key=HEX64 or om.key=http://HEAD/…)"
-            ),
+            // A node asks the head for admission: the key never travels
+            // readable.
+            None => match (self.settings.server, &self.net) {
+                (Some(server), Some(net)) => {
+                    let base = format!("http://{server}:{}", self.settings.http_port);
+                    let cluster = head::cluster_id(&self.settings).to_string();
+                    let iface = net.iface.clone();
+                    let name = self.hostname.clone();
+                    let tx = self.tx.clone();
+                    spawn_worker("admit", "admission", move || {
+                        admit(&base, &cluster, &iface, name.as_deref(), &tx)
+                    });
+                }
+                _ => say!(
+                    "no om.server= on the kernel command line: no head to ask for admission; not starting the agent (pass om.server=HEAD, or om.key=HEX64)"
+                ),
+            },
             Some(cmdline::KeySource::Key(k)) => self.install_key(&k, "cluster key"),
             Some(cmdline::KeySource::Url(url)) => {
                 let tx = self.tx.clone();
@@ -593,6 +607,51 @@ fn agent_argv(
         ));
     }
     argv
+}
+
+/// How often a pending or refused machine asks again.
+const ADMIT_RETRY: Duration = Duration::from_secs(3);
+
+/// The admission thread: a fresh key pair, then asks the head at `base`
+/// until it admits this machine (printing each new answer once), installs
+/// the key and tells the loop.
+fn admit(base: &str, cluster: &str, iface: &str, name: Option<&str>, tx: &mpsc::Sender<Event>) {
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))
+        .ok()
+        .and_then(|m| m.trim().parse().ok());
+    let Some(mac) = mac else {
+        say!("cannot read {iface}'s MAC address; not asking for admission");
+        return;
+    };
+    let me = contracts::admit::MachineKey::generate();
+    say!(
+        "asking {base} for admission as {mac} (machine key {})",
+        me.public().fingerprint()
+    );
+    let mut last = String::new();
+    loop {
+        let said = match key::ask(base, cluster, mac, name, &me) {
+            Ok(key::Admission::Admitted(k)) => match key::install(&k, Path::new(key::KEY_FILE)) {
+                Ok(()) => {
+                    say!(
+                        "admitted by the head; cluster key written to {}",
+                        key::KEY_FILE
+                    );
+                    let _ = notify(tx, Event::KeyReady);
+                    return;
+                }
+                Err(e) => e.to_string(),
+            },
+            Ok(key::Admission::Pending(why)) => format!("admission pending: {why}"),
+            Ok(key::Admission::Refused(why)) => format!("admission refused: {why}"),
+            Err(e) => format!("{e}; asking again"),
+        };
+        if said != last {
+            say!("{said}");
+            last = said;
+        }
+        std::thread::sleep(ADMIT_RETRY);
+    }
 }
 
 /// The key thread: fetches the key from `url` and installs it, retrying

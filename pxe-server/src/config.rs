@@ -131,6 +131,40 @@ pub enum ConfigError {
 /// Default cluster id when none is configured.
 pub const DEFAULT_CLUSTER: &str = "omcluster";
 
+/// The key file `omboot` keeps in its state directory when given none.
+pub const STATE_KEY_FILE: &str = "cluster.key";
+
+/// The cluster key of a head given no `--key-file`: `STATE/cluster.key`,
+/// made (mode 0600, from the operating system's generator) the first time
+/// and reused after; the flag says whether it was made now.
+pub fn state_key(state: &Path) -> Result<(ClusterKey, PathBuf, bool), ConfigError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state.join(STATE_KEY_FILE);
+    let err = |e: std::io::Error| ConfigError::KeyFile {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(state).map_err(err)?;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Ok(mut f) => {
+            let key = ClusterKey::generate();
+            f.write_all(key.to_text().as_bytes()).map_err(err)?;
+            f.sync_all().map_err(err)?;
+            Ok((key, path, true))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok((read_key(&path)?, path, false))
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
 /// Reads the key file with the one parse rule of [`ClusterKey::parse`].
 fn read_key(path: &Path) -> Result<ClusterKey, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::KeyFile {
@@ -301,6 +335,8 @@ pub struct WireConfig {
     pub cluster: Option<String>,
     /// File holding the cluster key (64 hex digits).
     pub key_file: Option<PathBuf>,
+    /// Admission policy: `"auto"` or `"manual"`.
+    pub admit: Option<crate::admission::Policy>,
     /// `"text"` or `"json"`.
     pub log_format: Option<LogFormat>,
     /// Lease time in seconds.
@@ -374,6 +410,8 @@ pub struct Overrides {
     pub cluster: Option<String>,
     /// `--key-file`.
     pub key_file: Option<PathBuf>,
+    /// `--admit`.
+    pub admit: Option<crate::admission::Policy>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
     /// `--share`.
@@ -400,8 +438,8 @@ impl Overrides {
             ($($f:ident),*) => { $( if self.$f.is_some() { w.$f = self.$f; } )* };
         }
         set!(
-            mode, images, state, http_port, tftp_port, dhcp_port, cluster, key_file, log_format,
-            share
+            mode, images, state, http_port, tftp_port, dhcp_port, cluster, key_file, admit,
+            log_format, share
         );
         w
     }
@@ -492,10 +530,15 @@ pub struct ServeConfig {
     pub dhcp_port: u16,
     /// Cluster id (`om.cluster=`).
     pub cluster: String,
-    /// Cluster key file.
+    /// Cluster key file (`--key-file`); without one, [`state_key`] makes
+    /// one in the state directory.
     pub key_file: Option<PathBuf>,
     /// The cluster key read from it.
     pub key: Option<ClusterKey>,
+    /// Who gets the key: `--admit`, by default `auto` on a boot network of
+    /// the head's own (dhcp mode) and `manual` beside an existing LAN
+    /// (proxy mode).
+    pub admit: crate::admission::Policy,
     /// Log format.
     pub log_format: LogFormat,
     /// DHCP settings.
@@ -658,6 +701,10 @@ impl ServeConfig {
             dhcp_port: w.dhcp_port.unwrap_or(67),
             cluster: w.cluster.unwrap_or_else(|| DEFAULT_CLUSTER.into()),
             key_file: w.key_file,
+            admit: w.admit.unwrap_or(match mode {
+                Mode::Dhcp => crate::admission::Policy::Auto,
+                Mode::Proxy => crate::admission::Policy::Manual,
+            }),
             log_format: w.log_format.unwrap_or_default(),
             dhcp: DhcpConfig {
                 pools,

@@ -4,7 +4,8 @@
 //! - `GET /boot.ipxe` without parameters is the first-stage script: it makes
 //!   iPXE come back with its MAC, platform and build architecture. With `mac=`
 //!   it is the per-MAC script: `kernel`, `initrd`, `boot`, the command line
-//!   carrying the server address and cluster id. The address in the script is
+//!   carrying the server address and cluster id, never the cluster key
+//!   (a node gets that through admission, below). The address in the script is
 //!   the local address of the connection the request came in on, so a head node
 //!   on several networks hands every node an address it can reach.
 //!   `initrd=initrd.img` is always on the command line: the 2019 iPXE that
@@ -14,6 +15,13 @@
 //!   requests (206/416), confined like TFTP (symlinks leading out are refused).
 //!   `vmlinuz` and `initrd.img` record the Kernel and Initrd stages.
 //! - `GET /api/v1/leases`, `GET /api/v1/nodes`, `POST /api/v1/checkin`.
+//! - `POST /api/v1/admit`: a machine asks for the cluster key with a fresh
+//!   public key; [`crate::admission`] decides, and an admitted machine gets
+//!   the key sealed to that public key (`contracts::admit`). 200 admitted,
+//!   202 pending, 403 refused, each with a JSON [`AdmitAnswer`].
+//! - `GET`/`POST /api/v1/admission`: the admin's list and decisions
+//!   (`omctl nodes --pending`, `omctl admit`, `omctl reject`), signed with
+//!   the cluster key (`contracts::admit::check_admin`); 401 otherwise.
 //! - `GET /cluster/passwd`, `GET /cluster/group`: the head's user and group
 //!   tables, which nodes install so the shared tree's owners have names.
 //!
@@ -25,21 +33,28 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Bytes;
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
 use axum::http::{header, StatusCode};
+use axum::http::{HeaderMap, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use contracts::cmdline::{KernelCmdline, KeySource, OmParam, Param, INITRD_PARAM};
+use contracts::admit::{
+    self, AdmitAnswer, AdmitRequest, Decision, ADMISSION_PATH, ADMIT_PATH, AUTH_HEADER, TIME_HEADER,
+};
+use contracts::cmdline::{KernelCmdline, OmParam, Param, INITRD_PARAM};
 use contracts::http::{Checkin, CHECKIN_PATH};
+use contracts::key::ClusterKey;
 use contracts::mac::MacAddr;
 use contracts::share::{Share, GROUP_PATH, PASSWD_PATH};
 use serde::Deserialize;
 use tower::ServiceExt;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::admission::{Answer, BootSeen, Store};
 use crate::image::ImageDir;
 use crate::nodes::{BootStage, LeaseSource, NodeRegistry, Observation};
 use crate::share::ShareConfig;
@@ -56,9 +71,11 @@ pub struct HttpState {
     pub leases: Arc<dyn LeaseSource>,
     /// Cluster id put on the kernel command line (`om.cluster=`).
     pub cluster_id: String,
-    /// Cluster key (or an `http://` URL to fetch it from), put on the
-    /// command line as `om.key=`.
-    pub cluster_key: Option<KeySource>,
+    /// The cluster key: sealed to admitted machines, and the root of the
+    /// admin's signature.
+    pub key: ClusterKey,
+    /// Who has been let in.
+    pub admission: Arc<Store>,
     /// The shared tree, put on the command line as `om.share=`.
     pub share: Option<ShareConfig>,
 }
@@ -91,6 +108,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/v1/leases", get(leases))
         .route("/api/v1/nodes", get(nodes))
         .route(CHECKIN_PATH, post(checkin))
+        .route(ADMIT_PATH, post(admit_machine))
+        .route(ADMISSION_PATH, get(admission_list).post(admission_decide))
         .route(PASSWD_PATH, get(passwd))
         .route(GROUP_PATH, get(group))
         .route("/{*path}", get(static_file))
@@ -191,26 +210,21 @@ pub fn first_stage_script(server: SocketAddr) -> String {
 pub struct NodeParams<'a> {
     /// The cluster id (`om.cluster=`).
     pub cluster_id: &'a str,
-    /// The key or where to fetch it (`om.key=`).
-    pub cluster_key: Option<&'a KeySource>,
     /// The shared tree (`om.share=`).
     pub share: Option<&'a ShareConfig>,
 }
 
 /// The kernel command line of the per-MAC script: `initrd=initrd.img`, the
-/// image's own line, then the head's address and HTTP port, the cluster id,
-/// key and shared tree. `om.server=` and the head's own `om.share=` are left
+/// image's own line, then the head's address and HTTP port, the cluster id
+/// and shared tree. Never the key: the node asks for it
+/// (`/api/v1/admit`). `om.server=` and the head's own `om.share=` are left
 /// out when the node reached us over IPv6: `omnode init` takes IPv4 only.
 pub fn node_cmdline(
     server: SocketAddr,
     image_cmdline: &KernelCmdline,
     params: NodeParams<'_>,
 ) -> KernelCmdline {
-    let NodeParams {
-        cluster_id,
-        cluster_key,
-        share,
-    } = params;
+    let NodeParams { cluster_id, share } = params;
     let mut line = KernelCmdline::default();
     line.push(Param::Other(INITRD_PARAM.into()));
     line.params.extend(image_cmdline.params.iter().cloned());
@@ -219,9 +233,6 @@ pub fn node_cmdline(
     }
     line.push(OmParam::Http(server.port()));
     line.push(OmParam::Cluster(cluster_id.into()));
-    if let Some(k) = cluster_key {
-        line.push(OmParam::Key(k.clone()));
-    }
     match (share, server.ip()) {
         (Some(ShareConfig::External(n)), _) => {
             line.push(OmParam::Share(Share::Nfs(n.clone())));
@@ -287,7 +298,6 @@ async fn boot_script(
         st.image.cmdline(),
         NodeParams {
             cluster_id: &st.cluster_id,
-            cluster_key: st.cluster_key.as_ref(),
             share: st.share.as_ref(),
         },
     );
@@ -389,5 +399,156 @@ async fn checkin(
     match st.registry.get(c.mac) {
         Some(rec) => Json(rec).into_response(),
         None => text(StatusCode::INTERNAL_SERVER_ERROR, "node vanished\n".into()),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn json_status(status: StatusCode, body: impl serde::Serialize) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// A machine asks for the cluster key. One info line per answer, a warning
+/// per refusal.
+async fn admit_machine(
+    State(st): State<HttpState>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    body: Bytes,
+) -> Response {
+    let address = canonical(conn.remote).ip();
+    let req: AdmitRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_status(
+                StatusCode::BAD_REQUEST,
+                AdmitAnswer::Refused {
+                    reason: format!("malformed admission request: {e}"),
+                },
+            )
+        }
+    };
+    let boot = st.registry.get(req.mac).and_then(|r| {
+        r.booted_at.map(|at| BootSeen {
+            at,
+            address: r.address,
+        })
+    });
+    let store = st.admission.clone();
+    let asked = req.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || store.ask(&asked, Some(address), boot, unix_now()))
+            .await;
+    let answer = match answer {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            warn!(mac = %req.mac, cause = %e, "admission not recorded");
+            return json_status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                AdmitAnswer::Pending {
+                    reason: format!("the head cannot record admissions: {e}"),
+                },
+            );
+        }
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    };
+    let key = req.public.fingerprint();
+    match answer {
+        Answer::Admit => match admit::seal(&st.key, &req.public, &st.cluster_id, req.mac) {
+            Ok((enc, sealed)) => {
+                info!(mac = %req.mac, client = %address, key, name = req.name.as_deref().unwrap_or(""), "admitted");
+                json_status(
+                    StatusCode::OK,
+                    AdmitAnswer::Admitted {
+                        cluster: st.cluster_id.clone(),
+                        enc,
+                        sealed,
+                    },
+                )
+            }
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        },
+        Answer::Pending(reason) => {
+            info!(mac = %req.mac, client = %address, key, %reason, "admission pending");
+            json_status(StatusCode::ACCEPTED, AdmitAnswer::Pending { reason })
+        }
+        Answer::Refuse(reason) => {
+            warn!(mac = %req.mac, client = %address, key, %reason, "admission refused");
+            json_status(StatusCode::FORBIDDEN, AdmitAnswer::Refused { reason })
+        }
+    }
+}
+
+/// The admin's signature on a request to [`ADMISSION_PATH`], or the 401.
+fn check_admin(
+    st: &HttpState,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Option<Response> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match admit::check_admin(
+        &st.key,
+        &st.cluster_id,
+        method.as_str(),
+        ADMISSION_PATH,
+        header(TIME_HEADER),
+        header(AUTH_HEADER),
+        body,
+        unix_now(),
+    ) {
+        Ok(()) => None,
+        Err(e) => {
+            warn!(cause = %e, "admin request refused");
+            Some(text(StatusCode::UNAUTHORIZED, format!("{e}\n")))
+        }
+    }
+}
+
+async fn admission_list(
+    State(st): State<HttpState>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = check_admin(&st, &method, &headers, &[]) {
+        return refused;
+    }
+    Json(st.admission.list()).into_response()
+}
+
+async fn admission_decide(
+    State(st): State<HttpState>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = check_admin(&st, &method, &headers, &body) {
+        return refused;
+    }
+    let decision: Decision = match serde_json::from_slice(&body) {
+        Ok(d) => d,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("malformed decision: {e}\n"),
+            )
+        }
+    };
+    let store = st.admission.clone();
+    let d = decision.clone();
+    let done =
+        tokio::task::spawn_blocking(move || store.decide(&d.machine, d.verdict, unix_now())).await;
+    match done {
+        Ok(Ok(Ok(m))) => {
+            info!(mac = %m.mac, verdict = ?decision.verdict, key = m.public.fingerprint(), "admin decided");
+            Json(m).into_response()
+        }
+        Ok(Ok(Err(e))) => text(StatusCode::NOT_FOUND, format!("{e}\n")),
+        Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }

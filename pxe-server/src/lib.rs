@@ -2,6 +2,8 @@
 //!
 //! Modules (each opens with its own `//!` doc):
 //! - [`config`]: TOML wire config and the validated settings the server runs on.
+//! - [`admission`]: who gets the cluster key (auto or manual), remembered
+//!   in the state directory.
 //! - [`boot`]: the boot decision table (client architecture, iPXE detection → file or URL).
 //! - [`dhcp`]: DHCP and ProxyDHCP protocol core (pure) and its socket shell.
 //! - [`leases`]: the persistent lease store.
@@ -13,6 +15,7 @@
 //!   configuration and its supervision.
 //! - [`serve`]: wires everything together for `omboot serve`.
 
+pub mod admission;
 pub mod boot;
 pub mod config;
 pub mod dhcp;

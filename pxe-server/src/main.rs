@@ -71,9 +71,15 @@ struct ServeArgs {
     /// Cluster id given to nodes.
     #[arg(long)]
     cluster: Option<String>,
-    /// File with the cluster key (64 hex digits).
+    /// File with the cluster key (64 hex digits) [default: STATE/cluster.key,
+    /// made on first start].
     #[arg(long)]
     key_file: Option<PathBuf>,
+    /// Who gets the cluster key: auto (machines that just booted from this
+    /// head; others wait for `omctl admit`) or manual (every new machine
+    /// waits) [default: auto in dhcp mode, manual in proxy mode].
+    #[arg(long, value_name = "auto|manual")]
+    admit: Option<pxe_server::admission::Policy>,
     /// Log format: text or json.
     #[arg(long, value_parser = parse_log_format)]
     log_format: Option<LogFormat>,
@@ -194,10 +200,29 @@ fn serve(a: ServeArgs) -> Result<(), Failure> {
         dhcp_port: a.dhcp_port,
         cluster: a.cluster,
         key_file: a.key_file,
+        admit: a.admit,
         log_format: a.log_format,
         share: a.share,
     };
-    let config = ServeConfig::load(a.config.as_deref(), flags).map_err(usage)?;
+    let mut config = ServeConfig::load(a.config.as_deref(), flags).map_err(usage)?;
+    match &config.key_file {
+        Some(path) => eprintln!("omboot: cluster key from {}", path.display()),
+        None => {
+            let (key, path, made) = pxe_server::config::state_key(&config.state)?;
+            let how = if made {
+                "made now"
+            } else {
+                "kept from an earlier start"
+            };
+            eprintln!(
+                "omboot: cluster key in {} ({how}); give it to the head's own agent with --key-file",
+                path.display()
+            );
+            config.key = Some(key);
+            config.key_file = Some(path);
+        }
+    }
+    eprintln!("omboot: admission {}", config.admit);
     init_tracing(config.log_format);
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async {

@@ -52,6 +52,11 @@ pub struct NodeRecord {
     pub last_seen: u64,
     /// The latest boot stage seen.
     pub stage: BootStage,
+    /// Unix seconds of the latest fetch of its boot script, kernel or
+    /// initrd from this server: when it last booted from this head
+    /// (admission trusts that, see `admission`).
+    #[serde(default)]
+    pub booted_at: Option<u64>,
 }
 
 /// The readable name of an RFC 4578 client architecture code.
@@ -124,9 +129,16 @@ impl NodeRegistry {
             first_seen: now,
             last_seen: now,
             stage,
+            booted_at: None,
         });
         rec.last_seen = now;
         rec.stage = stage;
+        if matches!(
+            stage,
+            BootStage::Script | BootStage::Kernel | BootStage::Initrd
+        ) {
+            rec.booted_at = Some(now);
+        }
         if let Some(ip) = obs.address {
             if let Some(old) = rec.address {
                 if old != ip && inner.by_ip.get(&old) == Some(&mac) {

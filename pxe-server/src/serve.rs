@@ -56,6 +56,12 @@ pub enum ServeError {
     /// The shared tree's server could not start.
     #[error(transparent)]
     Share(#[from] crate::share::ShareError),
+    /// The cluster key could not be made or read.
+    #[error(transparent)]
+    Key(#[from] crate::config::ConfigError),
+    /// The admission book could not be opened.
+    #[error(transparent)]
+    Admission(#[from] crate::admission::StoreError),
 }
 
 /// Run everything until `shutdown` resolves.
@@ -125,7 +131,11 @@ pub async fn run(
         registry: nodes.clone(),
         leases,
         cluster_id: config.cluster.clone(),
-        cluster_key: config.key.clone().map(contracts::cmdline::KeySource::Key),
+        key: match &config.key {
+            Some(k) => k.clone(),
+            None => crate::config::state_key(&config.state)?.0,
+        },
+        admission: Arc::new(crate::admission::Store::open(&config.state, config.admit)?),
         share: config.share.clone(),
     };
     tracing::info!(
@@ -133,6 +143,7 @@ pub async fn run(
         interfaces = ?config.interfaces.iter().map(|i| format!("{}={}", i.name, i.addr)).collect::<Vec<_>>(),
         images = %config.images.display(),
         state = %config.state.display(),
+        admit = %config.admit,
         "omboot serving"
     );
     let names = config.interfaces.iter().map(|i| i.name.clone()).collect();

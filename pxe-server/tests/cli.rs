@@ -59,7 +59,7 @@ fn config_unknown_key_names_the_line() {
     check_refused(
         Some("interfaces = [\"lo\"]\nmodes = \"dhcp\"\n"),
         &["--images", "IMAGES"],
-        expect!["omboot: TMP/omboot.toml:2: unknown field `modes`, expected one of `interfaces`, `mode`, `images`, `state`, `http_port`, `tftp_port`, `dhcp_port`, `cluster`, `key_file`, `log_format`, `lease_time`, `decline_quarantine`, `router`, `dns`, `domain`, `pool`, `reservation`, `share`"],
+        expect!["omboot: TMP/omboot.toml:2: unknown field `modes`, expected one of `interfaces`, `mode`, `images`, `state`, `http_port`, `tftp_port`, `dhcp_port`, `cluster`, `key_file`, `admit`, `log_format`, `lease_time`, `decline_quarantine`, `router`, `dns`, `domain`, `pool`, `reservation`, `share`"],
     );
 }
 

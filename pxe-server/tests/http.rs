@@ -17,6 +17,7 @@ use crate::running::Running;
 
 struct Server {
     addr: SocketAddr,
+    key: contracts::key::ClusterKey,
     registry: Arc<NodeRegistry>,
     running: Running<std::io::Error>,
     initrd: Vec<u8>,
@@ -25,6 +26,10 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
+        Self::start_with(pxe_server::admission::Policy::Auto).await
+    }
+
+    async fn start_with(policy: pxe_server::admission::Policy) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("images");
         write_pattern(&root.join("vmlinuz"), 300_000, 10);
@@ -39,6 +44,7 @@ impl Server {
         std::fs::write(dir.path().join("secret"), "outside").unwrap();
         std::os::unix::fs::symlink(dir.path().join("secret"), root.join("escape")).unwrap();
         let registry = Arc::new(NodeRegistry::new());
+        let key: contracts::key::ClusterKey = "ab".repeat(32).parse().unwrap();
         let leases: Vec<LeaseView> = vec![LeaseView {
             mac: "52:54:00:00:00:01".parse().unwrap(),
             ip: "10.99.0.100".parse().unwrap(),
@@ -51,9 +57,10 @@ impl Server {
             registry: registry.clone(),
             leases: Arc::new(leases),
             cluster_id: "test-cluster".into(),
-            cluster_key: Some(contracts::cmdline::KeySource::Key(
-                "ab".repeat(32).parse().unwrap(),
-            )),
+            key: key.clone(),
+            admission: Arc::new(
+                pxe_server::admission::Store::open(&dir.path().join("state"), policy).unwrap(),
+            ),
             share: Some(pxe_server::share::ShareConfig::Serve("/srv/cluster".into())),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -61,6 +68,7 @@ impl Server {
         let running = Running::spawn(|shutdown| http::serve(listener, state, shutdown));
         Server {
             addr,
+            key,
             registry,
             running,
             initrd,
@@ -134,7 +142,7 @@ async fn boot_script_stages() {
     expect![[r#"
         #!ipxe
         echo omboot: booting 52:54:00:12:34:56 from http://127.0.0.1:PORT
-        kernel http://127.0.0.1:PORT/vmlinuz initrd=initrd.img console=ttyS0 quiet om.server=127.0.0.1 om.http=PORT om.cluster=test-cluster om.key=abababababababababababababababababababababababababababababababab om.share=nfs://127.0.0.1/cluster
+        kernel http://127.0.0.1:PORT/vmlinuz initrd=initrd.img console=ttyS0 quiet om.server=127.0.0.1 om.http=PORT om.cluster=test-cluster om.share=nfs://127.0.0.1/cluster
         initrd http://127.0.0.1:PORT/initrd.img
         boot
     "#]]
@@ -276,5 +284,143 @@ async fn api_lists_leases_nodes_and_takes_checkins() {
         )
         .await;
     assert!((400..500).contains(&status), "{status}");
+    srv.stop().await;
+}
+
+/// Admission over the wire: a machine that just fetched its boot script is
+/// admitted under `auto` and opens the sealed key; one that did not waits;
+/// the admin's list and decisions need the key's signature; an admitted
+/// MAC presenting another key without booting again is refused and listed.
+#[tokio::test]
+async fn admission_seals_the_key_to_the_machine_and_obeys_the_admin() {
+    use contracts::admit::{
+        admin_tag, AdmissionList, AdmitAnswer, AdmitRequest, MachineKey, ADMISSION_PATH,
+    };
+    if tool("curl").is_none() {
+        return;
+    }
+    let srv = Server::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("body");
+    let ask = |mac: &str, key: &MachineKey| {
+        let body = serde_json::to_string(&AdmitRequest {
+            mac: mac.parse().unwrap(),
+            name: Some("vm".into()),
+            public: key.public(),
+        })
+        .unwrap();
+        let out = out.clone();
+        let srv = &srv;
+        async move {
+            let (status, body, _) = srv
+                .curl(
+                    &[
+                        "-H",
+                        "content-type: application/json",
+                        "--data-binary",
+                        &body,
+                    ],
+                    "/api/v1/admit",
+                    &out,
+                )
+                .await;
+            (
+                status,
+                serde_json::from_slice::<AdmitAnswer>(&body).unwrap(),
+            )
+        }
+    };
+    let signed = |method: &str, body: &str| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let tag = admin_tag(
+            &srv.key,
+            "test-cluster",
+            method,
+            ADMISSION_PATH,
+            now,
+            body.as_bytes(),
+        );
+        vec![
+            "-H".to_string(),
+            format!("x-om-time: {now}"),
+            "-H".to_string(),
+            format!("x-om-auth: {tag}"),
+        ]
+    };
+
+    // Booted from this head moments ago: admitted, and only its key opens
+    // the answer.
+    srv.curl(
+        &[],
+        "/boot.ipxe?mac=52:54:00:00:00:01&platform=pcbios",
+        &out,
+    )
+    .await;
+    let node = MachineKey::generate();
+    let (status, answer) = ask("52:54:00:00:00:01", &node).await;
+    assert_eq!(status, 200, "{answer:?}");
+    let AdmitAnswer::Admitted {
+        cluster,
+        enc,
+        sealed,
+    } = answer
+    else {
+        panic!("not admitted: {answer:?}")
+    };
+    let mac = "52:54:00:00:00:01".parse().unwrap();
+    assert_eq!(node.open(&cluster, mac, &enc, &sealed).unwrap(), srv.key);
+    assert!(MachineKey::generate()
+        .open(&cluster, mac, &enc, &sealed)
+        .is_err());
+
+    // Never booted here: pending.
+    let stranger = MachineKey::generate();
+    let (status, answer) = ask("52:54:00:00:00:02", &stranger).await;
+    assert_eq!(status, 202, "{answer:?}");
+
+    // The same MAC as the admitted one, another key, no new boot: refused.
+    let (status, answer) = ask("52:54:00:00:00:01", &MachineKey::generate()).await;
+    assert_eq!(status, 403, "{answer:?}");
+
+    // The admin's side needs the signature.
+    let (status, body, _) = srv.curl(&[], ADMISSION_PATH, &out).await;
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    let args = signed("GET", "");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (status, body, _) = srv.curl(&args, ADMISSION_PATH, &out).await;
+    assert_eq!(status, 200);
+    let list: AdmissionList = serde_json::from_slice(&body).unwrap();
+    let standings: Vec<String> = list
+        .machines
+        .iter()
+        .map(|m| format!("{} {:?} {}", m.mac, m.standing, m.by))
+        .collect();
+    expect![[r#"
+        [
+            "52:54:00:00:00:01 Admitted auto: booted from this head",
+            "52:54:00:00:00:02 Pending asked",
+        ]
+    "#]]
+    .assert_debug_eq(&standings);
+    assert_eq!(list.refusals.len(), 1);
+
+    let decision = r#"{"machine":"52:54:00:00:00:02","verdict":"admit"}"#;
+    let mut args = signed("POST", decision);
+    args.extend(["--data-binary".into(), decision.into()]);
+    let forged: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("52:54:00:00:00:02", "52:54:00:00:00:03"))
+        .collect();
+    let forged: Vec<&str> = forged.iter().map(String::as_str).collect();
+    let (status, _, _) = srv.curl(&forged, ADMISSION_PATH, &out).await;
+    assert_eq!(status, 401, "a changed body keeps no signature");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (status, body, _) = srv.curl(&args, ADMISSION_PATH, &out).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, answer) = ask("52:54:00:00:00:02", &stranger).await;
+    assert_eq!(status, 200, "{answer:?}");
     srv.stop().await;
 }

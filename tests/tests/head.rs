@@ -179,6 +179,22 @@ fn head_from_the_iso(kind: Lan) -> Result<()> {
             serial_input: true,
         },
     )?;
+    // Beside a LAN it does not own, the head admits nobody by itself: the
+    // admin does, on the head's console.
+    if kind == Lan::WithRouter {
+        let pending = node
+            .wait_for("admission pending", Duration::from_secs(420))
+            .context("the node asking the head for admission")?;
+        eprintln!("node1: {pending}");
+        let said = head
+            .shell(
+                &format!("omctl admit {} 2>&1", node.spec().mac_text()),
+                Duration::from_secs(60),
+            )
+            .context("omctl admit on the head")?;
+        eprintln!("head: {said}");
+        ensure!(said.contains("admitted"), "omctl admit: {said}");
+    }
     let joined = node
         .wait_for("joined cluster omcluster", Duration::from_secs(420))
         .context("the node netbooting from the head")?;

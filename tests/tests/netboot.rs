@@ -53,6 +53,7 @@ fn start_cluster(
     firmwares: &[Firmware],
     mode: LabMode,
     share: bool,
+    capture: bool,
 ) -> Result<ClusterLab> {
     let bin_dir = lab::build::static_binaries()?;
     let image_dir = lab::build::default_image(&bin_dir)?;
@@ -68,6 +69,7 @@ fn start_cluster(
         mode,
         share,
         serial_input: false,
+        capture,
     })?)
 }
 
@@ -77,7 +79,7 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
         return Ok(());
     }
     let firmwares = [Firmware::BiosIpxe, Firmware::UefiIpxe, Firmware::UefiPxe];
-    let mut lab = start_cluster("om-e2e", &firmwares, LabMode::Dhcp, true)?;
+    let mut lab = start_cluster("om-e2e", &firmwares, LabMode::Dhcp, true, true)?;
 
     let mut joined = Vec::new();
     for node in &mut lab.nodes {
@@ -93,11 +95,11 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
     }
 
     // Each agent checks in with omboot once joined: the boot server's node
-    // list shows every machine at its last stage.
+    // list shows every machine at its last stage, and the head's own agent.
     let start = Instant::now();
     loop {
         let stages = lab.boot_stages()?;
-        if lab::machines_at_stage(&stages, "agent") == lab.nodes.len() {
+        if lab::machines_at_stage(&stages, "agent") == lab.nodes.len() + 1 {
             break;
         }
         ensure!(
@@ -106,6 +108,7 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    check_no_key_on_the_wire(&mut lab)?;
 
     let (view, _) = wait_for_view(
         &mut lab,
@@ -224,6 +227,48 @@ pub(crate) const USER: u32 = 4242;
 
 /// Runs `script` with `sh -c` on `node` through `omctl run --node`, as
 /// [`USER`], from `cwd` in the shared tree; its stdout, or the failure.
+/// Everything on the LAN from before the first machine powered on until
+/// every machine joined: the boot scripts, kernels, DHCP, admission and the
+/// first sealed traffic. The cluster key is in none of it, raw or as hex.
+fn check_no_key_on_the_wire(lab: &mut ClusterLab) -> Result<()> {
+    let key = std::fs::read_to_string(lab.key_file())?;
+    let key: contracts::key::ClusterKey = key.parse()?;
+    let pcap_path = lab.capture().context("the lab ran without a capture")?;
+    let pcap = std::fs::read(&pcap_path)?;
+    let contains = |needle: &[u8]| pcap.windows(needle.len()).any(|w| w == needle);
+    // The capture did see the boot and the admission, in the clear.
+    for seen in [
+        &b"om.cluster=e2e"[..],
+        &b"POST /api/v1/admit"[..],
+        &b"\"status\":\"admitted\""[..],
+    ] {
+        ensure!(
+            contains(seen),
+            "the capture {} ({} bytes) lacks {:?}: it did not record the boot",
+            pcap_path.display(),
+            pcap.len(),
+            String::from_utf8_lossy(seen)
+        );
+    }
+    let hex = key.to_hex();
+    for (form, needle) in [
+        ("raw", key.as_bytes().to_vec()),
+        ("hex", hex.clone().into_bytes()),
+        ("HEX", hex.to_uppercase().into_bytes()),
+    ] {
+        ensure!(
+            !contains(&needle),
+            "the cluster key ({form}) crossed the LAN readable: see {}",
+            pcap_path.display()
+        );
+    }
+    eprintln!(
+        "capture of the boot and join: {} bytes, no trace of the cluster key",
+        pcap.len()
+    );
+    Ok(())
+}
+
 fn run_in_tree(lab: &ClusterLab, node: &str, cwd: &str, script: &str) -> Result<String> {
     let share = lab.share_dir().context("the lab serves no shared tree")?;
     let output = lab::cluster::in_tree(share, cwd, &omctl_as_user(lab))
@@ -415,27 +460,135 @@ fn check_shared_tree(lab: &mut ClusterLab) -> Result<()> {
 
 /// An existing LAN: its router's dnsmasq hands out addresses (and no boot
 /// options), `omboot serve --mode proxy` only adds the boot file. All three
-/// firmware paths must still netboot and join, with addresses from the
-/// router's pool.
+/// firmware paths must still netboot, with addresses from the router's
+/// pool. Beside a LAN it does not own, `omboot` admits no one by itself
+/// (`--admit manual` is the proxy mode's default): each machine waits as
+/// pending until `omctl admit` on the head, then joins; after a reboot it
+/// rejoins without a decision; a second machine presenting its MAC with
+/// another key is refused and reported.
 #[test]
 fn qemu_proxy_mode_beside_the_lans_own_dhcp_server() -> Result<()> {
     if !lab::gate::qemu_tests() {
         return Ok(());
     }
     let firmwares = [Firmware::BiosIpxe, Firmware::UefiIpxe, Firmware::UefiPxe];
-    let mut lab = start_cluster("om-e2e-proxy", &firmwares, LabMode::Proxy, false)?;
+    let mut lab = start_cluster("om-e2e-proxy", &firmwares, LabMode::Proxy, false, false)?;
+    for node in &mut lab.nodes {
+        let line = node
+            .wait_for("admission pending", JOIN_TIMEOUT)
+            .with_context(|| format!("{} ({})", node.name(), node.spec().firmware.label()))?;
+        eprintln!("{} ({}): {line}", node.name(), node.spec().firmware.label());
+        ensure!(
+            !node.console().contains("joined cluster"),
+            "{} joined before anyone admitted it",
+            node.name()
+        );
+    }
+    let pending = omctl_ok(&lab, &["nodes", "--pending"])?;
+    eprintln!("omctl nodes --pending:\n{pending}");
+    for node in &lab.nodes {
+        let mac = node.spec().mac_text();
+        ensure!(
+            pending
+                .lines()
+                .any(|l| l.starts_with(&mac) && l.contains("pending")),
+            "{mac} is not listed pending:\n{pending}"
+        );
+    }
+    for node in &lab.nodes {
+        let said = omctl_ok(&lab, &["admit", &node.spec().mac_text()])?;
+        eprintln!("{said}");
+    }
     for node in &mut lab.nodes {
         let line = node
             .wait_for("joined cluster", JOIN_TIMEOUT)
-            .with_context(|| format!("{} ({})", node.name(), node.spec().firmware.label()))?;
-        eprintln!("{} ({}): {line}", node.name(), node.spec().firmware.label());
+            .with_context(|| format!("{} after omctl admit", node.name()))?;
+        eprintln!("{}: {line}", node.name());
     }
+    check_proxy_addresses(&lab, &firmwares)?;
+
+    // A reboot: a new machine key, admitted because the machine booted
+    // from this head again; nobody is asked.
+    lab.reboot(0)?;
+    let node = &mut lab.nodes[0];
+    let line = node
+        .wait_for("joined cluster", JOIN_TIMEOUT)
+        .with_context(|| format!("{} rejoining after a reboot", node.name()))?;
+    eprintln!("{} after a reboot: {line}", node.name());
+    ensure!(
+        !node.console().contains("admission pending"),
+        "the rebooted machine had to wait for a decision:\n{}",
+        node.console()
+    );
+
+    // A second machine with that MAC and a key of its own, which did not
+    // boot from the head: refused, and the admin sees it.
+    let mac = lab.nodes[0].spec().mac_text();
+    let impostor = contracts::admit::MachineKey::generate();
+    let body = format!(
+        r#"{{"mac":"{mac}","public":"{}"}}"#,
+        impostor.public().to_hex()
+    );
+    let output = lab
+        .lan()
+        .command("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            "-w",
+            "\n%{http_code}",
+            "--data-binary",
+            &body,
+        ])
+        .args(["-H", "content-type: application/json"])
+        .arg(format!("http://{}/api/v1/admit", lab::LAB_HEAD))
+        .output()?;
+    let answer = String::from_utf8_lossy(&output.stdout).to_string();
+    eprintln!("a second machine as {mac}: {answer}");
+    ensure!(
+        answer.ends_with("403") && answer.contains("a second machine with the same MAC"),
+        "the impostor was not refused: {answer}"
+    );
+    let listed = omctl_ok(&lab, &["nodes"])?;
+    ensure!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&format!("refused {mac}"))
+                && l.contains(&impostor.public().fingerprint())),
+        "the refusal is not reported:\n{listed}"
+    );
+    let mine = lab.nodes[0].node_name();
+    wait_for_view(
+        &mut lab,
+        "the rebooted machine alive",
+        Duration::from_secs(60),
+        |v| ClusterLab::nodes_in_state(v, "alive").contains(&mine),
+    )?;
+    Ok(())
+}
+
+/// `omctl ARGS` on the head, which must succeed; its output.
+fn omctl_ok(lab: &ClusterLab, args: &[&str]) -> Result<String> {
+    let output = lab.omctl().args(args).stdin(Stdio::null()).output()?;
+    ensure!(
+        output.status.success(),
+        "omctl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Every address `omboot` saw is from the LAN router's pool.
+fn check_proxy_addresses(lab: &ClusterLab, firmwares: &[Firmware]) -> Result<()> {
     let stages = lab.boot_stages()?;
     let addresses: Vec<String> = stages
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|n| n["address"].as_str().map(String::from))
+        .filter(|a| *a != lab::LAB_HEAD.to_string())
         .collect();
     eprintln!("addresses seen by omboot: {addresses:?}");
     let (low, high) = lab::LAB_ROUTER_POOL;

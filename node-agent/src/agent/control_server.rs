@@ -2,7 +2,8 @@
 //! each in a task of its own, and answers its one request ([`Controller`]):
 //! `status` from the view, `ps` from the job tables (`ps --cluster` asks
 //! every live node), `run`, which places the job ([`crate::placement`]) and
-//! relays it ([`exec::relay`]), `migrate`, and `knob` (in `admin`).
+//! relays it ([`exec::relay`]), `migrate`, `knob` (in `admin`) and
+//! `admission` (relayed to the boot server, in `admission`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,6 +70,8 @@ pub(super) struct Controller {
     pub(super) stream_key: [u8; 32],
     /// Numbers the jobs launched from here.
     pub(super) counter: Arc<AtomicU64>,
+    /// Where admission requests go (from `--checkin`).
+    pub(super) boot_server: Option<super::admission::BootServer>,
 }
 
 impl Controller {
@@ -147,6 +150,13 @@ impl Controller {
             Frame::Knob { node, action } => {
                 let f = match self.knob(node, action, cred.uid()).await {
                     Ok(lines) => Frame::KnobDone(lines),
+                    Err((code, message)) => Frame::Failed { code, message },
+                };
+                let _ = wire::write_frame(&mut wr, &f).await;
+            }
+            Frame::Admission { verdict } => {
+                let f = match self.admission(verdict, cred.uid()).await {
+                    Ok(json) => Frame::AdmissionDone(json),
                     Err((code, message)) => Frame::Failed { code, message },
                 };
                 let _ = wire::write_frame(&mut wr, &f).await;
@@ -432,6 +442,7 @@ mod tests {
             down: broadcast::channel(1).0,
             stream_key: [1; 32],
             counter: Arc::default(),
+            boot_server: None,
         };
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve(listener, ctl, stop.clone()));

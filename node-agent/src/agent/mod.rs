@@ -14,6 +14,8 @@
 //! - `balancer`: once a second, measures the jobs here and moves one to
 //!   where it finishes sooner when that pays ([`crate::balance`]).
 //! - `admin`: knob requests (`block`, `expel`, …) other agents forward.
+//! - `admission`: the admin's admission requests, relayed signed to the
+//!   boot server (on `omctl`'s connection, not a task of its own).
 //! - [`crate::checkin`]: with `--checkin`, the check-in with the boot server,
 //!   which waits until the gossip loop reports the join.
 //!
@@ -31,6 +33,7 @@
 //! [`DISCOVERY_WINDOW`] with N = 1.
 
 mod admin;
+mod admission;
 mod balancer;
 mod control_server;
 mod exec_listener;
@@ -270,6 +273,9 @@ impl Agent {
             down: down.clone(),
             stream_key,
             counter: Arc::new(AtomicU64::new(0)),
+            boot_server: cfg.checkin.as_deref().and_then(|url| {
+                admission::BootServer::from_checkin(url, cfg.key.clone(), cfg.cluster.clone())
+            }),
         };
         tasks.spawn(control_server::serve(control, ctl.clone(), stop.clone()));
         tasks.spawn(admin::serve(admin_rx, ctl.clone(), stop.clone()));

@@ -1,11 +1,13 @@
 //! `omctl`: the cluster tools (`status`, `mon`, `top`, `ps`, `whois`, `run`,
-//! `migrate`, `knob`, `shell`), also reachable as `mosmon`, `mtop`, `mps`,
+//! `migrate`, `knob`, `shell`, and admission: `nodes`, `admit`, `reject`),
+//! also reachable as `mosmon`, `mtop`, `mps`,
 //! `mosctl`, `mosrun` and `migrate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use contracts::admit::Verdict;
 use node_agent::balance::{KnobAction, KNOB_WORDS};
 use node_agent::control::{self, DEFAULT_SOCKET};
 use node_agent::exec::EXIT_NO_AGENT;
@@ -105,6 +107,30 @@ enum Command {
         )]
         args: Vec<String>,
     },
+    /// The machines the boot server knows and where each stands with
+    /// admission (admitted, pending, rejected), and the refused ones.
+    /// Takes root; asks the head through this node's agent.
+    Nodes {
+        /// Only the machines waiting for a decision, and the refusals.
+        #[arg(long)]
+        pending: bool,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a machine into the cluster: it gets the cluster key, sealed to
+    /// its own key, the next time it asks. Takes root.
+    Admit {
+        /// The machine: its MAC or the name it gave.
+        #[arg(value_name = "NAME|MAC")]
+        machine: String,
+    },
+    /// Turn a machine away, now and when it asks again. Takes root.
+    Reject {
+        /// The machine: its MAC or the name it gave.
+        #[arg(value_name = "NAME|MAC")]
+        machine: String,
+    },
     /// Move a running job to another node while it runs (migrate); its
     /// output, signals and exit status stay with the `omctl run` that
     /// started it.
@@ -198,6 +224,30 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             });
         }
         Command::Shell { args } => return shell(&socket, args).await,
+        Command::Nodes { pending, json } => {
+            let answer = match control::admission(&socket, None).await? {
+                Ok(json) => json,
+                Err((code, message)) => {
+                    eprintln!("omctl: {message}");
+                    return Ok(code);
+                }
+            };
+            let list: contracts::admit::AdmissionList =
+                serde_json::from_str(&answer).map_err(|e| {
+                    anyhow::anyhow!("the boot server's admission list is malformed: {e}")
+                })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                print!("{}", tools::admission_table(&list, pending, now));
+            }
+        }
+        Command::Admit { machine } => return decide(&socket, machine, Verdict::Admit).await,
+        Command::Reject { machine } => return decide(&socket, machine, Verdict::Reject).await,
         Command::Migrate { job, to } => {
             return Ok(match control::migrate(&socket, &job, &to).await? {
                 Ok(done) => {
@@ -212,6 +262,36 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `omctl admit` / `omctl reject`: one line saying where the machine now
+/// stands.
+async fn decide(
+    socket: &std::path::Path,
+    machine: String,
+    verdict: Verdict,
+) -> anyhow::Result<i32> {
+    match control::admission(socket, Some((machine, verdict))).await? {
+        Ok(json) => {
+            let m: contracts::admit::Machine = serde_json::from_str(&json)
+                .map_err(|e| anyhow::anyhow!("the boot server's answer is malformed: {e}"))?;
+            let what = match verdict {
+                Verdict::Admit => "admitted: it gets the cluster key when it next asks",
+                Verdict::Reject => "rejected",
+            };
+            println!(
+                "{} ({}, key {}) {what}",
+                m.mac,
+                m.name.as_deref().unwrap_or("no name"),
+                m.public.fingerprint()
+            );
+            Ok(0)
+        }
+        Err((code, message)) => {
+            eprintln!("omctl: {message}");
+            Ok(code)
+        }
+    }
 }
 
 /// `omctl shell`: the user's shell (`$SHELL`, else `/bin/sh`) with the
