@@ -57,7 +57,7 @@ impl Bench {
     fn start(&mut self, i: usize, extra: &[&str]) {
         let log = std::fs::File::create(self.dir.path().join(format!("n{i}.log"))).unwrap();
         let child = netns_command(&self.lan.nodes[i], env!("CARGO_BIN_EXE_omnode"))
-            .arg("agent")
+            .args(["agent", "--allow-root-jobs"])
             .arg("--key-file")
             .arg(&self.key)
             .arg("--socket")

@@ -209,6 +209,7 @@ impl ClusterLab {
         let mut agent = lan.command(config.bin_dir.join("omnode"));
         agent
             .args(["agent", "--name", "head", "--interface", "br0"])
+            .arg("--allow-root-jobs")
             .args(["--cluster", &config.cluster])
             .arg("--key-file")
             .arg(&key_file)

@@ -187,6 +187,8 @@ pub struct Node {
     /// Whether it takes guests from the balancer: CRIU works there and it
     /// is neither `block` nor `quiet`.
     pub accepts: bool,
+    /// Whether root's jobs may run there.
+    pub root_jobs: bool,
 }
 
 impl Node {
@@ -218,6 +220,15 @@ pub struct Job {
     pub here_s: f64,
     /// Whether it can move at all (not locked, nothing that pins it, CRIU works here).
     pub movable: bool,
+    /// Whether it is root's (it goes only where root's jobs may run).
+    pub root: bool,
+}
+
+impl Node {
+    /// Whether `job` may move here.
+    fn takes(&self, job: &Job) -> bool {
+        self.accepts && (self.root_jobs || !job.root)
+    }
 }
 
 /// Why a move was decided.
@@ -278,6 +289,7 @@ pub fn decide(
         let mut fits: Vec<(f64, &Node)> = targets
             .iter()
             .copied()
+            .filter(|t| t.takes(job))
             .filter(|t| {
                 let l_job = job.demand / (t.capacity.max(0.01) * t.speed.max(1e-6));
                 t.load() + p.hysteresis * l_job < me.load()
@@ -315,6 +327,7 @@ fn usher(me: &Node, targets: &[&Node], leaving: &[&Job], p: &Params) -> Option<M
     let need = job.rss / 1024;
     let to = targets
         .iter()
+        .filter(|t| t.takes(job))
         .filter(|t| {
             // Room for the job, and still above the threshold afterwards.
             t.mem_free_kib.saturating_sub(need) as f64 >= p.usher_below * t.mem_total_kib as f64
@@ -343,6 +356,7 @@ mod tests {
             mem_free_kib: 512 << 10,
             mem_total_kib: 1 << 20,
             accepts: true,
+            root_jobs: true,
         }
     }
 
@@ -355,6 +369,7 @@ mod tests {
             rss: 2 << 20,
             here_s: 60.0,
             movable: true,
+            root: false,
         }
     }
 
@@ -493,6 +508,16 @@ mod tests {
         let mut blocked = idle.clone();
         blocked[0].accepts = false;
         assert_eq!(decide_one(&me, &blocked, &jobs, &Knobs::default()), None);
+        // Root's job goes only where root's jobs run; another's still goes.
+        let mut no_root = idle.clone();
+        no_root[0].root_jobs = false;
+        let roots: Vec<Job> = jobs
+            .iter()
+            .cloned()
+            .map(|j| Job { root: true, ..j })
+            .collect();
+        assert_eq!(decide_one(&me, &no_root, &roots, &Knobs::default()), None);
+        assert!(decide_one(&me, &no_root, &jobs, &Knobs::default()).is_some());
     }
 
     #[test]

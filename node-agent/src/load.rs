@@ -50,6 +50,9 @@ pub struct LoadVector {
     /// Jobs that moved out during the last minute.
     #[serde(default)]
     pub moved_out: u32,
+    /// Whether root's jobs may run here (`--allow-root-jobs`).
+    #[serde(default)]
+    pub root_jobs: bool,
 }
 
 impl LoadVector {
@@ -126,6 +129,7 @@ pub fn sample(speed: f32, jobs: u32, started: u64, cpu_quota: u32) -> LoadVector
         guests: 0,
         moved_in: 0,
         moved_out: 0,
+        root_jobs: false,
     }
 }
 

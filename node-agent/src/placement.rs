@@ -96,11 +96,12 @@ pub struct Candidates {
 }
 
 /// Turns what the agent knows into candidates: every node not declared down
-/// whose current load is known and that takes guests (not `block`, unless
-/// it is `me`) (`local` for the node named `me`, the vector
+/// whose current load is known, that takes guests (not `block`, unless
+/// it is `me`) and, for a job of root (`root`), root's jobs (`local` for the
+/// node named `me`, the vector
 /// it last sent for the others), with the jobs placed there that its vector
 /// does not count yet added to its jobs.
-pub fn candidates(me: &str, local: &LoadVector, known: &[Known]) -> Candidates {
+pub fn candidates(me: &str, local: &LoadVector, known: &[Known], root: bool) -> Candidates {
     let mut out = Candidates::default();
     for k in known.iter().filter(|k| !k.down) {
         let load = if k.id.name == me {
@@ -113,6 +114,9 @@ pub fn candidates(me: &str, local: &LoadVector, known: &[Known]) -> Candidates {
         let Some(load) = load else { continue };
         // A node that takes no guests is no one's choice but its own.
         if load.knobs.block && k.id.name != me {
+            continue;
+        }
+        if root && !load.root_jobs {
             continue;
         }
         let pending = k
@@ -347,7 +351,7 @@ mod tests {
                 placed: &[],
             },
         ];
-        let c = candidates("me", &local, &known);
+        let c = candidates("me", &local, &known, false);
         assert_eq!(c.ids, vec![me.clone(), up.clone()]);
         assert_eq!(c.local, Some(0));
         // Ours: 1 running + `me-2` not started yet (`me-1` is counted).
@@ -381,7 +385,10 @@ mod tests {
                 placed: &[],
             },
         ];
-        assert_eq!(candidates("me", &blocked, &known).ids, vec![me.clone()]);
+        assert_eq!(
+            candidates("me", &blocked, &known, false).ids,
+            vec![me.clone()]
+        );
     }
 
     #[test]

@@ -97,7 +97,16 @@ impl Cluster {
         self.joined[i] = Some(rx);
     }
 
+    /// Starts agent `i` as a cluster node: root's jobs run there.
     fn start(&mut self, i: usize, extra: &[&str]) {
+        let key = self.key.clone();
+        let mut args = vec!["--allow-root-jobs"];
+        args.extend_from_slice(extra);
+        self.start_with(i, &key, &args);
+    }
+
+    /// Starts agent `i` as a workstation: without `--allow-root-jobs`.
+    fn start_workstation(&mut self, i: usize, extra: &[&str]) {
         let key = self.key.clone();
         self.start_with(i, &key, extra);
     }
@@ -964,7 +973,7 @@ fn seeds_join_agents_that_multicast_cannot_reach() {
     // Different ports: each agent's multicast goes to its own port, so the
     // other never hears it; only the seed brings them together.
     let mut c = Cluster::new("seed", 86, 3);
-    c.start(0, &["--port", "7101"]);
+    c.start_workstation(0, &["--port", "7101"]);
     c.start(1, &["--port", "7102", "--seed", "10.86.0.1:7101"]);
     c.start(2, &["--port", "7103"]);
     for i in [0, 1] {
@@ -979,15 +988,42 @@ fn seeds_join_agents_that_multicast_cannot_reach() {
         let s = c.status(i).unwrap();
         assert!(!s.nodes.iter().any(|n| n.name == "n2"), "{s:?}");
     }
-    // Remote execution uses the member's own port.
-    let o = c
-        .omctl(1)
-        .args(["run", "--node", "n0", "--", "sh", "-c", "echo $OM_NODE"])
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(stdout_of(&o), "n0\n");
+    // Remote execution uses the member's own port. n0 is a workstation:
+    // root's job is refused there with the reason, a user's runs.
+    let on_n0 = |uid: u32| {
+        c.omctl(1)
+            .args(["run", "--node", "n0", "--", "sh", "-c", "echo $OM_NODE"])
+            .current_dir("/")
+            .uid(uid)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = on_n0(0);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(126), "{err}");
+    assert!(
+        err.contains("node n0 does not run root's jobs (its agent runs without --allow-root-jobs)"),
+        "{err}"
+    );
+    let o = on_n0(65534);
+    assert_eq!(
+        stdout_of(&o),
+        "n0\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s = c.status(1).unwrap();
+    let root_jobs: Vec<(String, bool)> = s
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.load.as_ref().is_some_and(|l| l.root_jobs)))
+        .collect();
+    assert_eq!(
+        root_jobs,
+        [("n0".into(), false), ("n1".into(), true)],
+        "{s:?}"
+    );
     let o = c.omctl(1).args(["top", "--once"]).output().unwrap();
     let top = stdout_of(&o);
     assert!(

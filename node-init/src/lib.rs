@@ -565,9 +565,12 @@ fn agent_argv(
     net: Option<&address::IfAddress>,
     tree: Option<&str>,
 ) -> Vec<String> {
+    // A netbooted node or a head belongs to the cluster: root's jobs run
+    // there (a workstation's owner opts in instead).
     let mut argv = vec![
         exe,
         "agent".into(),
+        "--allow-root-jobs".into(),
         "--key-file".into(),
         key::KEY_FILE.into(),
         "--name".into(),
@@ -798,13 +801,13 @@ mod tests {
         check_agent_argv(
             "om.server=10.77.0.1 om.cluster=lab om.share=nfs://10.77.0.1/cluster",
             Some("10.77.0.130"),
-            expect!["/bin/omnode agent --key-file /run/omcluster.key --name n1 --cluster lab --interface eth0 --share nfs://10.77.0.1/cluster --seed 10.77.0.1 --checkin http://10.77.0.1:80/api/v1/checkin"],
+            expect!["/bin/omnode agent --allow-root-jobs --key-file /run/omcluster.key --name n1 --cluster lab --interface eth0 --share nfs://10.77.0.1/cluster --seed 10.77.0.1 --checkin http://10.77.0.1:80/api/v1/checkin"],
         );
         check_agent_argv(
             "om.role=node",
             None,
             expect![
-                "/bin/omnode agent --key-file /run/omcluster.key --name n1 --cluster omcluster"
+                "/bin/omnode agent --allow-root-jobs --key-file /run/omcluster.key --name n1 --cluster omcluster"
             ],
         );
     }
@@ -837,12 +840,12 @@ mod tests {
         check_agent_argv(
             "om.role=head om.server=10.0.0.9 om.http=8080",
             Some("10.77.0.1"),
-            expect!["/bin/omnode agent --key-file /run/omcluster.key --name n1 --cluster omcluster --interface eth0 --share /cluster --checkin http://10.77.0.1:8080/api/v1/checkin"],
+            expect!["/bin/omnode agent --allow-root-jobs --key-file /run/omcluster.key --name n1 --cluster omcluster --interface eth0 --share /cluster --checkin http://10.77.0.1:8080/api/v1/checkin"],
         );
         check_agent_argv(
             "om.role=head om.pxe=off om.server=10.0.0.9",
             Some("10.77.0.1"),
-            expect!["/bin/omnode agent --key-file /run/omcluster.key --name n1 --cluster omcluster --interface eth0 --share /cluster --seed 10.0.0.9 --checkin http://10.0.0.9:80/api/v1/checkin"],
+            expect!["/bin/omnode agent --allow-root-jobs --key-file /run/omcluster.key --name n1 --cluster omcluster --interface eth0 --share /cluster --seed 10.0.0.9 --checkin http://10.0.0.9:80/api/v1/checkin"],
         );
     }
 }

@@ -102,7 +102,9 @@ impl Controller {
         let local = self.load.sample();
         let v = self.view.lock().expect("view");
         let fresh = v.fresh_peers(std::time::Duration::from_secs(3));
-        let mut c = placement::candidates(&v.me.name, &local, &v.known());
+        // Root's guests go only where root's jobs run; other nodes refuse
+        // them at the door, and they stay.
+        let mut c = placement::candidates(&v.me.name, &local, &v.known(), false);
         homes
             .iter()
             .map(|home| {

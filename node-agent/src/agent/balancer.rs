@@ -121,6 +121,7 @@ impl Balancer {
                     rss: u.rss,
                     here_s: now_ms().saturating_sub(info.since_ms) as f64 / 1000.0,
                     movable,
+                    root: info.uid == 0,
                 });
             }
             seen.insert(info.job, (now, u));
@@ -155,6 +156,7 @@ impl Balancer {
             mem_free_kib: v.mem_free_kib,
             mem_total_kib: v.mem_total_kib,
             accepts: false,
+            root_jobs: v.root_jobs,
         };
         self.pending.retain(|(_, _, until)| Instant::now() < *until);
         let others = self
@@ -178,6 +180,7 @@ impl Balancer {
                     mem_free_kib: l.mem_free_kib,
                     mem_total_kib: l.mem_total_kib,
                     accepts: l.criu && !l.knobs.block && !l.knobs.quiet,
+                    root_jobs: l.root_jobs,
                 };
                 (node, id)
             })

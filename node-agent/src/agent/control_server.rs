@@ -253,7 +253,7 @@ impl Controller {
                         ))
                     })?,
                 "best" => {
-                    let c = placement::candidates(&v.me.name, &local, &known);
+                    let c = placement::candidates(&v.me.name, &local, &known, job.uid == 0);
                     placement::best_elsewhere(&c, &job.node)
                         .ok_or_else(|| bad(format!("no other node can take job {}", job.job)))?
                 }
@@ -296,8 +296,9 @@ impl Controller {
         .await
     }
 
-    /// Picks the node for a job: the one named, or by placement.
-    fn pick(&self, want: Option<&str>) -> Result<NodeId, String> {
+    /// Picks the node for a job of `uid`: the one named, or by placement
+    /// (among the nodes that run root's jobs, for root).
+    fn pick(&self, want: Option<&str>, uid: u32) -> Result<NodeId, String> {
         let local = self.load.sample();
         let v = self.view.lock().expect("view");
         let known = v.known();
@@ -306,7 +307,7 @@ impl Controller {
                 .cloned()
                 .ok_or_else(|| format!("no live node matches {want}"));
         }
-        let c = placement::candidates(&v.me.name, &local, &known);
+        let c = placement::candidates(&v.me.name, &local, &known, uid == 0);
         if c.candidates.is_empty() {
             return Ok(v.me.clone());
         }
@@ -331,7 +332,7 @@ impl Controller {
         caller_rx: mpsc::Receiver<Result<Frame, wire::WireError>>,
         caller_tx: mpsc::Sender<Frame>,
     ) -> RelayEnd {
-        let target = match self.pick(req.node.as_deref()) {
+        let target = match self.pick(req.node.as_deref(), uid) {
             Ok(t) => t,
             Err(message) => return RelayEnd::Failed(exec::EXIT_NO_AGENT, message),
         };

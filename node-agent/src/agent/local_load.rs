@@ -35,6 +35,7 @@ impl LocalLoad {
             vector.demand = d;
         }
         vector.knobs = *x.knobs.lock().expect("knobs");
+        vector.root_jobs = x.allow_root_jobs;
         vector.guests = x
             .running
             .lock()

@@ -108,6 +108,8 @@ pub struct AgentConfig {
     pub share: Option<String>,
     /// The admin knobs at start (`--block`, `--stay`, `--lstay`, `--quiet`).
     pub knobs: crate::balance::Knobs,
+    /// Whether root's jobs may run here (`--allow-root-jobs`).
+    pub allow_root_jobs: bool,
 }
 
 /// Errors starting the agent.
@@ -242,6 +244,7 @@ impl Agent {
         let mut exec_ctx = ExecContext::new(me.name.clone(), me.addr, stream_key, cgroup.clone());
         exec_ctx.knobs = Arc::new(Mutex::new(cfg.knobs));
         exec_ctx.admin = Some(admin_tx);
+        exec_ctx.allow_root_jobs = cfg.allow_root_jobs;
         let load = LocalLoad {
             speed,
             cpu_quota: cfg.cpu_quota,

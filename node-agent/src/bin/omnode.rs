@@ -103,6 +103,11 @@ struct AgentArgs {
     /// Take no part in automatic balancing (`mosctl quiet`).
     #[arg(long)]
     quiet: bool,
+    /// Run jobs of root (uid 0) here. Off by default: a workstation's owner
+    /// opts in; `omnode init` turns it on for netbooted nodes and heads,
+    /// which belong to the cluster.
+    #[arg(long)]
+    allow_root_jobs: bool,
 }
 
 fn resolve_seed(s: &str, port: u16) -> anyhow::Result<SocketAddr> {
@@ -167,6 +172,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
     };
     let cfg = AgentConfig {
         knobs,
+        allow_root_jobs: args.allow_root_jobs,
         key,
         cluster: args.cluster,
         name,

@@ -446,7 +446,10 @@ pub(super) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStr
         refuse(&mut s, format!("node {} cannot take jobs: {why}", ctx.node)).await;
         return;
     }
-    if let Some(why) = ctx.refuses_guest(&imm.info.home) {
+    if let Some(why) = ctx
+        .refuses_guest(&imm.info.home)
+        .or_else(|| ctx.refuses_uid(imm.info.uid))
+    {
         refuse(&mut s, why).await;
         return;
     }

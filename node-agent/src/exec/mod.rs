@@ -102,6 +102,8 @@ pub struct ExecContext {
     pub move_log: Arc<Mutex<VecDeque<(Instant, bool)>>>,
     /// Where knob requests from other agents go (the agent's admin task).
     pub admin: Option<tokio::sync::mpsc::Sender<AdminCmd>>,
+    /// Whether root's jobs may run here (`omnode agent --allow-root-jobs`).
+    pub allow_root_jobs: bool,
 }
 
 /// A knob request from another agent, for the admin task, with where its
@@ -135,6 +137,7 @@ impl ExecContext {
             knobs: Arc::default(),
             move_log: Arc::default(),
             admin: None,
+            allow_root_jobs: true,
         }
     }
 
@@ -173,6 +176,17 @@ impl ExecContext {
     pub fn refuses_guest(&self, home: &str) -> Option<String> {
         (self.knobs.lock().expect("knobs").block && home != self.node)
             .then(|| format!("node {} accepts no guest jobs (block)", self.node))
+    }
+
+    /// Why a job of `uid` may not run here, if it may not: root's jobs need
+    /// `--allow-root-jobs`.
+    pub fn refuses_uid(&self, uid: u32) -> Option<String> {
+        (uid == 0 && !self.allow_root_jobs).then(|| {
+            format!(
+                "node {} does not run root's jobs (its agent runs without --allow-root-jobs); run it as a user, or on another node",
+                self.node
+            )
+        })
     }
 
     /// Records what this node decided about a migration it sourced (`true`:

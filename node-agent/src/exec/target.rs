@@ -145,6 +145,9 @@ async fn start(req: &ExecRequest, ctx: &ExecContext) -> Result<Started, (i32, St
     if let Some(why) = ctx.refuses_guest(&req.home) {
         return Err((EXIT_CANNOT_RUN, why));
     }
+    if let Some(why) = ctx.refuses_uid(req.uid) {
+        return Err((EXIT_NO_PERMISSION, why));
+    }
     if !std::path::Path::new(&req.cwd).is_dir() {
         return Err((EXIT_CANNOT_RUN, missing_cwd(&req.cwd, node)));
     }

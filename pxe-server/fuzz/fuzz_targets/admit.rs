@@ -1,0 +1,66 @@
+//! Fuzz target: admission from the network. The input is split at `\n`
+//! into requests a stranger sends (`POST /api/v1/admit` bodies) and admin
+//! headers and bodies (`/api/v1/admission`); each line's first byte picks the
+//! policy, whether the machine booted from the head, and the clock. Invariants:
+//! nothing panics; a malformed body is an error, not a decision; the book
+//! only admits a machine with the key it now holds (`admitted_key` equals
+//! the request's key after every `Admit`); a rejected MAC is never admitted;
+//! an unsigned or wrongly signed admin request is refused; a sealed answer
+//! made of arbitrary fields never opens.
+#![no_main]
+
+use std::collections::HashSet;
+
+use contracts::admit::{check_admin, AdmitAnswer, AdmitRequest, MachineKey, Verdict};
+use contracts::key::ClusterKey;
+use contracts::mac::MacAddr;
+use libfuzzer_sys::fuzz_target;
+use pxe_server::admission::{Answer, Book, BootSeen, Policy};
+
+fuzz_target!(|data: &[u8]| {
+    let key = ClusterKey::from_bytes([7; 32]);
+    let mut book = Book::default();
+    let mut rejected: HashSet<MacAddr> = HashSet::new();
+    let mut now = 1_000_000u64;
+    for line in data.split(|&b| b == b'\n') {
+        let Some((&ctl, body)) = line.split_first() else {
+            continue;
+        };
+        now += u64::from(ctl & 0x3f) * 60;
+        let policy = if ctl & 0x40 == 0 { Policy::Auto } else { Policy::Manual };
+        if let Ok(req) = serde_json::from_slice::<AdmitRequest>(body) {
+            let boot = (ctl & 0x80 != 0).then_some(BootSeen {
+                at: now - 5,
+                address: None,
+            });
+            let (answer, _) = book.ask(policy, &req, None, boot, now);
+            if answer == Answer::Admit {
+                assert_eq!(book.admitted_key(req.mac), Some(req.public));
+                assert!(!rejected.contains(&req.mac));
+            }
+            // An admin's decision on whatever asked, by MAC, now and then.
+            if ctl & 0x3 == 0x3 {
+                let verdict = if ctl & 0x4 == 0 { Verdict::Admit } else { Verdict::Reject };
+                if book.decide(&req.mac.to_string(), verdict, now).is_ok() {
+                    match verdict {
+                        Verdict::Reject => rejected.insert(req.mac),
+                        Verdict::Admit => rejected.remove(&req.mac),
+                    };
+                }
+            }
+        }
+        // The same bytes as an admin request: time and tag headers from
+        // the body's first two whitespace-separated words.
+        let text = String::from_utf8_lossy(body);
+        let mut words = text.split_whitespace();
+        let (time, tag) = (words.next(), words.next());
+        assert!(check_admin(&key, "c", "POST", "/api/v1/admission", time, tag, body, now).is_err());
+        // And as an answer a node would try to open.
+        if let Ok(AdmitAnswer::Admitted { cluster, enc, sealed }) =
+            serde_json::from_slice::<AdmitAnswer>(body)
+        {
+            let me = MachineKey::generate();
+            assert!(me.open(&cluster, MacAddr([2, 0, 0, 0, 0, 1]), &enc, &sealed).is_err());
+        }
+    }
+});
