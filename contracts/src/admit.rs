@@ -19,6 +19,18 @@
 //! [`AUTH_WINDOW_S`] of its own clock ([`check_admin`]); a replayed decision
 //! inside that window only repeats itself.
 //!
+//! A workstation joins with a token instead ([`Token`], `POST`
+//! [`JOIN_PATH`], body [`JoinRequest`]). An admin makes one on a member
+//! (`omctl token create`): the member picks a random id and derives the
+//! secret from the cluster key ([`token_secret`]), so the head, which holds
+//! the key too, needs only the id, expiry and uses (`POST` [`TOKENS_PATH`],
+//! signed), and no secret crosses the wire. The workstation proves it holds
+//! the secret with an HMAC over its fresh public key ([`join_proof`]) and
+//! the head seals the cluster key in HPKE's PSK mode with the secret as the
+//! PSK ([`seal_for_join`]): only the token's holder can open it, a head
+//! without the key could not have made it, and a listener learns nothing it
+//! can use, before or after the token is spent.
+//!
 //! Pure: the callers own sockets and clocks (`omboot`'s `admission`,
 //! `omnode init`'s `admit`, the agent's relay for `omctl`).
 
@@ -29,7 +41,7 @@ use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
-use rand_core09::{OsRng, TryRngCore};
+use rand_core09::{OsRng, RngCore, TryRngCore};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -41,6 +53,11 @@ pub const ADMIT_PATH: &str = "/api/v1/admit";
 /// The admin's view of admission: `GET` lists ([`AdmissionList`]), `POST`
 /// decides ([`Decision`]). Both need [`admin_tag`].
 pub const ADMISSION_PATH: &str = "/api/v1/admission";
+/// Where a workstation joins with a token (`POST`, JSON [`JoinRequest`];
+/// answered with [`AdmitAnswer`], the key sealed with [`seal_for_join`]).
+pub const JOIN_PATH: &str = "/api/v1/join";
+/// Where an admin registers a token (`POST`, JSON [`TokenRequest`], signed).
+pub const TOKENS_PATH: &str = "/api/v1/tokens";
 /// Header with the Unix time an admin request was signed at.
 pub const TIME_HEADER: &str = "x-om-time";
 /// Header with the admin request's tag, 64 hex digits.
@@ -177,6 +194,229 @@ impl MachineKey {
     }
 }
 
+impl MachineKey {
+    /// Opens the cluster key the head sealed to this machine for `token`
+    /// in cluster `cluster` (the fields of [`AdmitAnswer::Admitted`]).
+    pub fn open_join(
+        &self,
+        token: &Token,
+        cluster: &str,
+        enc: &str,
+        sealed: &str,
+    ) -> Result<ClusterKey, AdmitError> {
+        let enc = hex::decode(enc).map_err(|_| AdmitError::Malformed("enc is not hex"))?;
+        let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&enc)
+            .map_err(|_| AdmitError::Malformed("enc is not an X25519 point"))?;
+        let sealed = hex::decode(sealed).map_err(|_| AdmitError::Malformed("sealed is not hex"))?;
+        let psk = hpke::PskBundle::new(&token.secret, &token.id)
+            .map_err(|_| AdmitError::Malformed("token"))?;
+        let plain = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, Kem>(
+            &OpModeR::Psk(psk),
+            &self.private,
+            &enc,
+            &join_info(cluster, &self.public),
+            &sealed,
+            &[],
+        )
+        .map_err(|_| AdmitError::DoesNotOpen)?;
+        let bytes: [u8; KEY_LEN] = plain
+            .try_into()
+            .map_err(|_| AdmitError::Malformed("the sealed key has the wrong length"))?;
+        Ok(ClusterKey::from_bytes(bytes))
+    }
+}
+
+/// Length of a token's id, bytes.
+pub const TOKEN_ID_LEN: usize = 8;
+/// Length of a token's secret, bytes (HPKE wants 32 bytes of entropy in a PSK).
+pub const TOKEN_SECRET_LEN: usize = 32;
+const TOKEN_PREFIX: &str = "om1";
+
+/// A join token as the admin hands it over: `om1.ID.SECRET` in hex.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    /// Names the token to the head.
+    pub id: [u8; TOKEN_ID_LEN],
+    /// Derived from the cluster key and the id ([`token_secret`]).
+    pub secret: [u8; TOKEN_SECRET_LEN],
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token({})", hex::encode(self.id))
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{TOKEN_PREFIX}.{}.{}",
+            hex::encode(self.id),
+            hex::encode(self.secret)
+        )
+    }
+}
+
+/// A text that is not a join token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a join token (om1.ID.SECRET, as `omctl token create` prints it)")]
+pub struct BadToken(pub String);
+
+impl std::str::FromStr for Token {
+    type Err = BadToken;
+    fn from_str(s: &str) -> Result<Self, BadToken> {
+        let bad = || BadToken(truncate(s));
+        let mut parts = s.trim().split('.');
+        let (Some(TOKEN_PREFIX), Some(id), Some(secret), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let mut t = Token {
+            id: [0; TOKEN_ID_LEN],
+            secret: [0; TOKEN_SECRET_LEN],
+        };
+        hex::decode_to_slice(id, &mut t.id).map_err(|_| bad())?;
+        hex::decode_to_slice(secret, &mut t.secret).map_err(|_| bad())?;
+        Ok(t)
+    }
+}
+
+impl Token {
+    /// A new token of cluster `cluster`: a random id, its secret derived
+    /// from `key`.
+    pub fn create(key: &ClusterKey, cluster: &str) -> Self {
+        let mut id = [0u8; TOKEN_ID_LEN];
+        OsRng.unwrap_err().fill_bytes(&mut id);
+        Self {
+            id,
+            secret: token_secret(key, cluster, &id),
+        }
+    }
+
+    /// The token with id `id` (hex, as a [`JoinRequest`] names it), its
+    /// secret derived from `key`: what the head checks a join against.
+    pub fn for_id(key: &ClusterKey, cluster: &str, id: &str) -> Result<Self, BadToken> {
+        let mut bytes = [0u8; TOKEN_ID_LEN];
+        hex::decode_to_slice(id.trim(), &mut bytes).map_err(|_| BadToken(truncate(id)))?;
+        Ok(Self {
+            id: bytes,
+            secret: token_secret(key, cluster, &bytes),
+        })
+    }
+
+    /// The id as the head lists it.
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.id)
+    }
+}
+
+/// The secret of token `id`: HMAC-SHA256 under the key's `Admin` sub-key,
+/// so every holder of the cluster key (the head included) can compute it
+/// and nobody else.
+pub fn token_secret(key: &ClusterKey, cluster: &str, id: &[u8; TOKEN_ID_LEN]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.derive(cluster, Purpose::Admin))
+        .expect("HMAC takes a key of any length");
+    mac.update(b"join-token\0");
+    mac.update(id);
+    mac.finalize().into_bytes().into()
+}
+
+/// The proof of holding the token's secret, bound to the joining machine's
+/// public key and name: HMAC-SHA256 under the secret, hex.
+pub fn join_proof(token: &Token, public: &PublicKey, name: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&token.secret)
+        .expect("HMAC takes a key of any length");
+    mac.update(&public.0);
+    mac.update(name.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether `proof` proves `token` for `public` and `name` (constant time).
+pub fn check_join_proof(token: &Token, public: &PublicKey, name: &str, proof: &str) -> bool {
+    let Ok(proof) = hex::decode(proof.trim()) else {
+        return false;
+    };
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&token.secret)
+        .expect("HMAC takes a key of any length");
+    mac.update(&public.0);
+    mac.update(name.as_bytes());
+    mac.verify_slice(&proof).is_ok()
+}
+
+fn join_info(cluster: &str, public: &PublicKey) -> Vec<u8> {
+    let mut info = b"omcluster/v1/join".to_vec();
+    info.push(0);
+    info.extend_from_slice(cluster.as_bytes());
+    info.push(0);
+    info.extend_from_slice(&public.0);
+    info
+}
+
+/// Seals `key` to `to` for the holder of `token` (HPKE PSK mode, the
+/// secret as PSK, the id as PSK id): the `enc` and `sealed` fields of
+/// [`AdmitAnswer::Admitted`], in hex.
+pub fn seal_for_join(
+    key: &ClusterKey,
+    token: &Token,
+    to: &PublicKey,
+    cluster: &str,
+) -> Result<(String, String), AdmitError> {
+    let public = <Kem as hpke::Kem>::PublicKey::from_bytes(&to.0).map_err(|_| AdmitError::Seal)?;
+    let psk = hpke::PskBundle::new(&token.secret, &token.id).map_err(|_| AdmitError::Seal)?;
+    let (enc, sealed) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem, _>(
+        &OpModeS::Psk(psk),
+        &public,
+        &join_info(cluster, to),
+        key.as_bytes(),
+        &[],
+        &mut OsRng.unwrap_err(),
+    )
+    .map_err(|_| AdmitError::Seal)?;
+    Ok((hex::encode(enc.to_bytes()), hex::encode(sealed)))
+}
+
+/// Body of `POST` [`JOIN_PATH`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The token's id, hex (never its secret).
+    pub token: String,
+    /// The workstation's name.
+    pub name: String,
+    /// The MAC of its interface toward the head, when it knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// Its fresh public key.
+    pub public: PublicKey,
+    /// [`join_proof`] over `public` and `name`.
+    pub proof: String,
+}
+
+/// Body of `POST` [`TOKENS_PATH`]: register a token the admin made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// Its id, hex.
+    pub id: String,
+    /// Seconds it stays valid.
+    pub ttl_s: u64,
+    /// How many machines may join with it.
+    pub uses: u32,
+}
+
+/// A registered token, as the head answers and lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Its id, hex.
+    pub id: String,
+    /// Unix seconds it expires at.
+    pub expires: u64,
+    /// Joins left.
+    pub uses_left: u32,
+}
+
 fn info(cluster: &str, mac: MacAddr) -> Vec<u8> {
     let mut info = INFO_LABEL.to_vec();
     info.push(0);
@@ -302,6 +542,9 @@ pub struct AdmissionList {
     pub machines: Vec<Machine>,
     /// The latest refusals, oldest first.
     pub refusals: Vec<Refusal>,
+    /// The join tokens the head knows (ids only), live or lately spent.
+    #[serde(default)]
+    pub tokens: Vec<TokenInfo>,
 }
 
 /// What an admin decides about a machine.
@@ -422,6 +665,39 @@ fn truncate(s: &str) -> String {
 mod tests {
     use super::*;
     use expect_test::expect;
+
+    #[test]
+    fn a_token_opens_only_for_its_holder_and_key() {
+        let key = ClusterKey::generate();
+        let token = Token::create(&key, "lab");
+        assert_eq!(token.to_string().parse::<Token>().unwrap(), token);
+        assert_eq!(token_secret(&key, "lab", &token.id), token.secret);
+        assert!("om1.zz.00".parse::<Token>().is_err());
+        assert!(format!("om2.{}", &token.to_string()[4..])
+            .parse::<Token>()
+            .is_err());
+
+        let ws = MachineKey::generate();
+        let proof = join_proof(&token, &ws.public(), "ws1");
+        assert!(check_join_proof(&token, &ws.public(), "ws1", &proof));
+        assert!(!check_join_proof(&token, &ws.public(), "ws2", &proof));
+        let other = MachineKey::generate();
+        assert!(!check_join_proof(&token, &other.public(), "ws1", &proof));
+
+        let (enc, sealed) = seal_for_join(&key, &token, &ws.public(), "lab").unwrap();
+        assert_eq!(ws.open_join(&token, "lab", &enc, &sealed).unwrap(), key);
+        // Another token (a forged one, or a head that only guessed) or
+        // another machine: nothing opens.
+        let forged = Token::create(&ClusterKey::generate(), "lab");
+        assert_eq!(
+            ws.open_join(&forged, "lab", &enc, &sealed),
+            Err(AdmitError::DoesNotOpen)
+        );
+        assert_eq!(
+            other.open_join(&token, "lab", &enc, &sealed),
+            Err(AdmitError::DoesNotOpen)
+        );
+    }
 
     fn mac(last: u8) -> MacAddr {
         format!("52:54:00:00:00:{last:02x}").parse().unwrap()

@@ -20,8 +20,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::error::{io_err, LabError};
-use crate::netns::{dnsmasq_command, remove_namespace, NamespaceGuard, VirtualLan};
-use crate::process::{run, which, Background};
+use crate::netns::{dnsmasq_command, NamespaceGuard, VirtualLan};
+use crate::process::{which, Background};
 use crate::qemu::{check_prerequisites, lab_mac, Firmware, NodeSpec, QemuNode};
 
 /// What a [`ClusterLab`] is made of.
@@ -118,25 +118,7 @@ impl LanRouter {
             });
         }
         let ns = format!("{}-rtr", lan.name());
-        remove_namespace(&ns);
-        run("ip", ["netns", "add", &ns])?;
-        let namespace = NamespaceGuard(ns.clone());
-        lan.exec_ip(&[
-            "link", "add", "rtr0", "type", "veth", "peer", "name", "rtr1",
-        ])?;
-        lan.exec_ip(&["link", "set", "rtr1", "netns", &ns])?;
-        lan.exec_ip(&["link", "set", "rtr0", "master", "br0"])?;
-        lan.exec_ip(&["link", "set", "rtr0", "up"])?;
-        let cidr = format!("{LAB_ROUTER}/{}", lan.prefix_len());
-        for args in [
-            vec!["link", "set", "lo", "up"],
-            vec!["addr", "add", &cidr, "dev", "rtr1"],
-            vec!["link", "set", "rtr1", "up"],
-        ] {
-            let mut full = vec!["netns", "exec", ns.as_str(), "ip"];
-            full.extend(args);
-            run("ip", full)?;
-        }
+        let namespace = lan.plug(&ns, ("rtr0", "rtr1"), LAB_ROUTER)?;
         let mut dnsmasq = dnsmasq_command(&ns, "rtr1");
         dnsmasq
             .arg("--log-dhcp")
@@ -406,7 +388,7 @@ impl ClusterLab {
 
 /// Waits (10 s at most) until `omboot` has written the cluster key to
 /// `path`, or fails if it stopped.
-fn wait_for_key(path: &Path, server: &mut Background) -> Result<(), LabError> {
+pub fn wait_for_key(path: &Path, server: &mut Background) -> Result<(), LabError> {
     let start = std::time::Instant::now();
     loop {
         let text = fs::read_to_string(path).unwrap_or_default();

@@ -92,6 +92,38 @@ impl VirtualLan {
         Ok(name.to_string())
     }
 
+    /// A namespace `ns` of its own plugged into the bridge by a veth pair
+    /// (`ns_link` on the bridge, `inner` inside, holding `address` on the
+    /// LAN's prefix): another machine on the LAN, as far as the others can
+    /// tell. A stale one is removed first; it goes when the guard drops.
+    pub fn plug(
+        &self,
+        ns: &str,
+        (ns_link, inner): (&str, &str),
+        address: Ipv4Addr,
+    ) -> Result<NamespaceGuard, LabError> {
+        remove_namespace(ns);
+        run("ip", ["netns", "add", ns])?;
+        let guard = NamespaceGuard(ns.to_string());
+        self.exec_ip(&[
+            "link", "add", ns_link, "type", "veth", "peer", "name", inner,
+        ])?;
+        self.exec_ip(&["link", "set", inner, "netns", ns])?;
+        self.exec_ip(&["link", "set", ns_link, "master", "br0"])?;
+        self.exec_ip(&["link", "set", ns_link, "up"])?;
+        let cidr = format!("{address}/{}", self.prefix_len);
+        for args in [
+            vec!["link", "set", "lo", "up"],
+            vec!["addr", "add", &cidr, "dev", inner],
+            vec!["link", "set", inner, "up"],
+        ] {
+            let mut full = vec!["netns", "exec", ns, "ip"];
+            full.extend(args);
+            run("ip", full)?;
+        }
+        Ok(guard)
+    }
+
     /// A command that runs `program` inside the namespace ([`netns_command`]).
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         netns_command(&self.name, program)

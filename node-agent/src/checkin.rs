@@ -52,18 +52,23 @@ pub enum CheckinError {
 
 /// The MAC address of the interface holding `address`, from sysfs.
 pub fn mac_of(address: IpAddr) -> Option<MacAddr> {
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    let name = addrs
-        .filter(|a| {
-            a.address
-                .as_ref()
-                .and_then(|s| s.as_sockaddr_in())
-                .is_some_and(|s| IpAddr::V4(s.ip()) == address)
-        })
-        .map(|a| a.interface_name)
-        .next()?;
-    let mac = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).ok()?;
-    mac.trim().parse().ok()
+    // From the interface list itself (its link-layer entries), not sysfs:
+    // an agent that entered only a network namespace sees the host's /sys.
+    let addrs: Vec<_> = nix::ifaddrs::getifaddrs().ok()?.collect();
+    let name = addrs.iter().find_map(|a| {
+        a.address
+            .as_ref()
+            .and_then(|s| s.as_sockaddr_in())
+            .filter(|s| IpAddr::V4(s.ip()) == address)
+            .map(|_| a.interface_name.clone())
+    })?;
+    addrs.iter().find_map(|a| {
+        let link = a.address.as_ref()?.as_link_addr()?;
+        (a.interface_name == name)
+            .then(|| link.addr())
+            .flatten()
+            .map(MacAddr)
+    })
 }
 
 /// The JSON body `omboot` expects.

@@ -120,6 +120,25 @@ pub async fn admission(
     }
 }
 
+/// Asks the local agent to make a join token: `Ok(Ok((token, head,
+/// expires, uses)))`, or `Ok(Err((exit status, why)))`.
+pub async fn token(
+    path: &Path,
+    ttl_s: u64,
+    uses: u32,
+) -> Result<Result<(String, String, u64, u32), (i32, String)>, ControlError> {
+    match request(path, &Frame::Token { ttl_s, uses }).await? {
+        Frame::TokenMade {
+            token,
+            head,
+            expires,
+            uses,
+        } => Ok(Ok((token, head, expires, uses))),
+        Frame::Failed { code, message } => Ok(Err((code, message))),
+        other => Err(ControlError::Unexpected(format!("{other:?}"))),
+    }
+}
+
 /// The cluster jobs the local agent knows.
 pub async fn ps(path: &Path) -> Result<Vec<wire::JobInfo>, ControlError> {
     match request(path, &Frame::Ps).await? {

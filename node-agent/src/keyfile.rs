@@ -1,7 +1,8 @@
 //! The agent's key file: `omnode keygen` writes it, `omnode agent
 //! --key-file` reads it. The text format and its one parse rule are
-//! [`contracts::key`]'s; this module only adds the file I/O (mode 0600,
-//! never overwriting an existing key).
+//! [`contracts::key`]'s; this module only adds the file I/O (mode 0600;
+//! [`save`] never overwrites an existing key, [`install`], for `omctl
+//! join`, replaces one whole).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -56,6 +57,30 @@ pub fn save(key: &ClusterKey, path: &Path) -> Result<(), KeyFileError> {
         .map_err(err)?;
     file.write_all(key.to_text().as_bytes()).map_err(err)?;
     file.sync_all().map_err(err)
+}
+
+/// Writes `key` to `path` with mode 0600, replacing a file there whole
+/// (written to a temporary file in the same directory, synced, renamed), and
+/// creating the directory.
+pub fn install(key: &ClusterKey, path: &Path) -> Result<(), KeyFileError> {
+    let err = |source| KeyFileError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    file.write_all(key.to_text().as_bytes()).map_err(err)?;
+    file.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 //! - [`job`]: a job's processes on its node: the holder and the job init in
 //!   a PID namespace of its own, stopping and resuming, CRIU.
 //! - [`control`]: the local unix-socket protocol between `omctl` and the agent.
+//! - [`join`]: a workstation joining with a token (`omctl join`).
 //! - [`checkin`]: telling the boot server (`omboot`) that the agent has joined.
 //! - [`agent`]: the daemon that wires all of the above together: the gossip
 //!   loop, the exec listener and the control server, every task it starts
@@ -36,6 +37,7 @@ pub mod crypto;
 pub mod discovery;
 pub mod exec;
 pub mod job;
+pub mod join;
 pub use contracts::key;
 pub mod keyfile;
 pub mod load;

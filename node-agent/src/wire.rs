@@ -346,6 +346,28 @@ pub enum Frame {
     },
     /// `omboot`'s JSON answer: an `AdmissionList` or the decided `Machine`.
     AdmissionDone(String),
+    /// omctl → agent: make a join token for workstations (`omctl token
+    /// create`), registered with the boot server. Answered with
+    /// `TokenMade` or `Failed`.
+    Token {
+        /// Seconds it stays valid.
+        ttl_s: u64,
+        /// How many machines may join with it.
+        uses: u32,
+    },
+    /// The token (its secret included: this frame only crosses the local
+    /// control socket), the boot server to join at, and what the head
+    /// registered.
+    TokenMade {
+        /// `om1.ID.SECRET`.
+        token: String,
+        /// `http://HEAD:PORT`.
+        head: String,
+        /// Unix seconds it expires at.
+        expires: u64,
+        /// Joins it allows.
+        uses: u32,
+    },
 }
 
 impl Frame {

@@ -19,6 +19,12 @@
 //!    otherwise, and always under [`Policy::Manual`], it waits as pending
 //!    for `omctl admit` or `omctl reject` ([`Book::decide`]).
 //!
+//! Workstations join with a token instead ([`Book::register_token`] when
+//! an admin makes one, [`Book::spend_token`] when a machine uses it; the
+//! HTTP handler checks the proof first, so a forged request spends
+//! nothing). A machine that joined with a token and said its MAC is
+//! listed as admitted by that token.
+//!
 //! [`Book`] is pure (state, request and clock in, answer out); [`Store`]
 //! keeps it in `STATE/admission.json`, written whole to a temporary file,
 //! synced and renamed over the old one after every change, so a decision
@@ -31,7 +37,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use contracts::admit::{
-    AdmissionList, AdmitRequest, Machine, PublicKey, Refusal, Standing, Verdict,
+    AdmissionList, AdmitRequest, Machine, PublicKey, Refusal, Standing, TokenInfo, TokenRequest,
+    Verdict, TOKEN_ID_LEN,
 };
 use contracts::mac::MacAddr;
 use serde::{Deserialize, Serialize};
@@ -40,6 +47,12 @@ use serde::{Deserialize, Serialize};
 /// [`Policy::Auto`], seconds: a node asks within a minute or two of its
 /// kernel fetch, even under emulation.
 pub const AUTO_WINDOW_S: u64 = 600;
+/// The longest a token may live, seconds (30 days).
+pub const TOKEN_TTL_MAX_S: u64 = 30 * 24 * 3600;
+/// The most machines one token may let in.
+pub const TOKEN_USES_MAX: u32 = 1000;
+/// How long a spent or expired token is kept, for a clear refusal, seconds.
+const TOKEN_KEPT_S: u64 = 24 * 3600;
 /// How many refusals the list keeps.
 const REFUSALS_KEPT: usize = 32;
 /// The admission file in the state directory.
@@ -116,6 +129,8 @@ pub enum DecideError {
 pub struct Book {
     machines: BTreeMap<MacAddr, Machine>,
     refusals: VecDeque<Refusal>,
+    #[serde(default)]
+    tokens: BTreeMap<String, TokenInfo>,
 }
 
 impl Book {
@@ -252,7 +267,91 @@ impl Book {
             policy: policy.to_string(),
             machines: self.machines.values().cloned().collect(),
             refusals: self.refusals.iter().cloned().collect(),
+            tokens: self.tokens.values().cloned().collect(),
         }
+    }
+
+    /// Registers the token an admin made (its secret stays with the key
+    /// holders; only the id is here).
+    pub fn register_token(&mut self, req: &TokenRequest, now: u64) -> Result<TokenInfo, String> {
+        let id = req.id.to_ascii_lowercase();
+        if id.len() != 2 * TOKEN_ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "token id {:?} is not {} hex digits",
+                req.id,
+                2 * TOKEN_ID_LEN
+            ));
+        }
+        if req.ttl_s == 0 || req.ttl_s > TOKEN_TTL_MAX_S {
+            return Err(format!(
+                "a token lives 1 s to {} days, not {} s",
+                TOKEN_TTL_MAX_S / 86400,
+                req.ttl_s
+            ));
+        }
+        if req.uses == 0 || req.uses > TOKEN_USES_MAX {
+            return Err(format!(
+                "a token has 1 to {TOKEN_USES_MAX} uses, not {}",
+                req.uses
+            ));
+        }
+        if self.tokens.contains_key(&id) {
+            return Err(format!("token {id} exists already"));
+        }
+        self.tokens
+            .retain(|_, t| t.expires + TOKEN_KEPT_S > now && (t.uses_left > 0 || t.expires > now));
+        let info = TokenInfo {
+            id: id.clone(),
+            expires: now + req.ttl_s,
+            uses_left: req.uses,
+        };
+        self.tokens.insert(id, info.clone());
+        Ok(info)
+    }
+
+    /// Uses token `id` once (its proof already checked), for a machine that
+    /// said `mac` and `name`, holding `public`.
+    pub fn spend_token(
+        &mut self,
+        id: &str,
+        machine: (Option<MacAddr>, &str, PublicKey),
+        address: Option<IpAddr>,
+        now: u64,
+    ) -> Result<(), String> {
+        let t = self
+            .tokens
+            .get_mut(&id.to_ascii_lowercase())
+            .ok_or_else(|| {
+                format!("token {id} is unknown to this head (mistyped, or made for another head)")
+            })?;
+        if now >= t.expires {
+            return Err(format!(
+                "token {id} expired {} s ago (omctl token create makes a new one)",
+                now - t.expires
+            ));
+        }
+        if t.uses_left == 0 {
+            return Err(format!(
+                "token {id} is used up (omctl token create --uses N makes one for more machines)"
+            ));
+        }
+        t.uses_left -= 1;
+        let (mac, name, public) = machine;
+        if let Some(mac) = mac {
+            self.machines.insert(
+                mac,
+                Machine {
+                    mac,
+                    name: Some(name.to_string()),
+                    address,
+                    public,
+                    standing: Standing::Admitted,
+                    since: now,
+                    by: format!("token {id}"),
+                },
+            );
+        }
+        Ok(())
     }
 
     /// The key a machine is admitted with, if it is.
@@ -366,16 +465,45 @@ impl Store {
         verdict: Verdict,
         now: u64,
     ) -> Result<Result<Machine, DecideError>, StoreError> {
+        self.change(|book| book.decide(machine, verdict, now))
+    }
+
+    /// [`Book::register_token`], saved. Blocking, like [`Store::ask`].
+    pub fn register_token(
+        &self,
+        req: &TokenRequest,
+        now: u64,
+    ) -> Result<Result<TokenInfo, String>, StoreError> {
+        self.change(|book| book.register_token(req, now))
+    }
+
+    /// [`Book::spend_token`], saved. Blocking, like [`Store::ask`].
+    pub fn spend_token(
+        &self,
+        id: &str,
+        machine: (Option<MacAddr>, &str, PublicKey),
+        address: Option<IpAddr>,
+        now: u64,
+    ) -> Result<Result<(), String>, StoreError> {
+        self.change(|book| book.spend_token(id, machine, address, now))
+    }
+
+    /// Runs `f` on the book and saves it when `f` succeeded; undone if the
+    /// save fails.
+    fn change<T, E>(
+        &self,
+        f: impl FnOnce(&mut Book) -> Result<T, E>,
+    ) -> Result<Result<T, E>, StoreError> {
         let mut book = self.lock();
         let before = book.clone();
-        let decided = book.decide(machine, verdict, now);
-        if decided.is_ok() {
+        let done = f(&mut book);
+        if done.is_ok() {
             if let Err(e) = self.save(&book) {
                 *book = before;
                 return Err(e);
             }
         }
-        Ok(decided)
+        Ok(done)
     }
 
     /// The admin's view.

@@ -22,6 +22,10 @@
 //! - `GET`/`POST /api/v1/admission`: the admin's list and decisions
 //!   (`omctl nodes --pending`, `omctl admit`, `omctl reject`), signed with
 //!   the cluster key (`contracts::admit::check_admin`); 401 otherwise.
+//! - `POST /api/v1/tokens` (signed like the above): registers a join token
+//!   an admin made (`omctl token create`); `POST /api/v1/join`: a
+//!   workstation joins with one (`omctl join`), proving it holds the
+//!   token's secret; the key comes back sealed in HPKE's PSK mode.
 //! - `GET /cluster/passwd`, `GET /cluster/group`: the head's user and group
 //!   tables, which nodes install so the shared tree's owners have names.
 //!
@@ -43,7 +47,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use contracts::admit::{
-    self, AdmitAnswer, AdmitRequest, Decision, ADMISSION_PATH, ADMIT_PATH, AUTH_HEADER, TIME_HEADER,
+    self, AdmitAnswer, AdmitRequest, Decision, JoinRequest, Token, TokenRequest, ADMISSION_PATH,
+    ADMIT_PATH, AUTH_HEADER, JOIN_PATH, TIME_HEADER, TOKENS_PATH, TOKEN_ID_LEN,
 };
 use contracts::cmdline::{KernelCmdline, OmParam, Param, INITRD_PARAM};
 use contracts::http::{Checkin, CHECKIN_PATH};
@@ -110,6 +115,8 @@ pub fn router(state: HttpState) -> Router {
         .route(CHECKIN_PATH, post(checkin))
         .route(ADMIT_PATH, post(admit_machine))
         .route(ADMISSION_PATH, get(admission_list).post(admission_decide))
+        .route(TOKENS_PATH, post(register_token))
+        .route(JOIN_PATH, post(join))
         .route(PASSWD_PATH, get(passwd))
         .route(GROUP_PATH, get(group))
         .route("/{*path}", get(static_file))
@@ -483,10 +490,11 @@ async fn admit_machine(
     }
 }
 
-/// The admin's signature on a request to [`ADMISSION_PATH`], or the 401.
+/// The admin's signature on a request to `path`, or the 401.
 fn check_admin(
     st: &HttpState,
     method: &Method,
+    path: &str,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Option<Response> {
@@ -495,7 +503,7 @@ fn check_admin(
         &st.key,
         &st.cluster_id,
         method.as_str(),
-        ADMISSION_PATH,
+        path,
         header(TIME_HEADER),
         header(AUTH_HEADER),
         body,
@@ -514,7 +522,7 @@ async fn admission_list(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = check_admin(&st, &method, &headers, &[]) {
+    if let Some(refused) = check_admin(&st, &method, ADMISSION_PATH, &headers, &[]) {
         return refused;
     }
     Json(st.admission.list()).into_response()
@@ -526,7 +534,7 @@ async fn admission_decide(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = check_admin(&st, &method, &headers, &body) {
+    if let Some(refused) = check_admin(&st, &method, ADMISSION_PATH, &headers, &body) {
         return refused;
     }
     let decision: Decision = match serde_json::from_slice(&body) {
@@ -549,6 +557,108 @@ async fn admission_decide(
         }
         Ok(Ok(Err(e))) => text(StatusCode::NOT_FOUND, format!("{e}\n")),
         Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+async fn register_token(
+    State(st): State<HttpState>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = check_admin(&st, &method, TOKENS_PATH, &headers, &body) {
+        return refused;
+    }
+    let req: TokenRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("malformed token request: {e}\n"),
+            )
+        }
+    };
+    let store = st.admission.clone();
+    let done = tokio::task::spawn_blocking(move || store.register_token(&req, unix_now())).await;
+    match done {
+        Ok(Ok(Ok(t))) => {
+            info!(token = %t.id, expires = t.expires, uses = t.uses_left, "join token registered");
+            Json(t).into_response()
+        }
+        Ok(Ok(Err(why))) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
+        Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// A workstation joins with a token: the proof is checked before the token
+/// is spent, so a forged request costs the token nothing.
+async fn join(
+    State(st): State<HttpState>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    body: Bytes,
+) -> Response {
+    let address = canonical(conn.remote).ip();
+    let refused = |status: StatusCode, reason: String| {
+        warn!(client = %address, %reason, "join refused");
+        json_status(status, AdmitAnswer::Refused { reason })
+    };
+    let req: JoinRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                format!("malformed join request: {e}"),
+            )
+        }
+    };
+    let token = match Token::for_id(&st.key, &st.cluster_id, &req.token) {
+        Ok(t) => t,
+        Err(_) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "token id {:?} is not {} hex digits",
+                    req.token,
+                    2 * TOKEN_ID_LEN
+                ),
+            )
+        }
+    };
+    if !admit::check_join_proof(&token, &req.public, &req.name, &req.proof) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the proof does not match token {}: a forged or mistyped token, or one made for another cluster",
+                req.token
+            ),
+        );
+    }
+    let store = st.admission.clone();
+    let (token_id, mac, name, public) = (req.token.clone(), req.mac, req.name.clone(), req.public);
+    let spent = tokio::task::spawn_blocking(move || {
+        store.spend_token(&token_id, (mac, &name, public), Some(address), unix_now())
+    })
+    .await;
+    match spent {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(why))) => return refused(StatusCode::FORBIDDEN, why),
+        Ok(Err(e)) => return refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+    match admit::seal_for_join(&st.key, &token, &req.public, &st.cluster_id) {
+        Ok((enc, sealed)) => {
+            info!(client = %address, name = %req.name, token = %req.token, key = req.public.fingerprint(), "joined with a token");
+            json_status(
+                StatusCode::OK,
+                AdmitAnswer::Admitted {
+                    cluster: st.cluster_id.clone(),
+                    enc,
+                    sealed,
+                },
+            )
+        }
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - `head`: the ISO's head entry serves the netboot from its own medium;
 //!   a second machine netboots from it and joins.
+//! - `join`: a workstation joins with a token, in network namespaces.
 //! - `media`: the built ISO boots the image from CD and USB, BIOS and UEFI.
 //! - `netboot`: `ombuild image` → `omboot serve` → three firmware paths
 //!   netboot, join and share the awk batch.
@@ -12,6 +13,7 @@
 
 mod balance;
 mod head;
+mod join;
 mod media;
 mod migrate;
 mod netboot;

@@ -1,17 +1,23 @@
 //! The admin's side of admission (`omctl nodes`, `omctl admit`, `omctl
-//! reject`), relayed to the boot server this agent checks in with: the
-//! request is signed with the cluster key (`contracts::admit::admin_tag`),
-//! which `omctl` does not hold, so only root on a member may decide.
+//! reject`, `omctl token create`), relayed to the boot server this agent
+//! checks in with: the request is signed with the cluster key
+//! (`contracts::admit::admin_tag`), which `omctl` does not hold, so only
+//! root on a member may decide. A join token's secret is derived here from
+//! the key; only its id goes to the boot server.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use contracts::admit::{admin_tag, Decision, Verdict, ADMISSION_PATH, AUTH_HEADER, TIME_HEADER};
+use contracts::admit::{
+    admin_tag, Decision, Token, TokenInfo, TokenRequest, Verdict, ADMISSION_PATH, AUTH_HEADER,
+    TIME_HEADER, TOKENS_PATH,
+};
 use contracts::http::CHECKIN_PATH;
 use contracts::key::ClusterKey;
 use tracing::info;
 
 use super::control_server::Controller;
 use crate::exec::{EXIT_CANNOT_RUN, EXIT_NO_AGENT, EXIT_NO_PERMISSION};
+use crate::wire::Frame;
 
 /// The boot server an agent relays admission requests to.
 #[derive(Clone)]
@@ -33,6 +39,54 @@ impl BootServer {
 }
 
 impl Controller {
+    /// The boot server, for root only.
+    fn boot_server_for(&self, uid: u32) -> Result<&BootServer, (i32, String)> {
+        if uid != 0 {
+            return Err((
+                EXIT_NO_PERMISSION,
+                "admission takes root (the request is signed with the cluster key)".into(),
+            ));
+        }
+        self.boot_server.as_ref().ok_or_else(|| {
+            (
+                EXIT_CANNOT_RUN,
+                "this agent knows no boot server (it runs without --checkin); run omctl on the head or on a netbooted node".into(),
+            )
+        })
+    }
+
+    /// Makes a join token valid `ttl_s` for `uses` machines and registers
+    /// its id with the boot server.
+    pub(super) async fn token(
+        &self,
+        ttl_s: u64,
+        uses: u32,
+        uid: u32,
+    ) -> Result<Frame, (i32, String)> {
+        let server = self.boot_server_for(uid)?;
+        let token = Token::create(&server.key, &server.cluster);
+        let req = TokenRequest {
+            id: token.id_hex(),
+            ttl_s,
+            uses,
+        };
+        let body = serde_json::to_vec(&req).expect("a token request serialises");
+        let answer = signed(server, "POST", TOKENS_PATH, body).await?;
+        let info: TokenInfo = serde_json::from_str(&answer).map_err(|e| {
+            (
+                EXIT_NO_AGENT,
+                format!("the boot server's answer is malformed: {e}"),
+            )
+        })?;
+        info!(token = %info.id, expires = info.expires, uses = info.uses_left, "join token made");
+        Ok(Frame::TokenMade {
+            token: token.to_string(),
+            head: server.base.clone(),
+            expires: info.expires,
+            uses: info.uses_left,
+        })
+    }
+
     /// Lists (`verdict` None) or decides, for the caller `uid`: `omboot`'s
     /// JSON answer, or (exit status, why).
     pub(super) async fn admission(
@@ -40,18 +94,7 @@ impl Controller {
         verdict: Option<(String, Verdict)>,
         uid: u32,
     ) -> Result<String, (i32, String)> {
-        if uid != 0 {
-            return Err((
-                EXIT_NO_PERMISSION,
-                "admission takes root (the request is signed with the cluster key)".into(),
-            ));
-        }
-        let Some(server) = &self.boot_server else {
-            return Err((
-                EXIT_CANNOT_RUN,
-                "this agent knows no boot server (it runs without --checkin); run omctl on the head or on a netbooted node".into(),
-            ));
-        };
+        let server = self.boot_server_for(uid)?;
         let (method, body) = match &verdict {
             None => ("GET", Vec::new()),
             Some((machine, verdict)) => {
@@ -65,36 +108,41 @@ impl Controller {
                 )
             }
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let tag = admin_tag(
-            &server.key,
-            &server.cluster,
-            method,
-            ADMISSION_PATH,
-            now,
-            &body,
-        );
-        let headers = [(TIME_HEADER, now.to_string()), (AUTH_HEADER, tag)];
-        let url = format!("{}{ADMISSION_PATH}", server.base);
-        let (status, answer) = crate::checkin::exchange(&url, method, &headers, &body)
-            .await
-            .map_err(|e| (EXIT_NO_AGENT, e.to_string()))?;
-        let text = String::from_utf8_lossy(&answer).trim().to_string();
-        if status != 200 {
-            return Err((
-                1,
-                format!(
-                    "the boot server at {} answered {status}: {text}",
-                    server.base
-                ),
-            ));
-        }
+        let text = signed(server, method, ADMISSION_PATH, body).await?;
         if let Some((machine, verdict)) = verdict {
             info!(%machine, ?verdict, "admission decided");
         }
         Ok(text)
     }
+}
+
+/// One admin request to the boot server, signed with the cluster key; the
+/// answer's body when it is a 200.
+async fn signed(
+    server: &BootServer,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<String, (i32, String)> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let tag = admin_tag(&server.key, &server.cluster, method, path, now, &body);
+    let headers = [(TIME_HEADER, now.to_string()), (AUTH_HEADER, tag)];
+    let url = format!("{}{path}", server.base);
+    let (status, answer) = crate::checkin::exchange(&url, method, &headers, &body)
+        .await
+        .map_err(|e| (EXIT_NO_AGENT, e.to_string()))?;
+    let text = String::from_utf8_lossy(&answer).trim().to_string();
+    if status != 200 {
+        return Err((
+            1,
+            format!(
+                "the boot server at {} answered {status}: {text}",
+                server.base
+            ),
+        ));
+    }
+    Ok(text)
 }

@@ -161,6 +161,13 @@ impl Controller {
                 };
                 let _ = wire::write_frame(&mut wr, &f).await;
             }
+            Frame::Token { ttl_s, uses } => {
+                let f = match self.token(ttl_s, uses, cred.uid()).await {
+                    Ok(f) => f,
+                    Err((code, message)) => Frame::Failed { code, message },
+                };
+                let _ = wire::write_frame(&mut wr, &f).await;
+            }
             Frame::Run(req) => {
                 let (tx, mut rx) = mpsc::channel::<Frame>(64);
                 let writer = async move {

@@ -1,5 +1,6 @@
 //! `omctl`: the cluster tools (`status`, `mon`, `top`, `ps`, `whois`, `run`,
-//! `migrate`, `knob`, `shell`, and admission: `nodes`, `admit`, `reject`),
+//! `migrate`, `knob`, `shell`, and admission: `nodes`, `admit`, `reject`,
+//! `token create`, `join`),
 //! also reachable as `mosmon`, `mtop`, `mps`,
 //! `mosctl`, `mosrun` and `migrate`.
 
@@ -131,6 +132,33 @@ enum Command {
         #[arg(value_name = "NAME|MAC")]
         machine: String,
     },
+    /// Join tokens for workstations (`omctl token create`).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Join this machine to a cluster with a token from `omctl token
+    /// create`: fetches the cluster key (sealed to this machine, never in
+    /// the clear), writes it 0600 with the agent's settings, and starts
+    /// omnode-agent.service. Run as root.
+    Join {
+        /// The head: http://HEAD[:PORT], as `omctl token create` prints it.
+        url: String,
+        /// The token.
+        token: String,
+        /// Join under this name [default: the hostname].
+        #[arg(long)]
+        name: Option<String>,
+        /// Where to write the cluster key.
+        #[arg(long, value_name = "FILE", default_value = node_agent::join::DEFAULT_KEY_FILE)]
+        key_file: PathBuf,
+        /// Where to write the agent's settings (OM_AGENT_ARGS=…).
+        #[arg(long, value_name = "FILE", default_value = node_agent::join::DEFAULT_ENV_FILE)]
+        env_file: PathBuf,
+        /// Write the files only; do not enable or start the service.
+        #[arg(long)]
+        no_service: bool,
+    },
     /// Move a running job to another node while it runs (migrate); its
     /// output, signals and exit status stay with the `omctl run` that
     /// started it.
@@ -140,6 +168,39 @@ enum Command {
         /// A node (name, number or address), `home` or `best`.
         to: String,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Make a token a workstation joins with, and print the join command.
+    /// Takes root; made on this node and registered with the head.
+    Create {
+        /// How long it stays valid: N, Ns, Nm, Nh or Nd.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: u64,
+        /// How many machines may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+    },
+}
+
+/// A duration in seconds: `90`, `90s`, `30m`, `1h`, `2d`.
+fn parse_ttl(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (N, Ns, Nm, Nh or Nd)"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{s:?} is not a duration (N, Ns, Nm, Nh or Nd)")),
+    };
+    Ok(n.saturating_mul(scale))
 }
 
 async fn exec(cli: Cli) -> anyhow::Result<i32> {
@@ -246,6 +307,38 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
                 print!("{}", tools::admission_table(&list, pending, now));
             }
         }
+        Command::Token {
+            action: TokenAction::Create { ttl, uses },
+        } => {
+            return Ok(match control::token(&socket, ttl, uses).await? {
+                Ok((token, head, expires, uses)) => {
+                    println!("omctl join {head} {token}");
+                    let left = expires.saturating_sub(
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0),
+                    );
+                    eprintln!(
+                        "omctl: run the line above as root on the machine to join; the token lets {uses} machine{} in during the next {left} s",
+                        if uses == 1 { "" } else { "s" }
+                    );
+                    0
+                }
+                Err((code, message)) => {
+                    eprintln!("omctl: {message}");
+                    code
+                }
+            });
+        }
+        Command::Join {
+            url,
+            token,
+            name,
+            key_file,
+            env_file,
+            no_service,
+        } => return join(url, token, name, key_file, env_file, !no_service).await,
         Command::Admit { machine } => return decide(&socket, machine, Verdict::Admit).await,
         Command::Reject { machine } => return decide(&socket, machine, Verdict::Reject).await,
         Command::Migrate { job, to } => {
@@ -261,6 +354,61 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             })
         }
     }
+    Ok(0)
+}
+
+/// `omctl join`: one line saying what was written and started.
+async fn join(
+    url: String,
+    token: String,
+    name: Option<String>,
+    key_file: PathBuf,
+    env_file: PathBuf,
+    service: bool,
+) -> anyhow::Result<i32> {
+    let token: contracts::admit::Token = token.parse()?;
+    let (name, name_given) = match name {
+        Some(n) => (n, true),
+        None => (
+            nix::unistd::gethostname()
+                .map_err(|e| anyhow::anyhow!("cannot read the hostname ({e}); pass --name"))?
+                .to_string_lossy()
+                .into_owned(),
+            false,
+        ),
+    };
+    let opts = node_agent::join::JoinOptions {
+        name,
+        name_given,
+        key_file: key_file.clone(),
+        env_file: env_file.clone(),
+        service,
+    };
+    let joined = match node_agent::join::join(&url, &token, &opts).await {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("omctl: {e}");
+            return Ok(1);
+        }
+    };
+    use node_agent::join::{Service, AGENT_UNIT};
+    let started = match joined.service {
+        Service::Started => format!("{AGENT_UNIT} enabled and started"),
+        Service::Skipped => format!(
+            "start the agent with: omnode agent {}",
+            joined.agent_args.join(" ")
+        ),
+        Service::NoSystemd => format!(
+            "no systemd runs here; start the agent with: omnode agent {}",
+            joined.agent_args.join(" ")
+        ),
+    };
+    println!(
+        "joined cluster {}: key in {}, agent settings in {}; {started}",
+        joined.cluster,
+        key_file.display(),
+        env_file.display()
+    );
     Ok(0)
 }
 
