@@ -383,7 +383,9 @@ pub fn check_migration(lab: &mut ClusterLab) -> Result<()> {
 /// Starts moving a counter on `from` to `victim` and returns the job and
 /// the running `omctl migrate`; the caller powers `victim` off.
 pub fn start_doomed_move(lab: &ClusterLab, from: &str, victim: &str) -> Result<(Job, Child)> {
-    let script = "i=0; while [ $i -lt 120 ]; do i=$((i+1)); echo $i; sleep 0.2; done; exit 5";
+    // 16 MB held in the shell: the checkpoint takes seconds to cross, so
+    // the plug is pulled mid-move, never after it.
+    let script = "pad=$(head -c 16000000 /dev/zero | tr '\\0' x); i=0; while [ $i -lt 120 ]; do i=$((i+1)); echo $i; sleep 0.2; done; exit 5";
     let mut job = Job::spawn(lab, from, &[], script)?;
     job.wait_lines(5)?;
     let id = job_id(lab, "$i -lt 120")?;

@@ -192,12 +192,13 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
         "dd if=/dev/urandom of=durable.bin bs=64k count=64 conv=fsync 2>/dev/null && sha256sum durable.bin",
     )?;
     let victim_before: Vec<String> = ClusterLab::nodes_in_state(&view, "alive");
-    // A job on the first machine is being moved to the victim when it dies.
-    let first = lab.nodes[0].node_name();
-    let (doomed, mover) = crate::migrate::start_doomed_move(&lab, &first, &victim)?;
     // Two guests run on the victim (kept there with `stay`) when it dies.
     crate::balance::knob(&lab, &victim, "stay")?;
     let guests = crate::balance::start_guests(&lab, &victim)?;
+    // A job on the first machine is being moved to the victim when it dies:
+    // the plug is pulled right after the move started.
+    let first = lab.nodes[0].node_name();
+    let (doomed, mover) = crate::migrate::start_doomed_move(&lab, &first, &victim)?;
     lab.nodes.last_mut().unwrap().power_off();
     let share = lab.share_dir().context("no shared tree")?.to_path_buf();
     let on_head = sha256(&share.join("u4242/durable.bin"))?;

@@ -6,6 +6,8 @@
 //! - `media`: the built ISO boots the image from CD and USB, BIOS and UEFI.
 //! - `netboot`: `ombuild image` → `omboot serve` → three firmware paths
 //!   netboot, join and share the awk batch.
+//! - `package`: the Debian package installs, upgrades and purges in a
+//!   clean Debian 12 chroot; its units pass `systemd-analyze verify`.
 //! - `migrate`: live migration between those netbooted machines (called
 //!   from `netboot`'s test, which boots them once).
 //! - `balance`: automatic rebalancing, the knobs and `omctl shell` on the
@@ -17,3 +19,4 @@ mod join;
 mod media;
 mod migrate;
 mod netboot;
+mod package;

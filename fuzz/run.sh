@@ -2,7 +2,7 @@
 # Builds a fuzz target with libFuzzer coverage instrumentation on stable Rust
 # (no cargo-fuzz, no nightly: the sancov pass and its LLVM options are plain
 # codegen flags) and runs it on a scratch copy of its seed corpus.
-#   pxe-server/fuzz/run.sh TARGET [SECONDS]     e.g. run.sh tftp_request 30
+#   fuzz/run.sh TARGET [SECONDS]     e.g. fuzz/run.sh tftp_request 30
 # A crash leaves its input under artifacts/ and exits non-zero.
 set -euo pipefail
 cd "$(dirname "$0")"

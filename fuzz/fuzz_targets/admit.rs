@@ -6,12 +6,17 @@
 //! only admits a machine with the key it now holds (`admitted_key` equals
 //! the request's key after every `Admit`); a rejected MAC is never admitted;
 //! an unsigned or wrongly signed admin request is refused; a sealed answer
-//! made of arbitrary fields never opens.
+//! made of arbitrary fields never opens; a join request's proof never
+//! checks without the token's secret; a token registered from the bytes is
+//! spent at most its uses, and never once expired.
 #![no_main]
 
 use std::collections::HashSet;
 
-use contracts::admit::{check_admin, AdmitAnswer, AdmitRequest, MachineKey, Verdict};
+use contracts::admit::{
+    check_admin, check_join_proof, AdmitAnswer, AdmitRequest, JoinRequest, MachineKey, Token,
+    TokenRequest, Verdict,
+};
 use contracts::key::ClusterKey;
 use contracts::mac::MacAddr;
 use libfuzzer_sys::fuzz_target;
@@ -47,6 +52,29 @@ fuzz_target!(|data: &[u8]| {
                         Verdict::Admit => rejected.remove(&req.mac),
                     };
                 }
+            }
+        }
+        // The same bytes as a join (the join endpoint's order: proof, then
+        // spending) and as a token registration.
+        if let Ok(req) = serde_json::from_slice::<JoinRequest>(body) {
+            if let Ok(token) = Token::for_id(&key, "c", &req.token) {
+                assert!(!check_join_proof(&token, &req.public, &req.name, &req.proof));
+            }
+        }
+        if let Ok(req) = serde_json::from_slice::<TokenRequest>(body) {
+            if let Ok(info) = book.register_token(&req, now) {
+                let mut spent = 0u32;
+                for step in 0..(req.uses.min(50) + 2) {
+                    let at = now + u64::from(step) * u64::from(ctl);
+                    let ok = book
+                        .spend_token(&info.id, (None, "w", MachineKey::generate().public()), None, at)
+                        .is_ok();
+                    if ok {
+                        assert!(at < info.expires);
+                        spent += 1;
+                    }
+                }
+                assert!(spent <= req.uses);
             }
         }
         // The same bytes as an admin request: time and tag headers from
