@@ -174,15 +174,26 @@ impl MachineKey {
         enc: &str,
         sealed: &str,
     ) -> Result<ClusterKey, AdmitError> {
+        self.open_with(&OpModeR::Base, &info(cluster, mac), enc, sealed)
+    }
+
+    /// Opens a key sealed to this machine in `mode` with `info`.
+    fn open_with(
+        &self,
+        mode: &OpModeR<'_, Kem>,
+        info: &[u8],
+        enc: &str,
+        sealed: &str,
+    ) -> Result<ClusterKey, AdmitError> {
         let enc = hex::decode(enc).map_err(|_| AdmitError::Malformed("enc is not hex"))?;
         let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&enc)
             .map_err(|_| AdmitError::Malformed("enc is not an X25519 point"))?;
         let sealed = hex::decode(sealed).map_err(|_| AdmitError::Malformed("sealed is not hex"))?;
         let plain = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, Kem>(
-            &OpModeR::Base,
+            mode,
             &self.private,
             &enc,
-            &info(cluster, mac),
+            info,
             &sealed,
             &[],
         )
@@ -204,25 +215,14 @@ impl MachineKey {
         enc: &str,
         sealed: &str,
     ) -> Result<ClusterKey, AdmitError> {
-        let enc = hex::decode(enc).map_err(|_| AdmitError::Malformed("enc is not hex"))?;
-        let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&enc)
-            .map_err(|_| AdmitError::Malformed("enc is not an X25519 point"))?;
-        let sealed = hex::decode(sealed).map_err(|_| AdmitError::Malformed("sealed is not hex"))?;
         let psk = hpke::PskBundle::new(&token.secret, &token.id)
             .map_err(|_| AdmitError::Malformed("token"))?;
-        let plain = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, Kem>(
+        self.open_with(
             &OpModeR::Psk(psk),
-            &self.private,
-            &enc,
             &join_info(cluster, &self.public),
-            &sealed,
-            &[],
+            enc,
+            sealed,
         )
-        .map_err(|_| AdmitError::DoesNotOpen)?;
-        let bytes: [u8; KEY_LEN] = plain
-            .try_into()
-            .map_err(|_| AdmitError::Malformed("the sealed key has the wrong length"))?;
-        Ok(ClusterKey::from_bytes(bytes))
     }
 }
 
@@ -363,12 +363,22 @@ pub fn seal_for_join(
     to: &PublicKey,
     cluster: &str,
 ) -> Result<(String, String), AdmitError> {
-    let public = <Kem as hpke::Kem>::PublicKey::from_bytes(&to.0).map_err(|_| AdmitError::Seal)?;
     let psk = hpke::PskBundle::new(&token.secret, &token.id).map_err(|_| AdmitError::Seal)?;
+    seal_with(&OpModeS::Psk(psk), key, to, &join_info(cluster, to))
+}
+
+/// Seals `key` to `to` in `mode` with `info`: (enc, sealed) in hex.
+fn seal_with(
+    mode: &OpModeS<'_, Kem>,
+    key: &ClusterKey,
+    to: &PublicKey,
+    info: &[u8],
+) -> Result<(String, String), AdmitError> {
+    let public = <Kem as hpke::Kem>::PublicKey::from_bytes(&to.0).map_err(|_| AdmitError::Seal)?;
     let (enc, sealed) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem, _>(
-        &OpModeS::Psk(psk),
+        mode,
         &public,
-        &join_info(cluster, to),
+        info,
         key.as_bytes(),
         &[],
         &mut OsRng.unwrap_err(),
@@ -434,17 +444,7 @@ pub fn seal(
     cluster: &str,
     mac: MacAddr,
 ) -> Result<(String, String), AdmitError> {
-    let public = <Kem as hpke::Kem>::PublicKey::from_bytes(&to.0).map_err(|_| AdmitError::Seal)?;
-    let (enc, sealed) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem, _>(
-        &OpModeS::Base,
-        &public,
-        &info(cluster, mac),
-        key.as_bytes(),
-        &[],
-        &mut OsRng.unwrap_err(),
-    )
-    .map_err(|_| AdmitError::Seal)?;
-    Ok((hex::encode(enc.to_bytes()), hex::encode(sealed)))
+    seal_with(&OpModeS::Base, key, to, &info(cluster, mac))
 }
 
 /// Body of `POST` [`ADMIT_PATH`].

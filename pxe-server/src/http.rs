@@ -534,31 +534,19 @@ async fn admission_decide(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = check_admin(&st, &method, ADMISSION_PATH, &headers, &body) {
-        return refused;
-    }
-    let decision: Decision = match serde_json::from_slice(&body) {
-        Ok(d) => d,
-        Err(e) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("malformed decision: {e}\n"),
-            )
-        }
-    };
-    let store = st.admission.clone();
-    let d = decision.clone();
-    let done =
-        tokio::task::spawn_blocking(move || store.decide(&d.machine, d.verdict, unix_now())).await;
-    match done {
-        Ok(Ok(Ok(m))) => {
-            info!(mac = %m.mac, verdict = ?decision.verdict, key = m.public.fingerprint(), "admin decided");
-            Json(m).into_response()
-        }
-        Ok(Ok(Err(e))) => text(StatusCode::NOT_FOUND, format!("{e}\n")),
-        Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-    }
+    admin_op(
+        &st,
+        (&method, ADMISSION_PATH, &headers, &body),
+        StatusCode::NOT_FOUND,
+        |store, d: Decision, now| {
+            let done = store.decide(&d.machine, d.verdict, now);
+            if let Ok(Ok(m)) = &done {
+                info!(mac = %m.mac, verdict = ?d.verdict, key = m.public.fingerprint(), "admin decided");
+            }
+            done
+        },
+    )
+    .await
 }
 
 async fn register_token(
@@ -567,26 +555,48 @@ async fn register_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = check_admin(&st, &method, TOKENS_PATH, &headers, &body) {
+    admin_op(
+        &st,
+        (&method, TOKENS_PATH, &headers, &body),
+        StatusCode::BAD_REQUEST,
+        |store, req: TokenRequest, now| {
+            let done = store.register_token(&req, now);
+            if let Ok(Ok(t)) = &done {
+                info!(token = %t.id, expires = t.expires, uses = t.uses_left, "join token registered");
+            }
+            done
+        },
+    )
+    .await
+}
+
+/// An admin's request (method, path, headers, body): the signature
+/// checked, the body parsed as `R`, `op` run on the book off the async
+/// workers; its value as JSON, or `refusal` with the reason it gives.
+async fn admin_op<R, T, E>(
+    st: &HttpState,
+    (method, path, headers, body): (&Method, &str, &HeaderMap, &[u8]),
+    refusal: StatusCode,
+    op: impl FnOnce(&Store, R, u64) -> Result<Result<T, E>, crate::admission::StoreError>
+        + Send
+        + 'static,
+) -> Response
+where
+    R: serde::de::DeserializeOwned + Send + 'static,
+    T: serde::Serialize + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    if let Some(refused) = check_admin(st, method, path, headers, body) {
         return refused;
     }
-    let req: TokenRequest = match serde_json::from_slice(&body) {
+    let req: R = match serde_json::from_slice(body) {
         Ok(r) => r,
-        Err(e) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("malformed token request: {e}\n"),
-            )
-        }
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("malformed request: {e}\n")),
     };
     let store = st.admission.clone();
-    let done = tokio::task::spawn_blocking(move || store.register_token(&req, unix_now())).await;
-    match done {
-        Ok(Ok(Ok(t))) => {
-            info!(token = %t.id, expires = t.expires, uses = t.uses_left, "join token registered");
-            Json(t).into_response()
-        }
-        Ok(Ok(Err(why))) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
+    match tokio::task::spawn_blocking(move || op(&store, req, unix_now())).await {
+        Ok(Ok(Ok(value))) => Json(value).into_response(),
+        Ok(Ok(Err(why))) => text(refusal, format!("{why}\n")),
         Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
