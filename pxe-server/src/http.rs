@@ -465,20 +465,13 @@ async fn admit_machine(
     };
     let key = req.public.fingerprint();
     match answer {
-        Answer::Admit => match admit::seal(&st.key, &req.public, &st.cluster_id, req.mac) {
-            Ok((enc, sealed)) => {
-                info!(mac = %req.mac, client = %address, key, name = req.name.as_deref().unwrap_or(""), "admitted");
-                json_status(
-                    StatusCode::OK,
-                    AdmitAnswer::Admitted {
-                        cluster: st.cluster_id.clone(),
-                        enc,
-                        sealed,
-                    },
-                )
-            }
-            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-        },
+        Answer::Admit => {
+            info!(mac = %req.mac, client = %address, key, name = req.name.as_deref().unwrap_or(""), "admitted");
+            admitted(
+                &st,
+                admit::seal(&st.key, &req.public, &st.cluster_id, req.mac),
+            )
+        }
         Answer::Pending(reason) => {
             info!(mac = %req.mac, client = %address, key, %reason, "admission pending");
             json_status(StatusCode::ACCEPTED, AdmitAnswer::Pending { reason })
@@ -657,18 +650,24 @@ async fn join(
         Ok(Err(e)) => return refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
-    match admit::seal_for_join(&st.key, &token, &req.public, &st.cluster_id) {
-        Ok((enc, sealed)) => {
-            info!(client = %address, name = %req.name, token = %req.token, key = req.public.fingerprint(), "joined with a token");
-            json_status(
-                StatusCode::OK,
-                AdmitAnswer::Admitted {
-                    cluster: st.cluster_id.clone(),
-                    enc,
-                    sealed,
-                },
-            )
-        }
+    info!(client = %address, name = %req.name, token = %req.token, key = req.public.fingerprint(), "joined with a token");
+    admitted(
+        &st,
+        admit::seal_for_join(&st.key, &token, &req.public, &st.cluster_id),
+    )
+}
+
+/// The 200 carrying the sealed cluster key.
+fn admitted(st: &HttpState, sealed: Result<(String, String), admit::AdmitError>) -> Response {
+    match sealed {
+        Ok((enc, sealed)) => json_status(
+            StatusCode::OK,
+            AdmitAnswer::Admitted {
+                cluster: st.cluster_id.clone(),
+                enc,
+                sealed,
+            },
+        ),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }
