@@ -251,6 +251,7 @@ fn watch_boot(lab: &mut ClusterLab) -> Result<(), DemoError> {
     const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
     let start = Instant::now();
     let mut last_stage: BTreeMap<String, String> = BTreeMap::new();
+    let mut admitted: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut joined: BTreeMap<String, String> = BTreeMap::new();
     while joined.len() < lab.nodes.len() {
         check_interrupt()?;
@@ -280,11 +281,33 @@ fn watch_boot(lab: &mut ClusterLab) -> Result<(), DemoError> {
             if joined.contains_key(node.name()) {
                 continue;
             }
-            if let Some(line) = node
-                .console()
-                .lines()
-                .find(|l| l.contains("joined cluster"))
-            {
+            let console = node.console();
+            // Beside an existing LAN omboot admits nobody by itself
+            // (`--admit manual`): the demo plays the admin, as a person
+            // would on the head.
+            if console.contains("admission pending") && admitted.insert(node.name().to_string()) {
+                let mac = node.spec().mac_text();
+                let said = lab
+                    .omctl()
+                    .args(["admit", &mac])
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .map(|o| {
+                        let out = if o.status.success() {
+                            o.stdout
+                        } else {
+                            o.stderr
+                        };
+                        String::from_utf8_lossy(&out).trim().to_string()
+                    })
+                    .unwrap_or_else(|e| e.to_string());
+                println!(
+                    "  [{:>5.1}s] {}: waits for admission; omctl admit {mac}: {said}",
+                    start.elapsed().as_secs_f64(),
+                    node.name()
+                );
+            }
+            if let Some(line) = console.lines().find(|l| l.contains("joined cluster")) {
                 let line = line.trim_end_matches('\r').to_string();
                 println!(
                     "  [{:>5.1}s] {}: {line}",

@@ -391,7 +391,7 @@ fn init_boots_loads_e1000_gets_dhcp_and_keeps_a_shell() {
     at = vm.wait_for("omnode: hostname qnode-1", at);
     at = vm.wait_for("omnode: cluster key written to /run/omcluster.key", at);
     at = vm.wait_for(
-        "omnode: starting agent: /bin/omnode agent --key-file /run/omcluster.key --name qnode-1 --cluster qtest --interface eth0 --seed 10.77.10.1 --checkin http://10.77.10.1:80/api/v1/checkin",
+        "omnode: starting agent: /bin/omnode agent --allow-root-jobs --key-file /run/omcluster.key --name qnode-1 --cluster qtest --interface eth0 --seed 10.77.10.1 --checkin http://10.77.10.1:80/api/v1/checkin",
         at,
     );
 
@@ -606,7 +606,7 @@ fn init_as_head_with_an_uplink_serves_on_the_nic_no_dhcp_server_answers() {
     at = vm.wait_for("omnode: hostname head-525400771202", at);
     at = vm.wait_for("omnode: new cluster key written to /run/omcluster.key", at);
     at = vm.wait_for(
-        "omnode: starting agent: /bin/omnode agent --key-file /run/omcluster.key --name head-525400771202 --cluster qup --interface eth1 --checkin http://10.77.0.1:80/api/v1/checkin",
+        "omnode: starting agent: /bin/omnode agent --allow-root-jobs --key-file /run/omcluster.key --name head-525400771202 --cluster qup --interface eth1 --checkin http://10.77.0.1:80/api/v1/checkin",
         at,
     );
     // No boot medium in this machine: init keeps looking for it and starts
