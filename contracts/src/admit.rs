@@ -316,8 +316,7 @@ impl Token {
 /// so every holder of the cluster key (the head included) can compute it
 /// and nobody else.
 pub fn token_secret(key: &ClusterKey, cluster: &str, id: &[u8; TOKEN_ID_LEN]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.derive(cluster, Purpose::Admin))
-        .expect("HMAC takes a key of any length");
+    let mut mac = admin_hmac(key, cluster);
     mac.update(b"join-token\0");
     mac.update(id);
     mac.finalize().into_bytes().into()
@@ -326,11 +325,15 @@ pub fn token_secret(key: &ClusterKey, cluster: &str, id: &[u8; TOKEN_ID_LEN]) ->
 /// The proof of holding the token's secret, bound to the joining machine's
 /// public key and name: HMAC-SHA256 under the secret, hex.
 pub fn join_proof(token: &Token, public: &PublicKey, name: &str) -> String {
+    hex::encode(join_mac(token, public, name).finalize().into_bytes())
+}
+
+fn join_mac(token: &Token, public: &PublicKey, name: &str) -> Hmac<Sha256> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&token.secret)
         .expect("HMAC takes a key of any length");
     mac.update(&public.0);
     mac.update(name.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    mac
 }
 
 /// Whether `proof` proves `token` for `public` and `name` (constant time).
@@ -338,11 +341,7 @@ pub fn check_join_proof(token: &Token, public: &PublicKey, name: &str, proof: &s
     let Ok(proof) = hex::decode(proof.trim()) else {
         return false;
     };
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&token.secret)
-        .expect("HMAC takes a key of any length");
-    mac.update(&public.0);
-    mac.update(name.as_bytes());
-    mac.verify_slice(&proof).is_ok()
+    join_mac(token, public, name).verify_slice(&proof).is_ok()
 }
 
 fn join_info(cluster: &str, public: &PublicKey) -> Vec<u8> {
@@ -588,6 +587,13 @@ pub enum AuthError {
     BadTag,
 }
 
+/// HMAC-SHA256 under the key's `Admin` sub-key: admin tags and token
+/// secrets.
+fn admin_hmac(key: &ClusterKey, cluster: &str) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(&key.derive(cluster, Purpose::Admin))
+        .expect("HMAC takes a key of any length")
+}
+
 fn admin_mac(
     key: &ClusterKey,
     cluster: &str,
@@ -596,8 +602,7 @@ fn admin_mac(
     time: u64,
     body: &[u8],
 ) -> Hmac<Sha256> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.derive(cluster, Purpose::Admin))
-        .expect("HMAC takes a key of any length");
+    let mut mac = admin_hmac(key, cluster);
     for part in [
         method.as_bytes(),
         path.as_bytes(),

@@ -112,7 +112,12 @@ pub fn parse_response(bytes: &[u8]) -> Option<(String, &[u8])> {
 
 /// Whether a status line (`HTTP/1.0 200 OK`) says 200.
 pub fn is_ok(status: &str) -> bool {
-    status.split_whitespace().nth(1) == Some("200")
+    status_code(status) == Some(200)
+}
+
+/// The code of a status line (`HTTP/1.0 202 Accepted` → 202).
+pub fn status_code(status: &str) -> Option<u16> {
+    status.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -154,6 +159,8 @@ mod tests {
         assert!(parse_response(b"SSH-2.0-x\r\n\r\n").is_none());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc").is_none());
         assert!(!is_ok("HTTP/1.0 404 Not Found"));
+        assert_eq!(status_code("HTTP/1.0 202 Accepted"), Some(202));
+        assert_eq!(status_code("HTTP/1.0 twenty"), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use contracts::http::{parse_response, Checkin, HttpUrl};
+use contracts::http::{parse_response, status_code, Checkin, HttpUrl};
 use contracts::mac::MacAddr;
 
 /// What went wrong with one check-in attempt.
@@ -149,11 +149,7 @@ pub async fn exchange(
         status: "a malformed response".into(),
     };
     let (status, body) = parse_response(&answer).ok_or_else(malformed)?;
-    let code = status
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(malformed)?;
+    let code = status_code(&status).ok_or_else(malformed)?;
     Ok((code, body.to_vec()))
 }
 

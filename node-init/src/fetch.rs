@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use contracts::http::{is_ok, parse_response, HttpUrl};
+use contracts::http::{is_ok, parse_response, status_code, HttpUrl};
 
 /// A GET that did not bring back a body.
 #[derive(Debug, thiserror::Error)]
@@ -57,13 +57,9 @@ pub fn get(url: &str, limit: u64) -> Result<Vec<u8>, FetchError> {
 /// the status code and the body whatever the status.
 pub fn post_json(url: &str, body: &[u8], limit: u64) -> Result<(u16, Vec<u8>), FetchError> {
     let (status, body) = request(url, Some(body), limit)?;
-    let code = status
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| FetchError::Malformed {
-            url: url.to_string(),
-        })?;
+    let code = status_code(&status).ok_or_else(|| FetchError::Malformed {
+        url: url.to_string(),
+    })?;
     Ok((code, body))
 }
 
