@@ -26,10 +26,26 @@ pub fn log_tail(log: &str) -> String {
     }
 }
 
+/// Where CRIU's parasite mounts a /proc of the job's PID namespace: the
+/// name is relative to the dumped init's working directory, which is `/`
+/// for every job on this node (see `job::holder`).
+const PARASITE_PROC: &str = "/proc.crtools";
+
+/// One dump at a time on this node. CRIU's parasite in each job's init
+/// makes [`PARASITE_PROC`] and removes it when done, so two dumps at once
+/// (an `expel` or `bring` moving several jobs) collide on that directory
+/// and the second fails with "Can't get proc fd".
+static DUMPS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Dumps the stopped job whose init is `init` into `dir`, leaving it
-/// stopped here (the caller kills or resumes it). Returns the time taken.
+/// stopped here (the caller kills or resumes it). Returns the time taken,
+/// waiting for another dump on this node included.
 pub async fn dump(init: u32, dir: &Path) -> Result<Duration, String> {
     let t = Instant::now();
+    let _one_at_a_time = DUMPS.lock().await;
+    // A CRIU killed halfway leaves the directory behind, empty, and every
+    // later dump would fail on it; an empty directory holds nothing.
+    let _ = std::fs::remove_dir(PARASITE_PROC);
     let out = tokio::process::Command::new(CRIU)
         .arg("dump")
         .arg("-t")

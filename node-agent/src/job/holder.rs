@@ -308,8 +308,9 @@ fn job_init(args: &RunArgs, argv: &[CString], cwd: &CString, set: &SigSet) -> i3
     }
     // The init keeps its privileges and sits in the image's root: CRIU's
     // parasite in the root task of a PID namespace whose /proc is not its
-    // own must mount one, which takes root; and nothing of the init pins a
-    // directory of this node.
+    // own must mount one, which takes root (it makes `proc.crtools` in the
+    // init's cwd, so `job::criu` dumps one job at a time); and nothing of
+    // the init pins a directory of this node.
     // SAFETY: a NUL-terminated path.
     unsafe { libc::chdir(c"/".as_ptr()) };
     // SAFETY: still single-threaded.
