@@ -50,6 +50,15 @@ pub enum Role {
     Head,
 }
 
+/// Whether `id` is a cluster id: letters, digits, `-`, `_` and `.`, at
+/// least one.
+pub fn is_cluster_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 /// Where the cluster key comes from (`om.key=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -346,14 +355,10 @@ fn parse_om(param: &str) -> Option<(Result<OmParam, CmdlineError>, Vec<CmdlineEr
             _ => Err(bad("expected node or head")),
         },
         "cluster" => {
-            if value.is_empty()
-                || !value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                Err(bad("expected letters, digits, '-', '_' or '.'"))
-            } else {
+            if is_cluster_id(value) {
                 Ok(OmParam::Cluster(value.to_string()))
+            } else {
+                Err(bad("expected letters, digits, '-', '_' or '.'"))
             }
         }
         "key" => {

@@ -17,6 +17,8 @@
 //! - [`http`]: the check-in body ([`http::Checkin`]) the agent sends and
 //!   `omboot` reads, and the pure halves of the two small HTTP clients (URL
 //!   split, response parse).
+//! - [`announce`]: the head's multicast announcement, how a machine booted
+//!   from the ISO or a USB stick finds the head on its LAN.
 //! - [`mac`]: the one MAC address type.
 //! - [`share`]: the shared tree at `/cluster`: `om.share=` and `--share`
 //!   ([`share::Share`]), and the kernel NFS mount a node makes of it.
@@ -27,6 +29,7 @@
 //! Files and sockets belong to the programs that use the formats.
 
 pub mod admit;
+pub mod announce;
 pub mod cmdline;
 pub mod http;
 pub mod image;

@@ -8,7 +8,9 @@
 //! an unsigned or wrongly signed admin request is refused; a sealed answer
 //! made of arbitrary fields never opens; a join request's proof never
 //! checks without the token's secret; a token registered from the bytes is
-//! spent at most its uses, and never once expired.
+//! spent at most its uses, and never once expired; the head's multicast
+//! announcement (what a machine booted from the ISO trusts to find the
+//! head) decodes to something that encodes back to itself, or to an error.
 #![no_main]
 
 use std::collections::HashSet;
@@ -83,6 +85,10 @@ fuzz_target!(|data: &[u8]| {
         let mut words = text.split_whitespace();
         let (time, tag) = (words.next(), words.next());
         assert!(check_admin(&key, "c", "POST", "/api/v1/admission", time, tag, body, now).is_err());
+        // As the head's announcement a machine booted from the ISO hears.
+        if let Ok(a) = contracts::announce::Announcement::decode(body) {
+            assert_eq!(contracts::announce::Announcement::decode(&a.encode()), Ok(a));
+        }
         // And as an answer a node would try to open.
         if let Ok(AdmitAnswer::Admitted { cluster, enc, sealed }) =
             serde_json::from_slice::<AdmitAnswer>(body)

@@ -274,6 +274,27 @@ impl ClusterLab {
         Ok(())
     }
 
+    /// Replaces machine `index` with another machine (MAC `mac`, the same
+    /// firmware) that boots from `iso` as `medium` instead of the network:
+    /// the ISO's default entry, a compute node that must find the head by
+    /// itself. Its console log is `NAME.serial.log` for the `name` given.
+    pub fn replace_with_medium(
+        &mut self,
+        index: usize,
+        name: &str,
+        mac: contracts::mac::MacAddr,
+        iso: &Path,
+        medium: crate::qemu::Medium,
+    ) -> Result<(), LabError> {
+        self.nodes[index].power_off();
+        let mut spec = self.nodes[index].spec().clone();
+        spec.name = name.to_string();
+        spec.mac = mac;
+        spec.extra_args = crate::qemu::medium_args(medium, iso);
+        self.nodes[index] = QemuNode::boot(&mut self.lan, spec)?;
+        Ok(())
+    }
+
     /// Stops the LAN capture (so its file is complete) and returns its
     /// path; `None` without [`LabConfig::capture`].
     pub fn capture(&mut self) -> Option<PathBuf> {

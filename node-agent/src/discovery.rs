@@ -10,8 +10,9 @@ use nix::ifaddrs::getifaddrs;
 use nix::net::if_::InterfaceFlags;
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// The discovery multicast group (organisation-local scope).
-pub const GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 77, 1);
+/// The discovery multicast group (organisation-local scope); the head's
+/// announcement uses it too, on a port of its own.
+pub const GROUP: Ipv4Addr = contracts::announce::GROUP;
 /// The default agent port (UDP for membership, TCP for exec).
 pub const DEFAULT_PORT: u16 = 7946;
 

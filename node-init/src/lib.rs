@@ -6,8 +6,9 @@
 //! ([`kmod`]; no device asks for them), start root shells on the console
 //! (and serial), and in the background load the device modules,
 //! bring up the wired NICs with DHCP ([`network`], [`dhcp_client`],
-//! [`packet`], [`netif`], [`address`]). Once the network is up: the cluster
-//! key ([`key`]; the head makes a fresh one), the shared tree at `/cluster`
+//! [`packet`], [`netif`], [`address`]). Once the network is up: the head
+//! (named by `om.server=`, or heard announcing itself: [`announce`]), the
+//! cluster key ([`key`]; the head makes a fresh one), the shared tree at `/cluster`
 //! with the head's users and groups ([`share`], over [`fetch`]), the agent
 //! (after the tree is mounted, or a minute of trying), and on the head the
 //! boot medium ([`media`]), the head's own tree ([`storage`]) and `omboot
@@ -33,7 +34,7 @@
 //!    [`kmod`], [`mounts`], [`packet`];
 //! 2. the pure cores and the thin system calls over layer 1: [`head`]
 //!    (address, cmdline), `dhcp_client::client` (address), [`netif`]
-//!    (address), [`reaper`] (console), [`media`] (kmod), [`key`] (fetch),
+//!    (address), [`reaper`] (console), [`announce`] (console), [`media`] (kmod), [`key`] (fetch),
 //!    [`share`] (fetch, kmod), [`storage`] (kmod, media);
 //! 3. the shells over them: `dhcp_client::shell` (its core, netif, packet),
 //!    [`power`] (reaper, mounts);
@@ -60,6 +61,7 @@ macro_rules! say {
 }
 
 pub mod address;
+pub mod announce;
 pub mod cmdline;
 pub mod console;
 pub mod dhcp_client;
@@ -232,6 +234,8 @@ enum Event {
     },
     /// The shared tree is mounted, or the agent should start without it.
     ShareSettled,
+    /// A head announced itself (no `om.server=` named one).
+    HeadFound(contracts::announce::Announcement),
 }
 
 /// Hands `event` to PID 1's loop and wakes it from its signal wait. Fails
@@ -392,6 +396,7 @@ impl Supervisor {
             Event::ShareSettled => {
                 self.share_settled = Some(true);
             }
+            Event::HeadFound(head) => self.found_head(head),
         }
         self.maybe_start_omboot();
         self.maybe_start_agent();
@@ -453,28 +458,79 @@ impl Supervisor {
                 self.install_key(&fresh, "new cluster key");
             }
             // A node asks the head for admission: the key never travels
-            // readable.
-            None => match (self.settings.server, &self.net) {
-                (Some(server), Some(net)) => {
-                    let base = format!("http://{server}:{}", self.settings.http_port);
-                    let cluster = head::cluster_id(&self.settings).to_string();
-                    let iface = net.iface.clone();
-                    let name = self.hostname.clone();
-                    let tx = self.tx.clone();
-                    spawn_worker("admit", "admission", move || {
-                        admit(&base, &cluster, &iface, name.as_deref(), &tx)
-                    });
-                }
-                _ => say!(
-                    "no om.server= on the kernel command line: no head to ask for admission; not starting the agent (pass om.server=HEAD, or om.key=HEX64)"
-                ),
-            },
+            // readable. Booted from a medium, it first listens for a head.
+            None if self.settings.server.is_some() => self.start_admission(),
+            None => {
+                let Some(net) = &self.net else {
+                    return;
+                };
+                let (iface, addr) = (net.iface.clone(), net.address);
+                let wanted = self.settings.cluster.clone();
+                let tx = self.tx.clone();
+                spawn_worker("announce", "search for the head", move || {
+                    match announce::wait_for_head(&iface, addr, wanted.as_deref()) {
+                        Ok(head) => {
+                            let _ = notify(&tx, Event::HeadFound(head));
+                        }
+                        Err(e) => say!(
+                            "{e}; not starting the agent (pass om.server=HEAD, or om.key=HEX64)"
+                        ),
+                    }
+                });
+            }
             Some(cmdline::KeySource::Key(k)) => self.install_key(&k, "cluster key"),
             Some(cmdline::KeySource::Url(url)) => {
                 let tx = self.tx.clone();
                 spawn_worker("key", "key fetch", move || fetch_key(&url, &tx));
             }
         }
+    }
+
+    /// Whether this machine waits to hear a head before it knows its
+    /// admission server and shared tree (booted from a medium, nothing
+    /// named on its command line).
+    fn looking_for_head(&self) -> bool {
+        self.settings.role == cmdline::Role::Node
+            && self.settings.key.is_none()
+            && self.settings.server.is_none()
+    }
+
+    /// A head announced itself: it is this machine's boot server from now
+    /// on, as if `om.server=`, `om.http=`, and (unless set) `om.cluster=`
+    /// and `om.share=` had named it.
+    fn found_head(&mut self, head: contracts::announce::Announcement) {
+        if !self.looking_for_head() {
+            return;
+        }
+        say!(
+            "found the head of cluster {} at {}:{}",
+            head.cluster,
+            head.server,
+            head.http_port
+        );
+        self.settings.server = Some(head.server);
+        self.settings.http_port = head.http_port;
+        self.settings.cluster.get_or_insert(head.cluster);
+        if self.settings.share.is_none() {
+            self.settings.share = head.share;
+        }
+        self.start_admission();
+        self.start_share();
+    }
+
+    /// The admission worker, asking the head `om.server=` names.
+    fn start_admission(&self) {
+        let (Some(server), Some(net)) = (self.settings.server, &self.net) else {
+            return;
+        };
+        let base = format!("http://{server}:{}", self.settings.http_port);
+        let cluster = head::cluster_id(&self.settings).to_string();
+        let iface = net.iface.clone();
+        let name = self.hostname.clone();
+        let tx = self.tx.clone();
+        spawn_worker("admit", "admission", move || {
+            admit(&base, &cluster, &iface, name.as_deref(), &tx)
+        });
     }
 
     /// Writes the key given as `hex` to [`key::KEY_FILE`]; `what` starts the
@@ -517,7 +573,8 @@ impl Supervisor {
     /// Once the network is up: the shared tree `om.share=` names, mounted by
     /// a worker thread that keeps trying.
     fn start_share(&mut self) {
-        if self.share_settled.is_some() {
+        // Heard from the head once it announces itself.
+        if self.share_settled.is_some() || self.looking_for_head() {
             return;
         }
         let share = match (&self.settings.share, &self.net) {

@@ -9,11 +9,14 @@
 //! 2. A machine admitted with the key it presents now is admitted.
 //! 3. A machine admitted with another key is admitted with the new one only
 //!    if it booted from this head since (its boot script, kernel or initrd
-//!    came from here after the admission) from the address it asks from: a
-//!    diskless node makes a new key each boot and has nowhere to keep one,
-//!    so a reboot through the head is what identifies it again. Anything
-//!    else is a second machine with a copied MAC: refused and reported
-//!    ([`contracts::admit::Refusal`]).
+//!    came from here after the admission, or, booted from the ISO or a USB
+//!    stick, it got its address lease from this head's DHCP) from the
+//!    address it asks from: a diskless node makes a new key each boot and
+//!    has nowhere to keep one, so a reboot through the head is what
+//!    identifies it again. Anything else is a second machine with a copied
+//!    MAC: refused and reported ([`contracts::admit::Refusal`]). An admin
+//!    who knows better (a machine booted from a USB stick beside a LAN whose
+//!    DHCP is not the head's) admits the refused key with `omctl admit`.
 //! 4. A new machine, under [`Policy::Auto`], is admitted if it booted from
 //!    this head within [`AUTO_WINDOW_S`] from the address it asks from;
 //!    otherwise, and always under [`Policy::Manual`], it waits as pending
@@ -252,6 +255,17 @@ impl Book {
             .machines
             .get_mut(&mac)
             .expect("the MAC was just found in the book");
+        // Admitting a machine whose new key was refused since lets that key
+        // in: the admin has seen the refusal in `omctl nodes`.
+        let refused = self
+            .refusals
+            .iter()
+            .rev()
+            .find(|r| r.mac == mac && r.at >= m.since);
+        if let (Verdict::Admit, Some(r)) = (verdict, refused) {
+            m.public = r.public;
+            m.address = r.address;
+        }
         m.standing = match verdict {
             Verdict::Admit => Standing::Admitted,
             Verdict::Reject => Standing::Rejected,
@@ -631,6 +645,21 @@ mod tests {
         assert!(changed);
         assert_eq!(book.admitted_key(r.mac), Some(k2.public()));
         assert_eq!(book.list(Policy::Manual).refusals.len(), 1);
+
+        // The admin knows it is the same machine (booted from a USB stick,
+        // its lease from another DHCP server): `omctl admit` takes the
+        // refused key, and that key is admitted from then on.
+        book.decide("52:54:00:00:00:01", Verdict::Admit, 2045)
+            .unwrap();
+        assert_eq!(book.admitted_key(r.mac), Some(r3.public));
+        assert_eq!(
+            book.ask(Policy::Manual, &r3, ip(150), None, 2046),
+            (Answer::Admit, false)
+        );
+        // Admitting again with no newer refusal keeps the key.
+        book.decide("52:54:00:00:00:01", Verdict::Admit, 2047)
+            .unwrap();
+        assert_eq!(book.admitted_key(r.mac), Some(r3.public));
 
         // Rejected stays refused, whatever it presents.
         book.decide("52:54:00:00:00:01", Verdict::Reject, 2050)

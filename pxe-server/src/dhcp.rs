@@ -264,6 +264,14 @@ async fn deliver(
         if let Some(n) = nodes {
             if ex.arch.is_some() || ex.file.is_some() {
                 n.record_dhcp(ex.mac, ex.ip.map(Into::into), ex.arch, None);
+            } else if let Some(lease) = o
+                .persist
+                .iter()
+                .find(|l| l.mac == ex.mac && l.state == crate::leases::LeaseState::Active)
+            {
+                // Not a network boot (a machine booted from the ISO or a
+                // USB stick), but a lease this head granted.
+                n.record_lease(lease.mac, lease.ip.into());
             }
         }
     }

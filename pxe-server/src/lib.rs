@@ -13,9 +13,12 @@
 //! - [`image`]: the image directory written by `ombuild image`.
 //! - [`share`]: the shared tree at `/cluster` (`--share`): nfs-ganesha's
 //!   configuration and its supervision.
+//! - [`announce`]: the head's multicast announcement, for machines booted
+//!   from the ISO or a USB stick.
 //! - [`serve`]: wires everything together for `omboot serve`.
 
 pub mod admission;
+pub mod announce;
 pub mod boot;
 pub mod config;
 pub mod dhcp;

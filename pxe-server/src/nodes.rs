@@ -53,10 +53,28 @@ pub struct NodeRecord {
     /// The latest boot stage seen.
     pub stage: BootStage,
     /// Unix seconds of the latest fetch of its boot script, kernel or
-    /// initrd from this server: when it last booted from this head
-    /// (admission trusts that, see `admission`).
+    /// initrd from this server, or of the latest lease this server granted
+    /// a machine that booted from a medium: when it last booted from this
+    /// head (admission trusts that, see `admission`).
     #[serde(default)]
     pub booted_at: Option<u64>,
+}
+
+impl NodeRecord {
+    /// A machine first seen at `now`, at `stage`.
+    fn first(mac: MacAddr, stage: BootStage, now: u64) -> Self {
+        NodeRecord {
+            mac,
+            address: None,
+            architecture: None,
+            architecture_name: None,
+            hostname: None,
+            first_seen: now,
+            last_seen: now,
+            stage,
+            booted_at: None,
+        }
+    }
 }
 
 /// The readable name of an RFC 4578 client architecture code.
@@ -117,26 +135,41 @@ impl NodeRegistry {
 
     /// Records that `mac` reached `stage`, merging in what `obs` saw.
     pub fn record(&self, mac: MacAddr, stage: BootStage, obs: Observation) {
+        let booted = matches!(
+            stage,
+            BootStage::Script | BootStage::Kernel | BootStage::Initrd
+        );
+        self.note(mac, Some(stage), booted, obs);
+    }
+
+    /// Records that this head leased `address` to `mac`, a machine that
+    /// did not netboot (booted from the ISO or a USB stick): it counts as
+    /// booting from this head (`booted_at`, which `admission` trusts the
+    /// way it trusts a boot-file fetch), without changing its stage.
+    pub fn record_lease(&self, mac: MacAddr, address: IpAddr) {
+        let obs = Observation {
+            address: Some(address),
+            ..Default::default()
+        };
+        self.note(mac, None, true, obs);
+    }
+
+    /// Merges what was seen of `mac` now: its new `stage` (kept if `None`;
+    /// a new machine starts at DHCP), whether that was a boot from this
+    /// head, and `obs`.
+    fn note(&self, mac: MacAddr, stage: Option<BootStage>, booted: bool, obs: Observation) {
         let now = unix_now();
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let rec = inner.by_mac.entry(mac).or_insert_with(|| NodeRecord {
-            mac,
-            address: None,
-            architecture: None,
-            architecture_name: None,
-            hostname: None,
-            first_seen: now,
-            last_seen: now,
-            stage,
-            booted_at: None,
-        });
+        let rec = inner
+            .by_mac
+            .entry(mac)
+            .or_insert_with(|| NodeRecord::first(mac, stage.unwrap_or(BootStage::Dhcp), now));
         rec.last_seen = now;
-        rec.stage = stage;
-        if matches!(
-            stage,
-            BootStage::Script | BootStage::Kernel | BootStage::Initrd
-        ) {
+        if let Some(stage) = stage {
+            rec.stage = stage;
+        }
+        if booted {
             rec.booted_at = Some(now);
         }
         if let Some(ip) = obs.address {
@@ -312,6 +345,22 @@ mod tests {
         assert_eq!(r.mac_for_ip(a), None);
         assert_eq!(r.mac_for_ip(b), Some(mac));
         assert_eq!(r.get(mac).unwrap().architecture, Some(7));
+    }
+
+    #[test]
+    fn a_lease_to_a_machine_booted_from_a_medium_counts_as_a_boot_here() {
+        let r = NodeRegistry::new();
+        let mac = MacAddr([2, 0, 0, 0, 0, 2]);
+        let a = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
+        r.record_lease(mac, a);
+        let rec = r.get(mac).unwrap();
+        assert_eq!(rec.stage, BootStage::Dhcp);
+        assert!(rec.booted_at.is_some());
+        assert_eq!(r.mac_for_ip(a), Some(mac));
+        // A netbooted node's later lease keeps the stage it reached.
+        r.record_ip(a, BootStage::Initrd);
+        r.record_lease(mac, a);
+        assert_eq!(r.get(mac).unwrap().stage, BootStage::Initrd);
     }
 
     #[test]

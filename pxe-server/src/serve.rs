@@ -1,5 +1,6 @@
 //! `omboot serve`: open the lease store, bind every socket, and run DHCP (or
-//! ProxyDHCP), TFTP and HTTP until the shutdown future resolves.
+//! ProxyDHCP), TFTP, HTTP and the head's announcement until the shutdown
+//! future resolves.
 //!
 //! Binding happens here, before anything is served, so a port that cannot be
 //! had stops the whole server at once with an error naming it; the servers
@@ -34,7 +35,7 @@ pub enum ServeError {
     /// A TFTP or HTTP socket could not be bound.
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind {
-        /// "tftp" or "http".
+        /// "tftp", "http" or "announce".
         what: &'static str,
         /// The address.
         addr: std::net::SocketAddr,
@@ -122,6 +123,24 @@ pub async fn run(
             })?;
         http_listeners.push(l);
     }
+    let mut announcers = Vec::new();
+    for iface in &config.interfaces {
+        let what = contracts::announce::Announcement {
+            cluster: config.cluster.clone(),
+            server: iface.addr,
+            http_port: config.http_port,
+            share: config.share.as_ref().map(|s| s.for_nodes(iface.addr)),
+        };
+        let a =
+            crate::announce::Announcer::bind(&iface.name, iface.addr, &what).map_err(|source| {
+                ServeError::Bind {
+                    what: "announce",
+                    addr: SocketAddr::from((iface.addr, 0)),
+                    source,
+                }
+            })?;
+        announcers.push(a);
+    }
     let leases: Arc<dyn LeaseSource> = match &store {
         Some(s) => Arc::new(s.view()),
         None => Arc::new(Vec::<crate::nodes::LeaseView>::new()),
@@ -186,6 +205,13 @@ pub async fn run(
             )
             .await
             .map_err(ServeError::from)
+        });
+    }
+    {
+        let stop = stop.clone();
+        servers.spawn(async move {
+            crate::announce::run(announcers, stop).await;
+            Ok(())
         });
     }
     if let Some(ShareConfig::Serve(dir)) = &config.share {

@@ -466,7 +466,8 @@ fn check_shared_tree(lab: &mut ClusterLab) -> Result<()> {
 /// (`--admit manual` is the proxy mode's default): each machine waits as
 /// pending until `omctl admit` on the head, then joins; after a reboot it
 /// rejoins without a decision; a second machine presenting its MAC with
-/// another key is refused and reported.
+/// another key is refused and reported. A machine booted from the ISO,
+/// whose command line names no head, finds it by its announcement.
 #[test]
 fn qemu_proxy_mode_beside_the_lans_own_dhcp_server() -> Result<()> {
     if !lab::gate::qemu_tests() {
@@ -565,6 +566,47 @@ fn qemu_proxy_mode_beside_the_lans_own_dhcp_server() -> Result<()> {
         "the rebooted machine alive",
         Duration::from_secs(60),
         |v| ClusterLab::nodes_in_state(v, "alive").contains(&mine),
+    )?;
+    check_medium_boot_finds_the_head(&mut lab)
+}
+
+/// A machine booted from the ISO's default entry ("compute node", nothing
+/// on its command line naming a head) in place of the third machine: it
+/// gets its address from the LAN's router, hears the head's announcement,
+/// waits as pending (manual admission) until `omctl admit`, then joins
+/// with the head's cluster name and shared tree setting.
+fn check_medium_boot_finds_the_head(lab: &mut ClusterLab) -> Result<()> {
+    let iso = lab.config().image_dir.join("node.iso");
+    ensure!(iso.is_file(), "ombuild wrote no {}", iso.display());
+    let mac = lab::lab_mac(0x20);
+    lab.replace_with_medium(2, "usb1", mac, &iso, lab::Medium::Usb)?;
+    let node = &mut lab.nodes[2];
+    let line = node
+        .wait_for("found the head of cluster", JOIN_TIMEOUT)
+        .with_context(|| format!("{} booted from the ISO", node.name()))?;
+    eprintln!("{}: {line}", node.name());
+    let line = node
+        .wait_for("admission pending", JOIN_TIMEOUT)
+        .with_context(|| format!("{} asking the head it heard", node.name()))?;
+    eprintln!("{}: {line}", node.name());
+    let said = omctl_ok(lab, &["admit", &mac.to_string()])?;
+    eprintln!("{said}");
+    let node = &mut lab.nodes[2];
+    let line = node
+        .wait_for("joined cluster", JOIN_TIMEOUT)
+        .with_context(|| format!("{} after omctl admit", node.name()))?;
+    eprintln!("{}: {line}", node.name());
+    let name = node.node_name();
+    ensure!(
+        node.console().contains(&format!("--cluster {CLUSTER} ")),
+        "the ISO-booted machine did not take the head's cluster name:\n{}",
+        node.console()
+    );
+    wait_for_view(
+        lab,
+        "the ISO-booted machine alive",
+        Duration::from_secs(60),
+        |v| ClusterLab::nodes_in_state(v, "alive").contains(&name),
     )?;
     Ok(())
 }
