@@ -300,11 +300,13 @@ async fn freeze_and_send(
     stdin_closed: bool,
 ) -> Result<Sent, String> {
     let init = job.started.init;
+    let turn = job::criu::dump_turn().await;
     let frozen_at = Instant::now();
     job::stop(init).await?;
     drain(job, home).await;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
-    let took = job::criu::dump(init, dir).await?;
+    let took = job::criu::dump(init, dir, &turn).await?;
+    drop(turn);
     info!(job = %job.info.job, ms = took.as_millis() as u64, "dumped");
     let mut s = connect(order.to_addr, &ctx.stream_key)
         .await

@@ -37,12 +37,24 @@ const PARASITE_PROC: &str = "/proc.crtools";
 /// and the second fails with "Can't get proc fd".
 static DUMPS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// This node's turn to dump, held from before the job stops until its dump
+/// is written, so that no job waits frozen for another's dump.
+pub struct DumpTurn {
+    _held: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// Waits for this node's turn to dump.
+pub async fn dump_turn() -> DumpTurn {
+    DumpTurn {
+        _held: DUMPS.lock().await,
+    }
+}
+
 /// Dumps the stopped job whose init is `init` into `dir`, leaving it
-/// stopped here (the caller kills or resumes it). Returns the time taken,
-/// waiting for another dump on this node included.
-pub async fn dump(init: u32, dir: &Path) -> Result<Duration, String> {
+/// stopped here (the caller kills or resumes it), in the node's dump turn
+/// `_turn`. Returns the time taken.
+pub async fn dump(init: u32, dir: &Path, _turn: &DumpTurn) -> Result<Duration, String> {
     let t = Instant::now();
-    let _one_at_a_time = DUMPS.lock().await;
     // A CRIU killed halfway leaves the directory behind, empty, and every
     // later dump would fail on it; an empty directory holds nothing.
     let _ = std::fs::remove_dir(PARASITE_PROC);
