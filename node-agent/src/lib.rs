@@ -9,6 +9,8 @@
 //! - [`membership`]: SWIM membership via `foca`, pure.
 //! - [`discovery`]: the multicast socket that finds peers with no configuration.
 //! - [`load`]: the load vector and the speed calibration.
+//! - [`cpu`]: the CPU features a moved job may rely on, compared before a
+//!   job moves.
 //! - [`share`]: the shared tree at `/cluster` as this node sees it (mounted,
 //!   answering, size), carried in the load vector.
 //! - [`placement`]: where a job should run, pure.
@@ -33,6 +35,7 @@ pub mod balance;
 pub mod cgroup;
 pub mod checkin;
 pub mod control;
+pub mod cpu;
 pub mod crypto;
 pub mod discovery;
 pub mod exec;

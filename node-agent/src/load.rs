@@ -53,6 +53,10 @@ pub struct LoadVector {
     /// Whether root's jobs may run here (`--allow-root-jobs`).
     #[serde(default)]
     pub root_jobs: bool,
+    /// The instruction-set features of this node's CPU a moved job may rely
+    /// on (see [`crate::cpu`]).
+    #[serde(default)]
+    pub cpu_features: crate::cpu::Features,
 }
 
 impl LoadVector {
@@ -130,6 +134,7 @@ pub fn sample(speed: f32, jobs: u32, started: u64, cpu_quota: u32) -> LoadVector
         moved_in: 0,
         moved_out: 0,
         root_jobs: false,
+        cpu_features: Default::default(),
     }
 }
 

@@ -47,6 +47,8 @@ pub struct Candidate {
     pub mem_free_kib: u64,
     /// Whether it can take moved jobs (CRIU works there).
     pub migratable: bool,
+    /// Its CPU's features (see [`crate::cpu`]).
+    pub cpu_features: crate::cpu::Features,
 }
 
 /// A job this agent placed on a node and has not seen end.
@@ -137,6 +139,7 @@ pub fn candidates(me: &str, local: &LoadVector, known: &[Known], root: bool) -> 
             background,
             mem_free_kib: load.mem_free_kib,
             migratable: load.criu,
+            cpu_features: load.cpu_features,
         });
         out.ids.push(k.id.clone());
     }
@@ -199,10 +202,21 @@ pub fn choose(
 }
 
 /// The node other than `current` where a job moved now would finish first
-/// (`omctl migrate JOB best`), among those that can take moved jobs.
+/// (`omctl migrate JOB best`), among those that can take moved jobs and
+/// have every CPU feature `current` has.
 pub fn best_elsewhere(c: &Candidates, current: &str) -> Option<NodeId> {
+    let from = c
+        .ids
+        .iter()
+        .position(|id| id.name == current)
+        .map(|i| c.candidates[i].cpu_features)
+        .unwrap_or_default();
     (0..c.candidates.len())
-        .filter(|&i| c.ids[i].name != current && c.candidates[i].migratable)
+        .filter(|&i| {
+            c.ids[i].name != current
+                && c.candidates[i].migratable
+                && from.fits(c.candidates[i].cpu_features)
+        })
         .min_by(|&a, &b| {
             expected_finish(&c.candidates[a]).total_cmp(&expected_finish(&c.candidates[b]))
         })
@@ -232,6 +246,7 @@ mod tests {
             background: 0.0,
             mem_free_kib: 1 << 20,
             migratable: true,
+            cpu_features: Default::default(),
         }
     }
 
@@ -389,6 +404,27 @@ mod tests {
             candidates("me", &blocked, &known, false).ids,
             vec![me.clone()]
         );
+    }
+
+    #[test]
+    fn best_elsewhere_skips_a_cpu_without_the_jobs_features() {
+        use crate::cpu::Features;
+        let (rich, poor) = (Features(0b111), Features(0b001));
+        let mut a = node("a", 1, 1.0, 100, 3);
+        a.cpu_features = rich;
+        // b is the fastest and idle, but lacks features a has.
+        let mut b = node("b", 4, 2.0, 100, 0);
+        b.cpu_features = poor;
+        let mut c = node("c", 1, 1.0, 100, 1);
+        c.cpu_features = rich;
+        let cands = Candidates {
+            candidates: vec![a, b, c],
+            ids: vec![id("a", 1, 1), id("b", 2, 1), id("c", 3, 1)],
+            local: Some(0),
+        };
+        assert_eq!(best_elsewhere(&cands, "a").unwrap().name, "c");
+        // From a poorer CPU, anywhere with at least its features.
+        assert_eq!(best_elsewhere(&cands, "b").unwrap().name, "c");
     }
 
     #[test]

@@ -108,7 +108,10 @@ impl Controller {
         homes
             .iter()
             .map(|home| {
-                if let Some((id, _)) = fresh.iter().find(|(id, l)| id.name == *home && l.criu) {
+                let takes = |l: &crate::load::LoadVector| {
+                    l.criu && self.load.cpu_features.fits(l.cpu_features)
+                };
+                if let Some((id, _)) = fresh.iter().find(|(id, l)| id.name == *home && takes(l)) {
                     return Some(id.clone());
                 }
                 let to = placement::best_elsewhere(&c, &v.me.name)?;

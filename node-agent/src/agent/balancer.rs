@@ -179,7 +179,10 @@ impl Balancer {
                     demand: f64::from(l.demand) + pending,
                     mem_free_kib: l.mem_free_kib,
                     mem_total_kib: l.mem_total_kib,
-                    accepts: l.criu && !l.knobs.block && !l.knobs.quiet,
+                    accepts: l.criu
+                        && !l.knobs.block
+                        && !l.knobs.quiet
+                        && self.load.cpu_features.fits(l.cpu_features),
                     root_jobs: l.root_jobs,
                 };
                 (node, id)

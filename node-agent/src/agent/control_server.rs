@@ -276,18 +276,34 @@ impl Controller {
                 job.job, job.node
             )));
         }
-        let blocked = self
-            .view
-            .lock()
-            .expect("view")
-            .fresh_peers(Duration::from_secs(3))
-            .iter()
-            .any(|(id, l)| id.name == target.name && l.knobs.block);
-        if blocked && job.home != target.name {
+        let (fresh, me) = {
+            let v = self.view.lock().expect("view");
+            (v.fresh_peers(Duration::from_secs(3)), v.me.name.clone())
+        };
+        let vector = |name: &str| {
+            if name == me {
+                return Some(local.clone());
+            }
+            fresh
+                .iter()
+                .find(|(id, _)| id.name == name)
+                .map(|(_, l)| l.clone())
+        };
+        let (from, to) = (vector(&source.name), vector(&target.name));
+        if to.as_ref().is_some_and(|l| l.knobs.block) && job.home != target.name {
             return Err(bad(format!(
                 "node {} accepts no guest jobs (block)",
                 target.name
             )));
+        }
+        let features = |l: Option<crate::load::LoadVector>| l.map(|l| l.cpu_features);
+        if let Some(why) = crate::cpu::refusal(
+            &source.name,
+            features(from).unwrap_or_default(),
+            &target.name,
+            features(to).unwrap_or_default(),
+        ) {
+            return Err(bad(format!("job {} cannot move: {why}", job.job)));
         }
         info!(job = %job.job, from = %source.name, to = %target.name, uid, "ordering a migration");
         exec::order_migration(
@@ -442,6 +458,7 @@ mod tests {
             load: LocalLoad {
                 speed: 1.0,
                 cpu_quota: 100,
+                cpu_features: Default::default(),
                 exec: exec::ExecContext::new("a".into(), me.addr, [1; 32], None),
                 share: Arc::new(crate::share::Probe::start(None).unwrap()),
                 demand: Arc::default(),

@@ -14,6 +14,8 @@ use crate::load::{self, LoadVector};
 pub(super) struct LocalLoad {
     pub(super) speed: f32,
     pub(super) cpu_quota: u32,
+    /// What this CPU offers a job (read once at start).
+    pub(super) cpu_features: crate::cpu::Features,
     /// The jobs running here, the CRIU probe's verdict, the knobs.
     pub(super) exec: ExecContext,
     /// The shared tree's probe.
@@ -36,6 +38,7 @@ impl LocalLoad {
         }
         vector.knobs = *x.knobs.lock().expect("knobs");
         vector.root_jobs = x.allow_root_jobs;
+        vector.cpu_features = self.cpu_features;
         vector.guests = x
             .running
             .lock()

@@ -245,9 +245,11 @@ impl Agent {
         exec_ctx.knobs = Arc::new(Mutex::new(cfg.knobs));
         exec_ctx.admin = Some(admin_tx);
         exec_ctx.allow_root_jobs = cfg.allow_root_jobs;
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let load = LocalLoad {
             speed,
             cpu_quota: cfg.cpu_quota,
+            cpu_features: crate::cpu::Features::from_cpuinfo(&cpuinfo),
             exec: exec_ctx.clone(),
             share: share_probe,
             demand: Arc::default(),
