@@ -17,6 +17,11 @@ use crate::wire::{
     self, ExecRequest, ExitInfo, Frame, JobInfo, MigrateDone, MigrateOrder, WireError,
 };
 
+/// How long a node has to list its jobs: a node under emulation, busy
+/// dumping and restoring, takes seconds, and `omctl ps --all` leaves out a
+/// node that does not answer in time.
+const PS_ANSWER: Duration = Duration::from_secs(10);
+
 /// Asks the agent at `addr` which cluster jobs run there.
 pub async fn remote_jobs(
     addr: SocketAddr,
@@ -25,7 +30,7 @@ pub async fn remote_jobs(
     let mut s = connect(addr, stream_key).await?;
     wire::write_sealed(&mut s.wr, &mut s.send, &Frame::Ps).await?;
     match tokio::time::timeout(
-        Duration::from_secs(3),
+        PS_ANSWER,
         wire::read_sealed(&mut s.rd, &mut s.recv),
     )
     .await
