@@ -186,6 +186,15 @@ impl Book {
                     m.public.fingerprint(),
                     req.public.fingerprint()
                 );
+                // A refused machine asks again every few seconds: one entry
+                // per machine and key, the latest last.
+                let again = self
+                    .refusals
+                    .iter()
+                    .position(|r| r.mac == req.mac && r.public == req.public);
+                if let Some(i) = again {
+                    self.refusals.remove(i);
+                }
                 self.refusals.push_back(Refusal {
                     mac: req.mac,
                     address,
@@ -196,7 +205,7 @@ impl Book {
                 while self.refusals.len() > REFUSALS_KEPT {
                     self.refusals.pop_front();
                 }
-                (Answer::Refuse(reason), true)
+                (Answer::Refuse(reason), again.is_none())
             }
             _ if policy == Policy::Auto && fresh_boot => {
                 self.machines.insert(
@@ -645,6 +654,12 @@ mod tests {
         assert!(changed);
         assert_eq!(book.admitted_key(r.mac), Some(k2.public()));
         assert_eq!(book.list(Policy::Manual).refusals.len(), 1);
+        // Asking again is the same refusal, listed once.
+        let (answer, changed) = book.ask(Policy::Manual, &r3, ip(150), booted(2000, 101), 2043);
+        assert!(matches!(answer, Answer::Refuse(_)), "{answer:?}");
+        assert!(!changed);
+        assert_eq!(book.list(Policy::Manual).refusals.len(), 1);
+        assert_eq!(book.list(Policy::Manual).refusals[0].at, 2043);
 
         // The admin knows it is the same machine (booted from a USB stick,
         // its lease from another DHCP server): `omctl admit` takes the

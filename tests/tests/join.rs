@@ -60,10 +60,20 @@ fn a_workstation_joins_with_a_token_and_a_spent_expired_or_forged_one_is_refused
     let mut omboot = Background::spawn(omboot, &work.join("omboot.log"))?;
     let key_file = state.join("cluster.key");
     lab::cluster::wait_for_key(&key_file, &mut omboot)?;
-    let first_line = std::fs::read_to_string(work.join("omboot.log"))?;
+    // omboot says where the key is just after writing it: give the line a
+    // moment to reach the log.
+    let said = format!("omboot: cluster key in {}", key_file.display());
+    let start = Instant::now();
+    let log = loop {
+        let log = std::fs::read_to_string(work.join("omboot.log"))?;
+        if log.contains('\n') || start.elapsed() > Duration::from_secs(10) {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     ensure!(
-        first_line.starts_with(&format!("omboot: cluster key in {}", key_file.display())),
-        "omboot's first line does not say where the key is: {first_line}"
+        log.starts_with(&said),
+        "omboot's first line does not say where the key is: {log}"
     );
 
     let head_socket = work.join("head.sock");

@@ -570,25 +570,45 @@ fn qemu_proxy_mode_beside_the_lans_own_dhcp_server() -> Result<()> {
     check_medium_boot_finds_the_head(&mut lab)
 }
 
-/// A machine booted from the ISO's default entry ("compute node", nothing
-/// on its command line naming a head) in place of the third machine: it
-/// gets its address from the LAN's router, hears the head's announcement,
-/// waits as pending (manual admission) until `omctl admit`, then joins
-/// with the head's cluster name and shared tree setting.
+/// A second machine with the third machine's MAC, booted from the ISO's
+/// default entry ("compute node": nothing on its command line names a
+/// head), in place of the third: it gets its address from the LAN's
+/// router, hears the head's announcement and asks it; having neither the
+/// admitted key nor a boot through the head, it is refused, and `omctl
+/// nodes` reports it. The admin, who knows it is the same machine booted
+/// from a USB stick, admits its key with `omctl admit`, and it joins with
+/// the head's cluster name.
 fn check_medium_boot_finds_the_head(lab: &mut ClusterLab) -> Result<()> {
     let iso = lab.config().image_dir.join("node.iso");
     ensure!(iso.is_file(), "ombuild wrote no {}", iso.display());
-    let mac = lab::lab_mac(0x20);
-    lab.replace_with_medium(2, "usb1", mac, &iso, lab::Medium::Usb)?;
+    let mac = lab.nodes[2].spec().mac;
+    lab.replace_with_medium(2, "usb3", mac, &iso, lab::Medium::Usb)?;
     let node = &mut lab.nodes[2];
     let line = node
         .wait_for("found the head of cluster", JOIN_TIMEOUT)
         .with_context(|| format!("{} booted from the ISO", node.name()))?;
     eprintln!("{}: {line}", node.name());
+    let asking = node.wait_for("for admission as", JOIN_TIMEOUT)?;
+    let fingerprint = asking
+        .rsplit("machine key ")
+        .next()
+        .map(|f| f.trim_end_matches(')').trim().to_string())
+        .context("no machine key on the admission line")?;
     let line = node
-        .wait_for("admission pending", JOIN_TIMEOUT)
-        .with_context(|| format!("{} asking the head it heard", node.name()))?;
+        .wait_for("admission refused", JOIN_TIMEOUT)
+        .with_context(|| format!("{} with an admitted MAC", node.name()))?;
     eprintln!("{}: {line}", node.name());
+    ensure!(
+        line.contains("a second machine with the same MAC"),
+        "refused for another reason: {line}"
+    );
+    let listed = omctl_ok(lab, &["nodes"])?;
+    ensure!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&format!("refused {mac}")) && l.contains(&fingerprint)),
+        "the second machine's refusal is not reported:\n{listed}"
+    );
     let said = omctl_ok(lab, &["admit", &mac.to_string()])?;
     eprintln!("{said}");
     let node = &mut lab.nodes[2];

@@ -29,12 +29,7 @@ pub async fn remote_jobs(
 ) -> Result<Vec<JobInfo>, WireError> {
     let mut s = connect(addr, stream_key).await?;
     wire::write_sealed(&mut s.wr, &mut s.send, &Frame::Ps).await?;
-    match tokio::time::timeout(
-        PS_ANSWER,
-        wire::read_sealed(&mut s.rd, &mut s.recv),
-    )
-    .await
-    {
+    match tokio::time::timeout(PS_ANSWER, wire::read_sealed(&mut s.rd, &mut s.recv)).await {
         Ok(Ok(Some(Frame::PsReply(jobs)))) => Ok(jobs),
         Ok(Err(e)) => Err(e),
         _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "no job list").into()),
