@@ -46,7 +46,10 @@ fn serve(root: &Path, addr: &str) {
             registry: Arc::new(pxe_server::nodes::NodeRegistry::new()),
             leases: Arc::new(Vec::<pxe_server::nodes::LeaseView>::new()),
             cluster_id: "bench".into(),
-            key: contracts::key::ClusterKey::generate(),
+            keys: std::sync::Arc::new(pxe_server::keys::HeadKeys::new(
+                contracts::key::ClusterKey::generate(),
+                None,
+            )),
             admission: Arc::new(
                 pxe_server::admission::Store::open(
                     state_dir.path(),

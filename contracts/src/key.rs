@@ -35,6 +35,11 @@ pub enum Purpose {
     Stream,
     /// Authenticating an admin's requests to `omboot` (admission decisions).
     Admin,
+    /// Sealing a new cluster key sent to `omboot` during a rotation
+    /// ([`crate::rotate`]).
+    Rotate,
+    /// The key's public name ([`ClusterKey::fingerprint`]).
+    Fingerprint,
 }
 
 impl Purpose {
@@ -43,6 +48,8 @@ impl Purpose {
             Purpose::Datagram => b"datagram",
             Purpose::Stream => b"stream",
             Purpose::Admin => b"admin",
+            Purpose::Rotate => b"rotate",
+            Purpose::Fingerprint => b"fingerprint",
         }
     }
 }
@@ -115,6 +122,13 @@ impl ClusterKey {
     /// The key as 64 lowercase hex digits (the `om.key=` value).
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
+    }
+
+    /// A short public name for the key in cluster `cluster` (8 bytes of a
+    /// sub-key, as hex): what `omctl key` and `omctl status` show so an admin
+    /// can tell which key a node uses. It gives nothing of the key away.
+    pub fn fingerprint(&self, cluster: &str) -> String {
+        hex::encode(&self.derive(cluster, Purpose::Fingerprint)[..8])
     }
 
     /// The sub-key for `purpose` in cluster `cluster`.

@@ -14,6 +14,8 @@
 //! - [`admit`]: admission: the cluster key sealed to a booting machine's
 //!   own key pair (HPKE), the admit request and answer, the admin's list
 //!   and decisions and their signature.
+//! - [`rotate`]: key rotation: the ring of keys a member holds while the
+//!   cluster moves to a new key, and the new key sealed for `omboot`.
 //! - [`http`]: the check-in body ([`http::Checkin`]) the agent sends and
 //!   `omboot` reads, and the pure halves of the two small HTTP clients (URL
 //!   split, response parse).
@@ -36,4 +38,5 @@ pub mod image;
 pub mod key;
 pub mod mac;
 pub mod modules;
+pub mod rotate;
 pub mod share;

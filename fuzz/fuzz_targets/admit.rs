@@ -10,7 +10,10 @@
 //! checks without the token's secret; a token registered from the bytes is
 //! spent at most its uses, and never once expired; the head's multicast
 //! announcement (what a machine booted from the ISO trusts to find the
-//! head) decodes to something that encodes back to itself, or to an error.
+//! head) decodes to something that encodes back to itself, or to an error;
+//! a key rotation's sealed key made of arbitrary bytes never opens, and a
+//! key ring given arbitrary times keeps the new key and refuses a second
+//! rotation while the first runs.
 #![no_main]
 
 use std::collections::HashSet;
@@ -88,6 +91,18 @@ fuzz_target!(|data: &[u8]| {
         // As the head's announcement a machine booted from the ISO hears.
         if let Ok(a) = contracts::announce::Announcement::decode(body) {
             assert_eq!(contracts::announce::Announcement::decode(&a.encode()), Ok(a));
+        }
+        // As a key rotation handed to the head: its sealed key never opens
+        // without the key, and the ring follows its rules whatever the times.
+        if let Ok(req) = serde_json::from_slice::<contracts::rotate::RotateRequest>(body) {
+            assert!(contracts::rotate::open_key(&[&key], "c", &req.sealed).is_err());
+            let mut ring = contracts::rotate::KeyRing::new(key.clone());
+            let new = ClusterKey::from_bytes([8; 32]);
+            if ring.rotate(new.clone(), now, req.switch_in_ms, req.window_ms).is_ok() {
+                assert_eq!(ring.newest(), &new);
+                assert!(ring.accepted(now).contains(&&new));
+                assert!(ring.rotate(ClusterKey::from_bytes([9; 32]), now, 0, 5_000).is_err());
+            }
         }
         // And as an answer a node would try to open.
         if let Ok(AdmitAnswer::Admitted { cluster, enc, sealed }) =

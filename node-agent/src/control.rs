@@ -139,6 +139,20 @@ pub async fn token(
     }
 }
 
+/// Asks the local agent for its key's fingerprint (`rotate` None), or to
+/// rotate the cluster key with that window: the lines to print, or (exit
+/// status, why).
+pub async fn key(
+    path: &Path,
+    rotate: Option<u64>,
+) -> Result<Result<Vec<String>, (i32, String)>, ControlError> {
+    match request(path, &Frame::Key { rotate }).await? {
+        Frame::KeyDone(lines) => Ok(Ok(lines)),
+        Frame::Failed { code, message } => Ok(Err((code, message))),
+        other => Err(ControlError::Unexpected(format!("{other:?}"))),
+    }
+}
+
 /// The cluster jobs the local agent knows.
 pub async fn ps(path: &Path) -> Result<Vec<wire::JobInfo>, ControlError> {
     match request(path, &Frame::Ps).await? {

@@ -16,6 +16,12 @@
 //! ([`MAX_SKEW_MS`]) so a packet captured before a receiver forgot a session
 //! is too old by then. A restarted sender simply has a new session.
 //!
+//! During a key rotation ([`contracts::rotate`]) an [`Opener`] holds two
+//! keys and tries each ([`Opener::set_keys`]); a [`Sealer`] moves to the new
+//! key keeping its session and counter ([`Sealer::rekey`]), so receivers'
+//! replay windows carry on. An exec stream's server tries each key on the
+//! client's first frame ([`open_first`]).
+//!
 //! Exec streams: the client sends `"OMS1" | 32 random bytes`, the server
 //! answers 32 random bytes; each direction's key is HKDF of the stream root key
 //! with both nonces, so a recorded connection replayed later fails on the first
@@ -94,6 +100,12 @@ impl Sealer {
         }
     }
 
+    /// Seals from now on with `key`, in the same session: the counter goes
+    /// on, so a nonce never repeats and receivers' windows stay valid.
+    pub fn rekey(&mut self, key: &[u8; 32]) {
+        self.aead = XChaCha20Poly1305::new(key.into());
+    }
+
     /// This sealer's session id.
     pub fn session(&self) -> u64 {
         self.session
@@ -134,7 +146,7 @@ struct Window {
 
 /// Opens incoming datagrams and rejects replays.
 pub struct Opener {
-    aead: XChaCha20Poly1305,
+    aeads: Vec<XChaCha20Poly1305>,
     own_session: u64,
     sessions: HashMap<u64, Window>,
 }
@@ -152,10 +164,19 @@ impl Opener {
     /// An opener with a datagram key; packets of `own_session` are refused.
     pub fn new(key: &[u8; 32], own_session: u64) -> Self {
         Self {
-            aead: XChaCha20Poly1305::new(key.into()),
+            aeads: vec![XChaCha20Poly1305::new(key.into())],
             own_session,
             sessions: HashMap::new(),
         }
+    }
+
+    /// Accepts datagrams sealed with any of `keys` (tried in order) from
+    /// now on; the replay state is kept.
+    pub fn set_keys(&mut self, keys: &[[u8; 32]]) {
+        self.aeads = keys
+            .iter()
+            .map(|k| XChaCha20Poly1305::new(k.into()))
+            .collect();
     }
 
     /// Authenticates, decrypts and replay-checks one datagram.
@@ -184,15 +205,19 @@ impl Opener {
             }
         }
         let plaintext = self
-            .aead
-            .decrypt(
-                XNonce::from_slice(&header[4..28]),
-                Payload {
-                    msg: ct,
-                    aad: header,
-                },
-            )
-            .map_err(|_| OpenError::Forged)?;
+            .aeads
+            .iter()
+            .find_map(|aead| {
+                aead.decrypt(
+                    XNonce::from_slice(&header[4..28]),
+                    Payload {
+                        msg: ct,
+                        aad: header,
+                    },
+                )
+                .ok()
+            })
+            .ok_or(OpenError::Forged)?;
         self.record(session, counter, now_ms, window);
         Ok(Opened { session, plaintext })
     }
@@ -354,6 +379,24 @@ pub fn stream_ciphers(
     }
 }
 
+/// The server's ciphers for a stream whose first frame, `first`, opens
+/// under one of the stream root keys `roots`, with that frame's plaintext.
+pub fn open_first(
+    roots: &[[u8; 32]],
+    client_nonce: &[u8; 32],
+    server_nonce: &[u8; 32],
+    first: &[u8],
+) -> Result<(FrameCipher, FrameCipher, Vec<u8>), StreamError> {
+    roots
+        .iter()
+        .find_map(|root| {
+            let (send, mut recv) = stream_ciphers(root, client_nonce, server_nonce, Role::Server);
+            let plain = recv.open(first).ok()?;
+            Some((send, recv, plain))
+        })
+        .ok_or(StreamError::Forged)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,6 +463,44 @@ mod tests {
         let mut o = Opener::new(&[1; 32], 22);
         assert_eq!(o.open(NOW, &s.seal(NOW, b"x")), Err(OpenError::Forged));
         assert_eq!(o.sessions(), 0, "a forged packet must not create state");
+    }
+
+    #[test]
+    fn a_rotation_keeps_sessions_and_refuses_the_retired_key() {
+        let (old, new) = ([1; 32], [2; 32]);
+        let mut s = Sealer::new(&old, 11);
+        let mut o = Opener::new(&old, 22);
+        let before = s.seal(NOW, b"a");
+        o.open(NOW, &before).unwrap();
+        o.set_keys(&[old, new]);
+        s.rekey(&new);
+        let after = s.seal(NOW, b"b");
+        assert_eq!(o.open(NOW, &after).unwrap().plaintext, b"b");
+        assert!(matches!(
+            o.open(NOW, &before),
+            Err(OpenError::Replayed { .. })
+        ));
+        let mut straggler = Sealer::new(&old, 33);
+        let late = straggler.seal(NOW, b"c");
+        let later = straggler.seal(NOW, b"d");
+        assert!(
+            o.open(NOW, &late).is_ok(),
+            "the old key opens in the window"
+        );
+        o.set_keys(&[new]);
+        assert_eq!(o.open(NOW, &later), Err(OpenError::Forged));
+    }
+
+    #[test]
+    fn a_stream_opens_under_either_root() {
+        let (cn, sn) = ([1; 32], [2; 32]);
+        let (mut c_send, _) = stream_ciphers(&[8; 32], &cn, &sn, Role::Client);
+        let first = c_send.seal(b"exec");
+        let second = c_send.seal(b"more");
+        let (_, mut recv, plain) = open_first(&[[7; 32], [8; 32]], &cn, &sn, &first).unwrap();
+        assert_eq!(plain, b"exec");
+        assert_eq!(recv.open(&second).unwrap(), b"more");
+        assert!(open_first(&[[7; 32]], &cn, &sn, &first).is_err());
     }
 
     #[test]

@@ -368,6 +368,37 @@ pub enum Frame {
         /// Joins it allows.
         uses: u32,
     },
+    /// omctl → agent: the key in use (`rotate: None`), or move the whole
+    /// cluster to a new key (`omctl key rotate`, root only), the old key
+    /// accepted for `window_ms` after the switch. Answered with `KeyDone`
+    /// or `Failed`.
+    Key {
+        /// `Some(window_ms)` to rotate.
+        rotate: Option<u64>,
+    },
+    /// What `Key` found or did, a line each.
+    KeyDone(Vec<String>),
+    /// agent → agent during a rotation: take this key; seal with it after
+    /// `switch_in_ms`, refuse the old one `window_ms` after that. Answered
+    /// with `KeyDone` (empty, or a warning) or `Failed`.
+    NewKey {
+        /// The new cluster key.
+        key: KeyBytes,
+        /// From receipt to the switch, ms.
+        switch_in_ms: u64,
+        /// From the switch to the old key's end, ms.
+        window_ms: u64,
+    },
+}
+
+/// A cluster key's bytes in a frame; never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyBytes(pub [u8; 32]);
+
+impl std::fmt::Debug for KeyBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyBytes(..)")
+    }
 }
 
 impl Frame {

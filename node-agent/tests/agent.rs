@@ -328,6 +328,152 @@ fn wrong_key_forged_and_replayed_packets_change_nothing() {
     }
 }
 
+#[test]
+fn key_rotation_moves_eight_agents_to_a_new_key_without_a_death() {
+    if !util::netns_tests() {
+        return;
+    }
+    let n = 8;
+    // Nine namespaces: the ninth comes back with the old key at the end.
+    let mut c = Cluster::new("rot", 87, n + 1);
+    let old = std::fs::read_to_string(&c.key).unwrap();
+    let own_key = |c: &Cluster, i: usize| c.dir.path().join(format!("n{i}.key"));
+    for i in 0..n {
+        std::fs::copy(&c.key, own_key(&c, i)).unwrap();
+        let key = own_key(&c, i);
+        c.start_with(i, &key, &["--allow-root-jobs"]);
+    }
+    let all: Vec<usize> = (0..n).collect();
+    for i in 0..n {
+        c.wait_view(i, &all, "everyone");
+    }
+    let key_of = |c: &Cluster, i: usize| {
+        let o = c.omctl(i).arg("key").output().unwrap();
+        assert!(
+            o.status.success(),
+            "omctl key: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout_of(&o)
+            .split_whitespace()
+            .nth(4)
+            .unwrap_or_default()
+            .trim_end_matches([',', ';'])
+            .to_string()
+    };
+    let before = key_of(&c, 0);
+
+    let t0 = Instant::now();
+    let o = c
+        .omctl(0)
+        .args(["key", "rotate", "--window", "10s"])
+        .output()
+        .unwrap();
+    let said = stdout_of(&o);
+    eprintln!("{said}");
+    assert!(
+        o.status.success(),
+        "omctl key rotate: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let first = said.lines().next().unwrap_or_default().to_string();
+    let fingerprint = first
+        .strip_prefix("new cluster key ")
+        .and_then(|r| r.split(':').next())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_string();
+    assert!(first.contains(": 8 of 8 nodes took it;"), "{first}");
+    assert_ne!(fingerprint, before);
+    for i in 0..n {
+        assert_eq!(key_of(&c, i), fingerprint, "n{i} does not hold the new key");
+    }
+    let again = c.omctl(3).args(["key", "rotate"]).output().unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already under way"),
+        "a second rotation during the first: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // Through the switch (15 s) and the window (10 s): everybody stays
+    // alive in everybody's view.
+    while t0.elapsed() < Duration::from_secs(27) {
+        for i in 0..n {
+            let s = c.status(i).unwrap();
+            let alive = s.nodes.iter().filter(|x| x.state == "alive").count();
+            assert_eq!(
+                alive,
+                n,
+                "n{i} lost someone {:?} into the rotation: {s:?}",
+                t0.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for i in 0..n {
+        let log = c.log(i);
+        assert!(
+            !log.contains("Down("),
+            "n{i} declared someone dead during the rotation"
+        );
+        assert_eq!(
+            log.matches("datagram keys changed").count(),
+            3,
+            "n{i} did not take, switch to and settle on the new key once each"
+        );
+        let file = std::fs::read_to_string(own_key(&c, i)).unwrap();
+        assert_ne!(file, old, "n{i}'s key file still holds the old key");
+        assert_eq!(key_of(&c, i), fingerprint);
+        let o = c.omctl(i).arg("key").output().unwrap();
+        assert!(
+            !stdout_of(&o).contains("old key"),
+            "n{i} still speaks of the old key: {}",
+            stdout_of(&o)
+        );
+    }
+    let files: Vec<String> = (0..n)
+        .map(|i| std::fs::read_to_string(own_key(&c, i)).unwrap())
+        .collect();
+    assert!(files.iter().all(|f| *f == files[0]), "the key files differ");
+    // Exec streams use the new key.
+    let o = run_on(
+        &c,
+        0,
+        &["--node", "n5", "--", "sh", "-c", "echo moved-on"],
+        "",
+    );
+    assert_eq!(
+        stdout_of(&o),
+        "moved-on\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // A member that was away comes back with the old key: refused.
+    let refused_before = c.log(0).matches("failed authentication").count();
+    let key = c.key.clone();
+    c.start_with(n, &key, &[]);
+    let line = c.join_line(n);
+    assert!(
+        line.ends_with("(1 nodes)"),
+        "the old key joined someone: {line}"
+    );
+    wait_for("n0 to refuse the old key", LIMIT, || {
+        if c.log(0).matches("failed authentication").count() > refused_before {
+            Ok(())
+        } else {
+            Err("no refusal logged yet".into())
+        }
+    });
+    for i in 0..n {
+        let s = c.status(i).unwrap();
+        assert!(
+            !s.nodes.iter().any(|x| x.name == format!("n{n}")),
+            "n{i} lists the old-key node: {s:?}"
+        );
+    }
+}
+
 /// Receives `count` datagrams sent to the discovery group, inside netns `ns`.
 /// Packets from `skip` (the wrong-key agent itself) are not kept.
 fn capture(ns: &str, port: u16, count: usize, skip: &str) -> Vec<Vec<u8>> {

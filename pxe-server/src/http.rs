@@ -52,8 +52,8 @@ use contracts::admit::{
 };
 use contracts::cmdline::{KernelCmdline, OmParam, Param, INITRD_PARAM};
 use contracts::http::{Checkin, CHECKIN_PATH};
-use contracts::key::ClusterKey;
 use contracts::mac::MacAddr;
+use contracts::rotate::{self, RotateRequest, ROTATE_PATH};
 use contracts::share::{Share, GROUP_PATH, PASSWD_PATH};
 use serde::Deserialize;
 use tower::ServiceExt;
@@ -61,6 +61,7 @@ use tracing::{info, warn};
 
 use crate::admission::{Answer, BootSeen, Store};
 use crate::image::ImageDir;
+use crate::keys::{HeadKeyError, HeadKeys};
 use crate::nodes::{BootStage, LeaseSource, NodeRegistry, Observation};
 use crate::share::ShareConfig;
 use crate::tftp::path::{open_confined, PathError};
@@ -76,9 +77,9 @@ pub struct HttpState {
     pub leases: Arc<dyn LeaseSource>,
     /// Cluster id put on the kernel command line (`om.cluster=`).
     pub cluster_id: String,
-    /// The cluster key: sealed to admitted machines, and the root of the
-    /// admin's signature.
-    pub key: ClusterKey,
+    /// The cluster keys: the newest sealed to admitted machines, every one
+    /// still accepted the root of an admin's signature.
+    pub keys: Arc<HeadKeys>,
     /// Who has been let in.
     pub admission: Arc<Store>,
     /// The shared tree, put on the command line as `om.share=`.
@@ -116,6 +117,7 @@ pub fn router(state: HttpState) -> Router {
         .route(ADMIT_PATH, post(admit_machine))
         .route(ADMISSION_PATH, get(admission_list).post(admission_decide))
         .route(TOKENS_PATH, post(register_token))
+        .route(ROTATE_PATH, post(rotate_key))
         .route(JOIN_PATH, post(join))
         .route(PASSWD_PATH, get(passwd))
         .route(GROUP_PATH, get(group))
@@ -469,7 +471,7 @@ async fn admit_machine(
             info!(mac = %req.mac, client = %address, key, name = req.name.as_deref().unwrap_or(""), "admitted");
             admitted(
                 &st,
-                admit::seal(&st.key, &req.public, &st.cluster_id, req.mac),
+                admit::seal(&st.keys.newest(), &req.public, &st.cluster_id, req.mac),
             )
         }
         Answer::Pending(reason) => {
@@ -492,16 +494,23 @@ fn check_admin(
     body: &[u8],
 ) -> Option<Response> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    match admit::check_admin(
-        &st.key,
-        &st.cluster_id,
-        method.as_str(),
-        path,
-        header(TIME_HEADER),
-        header(AUTH_HEADER),
-        body,
-        unix_now(),
-    ) {
+    let mut outcome = Err(admit::AuthError::BadTag);
+    for key in st.keys.accepted() {
+        outcome = admit::check_admin(
+            &key,
+            &st.cluster_id,
+            method.as_str(),
+            path,
+            header(TIME_HEADER),
+            header(AUTH_HEADER),
+            body,
+            unix_now(),
+        );
+        if !matches!(outcome, Err(admit::AuthError::BadTag)) {
+            break;
+        }
+    }
+    match outcome {
         Ok(()) => None,
         Err(e) => {
             warn!(cause = %e, "admin request refused");
@@ -595,6 +604,48 @@ where
     }
 }
 
+/// A member hands over the cluster's new key (`omctl key rotate`): signed
+/// like every admin request, the key sealed under the old one.
+async fn rotate_key(
+    State(st): State<HttpState>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = check_admin(&st, &method, ROTATE_PATH, &headers, &body) {
+        return refused;
+    }
+    let req: RotateRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("malformed request: {e}\n")),
+    };
+    let accepted = st.keys.accepted();
+    let new = match rotate::open_key(
+        &accepted.iter().collect::<Vec<_>>(),
+        &st.cluster_id,
+        &req.sealed,
+    ) {
+        Ok(k) => k,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let fingerprint = new.fingerprint(&st.cluster_id);
+    let keys = st.keys.clone();
+    match tokio::task::spawn_blocking(move || keys.rotate(new, req.switch_in_ms, req.window_ms))
+        .await
+    {
+        Ok(Ok(fresh)) => {
+            info!(%fingerprint, fresh, switch_in_ms = req.switch_in_ms, window_ms = req.window_ms, "new cluster key");
+            text(StatusCode::OK, format!("{fingerprint}\n"))
+        }
+        Ok(Err(e @ HeadKeyError::Rotate(_))) => text(StatusCode::CONFLICT, format!("{e}\n")),
+        Ok(Err(e)) => {
+            warn!(cause = %e, "new cluster key refused");
+            text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
 /// A workstation joins with a token: the proof is checked before the token
 /// is spent, so a forged request costs the token nothing.
 async fn join(
@@ -616,20 +667,28 @@ async fn join(
             )
         }
     };
-    let token = match Token::for_id(&st.key, &st.cluster_id, &req.token) {
-        Ok(t) => t,
-        Err(_) => {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "token id {:?} is not {} hex digits",
-                    req.token,
-                    2 * TOKEN_ID_LEN
-                ),
-            )
+    // A token is made from the key of its day: during a rotation, from
+    // either; after it, tokens of the old key are void.
+    let mut tokens = Vec::new();
+    for key in st.keys.accepted() {
+        match Token::for_id(&key, &st.cluster_id, &req.token) {
+            Ok(t) => tokens.push(t),
+            Err(_) => {
+                return refused(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "token id {:?} is not {} hex digits",
+                        req.token,
+                        2 * TOKEN_ID_LEN
+                    ),
+                )
+            }
         }
-    };
-    if !admit::check_join_proof(&token, &req.public, &req.name, &req.proof) {
+    }
+    let Some(token) = tokens
+        .into_iter()
+        .find(|t| admit::check_join_proof(t, &req.public, &req.name, &req.proof))
+    else {
         return refused(
             StatusCode::FORBIDDEN,
             format!(
@@ -637,7 +696,7 @@ async fn join(
                 req.token
             ),
         );
-    }
+    };
     let store = st.admission.clone();
     let (token_id, mac, name, public) = (req.token.clone(), req.mac, req.name.clone(), req.public);
     let spent = tokio::task::spawn_blocking(move || {
@@ -653,7 +712,7 @@ async fn join(
     info!(client = %address, name = %req.name, token = %req.token, key = req.public.fingerprint(), "joined with a token");
     admitted(
         &st,
-        admit::seal_for_join(&st.key, &token, &req.public, &st.cluster_id),
+        admit::seal_for_join(&st.keys.newest(), &token, &req.public, &st.cluster_id),
     )
 }
 

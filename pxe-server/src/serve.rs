@@ -150,10 +150,13 @@ pub async fn run(
         registry: nodes.clone(),
         leases,
         cluster_id: config.cluster.clone(),
-        key: match &config.key {
-            Some(k) => k.clone(),
-            None => crate::config::state_key(&config.state)?.0,
-        },
+        keys: Arc::new(match &config.key {
+            Some(k) => crate::keys::HeadKeys::new(k.clone(), config.key_file.clone()),
+            None => {
+                let (key, path, _) = crate::config::state_key(&config.state)?;
+                crate::keys::HeadKeys::new(key, Some(path))
+            }
+        }),
         admission: Arc::new(crate::admission::Store::open(&config.state, config.admit)?),
         share: config.share.clone(),
     };

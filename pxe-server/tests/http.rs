@@ -57,7 +57,7 @@ impl Server {
             registry: registry.clone(),
             leases: Arc::new(leases),
             cluster_id: "test-cluster".into(),
-            key: key.clone(),
+            keys: Arc::new(pxe_server::keys::HeadKeys::new(key.clone(), None)),
             admission: Arc::new(
                 pxe_server::admission::Store::open(&dir.path().join("state"), policy).unwrap(),
             ),
@@ -287,6 +287,23 @@ async fn api_lists_leases_nodes_and_takes_checkins() {
     srv.stop().await;
 }
 
+/// The cluster key in an admission answer, opened by `machine` with `mac`.
+fn opened(
+    machine: &contracts::admit::MachineKey,
+    mac: &str,
+    answer: &contracts::admit::AdmitAnswer,
+) -> Result<contracts::key::ClusterKey, contracts::admit::AdmitError> {
+    let contracts::admit::AdmitAnswer::Admitted {
+        cluster,
+        enc,
+        sealed,
+    } = answer
+    else {
+        panic!("not admitted: {answer:?}")
+    };
+    machine.open(cluster, mac.parse().unwrap(), enc, sealed)
+}
+
 /// Admission over the wire: a machine that just fetched its boot script is
 /// admitted under `auto` and opens the sealed key; one that did not waits;
 /// the admin's list and decisions need the key's signature; an admitted
@@ -330,19 +347,12 @@ async fn admission_seals_the_key_to_the_machine_and_obeys_the_admin() {
             )
         }
     };
-    let signed = |method: &str, body: &str| {
+    let signed_with = |key: &contracts::key::ClusterKey, method: &str, path: &str, body: &str| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let tag = admin_tag(
-            &srv.key,
-            "test-cluster",
-            method,
-            ADMISSION_PATH,
-            now,
-            body.as_bytes(),
-        );
+        let tag = admin_tag(key, "test-cluster", method, path, now, body.as_bytes());
         vec![
             "-H".to_string(),
             format!("x-om-time: {now}"),
@@ -350,6 +360,8 @@ async fn admission_seals_the_key_to_the_machine_and_obeys_the_admin() {
             format!("x-om-auth: {tag}"),
         ]
     };
+
+    let signed = |method: &str, body: &str| signed_with(&srv.key, method, ADMISSION_PATH, body);
 
     // Booted from this head moments ago: admitted, and only its key opens
     // the answer.
@@ -362,19 +374,11 @@ async fn admission_seals_the_key_to_the_machine_and_obeys_the_admin() {
     let node = MachineKey::generate();
     let (status, answer) = ask("52:54:00:00:00:01", &node).await;
     assert_eq!(status, 200, "{answer:?}");
-    let AdmitAnswer::Admitted {
-        cluster,
-        enc,
-        sealed,
-    } = answer
-    else {
-        panic!("not admitted: {answer:?}")
-    };
-    let mac = "52:54:00:00:00:01".parse().unwrap();
-    assert_eq!(node.open(&cluster, mac, &enc, &sealed).unwrap(), srv.key);
-    assert!(MachineKey::generate()
-        .open(&cluster, mac, &enc, &sealed)
-        .is_err());
+    assert_eq!(
+        opened(&node, "52:54:00:00:00:01", &answer),
+        Ok(srv.key.clone())
+    );
+    assert!(opened(&MachineKey::generate(), "52:54:00:00:00:01", &answer).is_err());
 
     // Never booted here: pending.
     let stranger = MachineKey::generate();
@@ -422,5 +426,58 @@ async fn admission_seals_the_key_to_the_machine_and_obeys_the_admin() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let (status, answer) = ask("52:54:00:00:00:02", &stranger).await;
     assert_eq!(status, 200, "{answer:?}");
+
+    // A key rotation: the new key comes sealed under the old one, signed.
+    use contracts::rotate::{seal_key, RotateRequest, ROTATE_PATH};
+    let new = contracts::key::ClusterKey::generate();
+    let rotate = |sealed_with: &contracts::key::ClusterKey, key: &contracts::key::ClusterKey| {
+        serde_json::to_string(&RotateRequest {
+            sealed: seal_key(sealed_with, "test-cluster", key),
+            switch_in_ms: 0,
+            window_ms: 60_000,
+        })
+        .unwrap()
+    };
+    let post = |args: Vec<String>, body: String| {
+        let mut args = args;
+        args.extend(["--data-binary".into(), body]);
+        args
+    };
+    let body = rotate(&srv.key, &new);
+    let (status, _, _) = srv.curl(&["--data-binary", &body], ROTATE_PATH, &out).await;
+    assert_eq!(status, 401, "an unsigned rotation was taken");
+    let stranger_key = contracts::key::ClusterKey::generate();
+    let bad = rotate(&stranger_key, &new);
+    let args = post(signed_with(&srv.key, "POST", ROTATE_PATH, &bad), bad);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (status, body_out, _) = srv.curl(&args, ROTATE_PATH, &out).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body_out));
+    let args = post(signed_with(&srv.key, "POST", ROTATE_PATH, &body), body);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (status, body_out, _) = srv.curl(&args, ROTATE_PATH, &out).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body_out));
+    assert_eq!(
+        String::from_utf8_lossy(&body_out).trim(),
+        new.fingerprint("test-cluster")
+    );
+    // In the window both keys sign; a machine admitted now gets the new key.
+    for key in [&srv.key, &new] {
+        let args = signed_with(key, "GET", ADMISSION_PATH, "");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, _, _) = srv.curl(&args, ADMISSION_PATH, &out).await;
+        assert_eq!(status, 200, "a signature was refused in the window");
+    }
+    let (status, answer) = ask("52:54:00:00:00:02", &stranger).await;
+    assert_eq!(status, 200, "{answer:?}");
+    assert_eq!(
+        opened(&stranger, "52:54:00:00:00:02", &answer),
+        Ok(new.clone())
+    );
+    // A second rotation waits for the first to end.
+    let third = rotate(&new, &contracts::key::ClusterKey::generate());
+    let args = post(signed_with(&new, "POST", ROTATE_PATH, &third), third);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (status, body_out, _) = srv.curl(&args, ROTATE_PATH, &out).await;
+    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body_out));
     srv.stop().await;
 }

@@ -6,7 +6,9 @@
 //! settings; the agent started with those settings joins the head. The same
 //! token again, an expired one and a forged one are refused with one clear
 //! line each; the workstation runs a user's job but refuses root's, since
-//! it was not given `--allow-root-jobs`.
+//! it was not given `--allow-root-jobs`. Then the head rotates the key
+//! (`omctl key rotate`): `omboot`, the head's agent and the workstation
+//! take it, and a machine joining afterwards gets it.
 
 use std::net::Ipv4Addr;
 use std::process::{Command, Output, Stdio};
@@ -271,6 +273,53 @@ fn a_workstation_joins_with_a_token_and_a_spent_expired_or_forged_one_is_refused
         text(&listed.stdout).contains("token "),
         "the head does not list the joined machine: {}",
         text(&listed.stdout)
+    );
+
+    // The head rotates the key: omboot, the head's agent and the
+    // workstation all take it, and a token made afterwards gives it out.
+    let o = omctl_head(&["key", "rotate", "--window", "5s"])?;
+    let said = text(&o.stdout);
+    eprintln!("head: {said}");
+    ensure!(o.status.success(), "omctl key rotate: {}", text(&o.stderr));
+    ensure!(
+        said.contains(": 2 of 2 nodes took it;")
+            && said.contains(&format!("boot server http://{HEAD}:80 took the new key")),
+        "the rotation did not reach everyone: {said}"
+    );
+    let new_key = std::fs::read_to_string(&key_file)?;
+    ensure!(
+        new_key != head_key,
+        "omboot's key file still holds the old key"
+    );
+    ensure!(
+        std::fs::read_to_string(&ws_key_path)? == new_key,
+        "the workstation's key file is not the new key"
+    );
+    // After the switch (15 s) and the window (5 s), the workstation is still
+    // a member and runs jobs under the new key.
+    std::thread::sleep(Duration::from_secs(21));
+    let o = run(65534)?;
+    ensure!(
+        text(&o.stdout) == "ws1",
+        "after the rotation the workstation's job: {} {}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    let fresh = token_create(&["--ttl", "1h"])?;
+    let fresh = fresh
+        .split_whitespace()
+        .last()
+        .context("no token")?
+        .to_string();
+    let o = join(&fresh, "ws7")?;
+    ensure!(
+        o.status.success(),
+        "a join after the rotation: {}",
+        text(&o.stderr)
+    );
+    ensure!(
+        std::fs::read_to_string(ws_dir.join("ws7.key"))? == new_key,
+        "a machine joining after the rotation got another key"
     );
     Ok(())
 }

@@ -7,12 +7,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::keys::Keys;
 use contracts::admit::{
     admin_tag, Decision, Token, TokenInfo, TokenRequest, Verdict, ADMISSION_PATH, AUTH_HEADER,
     TIME_HEADER, TOKENS_PATH,
 };
 use contracts::http::CHECKIN_PATH;
-use contracts::key::ClusterKey;
 use tracing::info;
 
 use super::control_server::Controller;
@@ -24,17 +24,16 @@ use crate::wire::Frame;
 pub(crate) struct BootServer {
     /// `http://HEAD:PORT`, from the check-in URL.
     pub(crate) base: String,
-    /// The cluster key, to sign with.
-    pub(crate) key: ClusterKey,
-    /// The cluster id, bound into the signature.
-    pub(crate) cluster: String,
+    /// The cluster keys, to sign with (and the cluster id, bound into the
+    /// signature).
+    pub(crate) keys: Keys,
 }
 
 impl BootServer {
     /// The boot server behind a check-in URL (`http://HEAD:PORT/api/v1/checkin`).
-    pub(crate) fn from_checkin(url: &str, key: ClusterKey, cluster: String) -> Option<Self> {
+    pub(crate) fn from_checkin(url: &str, keys: Keys) -> Option<Self> {
         let base = url.strip_suffix(CHECKIN_PATH)?.to_string();
-        Some(Self { base, key, cluster })
+        Some(Self { base, keys })
     }
 }
 
@@ -64,7 +63,7 @@ impl Controller {
         uid: u32,
     ) -> Result<Frame, (i32, String)> {
         let server = self.boot_server_for(uid)?;
-        let token = Token::create(&server.key, &server.cluster);
+        let token = Token::create(&server.keys.newest(), server.keys.cluster());
         let req = TokenRequest {
             id: token.id_hex(),
             ttl_s,
@@ -118,7 +117,7 @@ impl Controller {
 
 /// One admin request to the boot server, signed with the cluster key; the
 /// answer's body when it is a 200.
-async fn signed(
+pub(super) async fn signed(
     server: &BootServer,
     method: &str,
     path: &str,
@@ -128,7 +127,8 @@ async fn signed(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let tag = admin_tag(&server.key, &server.cluster, method, path, now, &body);
+    let key = server.keys.sealing();
+    let tag = admin_tag(&key, server.keys.cluster(), method, path, now, &body);
     let headers = [(TIME_HEADER, now.to_string()), (AUTH_HEADER, tag)];
     let url = format!("{}{path}", server.base);
     let (status, answer) = crate::checkin::exchange(&url, method, &headers, &body)

@@ -66,8 +66,8 @@ pub(super) struct Controller {
     pub(super) launched: Jobs,
     /// Nodes membership declared dead (a relay to one gives up).
     pub(super) down: broadcast::Sender<NodeId>,
-    /// Root key of exec streams.
-    pub(super) stream_key: [u8; 32],
+    /// The cluster keys.
+    pub(super) keys: crate::keys::Keys,
     /// Numbers the jobs launched from here.
     pub(super) counter: Arc<AtomicU64>,
     /// Where admission requests go (from `--checkin`).
@@ -97,9 +97,10 @@ impl Controller {
     /// (asked in parallel; a node that does not answer is left out).
     async fn cluster_jobs(&self) -> Vec<JobInfo> {
         let peers = self.view.lock().expect("view").live_peers();
+        let stream_key = self.keys.stream();
         let asks = peers
             .iter()
-            .map(|id| exec::remote_jobs(id.addr, &self.stream_key));
+            .map(|id| exec::remote_jobs(id.addr, &stream_key));
         let mut all = self.jobs();
         for jobs in futures::future::join_all(asks).await.into_iter().flatten() {
             for j in jobs {
@@ -157,6 +158,13 @@ impl Controller {
             Frame::Admission { verdict } => {
                 let f = match self.admission(verdict, cred.uid()).await {
                     Ok(json) => Frame::AdmissionDone(json),
+                    Err((code, message)) => Frame::Failed { code, message },
+                };
+                let _ = wire::write_frame(&mut wr, &f).await;
+            }
+            Frame::Key { rotate } => {
+                let f = match self.key(rotate, cred.uid()).await {
+                    Ok(lines) => Frame::KeyDone(lines),
                     Err((code, message)) => Frame::Failed { code, message },
                 };
                 let _ = wire::write_frame(&mut wr, &f).await;
@@ -308,7 +316,7 @@ impl Controller {
         info!(job = %job.job, from = %source.name, to = %target.name, uid, "ordering a migration");
         exec::order_migration(
             source.addr,
-            &self.stream_key,
+            &self.keys.stream(),
             MigrateOrder {
                 job: job.job.clone(),
                 to: target.name.clone(),
@@ -422,7 +430,7 @@ impl Controller {
         let relay = exec::relay(
             target.addr,
             &target.name,
-            &self.stream_key,
+            &self.keys,
             exec_req,
             caller_rx,
             tap_tx,
@@ -453,19 +461,20 @@ mod tests {
             started_ms: 1,
             bump: 0,
         };
+        let keys = crate::keys::Keys::new(crate::key::ClusterKey::generate(), "c", None);
         let ctl = Controller {
             view: Arc::new(Mutex::new(View::new("c".into(), me.clone()))),
             load: LocalLoad {
                 speed: 1.0,
                 cpu_quota: 100,
                 cpu_features: Default::default(),
-                exec: exec::ExecContext::new("a".into(), me.addr, [1; 32], None),
+                exec: exec::ExecContext::new("a".into(), me.addr, keys.clone(), None),
                 share: Arc::new(crate::share::Probe::start(None).unwrap()),
                 demand: Arc::default(),
             },
             launched: Jobs::default(),
             down: broadcast::channel(1).0,
-            stream_key: [1; 32],
+            keys,
             counter: Arc::default(),
             boot_server: None,
         };

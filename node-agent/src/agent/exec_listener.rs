@@ -64,8 +64,9 @@ mod tests {
     async fn shutdown_ends_a_connection_waiting_for_its_request() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let key = [3u8; 32];
-        let ctx = ExecContext::new("t".into(), addr, key, None);
+        let keys = crate::keys::Keys::new(crate::key::ClusterKey::generate(), "t", None);
+        let key = keys.stream();
+        let ctx = ExecContext::new("t".into(), addr, keys, None);
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve(listener, ctx, stop.clone()));
         // After the handshake the target waits up to 5 s for the request.

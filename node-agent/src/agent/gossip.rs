@@ -27,7 +27,7 @@ use super::view::View;
 use super::{now_ms, AgentConfig, DISCOVERY_WINDOW, PRESENCE_PERIOD};
 use crate::crypto::{OpenError, Opener, Sealer};
 use crate::discovery;
-use crate::key::Purpose;
+use crate::keys::Keys;
 use crate::membership::{Effects, Event, Membership, NodeId, Timer};
 use crate::wire::Datagram;
 
@@ -38,6 +38,10 @@ pub(super) struct Gossip<'a> {
     group: SocketAddr,
     sealer: Sealer,
     opener: Opener,
+    /// The cluster keys, and the datagram keys derived from them that the
+    /// sealer and opener use now (the sealing one first).
+    keys: Keys,
+    dkeys: Vec<[u8; 32]>,
     membership: Membership,
     timers: TimerQueue<Timer<NodeId>>,
     view: Arc<Mutex<View>>,
@@ -64,7 +68,9 @@ impl<'a> Gossip<'a> {
         down: broadcast::Sender<NodeId>,
         on_join: Option<oneshot::Sender<IpAddr>>,
     ) -> Self {
-        let dkey = cfg.key.derive(&cfg.cluster, Purpose::Datagram);
+        let keys = load.exec.keys.clone();
+        let dkeys = keys.datagram();
+        let dkey = dkeys[0];
         let session: u64 = rand10::random();
         Self {
             cfg,
@@ -72,6 +78,8 @@ impl<'a> Gossip<'a> {
             group: discovery::group_addr(cfg.port),
             sealer: Sealer::new(&dkey, session),
             opener: Opener::new(&dkey, session),
+            keys,
+            dkeys,
             membership: Membership::new(me),
             timers: TimerQueue::new(),
             view,
@@ -181,6 +189,7 @@ impl<'a> Gossip<'a> {
     /// Our presence out, the view refreshed, the join line if it is time,
     /// and every 20 ticks the replay window and the introductions pruned.
     fn on_tick(&mut self) {
+        self.sync_keys();
         let id = self.membership.identity().clone();
         let presence = Datagram::Presence {
             id,
@@ -211,6 +220,18 @@ impl<'a> Gossip<'a> {
             self.opener.forget_idle(now_ms());
             self.announced
                 .retain(|_, t| t.elapsed() < Duration::from_secs(10));
+        }
+    }
+
+    /// Follows a key rotation: seals with the ring's sealing key and opens
+    /// with every key it accepts, from this tick on.
+    fn sync_keys(&mut self) {
+        let now = self.keys.datagram();
+        if now != self.dkeys {
+            self.sealer.rekey(&now[0]);
+            self.opener.set_keys(&now);
+            info!(keys = now.len(), "datagram keys changed (key rotation)");
+            self.dkeys = now;
         }
     }
 

@@ -16,6 +16,9 @@
 //! - `admin`: knob requests (`block`, `expel`, …) other agents forward.
 //! - `admission`: the admin's admission requests, relayed signed to the
 //!   boot server (on `omctl`'s connection, not a task of its own).
+//! - `rotation`: `omctl key rotate`, handing a new cluster key to the boot
+//!   server and every member (also on `omctl`'s connection). The keys
+//!   themselves, two during a rotation, are a [`Keys`] every part shares.
 //! - [`crate::checkin`]: with `--checkin`, the check-in with the boot server,
 //!   which waits until the gossip loop reports the join.
 //!
@@ -39,6 +42,7 @@ mod control_server;
 mod exec_listener;
 mod gossip;
 mod local_load;
+mod rotation;
 mod timers;
 mod view;
 
@@ -57,7 +61,8 @@ use tracing::info;
 use crate::cgroup::{self, CgroupError, JobCgroup};
 use crate::discovery::{self, DiscoveryError, Interface};
 use crate::exec::{ExecContext, Jobs};
-use crate::key::{ClusterKey, Purpose};
+use crate::key::ClusterKey;
+use crate::keys::Keys;
 use crate::load;
 use crate::membership::NodeId;
 
@@ -82,6 +87,8 @@ pub const PRESENCE_PERIOD: Duration = Duration::from_millis(500);
 pub struct AgentConfig {
     /// The cluster key.
     pub key: ClusterKey,
+    /// The file it came from, rewritten when a rotation hands out a new key.
+    pub key_file: Option<PathBuf>,
     /// Cluster id.
     pub cluster: String,
     /// This node's name.
@@ -232,7 +239,7 @@ impl Agent {
             cgroup,
             speed,
         } = self;
-        let stream_key = cfg.key.derive(&cfg.cluster, Purpose::Stream);
+        let keys = Keys::new(cfg.key.clone(), &cfg.cluster, cfg.key_file.clone());
         let share_probe = Arc::new(crate::share::Probe::start(cfg.share.clone()).map_err(
             |source| AgentError::Listen {
                 what: "the shared tree's probe thread".into(),
@@ -241,7 +248,7 @@ impl Agent {
         )?);
         let view = Arc::new(Mutex::new(View::new(cfg.cluster.clone(), me.clone())));
         let (admin_tx, admin_rx) = mpsc::channel(8);
-        let mut exec_ctx = ExecContext::new(me.name.clone(), me.addr, stream_key, cgroup.clone());
+        let mut exec_ctx = ExecContext::new(me.name.clone(), me.addr, keys.clone(), cgroup.clone());
         exec_ctx.knobs = Arc::new(Mutex::new(cfg.knobs));
         exec_ctx.admin = Some(admin_tx);
         exec_ctx.allow_root_jobs = cfg.allow_root_jobs;
@@ -276,11 +283,12 @@ impl Agent {
             load: load.clone(),
             launched: Jobs::default(),
             down: down.clone(),
-            stream_key,
+            keys: keys.clone(),
             counter: Arc::new(AtomicU64::new(0)),
-            boot_server: cfg.checkin.as_deref().and_then(|url| {
-                admission::BootServer::from_checkin(url, cfg.key.clone(), cfg.cluster.clone())
-            }),
+            boot_server: cfg
+                .checkin
+                .as_deref()
+                .and_then(|url| admission::BootServer::from_checkin(url, keys.clone())),
         };
         tasks.spawn(control_server::serve(control, ctl.clone(), stop.clone()));
         tasks.spawn(admin::serve(admin_rx, ctl.clone(), stop.clone()));

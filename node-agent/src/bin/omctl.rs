@@ -137,6 +137,12 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// The cluster key this node uses (its fingerprint), and `omctl key
+    /// rotate`: move every live member to a new key.
+    Key {
+        #[command(subcommand)]
+        action: Option<KeyAction>,
+    },
     /// Join this machine to a cluster with a token from `omctl token
     /// create`: fetches the cluster key (sealed to this machine, never in
     /// the clear), writes it 0600 with the agent's settings, and starts
@@ -171,6 +177,20 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum KeyAction {
+    /// Make a new cluster key and move every live member and the boot
+    /// server to it without dropping anyone: they seal with the new key
+    /// 15 s from now and refuse the old one WINDOW after that. Members away
+    /// meanwhile rejoin through admission. Takes root.
+    Rotate {
+        /// How long the old key is still accepted after the switch: N, Ns,
+        /// Nm, Nh or Nd (5 s to 1 d).
+        #[arg(long, default_value = "60s", value_parser = parse_ttl)]
+        window: u64,
+    },
+}
+
+#[derive(Subcommand)]
 enum TokenAction {
     /// Make a token a workstation joins with, and print the join command.
     /// Takes root; made on this node and registered with the head.
@@ -182,6 +202,22 @@ enum TokenAction {
         #[arg(long, default_value_t = 1)]
         uses: u32,
     },
+}
+
+/// Prints an agent's answer, a line each, or its failure; the exit status.
+fn lines_or_failure(answer: Result<Vec<String>, (i32, String)>) -> i32 {
+    match answer {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            0
+        }
+        Err((code, message)) => {
+            eprintln!("omctl: {message}");
+            code
+        }
+    }
 }
 
 /// A duration in seconds: `90`, `90s`, `30m`, `1h`, `2d`.
@@ -271,18 +307,13 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             let Some(action) = KnobAction::parse(&word) else {
                 anyhow::bail!("unknown knob {word} (one of {})", KNOB_WORDS.join(", "));
             };
-            return Ok(match control::knob(&socket, node, action).await? {
-                Ok(lines) => {
-                    for l in lines {
-                        println!("{l}");
-                    }
-                    0
-                }
-                Err((code, message)) => {
-                    eprintln!("omctl: {message}");
-                    code
-                }
-            });
+            return Ok(lines_or_failure(
+                control::knob(&socket, node, action).await?,
+            ));
+        }
+        Command::Key { action } => {
+            let rotate = action.map(|KeyAction::Rotate { window }| window.saturating_mul(1000));
+            return Ok(lines_or_failure(control::key(&socket, rotate).await?));
         }
         Command::Shell { args } => return shell(&socket, args).await,
         Command::Nodes { pending, json } => {

@@ -174,6 +174,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         knobs,
         allow_root_jobs: args.allow_root_jobs,
         key,
+        key_file: Some(args.key_file.clone()),
         cluster: args.cluster,
         name,
         socket: args.socket,

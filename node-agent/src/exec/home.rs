@@ -58,7 +58,7 @@ const MOVE_LIMIT: Duration = Duration::from_secs(330);
 pub async fn relay(
     addr: SocketAddr,
     target: &str,
-    stream_key: &[u8; 32],
+    keys: &crate::keys::Keys,
     req: ExecRequest,
     mut caller_rx: mpsc::Receiver<Result<Frame, WireError>>,
     caller_tx: mpsc::Sender<Frame>,
@@ -68,7 +68,7 @@ pub async fn relay(
     let (mut addr, mut target) = (addr, target.to_string());
     let mut first = Frame::Exec(req);
     'connect: loop {
-        let s = match connect(addr, stream_key).await {
+        let s = match connect(addr, &keys.stream()).await {
             Ok(s) => s,
             Err(e) => {
                 return RelayEnd::Failed(
@@ -188,6 +188,26 @@ pub async fn order_migration(
 ) -> Result<MigrateDone, (i32, String)> {
     match ask(addr, stream_key, &Frame::MigrateJob(order), MOVE_LIMIT).await? {
         Frame::Migrated(done) => Ok(done),
+        other => Err((EXIT_NODE_LOST, format!("node at {addr} answered {other:?}"))),
+    }
+}
+
+/// Hands the agent at `addr` a new cluster key during a rotation; a
+/// warning line if it took the key only in memory.
+pub async fn hand_key(
+    addr: SocketAddr,
+    stream_key: &[u8; 32],
+    key: crate::wire::KeyBytes,
+    switch_in_ms: u64,
+    window_ms: u64,
+) -> Result<Vec<String>, (i32, String)> {
+    let req = Frame::NewKey {
+        key,
+        switch_in_ms,
+        window_ms,
+    };
+    match ask(addr, stream_key, &req, Duration::from_secs(10)).await? {
+        Frame::KeyDone(lines) => Ok(lines),
         other => Err((EXIT_NODE_LOST, format!("node at {addr} answered {other:?}"))),
     }
 }

@@ -308,7 +308,7 @@ async fn freeze_and_send(
     let took = job::criu::dump(init, dir, &turn).await?;
     drop(turn);
     info!(job = %job.info.job, ms = took.as_millis() as u64, "dumped");
-    let mut s = connect(order.to_addr, &ctx.stream_key)
+    let mut s = connect(order.to_addr, &ctx.keys.stream())
         .await
         .map_err(|e| format!("cannot reach node {}: {e}", order.to))?;
     let imm = Immigrant {
@@ -496,7 +496,7 @@ pub(super) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStr
         );
     }
     if !commit {
-        commit = ask_outcome(imm.from_addr, &ctx.stream_key, &name, imm.attempt).await;
+        commit = ask_outcome(imm.from_addr, &ctx.keys.stream(), &name, imm.attempt).await;
     }
     let mut started = started;
     if !commit {

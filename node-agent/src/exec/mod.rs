@@ -43,7 +43,7 @@ use crate::balance::Knobs;
 use crate::cgroup::JobCgroup;
 use crate::wire::JobInfo;
 
-pub use home::{order_migration, relay, remote_jobs, remote_knob, RelayEnd};
+pub use home::{hand_key, order_migration, relay, remote_jobs, remote_knob, RelayEnd};
 pub use migrate::{MigrateCmd, MigrateResult, SPOOL};
 pub use stream::{accept, connect, plain_reader, SecureStream};
 pub use target::serve;
@@ -75,8 +75,8 @@ pub struct ExecContext {
     pub node: String,
     /// This agent's address (what other agents connect to).
     pub addr: SocketAddr,
-    /// Root key of exec streams.
-    pub stream_key: [u8; 32],
+    /// The cluster keys: exec streams are sealed with them.
+    pub keys: crate::keys::Keys,
     /// The job cgroup, if CPU capping is on.
     pub cgroup: Option<JobCgroup>,
     /// Jobs running here.
@@ -118,13 +118,13 @@ impl ExecContext {
     pub fn new(
         node: String,
         addr: SocketAddr,
-        stream_key: [u8; 32],
+        keys: crate::keys::Keys,
         cgroup: Option<JobCgroup>,
     ) -> Self {
         ExecContext {
             node,
             addr,
-            stream_key,
+            keys,
             cgroup,
             running: Jobs::default(),
             started: Arc::default(),

@@ -63,8 +63,14 @@ pub async fn connect(addr: SocketAddr, stream_key: &[u8; 32]) -> Result<SecureSt
     Ok(SecureStream { rd, wr, send, recv })
 }
 
-/// Server side of the handshake on an accepted connection.
-pub async fn accept(stream: TcpStream, stream_key: &[u8; 32]) -> Result<SecureStream, WireError> {
+/// Server side of the handshake on an accepted connection, up to the
+/// client's first frame (its request), which shows which of the stream
+/// root keys `roots` it seals with: during a key rotation both are taken.
+/// `None` when the client closed without asking anything.
+pub async fn accept(
+    stream: TcpStream,
+    roots: &[[u8; 32]],
+) -> Result<Option<(SecureStream, Frame)>, WireError> {
     keepalive(&stream);
     let (mut rd, mut wr) = stream.into_split();
     let mut hello = [0u8; crypto::HELLO_LEN];
@@ -74,8 +80,17 @@ pub async fn accept(stream: TcpStream, stream_key: &[u8; 32]) -> Result<SecureSt
     let cn = crypto::parse_hello(&hello)?;
     let sn: [u8; 32] = rand10::random();
     wr.write_all(&sn).await?;
-    let (send, recv) = crypto::stream_ciphers(stream_key, &cn, &sn, Role::Server);
-    Ok(SecureStream { rd, wr, send, recv })
+    let first = tokio::time::timeout(Duration::from_secs(5), wire::read_chunk(&mut rd))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "no request within 5 s")
+        })??;
+    let Some(first) = first else {
+        return Ok(None);
+    };
+    let (send, recv, plain) = crypto::open_first(roots, &cn, &sn, &first)?;
+    let frame = Frame::decode(&plain)?;
+    Ok(Some((SecureStream { rd, wr, send, recv }, frame)))
 }
 
 /// Reads sealed frames into a channel, in a task of `tasks` (so the task

@@ -27,27 +27,11 @@ const CHUNK: usize = 32 * 1024;
 /// Handles one accepted exec connection on the target node.
 pub async fn serve(stream: TcpStream, ctx: ExecContext) {
     let peer = stream.peer_addr().ok();
-    let mut s = match accept(stream, &ctx.stream_key).await {
-        Ok(s) => s,
+    let (mut s, first) = match accept(stream, &ctx.keys.stream_accepted()).await {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return,
         Err(e) => {
-            warn!(?peer, cause = %e, "exec handshake failed");
-            return;
-        }
-    };
-    let first = match tokio::time::timeout(
-        Duration::from_secs(5),
-        wire::read_sealed(&mut s.rd, &mut s.recv),
-    )
-    .await
-    {
-        Ok(Ok(Some(f))) => f,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
             warn!(?peer, cause = %e, "refused exec stream");
-            return;
-        }
-        Err(_) => {
-            warn!(?peer, "exec stream sent no request");
             return;
         }
     };
@@ -113,6 +97,32 @@ pub async fn serve(stream: TcpStream, ctx: ExecContext) {
                     .await;
                 }
             }
+        }
+        Frame::NewKey {
+            key,
+            switch_in_ms,
+            window_ms,
+        } => {
+            let new = crate::key::ClusterKey::from_bytes(key.0);
+            let fingerprint = new.fingerprint(ctx.keys.cluster());
+            let answer = match ctx.keys.rotate(new, switch_in_ms, window_ms) {
+                Ok(fresh) => {
+                    info!(?peer, %fingerprint, fresh, switch_in_ms, window_ms, "took a new cluster key");
+                    Frame::KeyDone(Vec::new())
+                }
+                Err(crate::keys::KeysError::File(e)) => {
+                    warn!(?peer, %fingerprint, cause = %e, "took a new cluster key but could not save it");
+                    Frame::KeyDone(vec![format!(
+                        "node {} took the new key, but {e}; after a restart it needs admission",
+                        ctx.node
+                    )])
+                }
+                Err(crate::keys::KeysError::Rotate(e)) => Frame::Failed {
+                    code: EXIT_CANNOT_RUN,
+                    message: e.to_string(),
+                },
+            };
+            let _ = wire::write_sealed(&mut s.wr, &mut s.send, &answer).await;
         }
         other => warn!(?peer, frame = ?other, "exec stream did not start with a request"),
     }

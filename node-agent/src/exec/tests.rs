@@ -9,10 +9,17 @@ use tokio::net::TcpListener;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-async fn target(key: [u8; 32]) -> SocketAddr {
+/// The keys of a test cluster, and their stream root key.
+fn keys(byte: u8) -> (crate::keys::Keys, [u8; 32]) {
+    let keys = crate::keys::Keys::new(crate::key::ClusterKey::from_bytes([byte; 32]), "c", None);
+    let stream = keys.stream();
+    (keys, stream)
+}
+
+async fn target(keys: crate::keys::Keys) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut ctx = ExecContext::new("t".into(), addr, key, None);
+    let mut ctx = ExecContext::new("t".into(), addr, keys, None);
     // Unit tests run in the test binary: the holder is the omnode binary
     // cargo builds beside it (target/<profile>/omnode).
     ctx.holder = std::env::current_exe()
@@ -60,8 +67,8 @@ async fn frames_until_end(rd: &mut TcpStream, recv: &mut FrameCipher) -> Vec<Fra
 
 #[tokio::test]
 async fn wrong_key_and_replayed_streams_run_nothing() {
-    let key = [5u8; 32];
-    let addr = target(key).await;
+    let (keys, key) = keys(5);
+    let addr = target(keys).await;
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("ran");
 
@@ -111,8 +118,8 @@ async fn wrong_key_and_replayed_streams_run_nothing() {
 
 #[tokio::test]
 async fn relay_streams_stdin_and_reports_a_missing_cwd() {
-    let key = [7u8; 32];
-    let addr = target(key).await;
+    let (keys, _) = keys(7);
+    let addr = target(keys.clone()).await;
     let (to_relay, caller_rx) = mpsc::channel(8);
     let (caller_tx, mut from_relay) = mpsc::channel(64);
     let mut req = request(std::path::Path::new("/dev/null"));
@@ -125,7 +132,7 @@ async fn relay_streams_stdin_and_reports_a_missing_cwd() {
     let end = relay(
         addr,
         "t",
-        &key,
+        &keys,
         req,
         caller_rx,
         caller_tx,
@@ -149,7 +156,7 @@ async fn relay_streams_stdin_and_reports_a_missing_cwd() {
     let end = relay(
         addr,
         "t",
-        &key,
+        &keys,
         req,
         caller_rx,
         caller_tx,
@@ -162,5 +169,26 @@ async fn relay_streams_stdin_and_reports_a_missing_cwd() {
             EXIT_CANNOT_RUN,
             "working directory /nonexistent/omt-cwd does not exist on node t (start jobs from a directory under /cluster, the tree every node shares)".into()
         )
+    );
+}
+
+#[tokio::test]
+async fn during_a_rotation_streams_under_either_key_run_and_after_it_only_the_new() {
+    let (keys, old) = keys(8);
+    let addr = target(keys.clone()).await;
+    let new = crate::key::ClusterKey::from_bytes([9; 32]);
+    let new_stream = new.derive("c", crate::key::Purpose::Stream);
+    // Switch at once; the old key is accepted for the 5 s window.
+    assert!(keys.rotate(new, 0, 5_000).unwrap());
+    assert_eq!(keys.stream(), new_stream);
+    for root in [old, new_stream] {
+        let jobs = remote_jobs(addr, &root).await;
+        assert!(jobs.is_ok(), "a stream was refused in the window: {jobs:?}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5_100)).await;
+    assert!(remote_jobs(addr, &new_stream).await.is_ok());
+    assert!(
+        remote_jobs(addr, &old).await.is_err(),
+        "a stream under the retired key was served"
     );
 }

@@ -1,0 +1,144 @@
+//! The head's cluster keys at run time: one key, or two while a rotation
+//! (`omctl key rotate`, [`contracts::rotate`]) moves the cluster to a new
+//! one. Admission hands out the newest; signed admin requests and join
+//! tokens are checked against every key still accepted. A new key is
+//! written to the key file before it is taken, so a restarted `omboot`
+//! comes back on it.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use contracts::key::ClusterKey;
+use contracts::rotate::{KeyRing, RotateError};
+
+/// Why a new key was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadKeyError {
+    /// The ring refused it.
+    #[error(transparent)]
+    Rotate(#[from] RotateError),
+    /// The key file could not be rewritten (nothing changed).
+    #[error("cannot write the new key to {path}: {source}")]
+    File {
+        /// The key file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// The keys `omboot` admits with and checks signatures against.
+pub struct HeadKeys {
+    ring: Mutex<KeyRing>,
+    file: Option<PathBuf>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl HeadKeys {
+    /// One key; `file`, when given, is rewritten with each new key.
+    pub fn new(key: ClusterKey, file: Option<PathBuf>) -> Self {
+        Self {
+            ring: Mutex::new(KeyRing::new(key)),
+            file,
+        }
+    }
+
+    /// The key admission seals to new machines.
+    pub fn newest(&self) -> ClusterKey {
+        self.ring.lock().expect("key ring").newest().clone()
+    }
+
+    /// The keys a signature or a token may be made with now.
+    pub fn accepted(&self) -> Vec<ClusterKey> {
+        let now = now_ms();
+        let mut ring = self.ring.lock().expect("key ring");
+        ring.settle(now);
+        ring.accepted(now).into_iter().cloned().collect()
+    }
+
+    /// Takes `new` (see [`KeyRing::rotate`]) once it is in the key file;
+    /// true when it is new here.
+    pub fn rotate(
+        &self,
+        new: ClusterKey,
+        switch_in_ms: u64,
+        window_ms: u64,
+    ) -> Result<bool, HeadKeyError> {
+        let mut ring = self.ring.lock().expect("key ring");
+        let mut next = ring.clone();
+        if !next.rotate(new.clone(), now_ms(), switch_in_ms, window_ms)? {
+            return Ok(false);
+        }
+        if let Some(path) = &self.file {
+            replace_key_file(path, &new).map_err(|source| HeadKeyError::File {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        *ring = next;
+        Ok(true)
+    }
+}
+
+/// Writes `key` to `path` (mode 0600) through a synced temporary file and a
+/// rename, so the file holds the old key or the new one, never half.
+fn replace_key_file(path: &Path, key: &ClusterKey) -> std::io::Result<()> {
+    let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(key.to_text().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_key_is_on_disk_before_it_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.key");
+        let old = ClusterKey::generate();
+        std::fs::write(&path, old.to_text()).unwrap();
+        let keys = HeadKeys::new(old.clone(), Some(path.clone()));
+        let new = ClusterKey::generate();
+        assert!(keys.rotate(new.clone(), 1000, 60_000).unwrap());
+        assert_eq!(
+            ClusterKey::parse(&std::fs::read_to_string(&path).unwrap()).unwrap(),
+            new
+        );
+        assert_eq!(keys.newest(), new);
+        assert_eq!(keys.accepted(), vec![old, new.clone()]);
+        assert!(!keys.rotate(new, 1000, 60_000).unwrap());
+
+        // A key file that cannot be written: nothing changes.
+        let stuck = HeadKeys::new(
+            ClusterKey::generate(),
+            Some(dir.path().join("no/such/dir/k")),
+        );
+        let before = stuck.newest();
+        assert!(matches!(
+            stuck.rotate(ClusterKey::generate(), 0, 60_000),
+            Err(HeadKeyError::File { .. })
+        ));
+        assert_eq!(stuck.newest(), before);
+    }
+}
