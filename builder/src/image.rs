@@ -22,9 +22,11 @@
 //!    initramfs, write the cpio and compress it;
 //! 6. **boot kit** (`media::boot_kit` → `ImageDir`): `vmlinuz`,
 //!    `initrd.img` and `ipxe/…` from the boot packages;
-//! 7. **iso** (`media::iso` → `OutFile`): `<name>.iso`, holding the image
+//! 7. **system layer** (`system::layer` → `OutFile`, when the recipe has
+//!    `packages.system`): `system.squashfs`;
+//! 8. **iso** (`media::iso` → `OutFile`): `<name>.iso`, holding the image
 //!    directory and its manifest;
-//! 8. **manifest** (`ImageDir::manifest` → `Manifest`, then
+//! 9. **manifest** (`ImageDir::manifest` → `Manifest`, then
 //!    `ImageDir::write`, in `dir`): `manifest.json` over every file, and
 //!    everything written to `--out`.
 //!
@@ -43,6 +45,7 @@ mod initrd;
 mod kernel;
 mod lock;
 mod media;
+mod system;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -153,6 +156,9 @@ pub enum Error {
     /// The ISO cannot be written.
     #[error(transparent)]
     Iso(#[from] IsoError),
+    /// The system layer cannot be written.
+    #[error(transparent)]
+    Squashfs(#[from] crate::squashfs::SquashfsError),
     /// No mirror was given and none is configured for apt.
     #[error("no Debian mirror for suite {suite}: set mirror in the recipe, pass --mirror, or add a source to {apt_dir}")]
     NoMirror {
@@ -279,6 +285,10 @@ pub fn build(opts: &Options) -> Result<Report, Error> {
 
     let boot = media::BootFiles::new(&trees.boot, &resolved.recipe.boot_packages);
     let mut dir = media::boot_kit(&kernel, &initrd, &boot)?;
+    if let Some(layer) = system::layer(&resolved, &trees.system)? {
+        dir.push(layer);
+    }
+    let t_system = t0.elapsed();
     // The ISO holds the image directory (its manifest lists everything but
     // the ISO itself) so a head node booted from it can serve the others.
     let inner = dir.manifest(&resolved, &debs, &kernel);
@@ -296,7 +306,8 @@ pub fn build(opts: &Options) -> Result<Report, Error> {
         fetch_s = t_fetch.as_secs_f32(),
         unpack_s = (t_unpack - t_fetch).as_secs_f32(),
         initrd_s = (t_initrd - t_unpack).as_secs_f32(),
-        iso_s = (t_iso - t_initrd).as_secs_f32(),
+        system_s = (t_system - t_initrd).as_secs_f32(),
+        iso_s = (t_iso - t_system).as_secs_f32(),
         total_s = t0.elapsed().as_secs_f32(),
         "image written"
     );

@@ -15,6 +15,7 @@
 //! - [`elf`], [`modules`]: `.modinfo`, the module closure, `modules.dep`;
 //! - [`initramfs`], [`cpio`]: the initramfs tree and its newc archive;
 //! - [`iso`]: the hybrid BIOS/UEFI CD/USB image;
+//! - [`squashfs`]: a tree as the compressed read-only system layer;
 //! - [`manifest`]: the `manifest.json` of an image directory;
 //! - [`image`]: the build from recipe to image directory, as a sequence of
 //!   named stages, each in a submodule of `image`: **resolve** (`lock`:
@@ -40,5 +41,6 @@ pub mod modules;
 pub mod openpgp;
 pub mod recipe;
 pub mod resolve;
+pub mod squashfs;
 pub mod tree;
 pub mod version;

@@ -105,6 +105,9 @@ pub struct Recipe {
     pub initramfs_packages: Vec<String>,
     /// Packages fetched for the boot kit and the ISO, not put into the initramfs.
     pub boot_packages: Vec<String>,
+    /// Packages of the system layer (`system.squashfs`, with their
+    /// dependencies); none: the image has no system layer.
+    pub system_packages: Vec<String>,
     /// Dependencies not followed (see [`crate::resolve`]).
     pub prune: Vec<String>,
     /// Globs of initramfs package files left out of the initramfs (paths
@@ -222,6 +225,9 @@ pub mod wire {
         /// Packages that supply the boot kit (iPXE, ISOLINUX, systemd-boot).
         #[serde(default)]
         pub boot: Vec<String>,
+        /// Packages of the system layer.
+        #[serde(default)]
+        pub system: Vec<String>,
         /// Dependencies left out of the resolution.
         #[serde(default)]
         pub prune: Vec<String>,
@@ -382,6 +388,7 @@ impl Recipe {
             modules: w.kernel.modules,
             initramfs_packages: w.packages.initramfs,
             boot_packages: w.packages.boot,
+            system_packages: w.packages.system,
             prune: w.packages.prune,
             exclude: w
                 .packages
@@ -402,6 +409,7 @@ impl Recipe {
         let mut v = vec![self.kernel_package.clone()];
         v.extend(self.initramfs_packages.iter().cloned());
         v.extend(self.boot_packages.iter().cloned());
+        v.extend(self.system_packages.iter().cloned());
         v
     }
 }

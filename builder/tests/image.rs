@@ -555,3 +555,63 @@ fn a_pinned_package_gone_from_the_mirror_says_to_update() {
     assert!(err.contains("is gone from the mirror"), "{err}");
     assert!(err.contains("run with --update"), "{err}");
 }
+
+#[test]
+fn a_system_layer_is_squashfs_listed_in_the_manifest_and_reproducible() {
+    if !net_tests() {
+        return;
+    }
+    let (shared, _lock) = shared_cache();
+    let w = Work::new("");
+    let recipe = std::fs::read_to_string(w.path("node.toml")).unwrap();
+    assert!(recipe.contains("[packages]\n"));
+    std::fs::write(
+        w.path("node.toml"),
+        recipe.replace("[packages]\n", "[packages]\nsystem = [\"hello\"]\n"),
+    )
+    .unwrap();
+    let cache = w.path("cache");
+    copy_cache(&shared, &cache);
+    let nobody = is_root();
+    if nobody {
+        chown_r(w.dir.path(), 65534);
+    }
+    for out in ["a", "b"] {
+        let o = w.build(out, &cache, &[], nobody);
+        assert!(o.status.success(), "build {out} failed");
+    }
+    let layer = std::fs::read(w.path("a/system.squashfs")).unwrap();
+    assert_eq!(
+        layer,
+        std::fs::read(w.path("b/system.squashfs")).unwrap(),
+        "system.squashfs differs between two builds"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.path("a/manifest.json")).unwrap()).unwrap();
+    let listed = m["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["path"] == "system.squashfs")
+        .expect("the manifest lists system.squashfs");
+    assert_eq!(listed["size"].as_u64(), Some(layer.len() as u64));
+    assert!(m["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "hello"));
+    let unsquashfs = tool("unsquashfs").expect("squashfs-tools");
+    let out = Command::new(unsquashfs)
+        .args(["-lln", "-d", ""])
+        .arg(w.path("a/system.squashfs"))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listing}");
+    let hello = listing
+        .lines()
+        .find(|l| l.ends_with(" /usr/bin/hello"))
+        .unwrap_or_else(|| panic!("no /usr/bin/hello in\n{listing}"));
+    assert!(hello.starts_with("-rwxr-xr-x 0/0 "), "{hello}");
+    assert!(!listing.contains("/usr/share/doc/"), "docs were unpacked");
+}

@@ -21,6 +21,9 @@ pub const UNDIONLY_KPXE: &str = "ipxe/undionly.kpxe";
 pub const SNPONLY_EFI: &str = "ipxe/snponly.efi";
 /// UEFI x64 → iPXE with its own drivers (optional for `omboot`).
 pub const IPXE_EFI: &str = "ipxe/ipxe.efi";
+/// The compressed read-only system layer a node runs from (squashfs),
+/// when the recipe has `packages.system`.
+pub const SYSTEM_LAYER: &str = "system.squashfs";
 /// The manifest ([`Manifest`]).
 pub const MANIFEST: &str = "manifest.json";
 

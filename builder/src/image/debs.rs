@@ -1,10 +1,11 @@
 //! Stages **fetch** and **unpack**: the locked `.deb`s the image uses, into
 //! the cache and then into memory.
 //!
-//! A package plays one or more of three roles, each the dependency closure
+//! A package plays one or more of four roles, each the dependency closure
 //! of recipe roots: the kernel (`kernel.package`), the initramfs
-//! (`packages.initramfs`) and the boot media (`packages.boot`). Only those
-//! packages are fetched; each role is unpacked into its own [`Tree`].
+//! (`packages.initramfs`), the boot media (`packages.boot`) and the system
+//! layer (`packages.system`, often none). Only those packages are fetched;
+//! each role is unpacked into its own [`Tree`].
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ pub(super) struct Debs {
     initramfs: BTreeSet<String>,
     /// The names in the boot packages' closure.
     boot: BTreeSet<String>,
+    /// The names in the system packages' closure.
+    system: BTreeSet<String>,
 }
 
 impl Debs {
@@ -46,6 +49,9 @@ pub(super) struct Trees {
     pub(super) initramfs: Tree,
     /// The boot packages (iPXE, isolinux, systemd-boot), without documentation.
     pub(super) boot: Tree,
+    /// The system layer's packages, without documentation (empty without
+    /// `packages.system`).
+    pub(super) system: Tree,
 }
 
 /// Make sure every `.deb` of some role is in the cache with its SHA256,
@@ -55,11 +61,14 @@ pub(super) fn fetch(resolved: &Resolved) -> Result<Debs, Error> {
     let kernel = lock.closure(std::slice::from_ref(&recipe.kernel_package));
     let initramfs = lock.closure(&recipe.initramfs_packages);
     let boot = lock.closure(&recipe.boot_packages);
+    let system = lock.closure(&recipe.system_packages);
     let packages = lock
         .packages
         .iter()
         .filter(|p| {
-            kernel.contains(&p.name) || initramfs.contains(&p.name) || boot.contains(&p.name)
+            [&kernel, &initramfs, &boot, &system]
+                .iter()
+                .any(|role| role.contains(&p.name))
         })
         .cloned()
         .collect();
@@ -69,6 +78,7 @@ pub(super) fn fetch(resolved: &Resolved) -> Result<Debs, Error> {
         kernel,
         initramfs,
         boot,
+        system,
     };
     let wants: Vec<Want> = debs
         .packages
@@ -85,23 +95,26 @@ pub(super) fn fetch(resolved: &Resolved) -> Result<Debs, Error> {
     Ok(debs)
 }
 
-/// Unpack each role's packages in memory, the three roles in parallel (the
-/// kernel dominates, the rest are small).
+/// Unpack each role's packages in memory, the roles in parallel (the
+/// kernel or the system layer dominates, the rest are small).
 pub(super) fn unpack(debs: &Debs) -> Result<Trees, Error> {
-    let (kernel, initramfs, boot) = std::thread::scope(|s| {
+    let (kernel, initramfs, boot, system) = std::thread::scope(|s| {
         let k = s.spawn(|| unpack_set(debs, &debs.kernel, &kernel_keep));
         let i = s.spawn(|| unpack_set(debs, &debs.initramfs, &no_docs));
+        let sys = s.spawn(|| unpack_set(debs, &debs.system, &no_docs));
         let b = unpack_set(debs, &debs.boot, &no_docs);
         (
             k.join().expect("unpack thread"),
             i.join().expect("unpack thread"),
             b,
+            sys.join().expect("unpack thread"),
         )
     });
     Ok(Trees {
         kernel: kernel?,
         initramfs: initramfs?,
         boot: boot?,
+        system: system?,
     })
 }
 
