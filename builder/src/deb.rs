@@ -115,22 +115,50 @@ pub fn unpack_into(
         .ok_or_else(|| DebError::NoData {
             package: package.to_string(),
         })?;
-    let reader: Box<dyn Read + '_> = match data.name.as_str() {
-        "data.tar" => Box::new(data.data),
-        "data.tar.xz" => Box::new(xz_reader(package, data.data)?),
-        "data.tar.zst" => Box::new(
-            zstd::stream::read::Decoder::with_buffer(data.data)
-                .map_err(|e| tar_err(package, &data.name, e))?,
+    let reader = member_reader(package, data)?;
+    unpack_tar(package, &data.name, reader, tree, keep)
+}
+
+/// A file of the control member of a `.deb` (`postinst`, `conffiles`…), if
+/// the package has it.
+pub fn control_file(package: &str, deb: &[u8], name: &str) -> Result<Option<Vec<u8>>, DebError> {
+    let members = ar_members(package, deb)?;
+    let Some(control) = members.iter().find(|m| m.name.starts_with("control.tar")) else {
+        return Ok(None);
+    };
+    let terr = |e| tar_err(package, &control.name, e);
+    let mut archive = tar::Archive::new(member_reader(package, control)?);
+    for entry in archive.entries().map_err(terr)? {
+        let mut entry = entry.map_err(terr)?;
+        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        if path.trim_start_matches("./") == name {
+            let mut out = Vec::new();
+            entry.read_to_end(&mut out).map_err(terr)?;
+            return Ok(Some(out));
+        }
+    }
+    Ok(None)
+}
+
+/// The decompressed tar stream of an ar member (`data.tar.xz`,
+/// `control.tar.zst`…).
+fn member_reader<'a>(package: &str, m: &ArMember<'a>) -> Result<Box<dyn Read + 'a>, DebError> {
+    let kind = m.name.rsplit_once(".tar").map_or("", |(_, ext)| ext);
+    Ok(match kind {
+        "" => Box::new(m.data),
+        ".xz" => Box::new(xz_reader(package, m.data)?),
+        ".zst" => Box::new(
+            zstd::stream::read::Decoder::with_buffer(m.data)
+                .map_err(|e| tar_err(package, &m.name, e))?,
         ),
-        "data.tar.gz" => Box::new(flate2::read::GzDecoder::new(data.data)),
-        other => {
+        ".gz" => Box::new(flate2::read::GzDecoder::new(m.data)),
+        _ => {
             return Err(DebError::Compression {
                 package: package.to_string(),
-                member: other.to_string(),
+                member: m.name.clone(),
             })
         }
-    };
-    unpack_tar(package, &data.name, reader, tree, keep)
+    })
 }
 
 fn tar_err(package: &str, member: &str, source: std::io::Error) -> DebError {

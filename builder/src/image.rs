@@ -156,6 +156,12 @@ pub enum Error {
     /// The ISO cannot be written.
     #[error(transparent)]
     Iso(#[from] IsoError),
+    /// The system layer's installation failed.
+    #[error("installing the system layer: {source}")]
+    Install {
+        /// The tree refused a link.
+        source: crate::tree::TreeError,
+    },
     /// The system layer cannot be written.
     #[error(transparent)]
     Squashfs(#[from] crate::squashfs::SquashfsError),
@@ -285,7 +291,8 @@ pub fn build(opts: &Options) -> Result<Report, Error> {
 
     let boot = media::BootFiles::new(&trees.boot, &resolved.recipe.boot_packages);
     let mut dir = media::boot_kit(&kernel, &initrd, &boot)?;
-    if let Some(layer) = system::layer(&resolved, &trees.system)? {
+    let system_tree = std::mem::take(&mut trees.system);
+    if let Some(layer) = system::layer(&resolved, system_tree, &trees.system_postinst)? {
         dir.push(layer);
     }
     let t_system = t0.elapsed();

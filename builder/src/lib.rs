@@ -15,6 +15,8 @@
 //! - [`elf`], [`modules`]: `.modinfo`, the module closure, `modules.dep`;
 //! - [`initramfs`], [`cpio`]: the initramfs tree and its newc archive;
 //! - [`iso`]: the hybrid BIOS/UEFI CD/USB image;
+//! - [`install`]: what maintainer scripts would have set up in the system
+//!   layer (alternatives), done without running them;
 //! - [`squashfs`]: a tree as the compressed read-only system layer;
 //! - [`manifest`]: the `manifest.json` of an image directory;
 //! - [`image`]: the build from recipe to image directory, as a sequence of
@@ -33,6 +35,7 @@ pub mod elf;
 pub mod fetch;
 pub mod image;
 pub mod initramfs;
+pub mod install;
 pub mod iso;
 pub mod lockfile;
 pub mod manifest;

@@ -567,7 +567,10 @@ fn a_system_layer_is_squashfs_listed_in_the_manifest_and_reproducible() {
     assert!(recipe.contains("[packages]\n"));
     std::fs::write(
         w.path("node.toml"),
-        recipe.replace("[packages]\n", "[packages]\nsystem = [\"hello\"]\n"),
+        recipe.replace(
+            "[packages]\n",
+            "[packages]\nsystem = [\"hello\", \"mawk\"]\n",
+        ),
     )
     .unwrap();
     let cache = w.path("cache");
@@ -614,4 +617,49 @@ fn a_system_layer_is_squashfs_listed_in_the_manifest_and_reproducible() {
         .unwrap_or_else(|| panic!("no /usr/bin/hello in\n{listing}"));
     assert!(hello.starts_with("-rwxr-xr-x 0/0 "), "{hello}");
     assert!(!listing.contains("/usr/share/doc/"), "docs were unpacked");
+    // mawk's postinst made awk and nawk alternatives; its manual slaves went
+    // with the manuals.
+    for (link, target) in [
+        ("/usr/bin/awk", "/etc/alternatives/awk"),
+        ("/etc/alternatives/awk", "/usr/bin/mawk"),
+        ("/usr/bin/nawk", "/etc/alternatives/nawk"),
+    ] {
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.ends_with(&format!(" {link} -> {target}"))),
+            "{link} -> {target} not in\n{listing}"
+        );
+    }
+    assert!(
+        !listing.contains("awk.1.gz"),
+        "a slave into the left-out manuals"
+    );
+    // The programs run in the layer as its root (chroot: root only).
+    if is_root() {
+        let root = w.path("unpacked");
+        let o = Command::new("unsquashfs")
+            .args(["-q", "-d"])
+            .arg(&root)
+            .arg(w.path("a/system.squashfs"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for (argv, want) in [
+            (vec!["/usr/bin/hello"], "Hello, world!\n"),
+            (vec!["/usr/bin/awk", "BEGIN { print 6 * 7 }"], "42\n"),
+        ] {
+            let o = Command::new("chroot")
+                .arg(&root)
+                .args(&argv)
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&o.stdout),
+                want,
+                "{argv:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
 }

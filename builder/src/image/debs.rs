@@ -52,6 +52,9 @@ pub(super) struct Trees {
     /// The system layer's packages, without documentation (empty without
     /// `packages.system`).
     pub(super) system: Tree,
+    /// The `postinst` scripts of the system layer's packages (package,
+    /// text), in lockfile order.
+    pub(super) system_postinst: Vec<(String, String)>,
 }
 
 /// Make sure every `.deb` of some role is in the cache with its SHA256,
@@ -99,10 +102,13 @@ pub(super) fn fetch(resolved: &Resolved) -> Result<Debs, Error> {
 /// kernel or the system layer dominates, the rest are small).
 pub(super) fn unpack(debs: &Debs) -> Result<Trees, Error> {
     let (kernel, initramfs, boot, system) = std::thread::scope(|s| {
-        let k = s.spawn(|| unpack_set(debs, &debs.kernel, &kernel_keep));
-        let i = s.spawn(|| unpack_set(debs, &debs.initramfs, &no_docs));
-        let sys = s.spawn(|| unpack_set(debs, &debs.system, &no_docs));
-        let b = unpack_set(debs, &debs.boot, &no_docs);
+        let k = s.spawn(|| unpack_set(debs, &debs.kernel, &kernel_keep, None));
+        let i = s.spawn(|| unpack_set(debs, &debs.initramfs, &no_docs, None));
+        let sys = s.spawn(|| {
+            let mut scripts = Vec::new();
+            unpack_set(debs, &debs.system, &no_docs, Some(&mut scripts)).map(|t| (t, scripts))
+        });
+        let b = unpack_set(debs, &debs.boot, &no_docs, None);
         (
             k.join().expect("unpack thread"),
             i.join().expect("unpack thread"),
@@ -110,11 +116,13 @@ pub(super) fn unpack(debs: &Debs) -> Result<Trees, Error> {
             sys.join().expect("unpack thread"),
         )
     });
+    let (system, system_postinst) = system?;
     Ok(Trees {
         kernel: kernel?,
         initramfs: initramfs?,
         boot: boot?,
-        system: system?,
+        system,
+        system_postinst,
     })
 }
 
@@ -140,11 +148,13 @@ pub(super) fn exclude(tree: &mut Tree, globs: &[String]) -> Result<(), Error> {
 }
 
 /// Unpack the packages named in `set`, checking each `.deb` against its
-/// SHA256 again, keeping the paths `keep` accepts.
+/// SHA256 again, keeping the paths `keep` accepts; with `scripts`, also
+/// collect each package's `postinst`.
 fn unpack_set(
     debs: &Debs,
     set: &BTreeSet<String>,
     keep: &(dyn Fn(&str) -> bool + Sync),
+    mut scripts: Option<&mut Vec<(String, String)>>,
 ) -> Result<Tree, Error> {
     let mut tree = Tree::new();
     for p in debs.packages.iter().filter(|p| set.contains(&p.name)) {
@@ -160,6 +170,11 @@ fn unpack_set(
             .into());
         }
         deb::unpack_into(&p.name, &data, &mut tree, keep)?;
+        if let Some(scripts) = scripts.as_deref_mut() {
+            if let Some(text) = deb::control_file(&p.name, &data, "postinst")? {
+                scripts.push((p.name.clone(), String::from_utf8_lossy(&text).into_owned()));
+            }
+        }
     }
     Ok(tree)
 }
