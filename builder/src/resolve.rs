@@ -8,7 +8,9 @@
 //! `Conflicts`/`Breaks` and `Recommends` play no part, and the recipe can
 //! *prune* packages that only matter to a dpkg-managed system (the kernel's
 //! `kmod`, `linux-base`, `initramfs-tools`): a dependency that names a pruned
-//! package counts as satisfied and the pruned package is not fetched.
+//! package counts as satisfied and the pruned package is not fetched, unless
+//! a recipe root names it (then it is selected for that root's role, and
+//! still no dependency edge leads to it).
 //! The resolver is greedy and does not backtrack; for the short closures of
 //! an initramfs that is enough, and a dead end is reported with the chain.
 
@@ -218,9 +220,14 @@ fn choose<'a>(
     pruned: &BTreeSet<&str>,
     dep: &Dependency,
 ) -> Choice<'a> {
-    // Already satisfied by something chosen?
+    // Already satisfied by something chosen? A pruned package chosen as a
+    // root (python3 for the system layer) does not count: the edge would
+    // pull it into another role's closure (criu's in the initramfs).
     for alt in &dep.alternatives {
-        if let Some(s) = selected.values().find(|s| satisfies(&s.package, alt)) {
+        if let Some(s) = selected
+            .values()
+            .find(|s| !pruned.contains(s.package.name.as_str()) && satisfies(&s.package, alt))
+        {
             return Choice::Have(s.package.name.clone());
         }
     }

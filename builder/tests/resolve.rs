@@ -112,6 +112,37 @@ fn pruned_packages_are_not_followed_and_virtual_deps_use_providers() {
     );
 }
 
+/// A pruned package that is also a root (python3 for the system layer,
+/// pruned from criu's dependencies in the initramfs) is selected with its
+/// own dependencies, but no edge leads to it from the packages that merely
+/// depend on it.
+#[test]
+fn a_pruned_root_is_selected_but_not_depended_on() {
+    let prune = [
+        "kmod",
+        "linux-base",
+        "initramfs-tools",
+        "linux-initramfs-tool",
+    ]
+    .map(String::from);
+    let sel = resolve(
+        &index(),
+        &["linux-image-amd64".into(), "kmod".into()],
+        &prune,
+    )
+    .unwrap();
+    assert_eq!(
+        names(&sel),
+        [
+            "cdebconf=0.270 -> {}",
+            "kmod=30+20221128-1 -> {\"libc6\"}",
+            "libc6=2.36-9 -> {}",
+            "linux-image-6.1.0-30-amd64=6.1.99-1 -> {\"cdebconf\"}",
+            "linux-image-amd64=6.1.99-1 -> {\"linux-image-6.1.0-30-amd64\"}",
+        ]
+    );
+}
+
 #[test]
 fn without_pruning_the_full_closure_is_taken() {
     let sel = resolve(
