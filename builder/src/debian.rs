@@ -245,6 +245,8 @@ pub struct Package {
     pub depends: Vec<Dependency>,
     /// `Provides`: names (with an optional `= version`).
     pub provides: Vec<Alternative>,
+    /// `Essential: yes`: part of every Debian system.
+    pub essential: bool,
 }
 
 /// Parse a `Packages` index.
@@ -288,6 +290,7 @@ pub fn parse_packages(text: &str) -> Result<Vec<Package>, MetaError> {
             sha256: req("SHA256")?.to_ascii_lowercase(),
             depends,
             provides,
+            essential: field(&p, "Essential") == Some("yes"),
         });
     }
     Ok(out)

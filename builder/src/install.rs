@@ -11,6 +11,10 @@
 //!   `/etc/alternatives/NAME` → `PATH`, and the same for each slave whose
 //!   target exists (slaves into the manuals left out go with them).
 //!
+//! - **Accounts** ([`base_accounts`]): `/etc/passwd` and `/etc/group` from
+//!   base-passwd's master files, as its `postinst` makes them on a new
+//!   system.
+//!
 //! Pure: trees and script texts in, a tree changed.
 
 use std::collections::BTreeMap;
@@ -206,6 +210,28 @@ pub fn apply_alternatives(
     Ok(chosen)
 }
 
+/// base-passwd's master files, and where its `postinst` copies them.
+const ACCOUNTS: [(&str, &str); 2] = [
+    ("usr/share/base-passwd/passwd.master", "etc/passwd"),
+    ("usr/share/base-passwd/group.master", "etc/group"),
+];
+
+/// Writes `/etc/passwd` and `/etc/group` from base-passwd's master files
+/// when the tree has them and not the targets; the files written.
+pub fn base_accounts(tree: &mut Tree, mtime: u64) -> Result<Vec<&'static str>, TreeError> {
+    let mut written = Vec::new();
+    for (master, target) in ACCOUNTS {
+        if tree.get(target).is_some() {
+            continue;
+        }
+        if let Some(data) = tree.file(master) {
+            tree.add_file(target, data, 0o644, mtime)?;
+            written.push(target);
+        }
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +250,24 @@ if [ "$1" = configure ]; then
     update-alternatives --install $link awk $target 20
 fi
 "#;
+
+    #[test]
+    fn accounts_come_from_base_passwd_unless_present() {
+        let mut tree = Tree::new();
+        let passwd = Arc::new(b"root:*:0:0:root:/root:/bin/sh\n".to_vec());
+        tree.add_file(
+            "usr/share/base-passwd/passwd.master",
+            passwd.clone(),
+            0o644,
+            1,
+        )
+        .unwrap();
+        tree.add_file("etc/group", Arc::new(b"root:*:0:\n".to_vec()), 0o644, 1)
+            .unwrap();
+        assert_eq!(base_accounts(&mut tree, 5).unwrap(), vec!["etc/passwd"]);
+        assert_eq!(tree.file("etc/passwd").unwrap(), passwd);
+        assert_eq!(tree.file("etc/group").unwrap().as_slice(), b"root:*:0:\n");
+    }
 
     #[test]
     fn install_lines_are_read_with_their_slaves_and_variables_are_left() {

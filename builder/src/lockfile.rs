@@ -71,6 +71,10 @@ pub struct Lockfile {
     pub roots: Vec<String>,
     /// Pruned names at resolution time.
     pub prune: Vec<String>,
+    /// The archive's Essential packages, roots of the system layer besides
+    /// the recipe's `packages.system` (empty without a system layer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub essential: Vec<String>,
     /// The packages, sorted by name.
     #[serde(rename = "package")]
     pub packages: Vec<LockedPackage>,
@@ -91,6 +95,7 @@ impl Lockfile {
             architecture: architecture.to_string(),
             roots: roots.to_vec(),
             prune: prune.to_vec(),
+            essential: Vec::new(),
             packages: sel
                 .values()
                 .map(|s| LockedPackage {
@@ -113,12 +118,14 @@ impl Lockfile {
         architecture: &str,
         roots: &[String],
         prune: &[String],
+        system: bool,
     ) -> bool {
         self.format == FORMAT
             && self.suite == suite
             && self.architecture == architecture
             && self.roots == roots
             && self.prune == prune
+            && self.essential.is_empty() != system
     }
 
     /// Look a package up by name.

@@ -101,6 +101,16 @@ impl Index {
         out
     }
 
+    /// The names of the packages marked `Essential: yes` (their highest
+    /// version), sorted: what every Debian system has.
+    pub fn essential(&self) -> Vec<String> {
+        self.by_name
+            .iter()
+            .filter(|(_, v)| v.first().is_some_and(|p| p.essential))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Look up a package by exact name (highest version).
     pub fn get(&self, name: &str) -> Option<&Package> {
         self.by_name.get(name).and_then(|v| v.first())

@@ -648,6 +648,10 @@ fn a_system_layer_is_squashfs_listed_in_the_manifest_and_reproducible() {
         for (argv, want) in [
             (vec!["/usr/bin/hello"], "Hello, world!\n"),
             (vec!["/usr/bin/awk", "BEGIN { print 6 * 7 }"], "42\n"),
+            // Debian's Essential set comes with any layer: a shell,
+            // coreutils, and base-passwd's accounts.
+            (vec!["/bin/sh", "-c", "echo $((6 * 7))"], "42\n"),
+            (vec!["/usr/bin/id", "-un"], "root\n"),
         ] {
             let o = Command::new("chroot")
                 .arg(&root)

@@ -195,3 +195,25 @@ fn unknown_package_is_named() {
         "package no-such-package does not exist in the archive index"
     );
 }
+
+#[test]
+fn essential_packages_are_listed_by_their_newest_version() {
+    let text = "\
+Package: dash
+Version: 0.5.12-2
+Architecture: amd64
+Essential: yes
+Filename: pool/main/d/dash/dash_0.5.12-2_amd64.deb
+Size: 1
+SHA256: 1111111111111111111111111111111111111111111111111111111111111111
+
+Package: hello
+Version: 2.10-3
+Architecture: amd64
+Filename: pool/main/h/hello/hello_2.10-3_amd64.deb
+Size: 1
+SHA256: 2222222222222222222222222222222222222222222222222222222222222222
+";
+    let index = Index::new(parse_packages(text).unwrap());
+    assert_eq!(index.essential(), ["dash"]);
+}

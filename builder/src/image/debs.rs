@@ -64,7 +64,13 @@ pub(super) fn fetch(resolved: &Resolved) -> Result<Debs, Error> {
     let kernel = lock.closure(std::slice::from_ref(&recipe.kernel_package));
     let initramfs = lock.closure(&recipe.initramfs_packages);
     let boot = lock.closure(&recipe.boot_packages);
-    let system = lock.closure(&recipe.system_packages);
+    let system_roots: Vec<String> = recipe
+        .system_packages
+        .iter()
+        .chain(&lock.essential)
+        .cloned()
+        .collect();
+    let system = lock.closure(&system_roots);
     let packages = lock
         .packages
         .iter()

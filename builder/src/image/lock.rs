@@ -64,11 +64,14 @@ pub(super) fn resolve(opts: &Options) -> Result<Resolved, Error> {
     }
     let fetcher = Fetcher::new(mirror_url.clone(), opts.offline);
     let roots = recipe.roots();
+    let system = !recipe.system_packages.is_empty();
 
     let lock_file = lock_path(&opts.recipe);
     let existing = Lockfile::read(&lock_file)?;
     let (lock, lock_written) = match existing {
-        Some(l) if !opts.update && l.matches(&recipe.suite, arch, &roots, &recipe.prune) => {
+        Some(l)
+            if !opts.update && l.matches(&recipe.suite, arch, &roots, &recipe.prune, system) =>
+        {
             (l, false)
         }
         other => {
@@ -81,8 +84,18 @@ pub(super) fn resolve(opts: &Options) -> Result<Resolved, Error> {
                 .join(&recipe.suite);
             let packages = load_index(&fetcher, &opts.keyring, &recipe, &index_dir)?;
             let index = resolve::Index::new(packages);
-            let sel = resolve::resolve(&index, &roots, &recipe.prune)?;
-            let lock = Lockfile::from_selection(&recipe.suite, arch, &roots, &recipe.prune, &sel);
+            // A system layer is a Debian system: it gets the archive's
+            // Essential packages (shell, coreutils, base-files…) too.
+            let essential: Vec<String> = if system {
+                index.essential()
+            } else {
+                Vec::new()
+            };
+            let all_roots: Vec<String> = roots.iter().chain(&essential).cloned().collect();
+            let sel = resolve::resolve(&index, &all_roots, &recipe.prune)?;
+            let mut lock =
+                Lockfile::from_selection(&recipe.suite, arch, &roots, &recipe.prune, &sel);
+            lock.essential = essential;
             write_atomic(&lock_file, lock.to_toml().as_bytes())?;
             info!(target: LOG_TARGET, lockfile = %lock_file.display(), packages = lock.packages.len(), "lockfile written");
             (lock, true)

@@ -36,7 +36,9 @@ pub(super) fn layer(
     }
     let chosen = install::apply_alternatives(&mut tree, &alts, resolved.epoch)
         .map_err(|source| Error::Install { source })?;
-    info!(target: LOG_TARGET, alternatives = ?chosen, "alternatives set up");
+    let accounts = install::base_accounts(&mut tree, resolved.epoch)
+        .map_err(|source| Error::Install { source })?;
+    info!(target: LOG_TARGET, alternatives = ?chosen, ?accounts, "installed");
     let tree = &tree;
     let bytes = tree.file_bytes();
     let bar = squashfs::progress(bytes, "compressing the system layer");
