@@ -92,15 +92,20 @@ fn names(sel: &std::collections::BTreeMap<String, builder::resolve::Selected>) -
         .collect()
 }
 
-#[test]
-fn pruned_packages_are_not_followed_and_virtual_deps_use_providers() {
-    let prune = [
+/// What the node recipe prunes from the kernel's dependencies.
+fn kernel_prune() -> [String; 4] {
+    [
         "kmod",
         "linux-base",
         "initramfs-tools",
         "linux-initramfs-tool",
     ]
-    .map(String::from);
+    .map(String::from)
+}
+
+#[test]
+fn pruned_packages_are_not_followed_and_virtual_deps_use_providers() {
+    let prune = kernel_prune();
     let sel = resolve(&index(), &["linux-image-amd64".into()], &prune).unwrap();
     assert_eq!(
         names(&sel),
@@ -118,13 +123,7 @@ fn pruned_packages_are_not_followed_and_virtual_deps_use_providers() {
 /// depend on it.
 #[test]
 fn a_pruned_root_is_selected_but_not_depended_on() {
-    let prune = [
-        "kmod",
-        "linux-base",
-        "initramfs-tools",
-        "linux-initramfs-tool",
-    ]
-    .map(String::from);
+    let prune = kernel_prune();
     let sel = resolve(
         &index(),
         &["linux-image-amd64".into(), "kmod".into()],
