@@ -276,12 +276,7 @@ impl Fetcher {
     fn bar(&self, w: &Want, start: u64) -> Option<ProgressBar> {
         let mp = self.bars.as_ref()?;
         let pb = mp.add(ProgressBar::new(w.size));
-        pb.set_style(
-            ProgressStyle::with_template(
-                "{msg:28!} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} eta {eta:>3} {wide_bar}",
-            )
-            .expect("valid template"),
-        );
+        pb.set_style(bytes_style());
         pb.set_message(w.what.clone());
         pb.set_position(start);
         Some(pb)
@@ -368,6 +363,15 @@ impl Fetcher {
         }
         Ok(())
     }
+}
+
+/// The style of every byte-counting bar `ombuild` shows (downloads,
+/// compression): name, bytes of total, rate and ETA.
+pub fn bytes_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{msg:28!} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} eta {eta:>3} {wide_bar}",
+    )
+    .expect("valid template")
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::io::{Cursor, Read};
 
 use backhand::compression::Compressor;
 use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::tree::{Node, Tree};
 
@@ -56,12 +56,7 @@ fn time(t: u64) -> Result<u32, SquashfsError> {
 /// terminal (indicatif hides it otherwise).
 pub fn progress(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:28!} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} eta {eta:>3} {wide_bar}",
-        )
-        .expect("valid template"),
-    );
+    bar.set_style(crate::fetch::bytes_style());
     bar.set_message(what.to_string());
     bar
 }

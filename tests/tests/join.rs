@@ -26,6 +26,15 @@ fn output(mut command: Command) -> Result<Output> {
     Ok(command.stdin(Stdio::null()).output()?)
 }
 
+/// The token at the end of `omctl token create`'s join line.
+fn token_of(line: &str) -> Result<String> {
+    Ok(line
+        .split_whitespace()
+        .last()
+        .context("no token")?
+        .to_string())
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).trim().to_string()
 }
@@ -167,12 +176,7 @@ fn a_workstation_joins_with_a_token_and_a_spent_expired_or_forged_one_is_refused
         Ok(())
     };
     refused(&join(&token, "ws2")?, "the same token again", "is used up")?;
-    let other = token_create(&["--ttl", "1h"])?;
-    let other = other
-        .split_whitespace()
-        .last()
-        .context("no token")?
-        .to_string();
+    let other = token_of(&token_create(&["--ttl", "1h"])?)?;
     let forged = format!("{}{}", &other[..other.len() - 4], "0000");
     refused(
         &join(&forged, "ws3")?,
@@ -185,12 +189,7 @@ fn a_workstation_joins_with_a_token_and_a_spent_expired_or_forged_one_is_refused
         "the real token after a forgery: {}",
         text(&o.stderr)
     );
-    let short = token_create(&["--ttl", "1s"])?;
-    let short = short
-        .split_whitespace()
-        .last()
-        .context("no token")?
-        .to_string();
+    let short = token_of(&token_create(&["--ttl", "1s"])?)?;
     std::thread::sleep(Duration::from_secs(2));
     refused(&join(&short, "ws5")?, "an expired token", "expired")?;
     refused(
@@ -305,12 +304,7 @@ fn a_workstation_joins_with_a_token_and_a_spent_expired_or_forged_one_is_refused
         text(&o.stdout),
         text(&o.stderr)
     );
-    let fresh = token_create(&["--ttl", "1h"])?;
-    let fresh = fresh
-        .split_whitespace()
-        .last()
-        .context("no token")?
-        .to_string();
+    let fresh = token_of(&token_create(&["--ttl", "1h"])?)?;
     let o = join(&fresh, "ws7")?;
     ensure!(
         o.status.success(),
