@@ -28,7 +28,7 @@ use crate::share::Share;
 pub const INITRD_PARAM: &str = "initrd=initrd.img";
 
 /// The `om.*` parameters this version knows, in the order they are listed.
-pub const KNOWN: [&str; 9] = [
+pub const KNOWN: [&str; 10] = [
     "om.server",
     "om.http",
     "om.role",
@@ -38,6 +38,7 @@ pub const KNOWN: [&str; 9] = [
     "om.ip",
     "om.pxe",
     "om.share",
+    "om.system",
 ];
 
 /// What this node is in the cluster (`om.role=`).
@@ -118,6 +119,11 @@ pub struct Settings {
     /// `om.share=off|nfs://SERVER/EXPORT`: the shared tree at `/cluster`
     /// (none when absent).
     pub share: Option<Share>,
+    /// `om.system=off|nfs://SERVER/EXPORT`: the export holding the image's
+    /// system layer ([`crate::image::SYSTEM_LAYER`]), which becomes the
+    /// root; `off` keeps the initramfs as the root even where a layer is
+    /// found (none when absent: a head uses the one on its boot medium).
+    pub system: Option<Share>,
 }
 
 impl Default for Settings {
@@ -132,6 +138,7 @@ impl Default for Settings {
             static_ip: None,
             pxe: PxeMode::Auto,
             share: None,
+            system: None,
         }
     }
 }
@@ -206,6 +213,8 @@ pub enum OmParam {
     Pxe(PxeMode),
     /// `om.share=off|nfs://SERVER[:PORT]/EXPORT[?vers=V]`.
     Share(Share),
+    /// `om.system=off|nfs://SERVER[:PORT]/EXPORT[?vers=V]`.
+    System(Share),
 }
 
 /// One parameter of the command line.
@@ -295,6 +304,7 @@ impl fmt::Display for OmParam {
             OmParam::Ip(ip) => write!(f, "om.ip={ip}"),
             OmParam::Pxe(p) => write!(f, "om.pxe={p}"),
             OmParam::Share(s) => write!(f, "om.share={s}"),
+            OmParam::System(s) => write!(f, "om.system={s}"),
         }
     }
 }
@@ -401,6 +411,10 @@ fn parse_om(param: &str) -> Option<(Result<OmParam, CmdlineError>, Vec<CmdlineEr
             .parse()
             .map(OmParam::Share)
             .map_err(|e: crate::share::ShareError| bad(e.why)),
+        "system" => value
+            .parse()
+            .map(OmParam::System)
+            .map_err(|e: crate::share::ShareError| bad(e.why)),
         _ => Err(CmdlineError::Unknown(format!("om.{name}"))),
     };
     Some((parsed, extra))
@@ -446,6 +460,7 @@ impl KernelCmdline {
                 OmParam::Ip(ip) => s.static_ip = Some(*ip),
                 OmParam::Pxe(p) => s.pxe = *p,
                 OmParam::Share(share) => s.share = Some(share.clone()),
+                OmParam::System(system) => s.system = Some(system.clone()),
             }
         }
         s
@@ -533,6 +548,7 @@ mod tests {
                     static_ip: None,
                     pxe: Auto,
                     share: None,
+                    system: None,
                 }
             "#]],
         );
@@ -541,7 +557,7 @@ mod tests {
     #[test]
     fn head_with_hex_key_modules_and_static_ip() {
         check(
-            "om.role=head om.key=00112233445566778899AABBCCDDEEFF00112233445566778899aabbccddeeff om.modules=e1000,virtio-net om.ip=10.77.0.1/24,10.77.0.254 om.pxe=proxy om.share=nfs://10.77.0.1/cluster",
+            "om.role=head om.key=00112233445566778899AABBCCDDEEFF00112233445566778899aabbccddeeff om.modules=e1000,virtio-net om.ip=10.77.0.1/24,10.77.0.254 om.pxe=proxy om.share=nfs://10.77.0.1/cluster om.system=nfs://10.77.0.1/images",
             expect![[r#"
                 Settings {
                     server: None,
@@ -577,6 +593,16 @@ mod tests {
                             },
                         ),
                     ),
+                    system: Some(
+                        Nfs(
+                            NfsShare {
+                                server: 10.77.0.1,
+                                port: None,
+                                export: "/images",
+                                version: V4,
+                            },
+                        ),
+                    ),
                 }
             "#]],
         );
@@ -585,7 +611,7 @@ mod tests {
     #[test]
     fn bad_values_are_reported_and_defaults_kept() {
         check(
-            "om.server=head.local om.http=0 om.role=boss om.key=abc om.cluster= om.modules=ok,b/ad om.ip=10.0.0.1/33 om.pxe=maybe om.share=/srv om.colour=blue",
+            "om.server=head.local om.http=0 om.role=boss om.key=abc om.cluster= om.modules=ok,b/ad om.ip=10.0.0.1/33 om.pxe=maybe om.share=/srv om.system=http://x om.colour=blue",
             expect![[r#"
                 Settings {
                     server: None,
@@ -599,6 +625,7 @@ mod tests {
                     static_ip: None,
                     pxe: Auto,
                     share: None,
+                    system: None,
                 }
                 problem: om.server="head.local" is not valid: expected an IPv4 address
                 problem: om.http="0" is not valid: expected a TCP port 1-65535
@@ -609,7 +636,8 @@ mod tests {
                 problem: om.ip="10.0.0.1/33" is not valid: expected ADDR/PREFIX or ADDR/PREFIX,GATEWAY
                 problem: om.pxe="maybe" is not valid: expected auto, dhcp, proxy or off
                 problem: om.share="/srv" is not valid: expected off or nfs://SERVER/EXPORT
-                problem: unknown parameter om.colour (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip, om.pxe, om.share)
+                problem: om.system="http://x" is not valid: expected off or nfs://SERVER/EXPORT
+                problem: unknown parameter om.colour (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip, om.pxe, om.share, om.system)
             "#]],
         );
     }
@@ -656,7 +684,7 @@ mod tests {
             "a=\"b c\" \"\" om.key=ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB om.modules=virtio-net,,e1000 om.colour=blue om.http=0",
             expect![[r#"
                 "a=b c" "" om.key=abababababababababababababababababababababababababababababababab om.modules=virtio_net,e1000 om.colour=blue om.http=0
-                problem: unknown parameter om.colour (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip, om.pxe, om.share)
+                problem: unknown parameter om.colour (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip, om.pxe, om.share, om.system)
                 problem: om.http="0" is not valid: expected a TCP port 1-65535
             "#]],
         );
@@ -713,7 +741,7 @@ mod tests {
 
     #[test]
     fn from_str_refuses_the_first_bad_parameter() {
-        expect!["unknown parameter om.colour (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip, om.pxe, om.share)"]
+        expect!["unknown parameter om.colour (known: om.server, om.http, om.role, om.cluster, om.key, om.modules, om.ip, om.pxe, om.share, om.system)"]
             .assert_eq(&"quiet om.colour=blue om.role=boss".parse::<KernelCmdline>().unwrap_err().to_string());
         expect![[r#"om.modules="b/ad" is not valid: not a module name"#]].assert_eq(
             &"om.modules=ok,b/ad"

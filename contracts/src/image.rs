@@ -24,6 +24,11 @@ pub const IPXE_EFI: &str = "ipxe/ipxe.efi";
 /// The compressed read-only system layer a node runs from (squashfs),
 /// when the recipe has `packages.system`.
 pub const SYSTEM_LAYER: &str = "system.squashfs";
+/// The NFSv4 path under which `omboot`'s file server exports the image
+/// directory, read-only, when it holds a [`SYSTEM_LAYER`]: nodes mount it
+/// and map the layer from it (`om.system=nfs://HEAD/images`), reading
+/// only the blocks their programs touch.
+pub const SYSTEM_EXPORT: &str = "/images";
 /// The manifest ([`Manifest`]).
 pub const MANIFEST: &str = "manifest.json";
 

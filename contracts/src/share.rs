@@ -121,10 +121,16 @@ impl NfsShare {
     /// The head's own export: its server at `server`, the default port and
     /// version.
     pub fn head(server: Ipv4Addr) -> Self {
+        NfsShare::head_export(server, EXPORT_PATH)
+    }
+
+    /// Another export of the head's own server (`export`, absolute), on the
+    /// default port and version.
+    pub fn head_export(server: Ipv4Addr, export: &str) -> Self {
         NfsShare {
             server,
             port: None,
-            export: EXPORT_PATH.to_string(),
+            export: export.to_string(),
             version: NfsVersion::V4,
         }
     }

@@ -5,7 +5,7 @@
 //! `scripts/static-build` is the one place that knows the cargo command line;
 //! [`static_binaries`] runs it under a file lock ([`locked`]), so tests
 //! running at once in several processes build once and the others wait;
-//! [`default_image`] builds the default image the same way.
+//! [`default_image`] and [`render_image`] build the images the same way.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -69,20 +69,34 @@ pub fn static_binaries() -> Result<PathBuf, LabError> {
 /// with the `ombuild` in `bin` (under [`locked`], so tests and benchmarks
 /// running at once build it once) and returns the image directory.
 pub fn default_image(bin: &Path) -> Result<PathBuf, LabError> {
+    image(bin, "images/node.toml", "target/e2e/image")
+}
+
+/// Builds the render image (`images/render.toml`: POV-Ray, Blender,
+/// ffmpeg and Python in a system layer) into `target/e2e/render`, like
+/// [`default_image`].
+pub fn render_image(bin: &Path) -> Result<PathBuf, LabError> {
+    image(bin, "images/render.toml", "target/e2e/render")
+}
+
+/// Builds `recipe` (relative to the workspace) into `out` (likewise) with
+/// the `ombuild` in `bin`, under [`locked`]; a warm build reuses what is
+/// unchanged.
+fn image(bin: &Path, recipe: &str, out: &str) -> Result<PathBuf, LabError> {
     locked("image", || {
-        let out = workspace().join("target/e2e/image");
+        let out = workspace().join(out);
         let ombuild = bin.join("ombuild");
         let status = Command::new(&ombuild)
             .current_dir(workspace())
             .arg("image")
-            .arg(workspace().join("images/node.toml"))
+            .arg(workspace().join(recipe))
             .arg("--out")
             .arg(&out)
             .status()
             .map_err(io_err(format!("running {}", ombuild.display())))?;
         if !status.success() {
             return Err(LabError::Command {
-                command: format!("{} image images/node.toml", ombuild.display()),
+                command: format!("{} image {recipe}", ombuild.display()),
                 stderr: format!("exited with {status} (its output is above)"),
             });
         }

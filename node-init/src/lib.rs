@@ -8,7 +8,10 @@
 //! bring up the wired NICs with DHCP ([`network`], [`dhcp_client`],
 //! [`packet`], [`netif`], [`address`]). Once the network is up: the head
 //! (named by `om.server=`, or heard announcing itself: [`announce`]), the
-//! cluster key ([`key`]; the head makes a fresh one), the shared tree at `/cluster`
+//! cluster key ([`key`]; the head makes a fresh one), the image's system
+//! layer as the root when it has one ([`system`], over [`loopdev`]: from the
+//! head's NFS export on a node, from the medium on the head; a layer that
+//! cannot be had leaves the initramfs as the root), the shared tree at `/cluster`
 //! with the head's users and groups ([`share`], over [`fetch`]), the agent
 //! (after the tree is mounted, or a minute of trying), and on the head the
 //! boot medium ([`media`]), the head's own tree ([`storage`]) and `omboot
@@ -31,13 +34,13 @@
 //!
 //! 1. no imports within the crate: [`address`] (the [`address::Lease`] and
 //!    [`address::IfAddress`] data), [`cmdline`], [`console`], [`fetch`],
-//!    [`kmod`], [`mounts`], [`packet`];
+//!    [`kmod`], [`loopdev`], [`mounts`], [`packet`];
 //! 2. the pure cores and the thin system calls over layer 1: [`head`]
 //!    (address, cmdline), `dhcp_client::client` (address), [`netif`]
 //!    (address), [`reaper`] (console), [`announce`] (console), [`media`] (kmod), [`key`] (fetch),
 //!    [`share`] (fetch, kmod), [`storage`] (kmod, media);
 //! 3. the shells over them: `dhcp_client::shell` (its core, netif, packet),
-//!    [`power`] (reaper, mounts);
+//!    [`power`] (reaper, mounts), [`system`] (kmod, loopdev, share);
 //! 4. [`network`] (dhcp_client, head, netif, kmod, reaper, cmdline);
 //! 5. this file: [`run`] and PID 1's loop, over everything.
 //!
@@ -69,6 +72,7 @@ pub mod fetch;
 pub mod head;
 pub mod key;
 pub mod kmod;
+pub mod loopdev;
 pub mod media;
 pub mod mounts;
 pub mod netif;
@@ -78,6 +82,7 @@ pub mod power;
 pub mod reaper;
 pub mod share;
 pub mod storage;
+pub mod system;
 
 pub use power::{request as request_power, PowerAction, PowerError};
 
@@ -234,6 +239,12 @@ enum Event {
     },
     /// The shared tree is mounted, or the agent should start without it.
     ShareSettled,
+    /// The system layer is mounted at [`system::NEW_ROOT`] (`Ok`), or could
+    /// not be had (`Err`, the console line).
+    LayerMounted(Result<system::LayerSource, String>),
+    /// The head found no boot medium in its first [`MEDIA_PATIENCE`]: its
+    /// agent starts on the initramfs (the search goes on for omboot).
+    NoMediaYet,
     /// A head announced itself (no `om.server=` named one).
     HeadFound(contracts::announce::Announcement),
 }
@@ -272,6 +283,9 @@ struct Supervisor {
     /// `None` until the network is up; then whether the agent may start as
     /// far as the shared tree goes.
     share_settled: Option<bool>,
+    /// `None` until known whether there is a system layer; then whether the
+    /// root is settled (the layer's, or the initramfs for good).
+    system_settled: Option<bool>,
 }
 
 impl Supervisor {
@@ -289,6 +303,7 @@ impl Supervisor {
             media_ready: false,
             tree: None,
             share_settled: None,
+            system_settled: None,
         }
     }
 
@@ -315,10 +330,66 @@ impl Supervisor {
             say!("root shell on {}", tty.display());
             self.services.add(
                 &format!("shell on {}", tty.display()),
-                vec!["/bin/sh".into()],
+                vec![console_shell().into()],
                 reaper::Attach::Tty(tty),
                 now,
             );
+        }
+    }
+
+    /// Once the network is up (on the head: once its medium is found, or
+    /// not found in time): the system layer, mounted by a worker that
+    /// keeps trying for [`SYSTEM_PATIENCE`]. `medium` is the head's
+    /// medium's layer file. Without a layer the root is settled at once.
+    fn start_system(&mut self, medium: Option<PathBuf>) {
+        use contracts::share::Share;
+        if self.system_settled.is_some() {
+            return;
+        }
+        let source = match (&self.settings.system, &self.net, medium) {
+            (Some(Share::Off), _, _) => {
+                say!("om.system=off: the initramfs stays the root");
+                None
+            }
+            (Some(Share::Nfs(export)), Some(net), _) => Some(system::LayerSource::Nfs {
+                export: export.clone(),
+                client: net.address,
+            }),
+            (None, _, Some(file)) => Some(system::LayerSource::File(file)),
+            _ => None,
+        };
+        let Some(source) = source else {
+            self.system_settled = Some(true);
+            return;
+        };
+        self.system_settled = Some(false);
+        let tx = self.tx.clone();
+        spawn_worker("system", "system layer mount", move || {
+            mount_layer(source, &tx)
+        });
+    }
+
+    /// The system layer is mounted (or not): PID 1 moves into it, and the
+    /// console shells restart there. Any failure leaves the initramfs as
+    /// the root, said on the console.
+    fn enter_layer(&mut self, mounted: Result<system::LayerSource, String>) {
+        self.system_settled = Some(true);
+        let source = match mounted {
+            Ok(source) => source,
+            Err(e) => {
+                say!("{e}; staying on the initramfs (its shell and agent run, the layer's programs do not)");
+                return;
+            }
+        };
+        match system::switch_root() {
+            Ok(()) => {
+                say!("running from the system layer {source} (read-only, writes in RAM; the initramfs at {})", system::INITRAMFS_DIR);
+                self.services
+                    .restart_ttys(vec![console_shell().into()]);
+            }
+            Err(e) => say!(
+                "cannot move into the system layer: {e}; staying on the initramfs (its shell and agent run)"
+            ),
         }
     }
 
@@ -383,6 +454,9 @@ impl Supervisor {
                     self.hostname = Some(hostname);
                     self.net = Some(address);
                     self.start_key();
+                    if self.settings.role == cmdline::Role::Node || self.settings.system.is_some() {
+                        self.start_system(None);
+                    }
                     self.start_share();
                 }
             }
@@ -392,9 +466,16 @@ impl Supervisor {
             Event::MediaReady { tree } => {
                 self.media_ready = true;
                 self.tree = tree;
+                let layer = Path::new(media::MEDIA_DIR).join(contracts::image::SYSTEM_LAYER);
+                self.start_system(layer.is_file().then_some(layer));
             }
+            Event::NoMediaYet => self.start_system(None),
             Event::ShareSettled => {
                 self.share_settled = Some(true);
+            }
+            Event::LayerMounted(mounted) => {
+                self.enter_layer(mounted);
+                self.start_share();
             }
             Event::HeadFound(head) => self.found_head(head),
         }
@@ -411,7 +492,11 @@ impl Supervisor {
         let Some(net) = &self.net else {
             return;
         };
-        if !self.media_ready || !self.key_ready || self.services.contains("omboot") {
+        if !self.media_ready
+            || !self.key_ready
+            || self.system_settled != Some(true)
+            || self.services.contains("omboot")
+        {
             return;
         }
         match head::omboot_argv(
@@ -550,7 +635,11 @@ impl Supervisor {
         let Some(name) = &self.hostname else {
             return;
         };
-        if !self.key_ready || self.share_settled != Some(true) || self.services.contains("agent") {
+        if !self.key_ready
+            || self.share_settled != Some(true)
+            || self.system_settled != Some(true)
+            || self.services.contains("agent")
+        {
             return;
         }
         let exe = std::env::current_exe()
@@ -573,8 +662,12 @@ impl Supervisor {
     /// Once the network is up: the shared tree `om.share=` names, mounted by
     /// a worker thread that keeps trying.
     fn start_share(&mut self) {
-        // Heard from the head once it announces itself.
-        if self.share_settled.is_some() || self.looking_for_head() {
+        // Heard from the head once it announces itself; mounted in the
+        // root the machine keeps (the system layer's, once it is in).
+        if self.share_settled.is_some()
+            || self.looking_for_head()
+            || self.system_settled != Some(true)
+        {
             return;
         }
         let share = match (&self.settings.share, &self.net) {
@@ -610,6 +703,48 @@ impl Supervisor {
             find_media(share.as_ref(), &tx)
         });
     }
+}
+
+/// The console's shell: bash where the root has it (a system layer), else
+/// the initramfs's `/bin/sh` (busybox).
+fn console_shell() -> &'static str {
+    if Path::new("/bin/bash").is_file() {
+        "/bin/bash"
+    } else {
+        "/bin/sh"
+    }
+}
+
+/// How long a machine keeps trying to mount its system layer before it
+/// carries on from the initramfs.
+const SYSTEM_PATIENCE: Duration = Duration::from_secs(60);
+
+/// How long the head looks for its boot medium before its agent starts on
+/// the initramfs (the search goes on, for omboot).
+const MEDIA_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The system layer thread: mounts the layer at `source` (retrying every
+/// 3 s for [`SYSTEM_PATIENCE`]) and tells the loop how it went.
+fn mount_layer(source: system::LayerSource, tx: &mpsc::Sender<Event>) {
+    say!("mounting the system layer {source}");
+    let started = Instant::now();
+    let outcome = loop {
+        match system::mount_layer(&source) {
+            Ok(()) => {
+                say!(
+                    "system layer {source} mounted in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+                break Ok(source);
+            }
+            Err(e) if started.elapsed() < SYSTEM_PATIENCE => {
+                say!("system layer {source}: {e}; retrying in 3s");
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            Err(e) => break Err(format!("cannot mount the system layer {source}: {e}")),
+        }
+    };
+    let _ = notify(tx, Event::LayerMounted(outcome));
 }
 
 /// The `omnode agent` command line: `exe` is the omnode binary, `name` the
@@ -789,6 +924,8 @@ fn mount_share(
 fn find_media(share: Option<&contracts::share::Share>, tx: &mpsc::Sender<Event>) {
     // Block drivers load in the network thread's module pass; give them a
     // few rounds before complaining.
+    let started = Instant::now();
+    let mut told = false;
     for attempt in 1.. {
         match media::mount_media() {
             Ok(dev) => {
@@ -804,6 +941,13 @@ fn find_media(share: Option<&contracts::share::Share>, tx: &mpsc::Sender<Event>)
             Err(e) => {
                 if attempt == 3 || attempt % 20 == 0 {
                     say!("{e}; still looking");
+                }
+                if !told && started.elapsed() > MEDIA_PATIENCE {
+                    say!(
+                        "no boot medium in {}s: the agent starts from the initramfs; still looking",
+                        MEDIA_PATIENCE.as_secs()
+                    );
+                    told = notify(tx, Event::NoMediaYet).is_ok();
                 }
                 std::thread::sleep(Duration::from_secs(3));
             }

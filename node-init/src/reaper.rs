@@ -184,6 +184,22 @@ impl Services {
             .collect()
     }
 
+    /// Gives every service on a terminal (the shells) `argv` and ends the
+    /// running ones, so they start again with it, in PID 1's root as it is
+    /// now (after the move into the system layer).
+    pub fn restart_ttys(&mut self, argv: Vec<String>) {
+        for svc in &mut self.list {
+            if !matches!(svc.attach, Attach::Tty(_)) {
+                continue;
+            }
+            svc.argv = argv.clone();
+            svc.backoff = None;
+            if let Some(pid) = svc.pid {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+
     /// The next time a service is due to (re)start.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.list.iter().filter_map(|s| s.next_start).min()
@@ -241,7 +257,12 @@ impl Services {
 /// The environment every child of PID 1 gets.
 fn base_env(cmd: &mut Command) {
     cmd.env_clear()
-        .env("PATH", "/bin:/sbin:/usr/bin:/usr/sbin")
+        // Debian's order: a system layer's programs in /usr/bin come
+        // before busybox's applets in /bin.
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("HOME", "/root")
         .env("TERM", "linux")
         .env("SHELL", "/bin/sh");

@@ -30,10 +30,12 @@ pub enum ShareError {
         reason: String,
     },
     /// mount(2) refused.
-    #[error("mounting {source_} on {MOUNT_POINT}: {errno}")]
+    #[error("mounting {source_} on {target}: {errno}")]
     Mount {
         /// `SERVER:/EXPORT`.
         source_: String,
+        /// Where.
+        target: String,
         /// What the kernel said.
         errno: Errno,
     },
@@ -65,6 +67,18 @@ pub fn mount(share: &NfsShare, client: Ipv4Addr) -> Result<(), ShareError> {
     if is_mounted() {
         return Ok(());
     }
+    let _ = std::fs::create_dir_all(MOUNT_POINT);
+    mount_at(share, client, Path::new(MOUNT_POINT), MsFlags::empty())
+}
+
+/// Mounts the NFS export `share` at `target` with `flags` (the system
+/// layer's export is mounted read-only), loading the client module first.
+pub fn mount_at(
+    share: &NfsShare,
+    client: Ipv4Addr,
+    target: &Path,
+    flags: MsFlags,
+) -> Result<(), ShareError> {
     let args = share.mount(client);
     if let Some(dir) = kmod::modules_dir() {
         kmod::load_named(&dir, &[args.module.to_string()]).map_err(|e| ShareError::Module {
@@ -72,16 +86,16 @@ pub fn mount(share: &NfsShare, client: Ipv4Addr) -> Result<(), ShareError> {
             reason: e.to_string(),
         })?;
     }
-    let _ = std::fs::create_dir_all(MOUNT_POINT);
     nix::mount::mount(
         Some(args.source.as_str()),
-        MOUNT_POINT,
+        target,
         Some(args.fstype),
-        MsFlags::empty(),
+        flags,
         Some(args.options.as_str()),
     )
     .map_err(|errno| ShareError::Mount {
         source_: args.source.clone(),
+        target: target.display().to_string(),
         errno,
     })
 }

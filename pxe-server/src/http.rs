@@ -52,9 +52,10 @@ use contracts::admit::{
 };
 use contracts::cmdline::{KernelCmdline, OmParam, Param, INITRD_PARAM};
 use contracts::http::{Checkin, CHECKIN_PATH};
+use contracts::image::{SYSTEM_EXPORT, SYSTEM_LAYER};
 use contracts::mac::MacAddr;
 use contracts::rotate::{self, RotateRequest, ROTATE_PATH};
-use contracts::share::{Share, GROUP_PATH, PASSWD_PATH};
+use contracts::share::{NfsShare, Share, GROUP_PATH, PASSWD_PATH};
 use serde::Deserialize;
 use tower::ServiceExt;
 use tracing::{info, warn};
@@ -221,19 +222,27 @@ pub struct NodeParams<'a> {
     pub cluster_id: &'a str,
     /// The shared tree (`om.share=`).
     pub share: Option<&'a ShareConfig>,
+    /// Whether the image has a system layer, exported by this head's file
+    /// server (`om.system=`).
+    pub system_layer: bool,
 }
 
 /// The kernel command line of the per-MAC script: `initrd=initrd.img`, the
-/// image's own line, then the head's address and HTTP port, the cluster id
-/// and shared tree. Never the key: the node asks for it
-/// (`/api/v1/admit`). `om.server=` and the head's own `om.share=` are left
-/// out when the node reached us over IPv6: `omnode init` takes IPv4 only.
+/// image's own line, then the head's address and HTTP port, the cluster id,
+/// the shared tree and the system layer. Never the key: the node asks for
+/// it (`/api/v1/admit`). `om.server=` and the head's own `om.share=` and
+/// `om.system=` are left out when the node reached us over IPv6: `omnode
+/// init` takes IPv4 only.
 pub fn node_cmdline(
     server: SocketAddr,
     image_cmdline: &KernelCmdline,
     params: NodeParams<'_>,
 ) -> KernelCmdline {
-    let NodeParams { cluster_id, share } = params;
+    let NodeParams {
+        cluster_id,
+        share,
+        system_layer,
+    } = params;
     let mut line = KernelCmdline::default();
     line.push(Param::Other(INITRD_PARAM.into()));
     line.params.extend(image_cmdline.params.iter().cloned());
@@ -248,6 +257,12 @@ pub fn node_cmdline(
         }
         (Some(own), IpAddr::V4(ip)) => line.push(OmParam::Share(own.for_nodes(ip))),
         _ => {}
+    }
+    if let (true, IpAddr::V4(ip)) = (system_layer, server.ip()) {
+        line.push(OmParam::System(Share::Nfs(NfsShare::head_export(
+            ip,
+            SYSTEM_EXPORT,
+        ))));
     }
     line
 }
@@ -308,6 +323,7 @@ async fn boot_script(
         NodeParams {
             cluster_id: &st.cluster_id,
             share: st.share.as_ref(),
+            system_layer: st.image.root().join(SYSTEM_LAYER).is_file(),
         },
     );
     text(StatusCode::OK, script)

@@ -1,6 +1,6 @@
 //! `omboot serve`: open the lease store, bind every socket, and run DHCP (or
-//! ProxyDHCP), TFTP, HTTP and the head's announcement until the shutdown
-//! future resolves.
+//! ProxyDHCP), TFTP, HTTP, the head's announcement and its NFS server (the
+//! shared tree and the system layer) until the shutdown future resolves.
 //!
 //! Binding happens here, before anything is served, so a port that cannot be
 //! had stops the whole server at once with an error naming it; the servers
@@ -217,17 +217,18 @@ pub async fn run(
             Ok(())
         });
     }
-    if let Some(ShareConfig::Serve(dir)) = &config.share {
-        // One address when serving on one interface; the export admits
+    let exports = file_exports(&config);
+    if !exports.is_empty() {
+        // One address when serving on one interface; the exports admit
         // only the boot networks either way.
         let bind = match config.interfaces.as_slice() {
             [one] => Some(one.addr),
             _ => None,
         };
         let clients = config.interfaces.iter().map(|i| i.net).collect();
-        let (dir, state, stop) = (dir.clone(), config.state.clone(), stop.clone());
+        let (state, stop) = (config.state.clone(), stop.clone());
         servers.spawn(async move {
-            crate::share::serve(dir, bind, clients, &state, stop)
+            crate::share::serve(exports, bind, clients, &state, stop)
                 .await
                 .map_err(ServeError::from)
         });
@@ -250,4 +251,16 @@ pub async fn run(
     }
     tracing::info!("omboot stopped");
     result
+}
+
+/// What the head's file server exports: the shared tree (`--share DIR`) and
+/// the image's system layer, each when there is one.
+fn file_exports(config: &ServeConfig) -> Vec<crate::share::Export> {
+    let tree = match &config.share {
+        Some(ShareConfig::Serve(dir)) => Some(crate::share::Export::tree(dir.clone())),
+        _ => None,
+    };
+    tree.into_iter()
+        .chain(crate::share::Export::system_layer(config.image.root()))
+        .collect()
 }

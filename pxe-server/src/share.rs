@@ -17,14 +17,21 @@
 //! their open files during a short grace period instead of getting
 //! stale-handle errors; `COMMIT` is an `fsync` of the head's file.
 //!
-//! Layout: [`ShareConfig`] is the validated setting; [`ganesha_conf`] is the
-//! pure configuration writer (snapshot-tested); [`serve`] is the supervisor.
+//! The same server carries the image's system layer: when the image
+//! directory holds [`SYSTEM_LAYER`], it is exported read-only at
+//! [`SYSTEM_EXPORT`] and nodes are told `om.system=nfs://HEAD/images`; they
+//! map the layer from there and read only the blocks their programs touch.
+//!
+//! Layout: [`ShareConfig`] is the validated setting; [`Export`] one served
+//! directory; [`ganesha_conf`] is the pure configuration writer
+//! (snapshot-tested); [`serve`] is the supervisor.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use contracts::image::{SYSTEM_EXPORT, SYSTEM_LAYER};
 use contracts::share::{NfsShare, Share, EXPORT_PATH, NFS_PORT};
 use ipnet::Ipv4Net;
 use tokio::process::Command;
@@ -72,7 +79,7 @@ pub enum ShareError {
     #[error("--share: {0}")]
     Url(contracts::share::ShareError),
     /// nfs-ganesha is not installed.
-    #[error("serving --share needs nfs-ganesha: {GANESHA} is not on PATH (apt-get install nfs-ganesha nfs-ganesha-vfs)")]
+    #[error("serving the shared tree or the system layer needs nfs-ganesha: {GANESHA} is not on PATH (apt-get install nfs-ganesha nfs-ganesha-vfs)")]
     NoServer,
     /// The server's files could not be written.
     #[error("cannot write {path}: {source}")]
@@ -123,11 +130,42 @@ impl ShareConfig {
     }
 }
 
+/// One directory the server exports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Its NFSv4 path ([`EXPORT_PATH`], [`SYSTEM_EXPORT`]).
+    pub pseudo: &'static str,
+    /// Whether clients may write.
+    pub writable: bool,
+}
+
+impl Export {
+    /// The shared tree `--share DIR` serves, read-write.
+    pub fn tree(dir: PathBuf) -> Self {
+        Export {
+            dir,
+            pseudo: EXPORT_PATH,
+            writable: true,
+        }
+    }
+
+    /// The image directory `images`, read-only, if it holds a system layer.
+    pub fn system_layer(images: &Path) -> Option<Self> {
+        images.join(SYSTEM_LAYER).is_file().then(|| Export {
+            dir: images.to_path_buf(),
+            pseudo: SYSTEM_EXPORT,
+            writable: false,
+        })
+    }
+}
+
 /// What [`ganesha_conf`] writes.
 #[derive(Debug, Clone)]
 pub struct GaneshaSettings<'a> {
-    /// The directory served.
-    pub dir: &'a Path,
+    /// The directories served.
+    pub exports: &'a [Export],
     /// The one address to listen on (every address when `None`).
     pub bind: Option<Ipv4Addr>,
     /// The networks allowed to mount (the boot networks).
@@ -137,19 +175,52 @@ pub struct GaneshaSettings<'a> {
 }
 
 /// The nfs-ganesha configuration for `s`: NFSv4 over TCP only (one port,
-/// no portmapper), the directory at [`EXPORT_PATH`], read-write for the
-/// boot networks and nothing else, root not squashed (root on a netbooted
-/// node is root of the cluster), numeric owners (uids mean the same on
-/// every machine), attributes revalidated on every access (the head writes
-/// into the directory directly, beside the server).
+/// no portmapper), each export at its pseudo path for the boot networks and
+/// nothing else (read-write or read-only as the export says), root not
+/// squashed (root on a netbooted node is root of the cluster), numeric
+/// owners (uids mean the same on every machine), attributes revalidated on
+/// every access (the head writes into the directories directly, beside the
+/// server).
 pub fn ganesha_conf(s: &GaneshaSettings<'_>) -> String {
     let bind = s
         .bind
         .map(|a| format!("    Bind_addr = {a};\n"))
         .unwrap_or_default();
     let clients: Vec<String> = s.clients.iter().map(|n| n.to_string()).collect();
+    let exports: String = s
+        .exports
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            format!(
+                "EXPORT {{\n\
+                 \x20   Export_Id = {id};\n\
+                 \x20   Path = \"{dir}\";\n\
+                 \x20   Pseudo = {pseudo};\n\
+                 \x20   Protocols = 4;\n\
+                 \x20   Transports = TCP;\n\
+                 \x20   SecType = sys;\n\
+                 \x20   Squash = No_Root_Squash;\n\
+                 \x20   Attr_Expiration_Time = 0;\n\
+                 \x20   Access_Type = None;\n\
+                 \x20   CLIENT {{\n\
+                 \x20       Clients = {clients};\n\
+                 \x20       Access_Type = {access};\n\
+                 \x20   }}\n\
+                 \x20   FSAL {{\n\
+                 \x20       Name = VFS;\n\
+                 \x20   }}\n\
+                 }}\n",
+                id = i + 1,
+                dir = e.dir.display(),
+                pseudo = e.pseudo,
+                clients = clients.join(", "),
+                access = if e.writable { "RW" } else { "RO" },
+            )
+        })
+        .collect();
     format!(
-        "# Written by omboot serve --share at each start; edits are lost.\n\
+        "# Written by omboot serve at each start; edits are lost.\n\
          NFS_CORE_PARAM {{\n\
          \x20   Protocols = 4;\n\
          \x20   NFS_Port = {NFS_PORT};\n\
@@ -168,24 +239,7 @@ pub fn ganesha_conf(s: &GaneshaSettings<'_>) -> String {
          \x20   Lease_Lifetime = {LEASE_SECONDS};\n\
          \x20   Only_Numeric_Owners = true;\n\
          }}\n\
-         EXPORT {{\n\
-         \x20   Export_Id = 1;\n\
-         \x20   Path = \"{dir}\";\n\
-         \x20   Pseudo = {EXPORT_PATH};\n\
-         \x20   Protocols = 4;\n\
-         \x20   Transports = TCP;\n\
-         \x20   SecType = sys;\n\
-         \x20   Squash = No_Root_Squash;\n\
-         \x20   Attr_Expiration_Time = 0;\n\
-         \x20   Access_Type = None;\n\
-         \x20   CLIENT {{\n\
-         \x20       Clients = {clients};\n\
-         \x20       Access_Type = RW;\n\
-         \x20   }}\n\
-         \x20   FSAL {{\n\
-         \x20       Name = VFS;\n\
-         \x20   }}\n\
-         }}\n\
+         {exports}\
          LOG {{\n\
          \x20   Default_Log_Level = EVENT;\n\
          \x20   Components {{\n\
@@ -193,8 +247,6 @@ pub fn ganesha_conf(s: &GaneshaSettings<'_>) -> String {
          \x20   }}\n\
          }}\n",
         recovery = s.recovery.display(),
-        dir = s.dir.display(),
-        clients = clients.join(", "),
     )
 }
 
@@ -234,11 +286,12 @@ pub fn find_server() -> Result<PathBuf, ShareError> {
         .ok_or(ShareError::NoServer)
 }
 
-/// Serves `dir` to `clients` until `stop`: writes the configuration, starts
-/// nfs-ganesha, and restarts it (after 1 s, doubling up to 30 s) whenever
-/// it exits. Fails only if the first start does not answer on its port.
+/// Serves `exports` to `clients` until `stop`: writes the configuration,
+/// starts nfs-ganesha, and restarts it (after 1 s, doubling up to 30 s)
+/// whenever it exits. Fails only if the first start does not answer on its
+/// port.
 pub async fn serve(
-    dir: PathBuf,
+    exports: Vec<Export>,
     bind: Option<Ipv4Addr>,
     clients: Vec<Ipv4Net>,
     state: &Path,
@@ -251,11 +304,18 @@ pub async fn serve(
         source,
     })?;
     let conf = ganesha_conf(&GaneshaSettings {
-        dir: &dir,
+        exports: &exports,
         bind,
         clients: &clients,
         recovery: &files.recovery,
     });
+    let served: Vec<String> = exports
+        .iter()
+        .map(|e| {
+            let access = if e.writable { "rw" } else { "ro" };
+            format!("{}={} ({access})", e.pseudo, e.dir.display())
+        })
+        .collect();
     std::fs::write(&files.conf, conf).map_err(|source| ShareError::Write {
         path: files.conf.clone(),
         source,
@@ -305,10 +365,11 @@ pub async fn serve(
         };
         match ready {
             Ok(()) if first => info!(
-                dir = %dir.display(), pid, port = NFS_PORT,
+                exports = %served.join(", "), pid, port = NFS_PORT,
                 clients = %clients.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
                 log = %files.log.display(),
-                "share: serving the tree over NFSv4 (nfs-ganesha)"
+                "share: serving {} over NFSv4 (nfs-ganesha)",
+                if exports.iter().any(|e| e.pseudo == EXPORT_PATH) { "the tree" } else { "the system layer" }
             ),
             Ok(()) => info!(
                 pid,
@@ -403,15 +464,21 @@ mod tests {
     use expect_test::expect;
 
     #[test]
-    fn configuration_exports_the_directory_to_the_boot_networks_only() {
+    fn configuration_exports_the_directories_to_the_boot_networks_only() {
+        let images = tempfile::tempdir().unwrap();
+        assert_eq!(Export::system_layer(images.path()), None);
+        std::fs::write(images.path().join(SYSTEM_LAYER), "hsqs").unwrap();
+        let mut layer = Export::system_layer(images.path()).unwrap();
+        assert!(!layer.writable);
+        layer.dir = PathBuf::from("/srv/images");
         let conf = ganesha_conf(&GaneshaSettings {
-            dir: Path::new("/srv/cluster"),
+            exports: &[Export::tree(PathBuf::from("/srv/cluster")), layer],
             bind: Some(Ipv4Addr::new(10, 77, 0, 1)),
             clients: &["10.77.0.0/24".parse().unwrap()],
             recovery: Path::new("/var/lib/omboot/share/recovery"),
         });
-        expect![[r#"
-            # Written by omboot serve --share at each start; edits are lost.
+        expect![[r##"
+            # Written by omboot serve at each start; edits are lost.
             NFS_CORE_PARAM {
                 Protocols = 4;
                 NFS_Port = 2049;
@@ -448,13 +515,31 @@ mod tests {
                     Name = VFS;
                 }
             }
+            EXPORT {
+                Export_Id = 2;
+                Path = "/srv/images";
+                Pseudo = /images;
+                Protocols = 4;
+                Transports = TCP;
+                SecType = sys;
+                Squash = No_Root_Squash;
+                Attr_Expiration_Time = 0;
+                Access_Type = None;
+                CLIENT {
+                    Clients = 10.77.0.0/24;
+                    Access_Type = RO;
+                }
+                FSAL {
+                    Name = VFS;
+                }
+            }
             LOG {
                 Default_Log_Level = EVENT;
                 Components {
                     NFS4 = INFO;
                 }
             }
-        "#]]
+        "##]]
         .assert_eq(&conf);
     }
 

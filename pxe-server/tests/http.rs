@@ -36,6 +36,8 @@ impl Server {
         let initrd = write_pattern(&root.join("initrd.img"), 3_000_017, 11);
         write_pattern(&root.join("ipxe/undionly.kpxe"), 70_000, 12);
         write_pattern(&root.join("ipxe/snponly.efi"), 200_000, 13);
+        // A system layer: nodes are told to map it from the head's NFS server.
+        write_pattern(&root.join("system.squashfs"), 40_000, 14);
         std::fs::write(
             root.join("manifest.json"),
             r#"{"kernel_cmdline":"console=ttyS0 quiet","kernel_version":"6.1.0-test","packages":[]}"#,
@@ -142,7 +144,7 @@ async fn boot_script_stages() {
     expect![[r#"
         #!ipxe
         echo omboot: booting 52:54:00:12:34:56 from http://127.0.0.1:PORT
-        kernel http://127.0.0.1:PORT/vmlinuz initrd=initrd.img console=ttyS0 quiet om.server=127.0.0.1 om.http=PORT om.cluster=test-cluster om.share=nfs://127.0.0.1/cluster
+        kernel http://127.0.0.1:PORT/vmlinuz initrd=initrd.img console=ttyS0 quiet om.server=127.0.0.1 om.http=PORT om.cluster=test-cluster om.share=nfs://127.0.0.1/cluster om.system=nfs://127.0.0.1/images
         initrd http://127.0.0.1:PORT/initrd.img
         boot
     "#]]

@@ -12,6 +12,8 @@
 //!   from `netboot`'s test, which boots them once).
 //! - `balance`: automatic rebalancing, the knobs and `omctl shell` on the
 //!   same machines (called from `netboot`'s test too).
+//! - `system`: the render image's system layer: a 1 GiB machine netboots
+//!   it and runs POV-Ray, ffmpeg, Python and Blender through `omctl run`.
 
 mod balance;
 mod head;
@@ -20,3 +22,4 @@ mod media;
 mod migrate;
 mod netboot;
 mod package;
+mod system;
