@@ -13,7 +13,9 @@
 //!    image uses (the kernel, initramfs and boot roles) is in the cache with
 //!    its SHA256;
 //! 3. **unpack** (`debs::unpack` → `Trees`): check each `.deb` again and
-//!    unpack it in memory, one tree per role, the roles in parallel;
+//!    unpack it in memory, one tree per role, the roles in parallel (the
+//!    system packages not when the cache holds their layer already:
+//!    `system::layer_key`, `system::cached`);
 //! 4. **kernel** (`kernel::select` → `Kernel`): find `vmlinuz`, select the
 //!    recipe's modules with their dependencies, make `modules.dep` and
 //!    `modules.alias`;
@@ -23,7 +25,8 @@
 //! 6. **boot kit** (`media::boot_kit` → `ImageDir`): `vmlinuz`,
 //!    `initrd.img` and `ipxe/…` from the boot packages;
 //! 7. **system layer** (`system::layer` → `OutFile`, when the recipe has
-//!    `packages.system`): `system.squashfs`;
+//!    `packages.system`): `system.squashfs`, kept in the cache for the
+//!    next build (`system::remember`);
 //! 8. **iso** (`media::iso` → `OutFile`): `<name>.iso`, holding the image
 //!    directory and its manifest;
 //! 9. **manifest** (`ImageDir::manifest` → `Manifest`, then
@@ -282,7 +285,11 @@ pub fn build(opts: &Options) -> Result<Report, Error> {
     let resolved = lock::resolve(opts)?;
     let debs = debs::fetch(&resolved)?;
     let t_fetch = t0.elapsed();
-    let mut trees = debs::unpack(&debs)?;
+    let layer_key = system::layer_key(&resolved, &debs);
+    let reused = layer_key
+        .as_deref()
+        .and_then(|key| system::cached(&resolved, key));
+    let mut trees = debs::unpack(&debs, reused.is_none())?;
     debs::exclude(&mut trees.initramfs, &resolved.recipe.exclude)?;
     let t_unpack = t0.elapsed();
     let kernel = kernel::select(&resolved.recipe, &trees.kernel)?;
@@ -291,9 +298,16 @@ pub fn build(opts: &Options) -> Result<Report, Error> {
 
     let boot = media::BootFiles::new(&trees.boot, &resolved.recipe.boot_packages);
     let mut dir = media::boot_kit(&kernel, &initrd, &boot)?;
-    let system_tree = std::mem::take(&mut trees.system);
-    if let Some(layer) = system::layer(&resolved, system_tree, &trees.system_postinst)? {
+    if let Some(layer) = reused {
         dir.push(layer);
+    } else {
+        let system_tree = std::mem::take(&mut trees.system);
+        if let Some(layer) = system::layer(&resolved, system_tree, &trees.system_postinst)? {
+            if let Some(key) = &layer_key {
+                system::remember(&resolved, key, &layer);
+            }
+            dir.push(layer);
+        }
     }
     let t_system = t0.elapsed();
     // The ISO holds the image directory (its manifest lists everything but

@@ -579,16 +579,29 @@ fn a_system_layer_is_squashfs_listed_in_the_manifest_and_reproducible() {
     if nobody {
         chown_r(w.dir.path(), 65534);
     }
-    for out in ["a", "b"] {
+    // a and b each make the layer (b without a's in the cache); c reuses
+    // the cached one.
+    for out in ["a", "b", "c"] {
+        if out == "b" {
+            std::fs::remove_dir_all(cache.join("layers")).expect("a kept its layer");
+        }
         let o = w.build(out, &cache, &[], nobody);
         assert!(o.status.success(), "build {out} failed");
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            log.contains("system layer unchanged: reused from the cache"),
+            out == "c",
+            "build {out}: {log}"
+        );
     }
     let layer = std::fs::read(w.path("a/system.squashfs")).unwrap();
-    assert_eq!(
-        layer,
-        std::fs::read(w.path("b/system.squashfs")).unwrap(),
-        "system.squashfs differs between two builds"
-    );
+    for other in ["b", "c"] {
+        assert_eq!(
+            layer,
+            std::fs::read(w.path(&format!("{other}/system.squashfs"))).unwrap(),
+            "system.squashfs differs between builds a and {other}"
+        );
+    }
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(w.path("a/manifest.json")).unwrap()).unwrap();
     let listed = m["artifacts"]

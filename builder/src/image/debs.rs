@@ -34,6 +34,13 @@ pub(super) struct Debs {
 }
 
 impl Debs {
+    /// The system layer's packages, in lockfile order.
+    pub(super) fn system_packages(&self) -> impl Iterator<Item = &LockedPackage> {
+        self.packages
+            .iter()
+            .filter(|p| self.system.contains(&p.name))
+    }
+
     /// Where a package's `.deb` is in the cache.
     fn path(&self, p: &LockedPackage) -> PathBuf {
         self.dir
@@ -105,14 +112,17 @@ pub(super) fn fetch(resolved: &Resolved) -> Result<Debs, Error> {
 }
 
 /// Unpack each role's packages in memory, the roles in parallel (the
-/// kernel or the system layer dominates, the rest are small).
-pub(super) fn unpack(debs: &Debs) -> Result<Trees, Error> {
+/// kernel or the system layer dominates, the rest are small); the system
+/// packages only when `system` (not when the layer is reused).
+pub(super) fn unpack(debs: &Debs, system: bool) -> Result<Trees, Error> {
+    let none = BTreeSet::new();
+    let system_set = if system { &debs.system } else { &none };
     let (kernel, initramfs, boot, system) = std::thread::scope(|s| {
         let k = s.spawn(|| unpack_set(debs, &debs.kernel, &kernel_keep, None));
         let i = s.spawn(|| unpack_set(debs, &debs.initramfs, &no_docs, None));
         let sys = s.spawn(|| {
             let mut scripts = Vec::new();
-            unpack_set(debs, &debs.system, &no_docs, Some(&mut scripts)).map(|t| (t, scripts))
+            unpack_set(debs, system_set, &no_docs, Some(&mut scripts)).map(|t| (t, scripts))
         });
         let b = unpack_set(debs, &debs.boot, &no_docs, None);
         (

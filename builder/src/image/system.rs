@@ -4,17 +4,98 @@
 //! [`crate::squashfs`]), after what the packages' maintainer scripts
 //! would have set up ([`crate::install`]). A recipe without
 //! `packages.system` has none.
+//!
+//! A warm build reuses the layer: [`layer_key`] names it by everything its
+//! bytes follow from (the packages with their hashes, the epoch and this
+//! `ombuild` itself), and [`cached`] finds it under `<cache>/layers/`,
+//! where [`remember`] put it; then the system packages are neither
+//! unpacked nor compressed again.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use contracts::image;
+use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+use super::debs::Debs;
 use super::dir::OutFile;
 use super::lock::Resolved;
-use super::{Error, LOG_TARGET};
+use super::{write_atomic, Error, LOG_TARGET};
 use crate::tree::Tree;
 use crate::{install, squashfs};
+
+/// How many layers the cache keeps (the most recently used): each is
+/// hundreds of MiB.
+const KEEP_LAYERS: usize = 3;
+
+/// The cache name of the layer `debs`' system packages make, or none
+/// without `packages.system` (or when this program cannot read itself, so
+/// a changed `ombuild` could not be told apart).
+pub(super) fn layer_key(resolved: &Resolved, debs: &Debs) -> Option<String> {
+    if resolved.recipe.system_packages.is_empty() {
+        return None;
+    }
+    let exe = std::fs::read(std::env::current_exe().ok()?).ok()?;
+    let mut hash = Sha256::new();
+    hash.update(b"omcluster system layer 1\n");
+    hash.update(Sha256::digest(&exe));
+    hash.update(format!("epoch {}\n", resolved.epoch));
+    for p in debs.system_packages() {
+        hash.update(format!("{} {} {}\n", p.name, p.version, p.sha256));
+    }
+    Some(hex::encode(hash.finalize()))
+}
+
+fn layer_path(resolved: &Resolved, key: &str) -> PathBuf {
+    resolved
+        .cache
+        .join("layers")
+        .join(format!("{key}.squashfs"))
+}
+
+/// The layer named `key` from the cache, if it is there (marked as just
+/// used).
+pub(super) fn cached(resolved: &Resolved, key: &str) -> Option<OutFile> {
+    let path = layer_path(resolved, key);
+    let data = std::fs::read(&path).ok()?;
+    if let Ok(f) = std::fs::File::options().append(true).open(&path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+    info!(target: LOG_TARGET, path = %path.display(), bytes = data.len(), "system layer unchanged: reused from the cache");
+    Some(OutFile::new(image::SYSTEM_LAYER, Arc::new(data)))
+}
+
+/// Keeps `layer` in the cache as `key`, and drops all but the
+/// [`KEEP_LAYERS`] most recently used. A cache that cannot be written only
+/// costs the next build the time.
+pub(super) fn remember(resolved: &Resolved, key: &str, layer: &OutFile) {
+    let path = layer_path(resolved, key);
+    if let Err(e) = write_atomic(&path, &layer.data) {
+        warn!(target: LOG_TARGET, error = %e, "cannot keep the system layer in the cache");
+        return;
+    }
+    if let Some(dir) = path.parent() {
+        prune(dir, KEEP_LAYERS);
+    }
+}
+
+/// Removes all but the `keep` most recently modified `*.squashfs` in `dir`.
+fn prune(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut layers: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "squashfs"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    layers.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
+    for (_, old) in layers.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(old);
+    }
+}
 
 /// The system layer of `tree` (the unpacked system packages, whose
 /// `postinst` scripts are `postinst`), installed, or none.
@@ -51,4 +132,30 @@ pub(super) fn layer(
         "system layer"
     );
     Ok(Some(OutFile::new(image::SYSTEM_LAYER, Arc::new(data))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_the_most_recent_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now();
+        for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+            let path = dir.path().join(format!("{name}.squashfs"));
+            std::fs::write(&path, name).unwrap();
+            let f = std::fs::File::options().append(true).open(&path).unwrap();
+            f.set_modified(now - std::time::Duration::from_secs(100 * (4 - i as u64)))
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), "kept").unwrap();
+        prune(dir.path(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["c.squashfs", "d.squashfs", "notes.txt"]);
+    }
 }
