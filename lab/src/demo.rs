@@ -203,15 +203,38 @@ pub fn stop() {
     remove_namespace(&format!("{DEMO_NAMESPACE}-rtr"));
 }
 
-/// Builds the image unless one newer than the demo's `omnode` is there: an
-/// image holding an older `omnode` than the head runs would speak an older
-/// agent protocol.
+/// Where the demo keeps the image of `recipe` unless told: `out/image` for
+/// the default recipe (`node.toml`), `out/<name>` for another
+/// (`images/render.toml` → `out/render`).
+pub fn default_image_dir(recipe: &Path) -> PathBuf {
+    match recipe_name(recipe) {
+        Some(name) if name != "node" => Path::new("out").join(name),
+        _ => PathBuf::from("out/image"),
+    }
+}
+
+/// A recipe's name as the demo knows it: its file name without `.toml`
+/// (the recipes in `images/` name their images so).
+fn recipe_name(recipe: &Path) -> Option<&str> {
+    recipe.file_stem().and_then(|s| s.to_str())
+}
+
+/// Builds the image unless one from this recipe, newer than the demo's
+/// `omnode`, is there: an image holding an older `omnode` than the head
+/// runs would speak an older agent protocol.
 fn ensure_image(options: &DemoOptions) -> Result<(), DemoError> {
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let manifest = modified(&options.image_dir.join("manifest.json"));
+    let manifest_path = options.image_dir.join("manifest.json");
+    let manifest = modified(&manifest_path);
     let omnode = modified(&options.bin_dir.join("omnode"));
+    let built_from = std::fs::read(&manifest_path)
+        .ok()
+        .and_then(|m| contracts::image::Manifest::from_json(&m).ok())
+        .map(|m| m.name);
+    let other_recipe = built_from.is_some_and(|n| Some(n.as_str()) != recipe_name(&options.recipe));
     let why = match (manifest, omnode) {
         (None, _) => "there is none",
+        (Some(_), _) if other_recipe => "it was built from another recipe",
         (Some(m), Some(o)) if m < o => "it is older than the omnode beside omlab",
         (Some(_), _) => {
             println!(

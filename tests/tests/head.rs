@@ -21,6 +21,11 @@
 //! the head machine is powered off and booted again; beside the router it
 //! has no disk and keeps the tree in tmpfs.
 //!
+//! Beside the router the ISO is the render image's (`images/render.toml`):
+//! the head runs from the system layer on its own medium and serves the
+//! same layer to the node, which maps it from the head's NFS export; both
+//! run Python from it.
+//!
 //! The bridge carries an observer address (10.77.0.2, outside every pool) so
 //! the test can ask the head's HTTP API what it saw.
 
@@ -65,8 +70,15 @@ fn head_from_the_iso(kind: Lan) -> Result<()> {
         "the head's fallback address changed; update this test"
     );
     let bin = lab::build::static_binaries()?;
-    let image = lab::build::default_image(&bin)?;
-    let iso = image.join("node.iso");
+    let image = match kind {
+        Lan::Dedicated => lab::build::default_image(&bin)?,
+        Lan::WithRouter => lab::build::render_image(&bin)?,
+    };
+    // The ISO is named after the recipe (`name = "render"` → render.iso).
+    let iso = match kind {
+        Lan::Dedicated => image.join("node.iso"),
+        Lan::WithRouter => image.join("render.iso"),
+    };
     let name = match kind {
         Lan::Dedicated => "om-head",
         Lan::WithRouter => "om-headr",
@@ -120,6 +132,19 @@ fn head_from_the_iso(kind: Lan) -> Result<()> {
         .context("the head choosing where it keeps /cluster")?;
     eprintln!("head: {line}");
     ensure!(line.contains(kept_on), "expected {kept_on:?}: {line}");
+    if kind == Lan::WithRouter {
+        let line = head
+            .wait_for(
+                "omnode: running from the system layer",
+                Duration::from_secs(240),
+            )
+            .context("the head moving into the layer on its medium")?;
+        eprintln!("head: {line}");
+        ensure!(
+            line.contains("/run/omcluster/media/system.squashfs"),
+            "the head's layer should come from its medium: {line}"
+        );
+    }
     let (head_address, node_pool): (Ipv4Addr, RangeInclusive<Ipv4Addr>) = match kind {
         Lan::Dedicated => {
             let line = head
@@ -203,6 +228,27 @@ fn head_from_the_iso(kind: Lan) -> Result<()> {
         joined.contains("(2 nodes)"),
         "the node should have joined the head's cluster of two: {joined}"
     );
+    if kind == Lan::WithRouter {
+        // The head serves the layer from its medium; the node maps it from
+        // there, and both run the layer's programs.
+        let line = node
+            .wait_for(
+                "omnode: running from the system layer",
+                Duration::from_secs(10),
+            )
+            .context("the node moving into the layer the head serves")?;
+        eprintln!("node1: {line}");
+        ensure!(
+            line.contains(&format!("nfs://{head_address}/images/system.squashfs")),
+            "the node's layer should come from the head's export: {line}"
+        );
+        for (who, machine) in [("head", &mut head), ("node1", &mut node)] {
+            let said = machine
+                .shell("python3 -c 'print(6 * 7)'", Duration::from_secs(120))
+                .with_context(|| format!("python3 on the {who}"))?;
+            ensure!(said == "42", "python3 on the {who} said: {said}");
+        }
+    }
 
     // Both machines check in with the head's boot server.
     let start = Instant::now();

@@ -44,9 +44,11 @@ struct DemoArgs {
     /// Recipe to build when the image is missing.
     #[arg(long, default_value = "images/node.toml")]
     recipe: PathBuf,
-    /// Image directory (built there when missing).
-    #[arg(long, default_value = "out/image")]
-    image: PathBuf,
+    /// Image directory (built there when missing or built from another
+    /// recipe; default out/image for images/node.toml, else out/<recipe
+    /// name>, e.g. out/render for images/render.toml).
+    #[arg(long)]
+    image: Option<PathBuf>,
     /// Where logs, consoles and state go.
     #[arg(long, default_value = "out/demo")]
     work: PathBuf,
@@ -82,11 +84,14 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let image = a
+        .image
+        .unwrap_or_else(|| demo::default_image_dir(&a.recipe));
     demo::run(demo::DemoOptions {
         nodes: usize::from(a.nodes),
         keep: a.keep,
         recipe: absolute(a.recipe),
-        image_dir: absolute(a.image),
+        image_dir: absolute(image),
         work_dir: absolute(a.work),
         bin_dir: demo::default_bin_dir(),
         awk_loops: a.awk_loops,
