@@ -360,6 +360,8 @@ impl Supervisor {
         };
         let Some(source) = source else {
             self.system_settled = Some(true);
+            // The root is settled: the tree may be mounted in it.
+            self.start_share();
             return;
         };
         self.system_settled = Some(false);
@@ -384,6 +386,7 @@ impl Supervisor {
         match system::switch_root() {
             Ok(()) => {
                 say!("running from the system layer {source} (read-only, writes in RAM; the initramfs at {})", system::INITRAMFS_DIR);
+                library_cache();
                 self.services
                     .restart_ttys(vec![console_shell().into()]);
             }
@@ -715,6 +718,35 @@ fn console_shell() -> &'static str {
     }
 }
 
+/// Makes `/etc/ld.so.cache` with the layer's own `ldconfig`, as dpkg's
+/// trigger would have on a Debian machine: the builder cannot run it (it
+/// would need root to chroot), and the merged root (layer and initramfs) is
+/// only whole here. Programs run without the cache too (the loader's
+/// default folders hold Debian's libraries); folders added by
+/// `ld.so.conf.d` need it.
+fn library_cache() {
+    const LDCONFIG: &str = "/sbin/ldconfig";
+    if !Path::new(LDCONFIG).is_file() {
+        return;
+    }
+    let started = Instant::now();
+    // Waited for here, in the loop's thread: the reaper only reaps when the
+    // loop asks, so this child's status is not taken from under it.
+    match std::process::Command::new(LDCONFIG)
+        .stdin(std::process::Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => say!(
+            "library cache /etc/ld.so.cache made by {LDCONFIG} in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ),
+        Ok(s) => say!("{LDCONFIG} {s}; programs find their libraries without the cache"),
+        Err(e) => {
+            say!("cannot run {LDCONFIG}: {e}; programs find their libraries without the cache")
+        }
+    }
+}
+
 /// How long a machine keeps trying to mount its system layer before it
 /// carries on from the initramfs.
 const SYSTEM_PATIENCE: Duration = Duration::from_secs(60);
@@ -728,6 +760,7 @@ const MEDIA_PATIENCE: Duration = Duration::from_secs(30);
 fn mount_layer(source: system::LayerSource, tx: &mpsc::Sender<Event>) {
     say!("mounting the system layer {source}");
     let started = Instant::now();
+    let mut last = String::new();
     let outcome = loop {
         match system::mount_layer(&source) {
             Ok(()) => {
@@ -738,7 +771,15 @@ fn mount_layer(source: system::LayerSource, tx: &mpsc::Sender<Event>) {
                 break Ok(source);
             }
             Err(e) if started.elapsed() < SYSTEM_PATIENCE => {
-                say!("system layer {source}: {e}; retrying in 3s");
+                // Each new reason once, not every 3 s.
+                let why = e.to_string();
+                if why != last {
+                    say!(
+                        "system layer {source}: {why}; retrying every 3s for {}s",
+                        SYSTEM_PATIENCE.as_secs()
+                    );
+                    last = why;
+                }
                 std::thread::sleep(Duration::from_secs(3));
             }
             Err(e) => break Err(format!("cannot mount the system layer {source}: {e}")),

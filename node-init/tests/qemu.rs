@@ -364,7 +364,7 @@ fn init_boots_loads_e1000_gets_dhcp_and_keeps_a_shell() {
     let mut vm = Vm::start(
         &vmlinuz,
         &initrd,
-        &format!("{BASE_APPEND} om.role=node om.cluster=qtest om.server=10.77.10.1 om.key={key}"),
+        &format!("{BASE_APPEND} om.role=node om.cluster=qtest om.server=10.77.10.1 om.key={key} om.system=nfs://10.77.10.1/images"),
         Net::Tap,
         &[],
     );
@@ -390,6 +390,25 @@ fn init_boots_loads_e1000_gets_dhcp_and_keeps_a_shell() {
     );
     at = vm.wait_for("omnode: hostname qnode-1", at);
     at = vm.wait_for("omnode: cluster key written to /run/omcluster.key", at);
+    // The system layer cannot be had (this initramfs has neither squashfs
+    // nor an NFS client, and the LAN no server): the console names it and
+    // why, once, and after a minute of trying the machine carries on from
+    // its initramfs.
+    let layer = "nfs://10.77.10.1/images/system.squashfs";
+    let why = "loading squashfs: cannot load the squashfs file system: module squashfs is not in modules.dep";
+    at = vm.wait_for(&format!("omnode: mounting the system layer {layer}"), at);
+    at = vm.wait_for(
+        &format!("omnode: system layer {layer}: {why}; retrying every 3s for 60s"),
+        at,
+    );
+    at = vm.wait_for(
+        &format!("omnode: cannot mount the system layer {layer}: {why}"),
+        at,
+    );
+    at = vm.wait_for(
+        "; staying on the initramfs (its shell and agent run, the layer's programs do not)",
+        at,
+    );
     at = vm.wait_for(
         "omnode: starting agent: /bin/omnode agent --allow-root-jobs --key-file /run/omcluster.key --name qnode-1 --cluster qtest --interface eth0 --seed 10.77.10.1 --checkin http://10.77.10.1:80/api/v1/checkin",
         at,

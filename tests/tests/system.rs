@@ -146,7 +146,7 @@ fn qemu_render_image_runs_povray_blender_python_and_ffmpeg_from_its_layer() -> R
         &lab,
         &name,
         "grep -E '^[^ ]+ / |squashfs' /proc/mounts; cat /sys/block/loop*/loop/backing_file; \
-         command -v omnode; ls /usr/sbin/criu /lib/modules",
+         command -v omnode; ls /usr/sbin/criu /lib/modules; /sbin/ldconfig -p | head -1",
     )?;
     ensure!(
         out.contains(" / overlay "),
@@ -159,6 +159,10 @@ fn qemu_render_image_runs_povray_blender_python_and_ffmpeg_from_its_layer() -> R
     ensure!(
         out.contains("/bin/omnode") && out.contains("/usr/sbin/criu"),
         "the initramfs's programs are gone: {out}"
+    );
+    ensure!(
+        out.contains("libs found in cache `/etc/ld.so.cache'"),
+        "no library cache: {out}"
     );
     let info = run_ok(&lab, &name, "cat /proc/meminfo")?;
     let (total, available) = (meminfo(&info, "MemTotal")?, meminfo(&info, "MemAvailable")?);
