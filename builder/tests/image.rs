@@ -398,6 +398,22 @@ fn unknown_package_is_reported() {
         err.contains("package no-such-package-om does not exist in the archive index"),
         "{err}"
     );
+    // The same for the system layer's packages.
+    std::fs::write(
+        w.path("node.toml"),
+        recipe.replace(
+            "[packages]\n",
+            "[packages]\nsystem = [\"hello\", \"no-such-layer-package-om\"]\n",
+        ),
+    )
+    .unwrap();
+    let out = w.build("y", &cache, &[], false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(
+        err.contains("package no-such-layer-package-om does not exist in the archive index"),
+        "{err}"
+    );
 }
 
 /// A test init: load the NIC driver through modules.alias, show the link.

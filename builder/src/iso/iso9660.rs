@@ -1072,6 +1072,22 @@ mod tests {
     }
 
     #[test]
+    fn a_system_layer_over_4_gib_does_not_fit() {
+        let layer = |size: u64| {
+            Tree::build(&[InputFile {
+                path: "system.squashfs".into(),
+                size,
+                mode: 0o644,
+            }])
+        };
+        assert!(layer((1 << 32) - 1).is_ok());
+        assert_eq!(
+            layer(5 << 30).unwrap_err().to_string(),
+            "file \"system.squashfs\" is 5368709120 bytes; ISO 9660 files must be under 4 GiB"
+        );
+    }
+
+    #[test]
     fn many_records_do_not_cross_blocks() {
         let files: Vec<InputFile> = (0..100)
             .map(|i| InputFile {
