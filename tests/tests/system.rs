@@ -1,19 +1,25 @@
 //! Real software on a node: the render image (`images/render.toml`, its
 //! system layer holding POV-Ray, Blender, ffmpeg and Python) is built,
-//! `omboot serve` serves it with the layer on its NFS export, and a machine
-//! with 1 GiB of RAM netboots it. The machine must say it runs from the
-//! layer, join, and run through `omctl run`, in the shared tree: POV-Ray
-//! rendering a small scene (the PNG lands on the head), ffmpeg converting
-//! it, `python3 -c`, and `blender --background --version`. Its memory after
-//! all that shows the layer was mapped, not copied: less is in use than the
-//! compressed layer's size, let alone the 1.3 GB it unpacks to.
+//! `omboot serve` serves it with the layer on its NFS export, and two
+//! machines with 1 GiB of RAM netboot it. Each must say it runs from the
+//! layer and join; the first runs through `omctl run`, in the shared tree:
+//! POV-Ray rendering a small scene (the PNG lands on the head), ffmpeg
+//! converting it, `python3 -c`, and `blender --background --version`. Its
+//! memory after all that shows the layer was mapped, not copied: less is
+//! in use than the compressed layer's size, let alone the 1.3 GB it unpacks
+//! to. A Python job, its interpreter and libraries from the layer, then
+//! moves to the second machine and back with every line once.
 
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::io::{BufRead, BufReader};
+
 use anyhow::{ensure, Context, Result};
 use contracts::image::SYSTEM_LAYER;
 use lab::{ClusterLab, Firmware, LabConfig, LabMode};
+
+use crate::migrate::find_job;
 
 /// How long the machine may take to netboot, map the layer and join under
 /// TCG on a busy 2-core machine (bounds a hang; speed lives in `bench/`).
@@ -82,7 +88,7 @@ fn qemu_render_image_runs_povray_blender_python_and_ffmpeg_from_its_layer() -> R
         bin_dir,
         image_dir,
         work_dir,
-        firmwares: vec![Firmware::BiosIpxe],
+        firmwares: vec![Firmware::BiosIpxe, Firmware::BiosIpxe],
         cluster: "e2e-render".into(),
         memory_mib: 1024,
         mode: LabMode::Dhcp,
@@ -90,17 +96,19 @@ fn qemu_render_image_runs_povray_blender_python_and_ffmpeg_from_its_layer() -> R
         serial_input: false,
         capture: false,
     })?;
-    let node = &mut lab.nodes[0];
-    let line = node
-        .wait_for("omnode: running from the system layer", JOIN_TIMEOUT)
-        .with_context(|| format!("{} never ran from its layer", node.name()))?;
-    eprintln!("{line}");
-    ensure!(
-        line.contains(&format!("nfs://{}/images/system.squashfs", lab::LAB_HEAD)),
-        "the layer did not come from the head's export: {line}"
-    );
-    node.wait_for("joined cluster", JOIN_TIMEOUT)?;
-    let name = node.node_name();
+    for node in &mut lab.nodes {
+        let line = node
+            .wait_for("omnode: running from the system layer", JOIN_TIMEOUT)
+            .with_context(|| format!("{} never ran from its layer", node.name()))?;
+        eprintln!("{line}");
+        ensure!(
+            line.contains(&format!("nfs://{}/images/system.squashfs", lab::LAB_HEAD)),
+            "the layer did not come from the head's export: {line}"
+        );
+        node.wait_for("joined cluster", JOIN_TIMEOUT)?;
+    }
+    let name = lab.nodes[0].node_name();
+    let other = lab.nodes[1].node_name();
 
     let share = lab
         .share_dir()
@@ -179,6 +187,66 @@ fn qemu_render_image_runs_povray_blender_python_and_ffmpeg_from_its_layer() -> R
         used >> 20,
         layer_bytes >> 20
     );
+    move_a_python_job(&lab, &name, &other)
+}
+
+/// A Python job (interpreter and libraries from the layer, the mappings
+/// overlayfs shows on the squashfs) moves from `a` to `b` and back; its
+/// output at home has every line once, in order.
+fn move_a_python_job(lab: &ClusterLab, a: &str, b: &str) -> Result<()> {
+    lab.wait_for_criu(&[a.to_string(), b.to_string()], Duration::from_secs(60))?;
+    let marker = "om-layer-counter";
+    let script = format!(
+        "python3 -u -c 'import time  # {marker}\nfor i in range(1, 101):\n    print(i)\n    time.sleep(0.2)'"
+    );
+    let mut child = lab
+        .omctl_in("/cluster/render")
+        .args(["run", "--node", a, "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+    let mut seen = Vec::new();
+    let mut read_to = |n: usize, seen: &mut Vec<String>| -> Result<()> {
+        while seen.len() < n {
+            seen.push(lines.next().context("the job's output ended early")??);
+        }
+        Ok(())
+    };
+    read_to(5, &mut seen)?;
+    let job = find_job(lab, marker)?;
+    let id = job["job"]
+        .as_str()
+        .context("a job without an id")?
+        .to_string();
+    for (to, moves) in [(b, 1), (a, 2)] {
+        let o = lab
+            .omctl()
+            .args(["migrate", &id, to])
+            .stdin(Stdio::null())
+            .output()?;
+        ensure!(
+            o.status.success(),
+            "omctl migrate {id} {to}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        eprintln!("{}", String::from_utf8_lossy(&o.stdout).trim());
+        let j = find_job(lab, marker)?;
+        ensure!(
+            j["node"] == to && j["moves"] == moves,
+            "after moving to {to}, ps shows {j}"
+        );
+        let n = seen.len();
+        read_to(n + 5, &mut seen)?;
+    }
+    read_to(100, &mut seen)?;
+    let status = child.wait()?;
+    let expected: Vec<String> = (1..=100).map(|i| i.to_string()).collect();
+    ensure!(
+        seen == expected,
+        "the Python job's output across two moves is not 1..100 once each: {seen:?}"
+    );
+    ensure!(status.success(), "the Python job ended with {status}");
     Ok(())
 }
 
