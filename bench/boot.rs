@@ -18,7 +18,6 @@
 //! `OM_BENCH_ROUNDS` sets the rounds per image (default 2).
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -72,25 +71,8 @@ fn boot(name: &str, image_dir: &Path, bin_dir: &Path) -> Result<Boot> {
         });
     // Let the boot's last starts settle before reading the memory.
     std::thread::sleep(Duration::from_secs(10));
-    let name_on_lan = lab.nodes[0].node_name();
-    let output = lab
-        .omctl_in("/cluster")
-        .args(["run", "--node", &name_on_lan, "--", "cat", "/proc/meminfo"])
-        .stdin(Stdio::null())
-        .output()?;
-    ensure!(
-        output.status.success(),
-        "{name}: omctl run cat /proc/meminfo: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let info = String::from_utf8_lossy(&output.stdout);
-    let field = |f: &str| -> Result<f64> {
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("{f}:")))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .with_context(|| format!("no {f} in {info}"))
-    };
-    let used_mib = (field("MemTotal")? - field("MemAvailable")?) / 1024.0;
+    let (used, _) = lab.memory_in_use(&lab.nodes[0].node_name())?;
+    let used_mib = used as f64 / f64::from(1 << 20);
     Ok(Boot {
         joined_s,
         layer_s,

@@ -339,6 +339,33 @@ impl ClusterLab {
         }
     }
 
+    /// The memory in use on `node` and its total, in bytes: `MemTotal -
+    /// MemAvailable` and `MemTotal` of its `/proc/meminfo`, read through
+    /// `omctl run` from the shared tree (page cache the kernel can drop
+    /// does not count as in use).
+    pub fn memory_in_use(&self, node: &str) -> Result<(u64, u64), LabError> {
+        let command = format!("omctl run --node {node} -- cat /proc/meminfo");
+        let output = self
+            .omctl_in(contracts::share::MOUNT_POINT)
+            .args(["run", "--node", node, "--", "cat", "/proc/meminfo"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_err(format!("running {command}")))?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        match (
+            meminfo_kib(&text, "MemTotal"),
+            meminfo_kib(&text, "MemAvailable"),
+        ) {
+            (Some(total), Some(available)) if output.status.success() => {
+                Ok(((total - available.min(total)) * 1024, total * 1024))
+            }
+            _ => Err(LabError::Command {
+                command,
+                stderr: format!("{}{text}", String::from_utf8_lossy(&output.stderr).trim()),
+            }),
+        }
+    }
+
     /// The head's view of the cluster (`omctl status --json`).
     pub fn status(&self) -> Result<serde_json::Value, LabError> {
         let output = self
@@ -501,6 +528,14 @@ pub fn in_tree(share: &Path, cwd: &str, inner: &Command) -> Command {
     command
 }
 
+/// A `/proc/meminfo` field in KiB (`MemTotal`, `MemAvailable`…).
+pub fn meminfo_kib(meminfo: &str, field: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 /// The boot stages the `omboot` at `server` recorded (`GET /api/v1/nodes`),
 /// fetched with curl from inside the LAN's namespace.
 pub fn boot_stages(lan: &VirtualLan, server: Ipv4Addr) -> Result<serde_json::Value, LabError> {
@@ -531,4 +566,18 @@ pub fn machines_at_stage(stages: &serde_json::Value, stage: &str) -> usize {
         .flatten()
         .filter(|n| n["stage"] == stage)
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_fields_are_read_in_kib() {
+        let text = "MemTotal:         983264 kB\nMemFree:          512000 kB\nMemAvailable:     720128 kB\n";
+        assert_eq!(meminfo_kib(text, "MemTotal"), Some(983_264));
+        assert_eq!(meminfo_kib(text, "MemAvailable"), Some(720_128));
+        assert_eq!(meminfo_kib(text, "Mem"), None);
+        assert_eq!(meminfo_kib(text, "Shmem"), None);
+    }
 }

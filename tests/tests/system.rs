@@ -55,14 +55,6 @@ fn run_ok(lab: &ClusterLab, node: &str, script: &str) -> Result<String> {
     Ok(out)
 }
 
-/// A `/proc/meminfo` field in KiB.
-fn meminfo(text: &str, field: &str) -> Result<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .with_context(|| format!("no {field} in /proc/meminfo: {text}"))
-}
-
 /// A PNG's width and height (its IHDR chunk).
 fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
     if bytes.len() < 24 || &bytes[..8] != b"\x89PNG\r\n\x1a\n" {
@@ -172,13 +164,11 @@ fn qemu_render_image_runs_povray_blender_python_and_ffmpeg_from_its_layer() -> R
         out.contains("libs found in cache `/etc/ld.so.cache'"),
         "no library cache: {out}"
     );
-    let info = run_ok(&lab, &name, "cat /proc/meminfo")?;
-    let (total, available) = (meminfo(&info, "MemTotal")?, meminfo(&info, "MemAvailable")?);
-    let used = (total - available) * 1024;
+    let (used, total) = lab.memory_in_use(&name)?;
     eprintln!(
         "memory: {} MiB in use of {} MiB; the layer is {} MiB compressed",
         used >> 20,
-        (total * 1024) >> 20,
+        total >> 20,
         layer_bytes >> 20
     );
     ensure!(
