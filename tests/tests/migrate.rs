@@ -1,12 +1,14 @@
 //! Live migration in the lab, on the netbooted machines of the
 //! `netboot` test (their kernel is the image's, where CRIU works; the lab's
 //! head on the host kernel is home to the jobs): a counter moves from one
-//! node to another and back with every line once and in order; a 4-thread
+//! node to another and back with every line once and in order; input the
+//! job has not read yet moves with it; a 4-thread
 //! program keeps its threads and then dies of Ctrl-C on its new node; a
 //! shell script with two children moves as a tree; a job with a TCP
-//! connection and a `--lock` job are refused with their reasons; and (with
-//! the power cut of the `netboot` test) a target that dies mid-move leaves
-//! the job running where it was.
+//! connection and a `--lock` job are refused with their reasons; a move
+//! whose confirmation is lost on the wire leaves one copy, at the source;
+//! and (with the power cut of the `netboot` test) a target that dies
+//! mid-move leaves the job running where it was.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::chown;
@@ -39,16 +41,35 @@ impl Job {
     /// Runs `sh -c script` on `node` from [`CWD`] as [`USER`], with `extra`
     /// options of `omctl run`.
     pub fn spawn(lab: &ClusterLab, node: &str, extra: &[&str], script: &str) -> Result<Job> {
+        Self::spawn_with_input(lab, node, extra, script, None)
+    }
+
+    /// [`Job::spawn`] with `input` (if any) as the job's whole stdin: it is
+    /// written at once, then closed.
+    pub fn spawn_with_input(
+        lab: &ClusterLab,
+        node: &str,
+        extra: &[&str],
+        script: &str,
+        input: Option<&[u8]>,
+    ) -> Result<Job> {
         let share = lab.share_dir().context("the lab serves no shared tree")?;
         let mut child = lab::cluster::in_tree(share, CWD, &omctl_as_user(lab))
             .arg("run")
             .args(["--node", node])
             .args(extra)
             .args(["--", "sh", "-c", script])
-            .stdin(Stdio::null())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            std::io::Write::write_all(&mut stdin, input)?;
+        }
         let out = child.stdout.take().context("no stdout")?;
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
@@ -269,6 +290,22 @@ pub fn check_migration(lab: &mut ClusterLab) -> Result<()> {
         "the counter's status came back as {code:?}: {err}"
     );
 
+    // Input the job has not read yet moves with it: the whole stdin is in
+    // its pipe (and closed at home) before it reads the sixth line.
+    let input: String = (1..=30).map(|i| format!("{i}\n")).collect();
+    let reader = "n=0; while read l; do n=$((n+1)); echo \"got $l\"; sleep 0.3; done; echo \"read $n lines\"";
+    let mut job = Job::spawn_with_input(lab, a, &[], reader, Some(input.as_bytes()))?;
+    job.wait_lines(5)?;
+    let id = job_id(lab, "read $n lines")?;
+    migrate_ok(lab, &id, b)?;
+    let (code, lines, err) = job.finish()?;
+    let mut expected: Vec<String> = (1..=30).map(|i| format!("got {i}")).collect();
+    expected.push("read 30 lines".into());
+    ensure!(
+        lines == expected && code == Some(0),
+        "a job moved while its input waited in the pipe printed {lines:?} and ended {code:?}: {err}"
+    );
+
     // Four threads keep running after a move; Ctrl-C then ends it there.
     std::fs::write(home.join("threads.c"), THREADS_C)?;
     let cc = Command::new("gcc")
@@ -329,6 +366,8 @@ pub fn check_migration(lab: &mut ClusterLab) -> Result<()> {
         "the moved tree ended with {code:?}, last line {:?}: {err}",
         lines.last()
     );
+
+    check_lost_confirmation(lab, a, b)?;
 
     // A job with a TCP connection is refused, with the reason, and keeps running.
     // Both ends keep their input open (nc quits at its end), and the job
@@ -416,6 +455,132 @@ pub fn check_doomed_move(lab: &ClusterLab, from: &str, job: Job, mover: Child) -
     ensure!(
         lines == expected && code == Some(5),
         "the job whose move failed printed {lines:?} and ended {code:?}: {err}"
+    );
+    Ok(())
+}
+
+/// Rules of a bridge table in the lab's LAN namespace, deleted when
+/// dropped (the namespace's removal would delete them too).
+struct BridgeFilter {
+    ns: String,
+    table: &'static str,
+}
+
+impl BridgeFilter {
+    /// Drops, in the bridge between the machines, what `rules` match.
+    fn install(lab: &ClusterLab, table: &'static str, rules: &[String]) -> Result<Self> {
+        let mut script = format!(
+            "table bridge {table} {{\n chain forward {{\n  type filter hook forward priority 0; policy accept;\n"
+        );
+        for r in rules {
+            script += &format!("  {r} drop\n");
+        }
+        script += " }\n}\n";
+        let mut nft = lab
+            .lan()
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run nft (apt-get install nftables)")?;
+        std::io::Write::write_all(nft.stdin.as_mut().context("nft stdin")?, script.as_bytes())?;
+        drop(nft.stdin.take());
+        let o = nft.wait_with_output()?;
+        ensure!(
+            o.status.success(),
+            "nft refused the rules: {}\n{script}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(BridgeFilter {
+            ns: lab.lan().name().to_string(),
+            table,
+        })
+    }
+}
+
+impl Drop for BridgeFilter {
+    fn drop(&mut self) {
+        let _ = lab::netns::netns_command(&self.ns, "nft")
+            .args(["delete", "table", "bridge", self.table])
+            .status();
+    }
+}
+
+/// A node's agent address (ip, port), as the head's `status` has it.
+fn agent_addr(lab: &ClusterLab, node: &str) -> Result<(String, String)> {
+    let status = lab.status()?;
+    let addr = status["nodes"]
+        .as_array()
+        .and_then(|ns| ns.iter().find(|n| n["name"] == node))
+        .and_then(|n| n["addr"].as_str())
+        .with_context(|| format!("no address of {node} in {status}"))?;
+    let (ip, port) = addr
+        .rsplit_once(':')
+        .with_context(|| format!("odd agent address {addr}"))?;
+    Ok((ip.to_string(), port.to_string()))
+}
+
+/// The target restores the job, but its `Restored` never reaches the
+/// source, and the target cannot ask the source afterwards either (the
+/// bridge drops them; both stay alive for membership, whose UDP passes).
+/// The source keeps the job, the target drops its restored copy: the job
+/// runs once, at the source, and every line comes once.
+fn check_lost_confirmation(lab: &mut ClusterLab, a: &str, b: &str) -> Result<()> {
+    let share = lab.share_dir().context("no shared tree")?.to_path_buf();
+    let (a_ip, _) = agent_addr(lab, a)?;
+    let (b_ip, port) = agent_addr(lab, b)?;
+    let ticks = share.join("u4242/lost-confirmation.txt");
+    let stop = share.join("u4242/lost-confirmation.stop");
+    let _ = std::fs::remove_file(&ticks);
+    let _ = std::fs::remove_file(&stop);
+    // Every tick goes to stdout and to a file in the shared tree: a second
+    // live copy, wherever it ran, would write its ticks there too.
+    let script = "i=0; while [ ! -e lost-confirmation.stop ]; do i=$((i+1)); echo $i; echo $i >> lost-confirmation.txt; sleep 0.2; done; exit 4";
+    let mut job = Job::spawn(lab, a, &[], script)?;
+    job.wait_lines(5)?;
+    let id = job_id(lab, "lost-confirmation.stop")?;
+    // B → A on the agents' port: segments that carry data, as small as a
+    // sealed `Restored` (4 + 3 or 4 + 16 bytes, over 52 bytes of IP and TCP
+    // with timestamps; the handshake's 32-byte reply is larger), and every
+    // connection B opens to A's agent (the `Outcome` question).
+    let rules = [
+        format!("ip saddr {b_ip} ip daddr {a_ip} tcp sport {port} tcp flags & psh == psh ip length 60-83"),
+        format!("ip saddr {b_ip} ip daddr {a_ip} tcp dport {port} tcp flags & (syn | ack) == syn"),
+    ];
+    let filter = BridgeFilter::install(lab, "omlab_lost_confirmation", &rules)?;
+    let o = migrate(lab, &id, b)?;
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    eprintln!(
+        "a move whose confirmation is lost: {} {}",
+        o.status,
+        err.trim()
+    );
+    ensure!(
+        !o.status.success(),
+        "omctl migrate succeeded though the target's confirmation was dropped"
+    );
+    let node_b = lab
+        .nodes
+        .iter_mut()
+        .find(|n| n.node_name() == b)
+        .context("no machine B")?;
+    let line = node_b.wait_for("dropping the restored copy", Duration::from_secs(120))?;
+    eprintln!("{b}: {line}");
+    drop(filter);
+    expect_at(lab, "lost-confirmation.stop", a, 0)?;
+    let n = job.count();
+    job.wait_lines(n + 5)?;
+    std::fs::write(&stop, "")?;
+    let (code, lines, err) = job.finish()?;
+    let expected: Vec<String> = (1..=lines.len()).map(|i| i.to_string()).collect();
+    let written: Vec<String> = std::fs::read_to_string(&ticks)?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ensure!(
+        lines == expected && written == expected && code == Some(4),
+        "after a lost confirmation the job printed {lines:?}, wrote {written:?} and ended {code:?}: {err}"
     );
     Ok(())
 }

@@ -248,10 +248,12 @@ impl Agent {
         )?);
         let view = Arc::new(Mutex::new(View::new(cfg.cluster.clone(), me.clone())));
         let (admin_tx, admin_rx) = mpsc::channel(8);
+        let (down, _) = broadcast::channel::<NodeId>(64);
         let mut exec_ctx = ExecContext::new(me.name.clone(), me.addr, keys.clone(), cgroup.clone());
         exec_ctx.knobs = Arc::new(Mutex::new(cfg.knobs));
         exec_ctx.admin = Some(admin_tx);
         exec_ctx.allow_root_jobs = cfg.allow_root_jobs;
+        exec_ctx.down = down.clone();
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let load = LocalLoad {
             speed,
@@ -261,7 +263,6 @@ impl Agent {
             share: share_probe,
             demand: Arc::default(),
         };
-        let (down, _) = broadcast::channel::<NodeId>(64);
 
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();

@@ -15,11 +15,15 @@
 //!
 //! Never two live copies, never none: the target's copy stays stopped until
 //! `Commit`; the source's copy stays (stopped) until `Restored`, and is
-//! resumed if anything fails before it. If the link breaks between
-//! `Restored` and `Commit`, the target asks the source what it decided
-//! (`Outcome`): committed (the source's copy is gone) → resume; not
-//! committed → kill its own. A source that stays unreachable has died, and
-//! its copy with it: the target resumes.
+//! resumed if anything fails before it. The source settles each attempt
+//! once, in its [`Ledger`](super::Ledger): `Restored` commits it, a failure
+//! keeps it. If the link breaks before the target hears `Commit`, the
+//! target asks the source (`Outcome`), and asking settles a pending attempt
+//! as kept, so a `Restored` that arrives late commits nothing. The target
+//! also resumes when home attaches (home hears `Moved` only after the
+//! source's copy is gone) or when membership declares the source dead (its
+//! copy died with it). A source alive but unreachable for a while is
+//! presumed to have kept the job: the target drops its copy.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -28,13 +32,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use tracing::{info, warn};
 
 use super::stream::{connect, SecureStream};
 use super::target::{drive, Home, HomeLink, RunningJob};
 use super::{ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_AGENT, EXIT_NO_PERMISSION};
 use crate::job;
+use crate::membership::NodeId;
 use crate::wire::{self, Frame, Immigrant, MigrateDone, MigrateOrder};
 
 /// Where checkpoints are written (tmpfs on a netbooted node).
@@ -229,6 +234,7 @@ pub(super) async fn out(
         return false;
     }
     let attempt = ctx.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+    ctx.outcomes.lock().expect("outcomes").begin(&name, attempt);
     let dir = PathBuf::from(SPOOL).join(format!("{name}.{attempt}.out"));
     info!(job = %name, to = %order.to, attempt, "moving job");
     home.send(&Frame::Migrating).await;
@@ -238,7 +244,21 @@ pub(super) async fn out(
         let _ = std::fs::rename(dir.join("dump.log"), Path::new(SPOOL).join(FAILED_DUMP_LOG));
     }
     let _ = std::fs::remove_dir_all(&dir);
-    ctx.decide(&name, attempt, result.is_ok());
+    // Settled here, once: a target that lost its link and asked meanwhile
+    // was told "kept", and has dropped its copy.
+    let result = {
+        let mut ledger = ctx.outcomes.lock().expect("outcomes");
+        match result {
+            Ok(sent) if ledger.commit(&name, attempt) => Ok(sent),
+            Ok(_) => {
+                Err("the target lost its link to this node before the move was confirmed".into())
+            }
+            Err(why) => {
+                ledger.keep(&name, attempt);
+                Err(why)
+            }
+        }
+    };
     match result {
         Ok(mut sent) => {
             let _ = nix::sys::signal::kill(
@@ -305,22 +325,26 @@ async fn freeze_and_send(
     job::stop(init).await?;
     drain(job, home).await;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+    // Input the job has not read yet goes with it (a copy: it stays in the
+    // pipe here in case the move fails).
+    let unread = job::peek_unread(init, job.started.pipes.inodes[0])
+        .map_err(|e| format!("cannot copy the job's unread input: {e}"))?;
     let took = job::criu::dump(init, dir, &turn).await?;
     drop(turn);
     info!(job = %job.info.job, ms = took.as_millis() as u64, "dumped");
     let mut s = connect(order.to_addr, &ctx.keys.stream())
         .await
         .map_err(|e| format!("cannot reach node {}: {e}", order.to))?;
+    let pending_stdin = std::mem::take(&mut job.stdin);
     let imm = Immigrant {
         info: job.info.clone(),
         gid: job.gid,
         pipe_inodes: job.started.pipes.inodes,
-        stdin: std::mem::take(&mut job.stdin),
+        stdin: [unread.as_slice(), pending_stdin.as_slice()].concat(),
         stdin_closed,
         attempt,
         from_addr: ctx.addr,
     };
-    let pending_stdin = imm.stdin.clone();
     match send_checkpoint(&mut s, imm, dir).await {
         Ok((pid, bytes)) => Ok(Sent {
             stream: s,
@@ -412,31 +436,111 @@ async fn receive_files(s: &mut SecureStream, dir: &Path) -> Result<(), String> {
     }
 }
 
-/// What the source decided about `attempt`, asked after the link broke:
-/// `true` if its copy is gone. A source unreachable for [`OUTCOME_LIMIT`]
-/// has died with its copy: `true`.
-async fn ask_outcome(from: SocketAddr, key: &[u8; 32], job: &str, attempt: u64) -> bool {
-    let deadline = Instant::now() + OUTCOME_LIMIT;
-    while Instant::now() < deadline {
-        if let Ok(mut s) = connect(from, key).await {
-            let q = Frame::Outcome {
-                job: job.to_string(),
-                attempt,
-            };
-            if wire::write_sealed(&mut s.wr, &mut s.send, &q).await.is_ok() {
-                if let Ok(Ok(Some(Frame::OutcomeReply(done)))) = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    wire::read_sealed(&mut s.rd, &mut s.recv),
-                )
-                .await
-                {
-                    return done;
+/// What the source says about `attempt`, asked once after the link
+/// broke: `Some(true)` if its copy is gone; `None` if it cannot be asked.
+async fn ask_source(from: SocketAddr, key: &[u8; 32], job: &str, attempt: u64) -> Option<bool> {
+    let mut s = connect(from, key).await.ok()?;
+    let q = Frame::Outcome {
+        job: job.to_string(),
+        attempt,
+    };
+    wire::write_sealed(&mut s.wr, &mut s.send, &q).await.ok()?;
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        wire::read_sealed(&mut s.rd, &mut s.recv),
+    )
+    .await
+    {
+        Ok(Ok(Some(Frame::OutcomeReply(done)))) => Some(done),
+        _ => None,
+    }
+}
+
+/// Waits until membership declares `node` dead; never returns otherwise.
+async fn death_of(down: &mut broadcast::Receiver<NodeId>, node: &str) {
+    loop {
+        match down.recv().await {
+            Ok(id) if id.name == node => return,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// Waits for the home node's `Attach`; never returns if none can come.
+async fn attach_of(attach: &mut oneshot::Receiver<SecureStream>) -> SecureStream {
+    match attach.await {
+        Ok(s) => s,
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// What the target learnt about a job it restored (stopped).
+enum Word {
+    /// Resume it: the source's copy is gone. With the home node's stream
+    /// if home attached already.
+    Resume(Option<SecureStream>),
+    /// Drop it: the source kept the job.
+    Drop,
+}
+
+/// The one-copy rule on the target: announces the restore and waits for
+/// the source's word. `Commit` resumes; so does home attaching (home
+/// attaches only after the source said `Moved`, after killing its copy) and
+/// the source's death (its copy died with it). If the link breaks first,
+/// the source is asked (`Outcome`), which settles a pending attempt as
+/// kept; a source that is alive but cannot be asked for [`OUTCOME_LIMIT`]
+/// is presumed to have kept the job, since it commits only on our
+/// `Restored`, and a `Restored` that got through would have brought a
+/// `Commit` or an `Attach`.
+async fn await_word(
+    mut s: SecureStream,
+    pid: u32,
+    imm: &Immigrant,
+    ctx: &ExecContext,
+    attach: &mut oneshot::Receiver<SecureStream>,
+    down: &mut broadcast::Receiver<NodeId>,
+) -> Word {
+    let source = imm.info.node.as_str();
+    // One of each for both phases: an `Attach` or a death is not missed in
+    // between, and a finished receiver is never polled again.
+    let home = attach_of(attach);
+    let died = death_of(down, source);
+    tokio::pin!(home, died);
+    if wire::write_sealed(&mut s.wr, &mut s.send, &Frame::Restored { pid })
+        .await
+        .is_ok()
+    {
+        tokio::select! {
+            f = tokio::time::timeout(RESTORE_LIMIT, wire::read_sealed(&mut s.rd, &mut s.recv)) => {
+                if let Ok(Ok(Some(Frame::Commit))) = f {
+                    return Word::Resume(None);
                 }
             }
+            h = &mut home => return Word::Resume(Some(h)),
+            () = &mut died => return Word::Resume(None),
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    true
+    drop(s);
+    warn!(job = %imm.info.job, %source, "lost the link to the source before its word; asking it");
+    let key = ctx.keys.stream();
+    let ask = async {
+        loop {
+            if let Some(done) = ask_source(imm.from_addr, &key, &imm.info.job, imm.attempt).await {
+                return done;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    tokio::select! {
+        done = ask => if done { Word::Resume(None) } else { Word::Drop },
+        h = &mut home => Word::Resume(Some(h)),
+        () = &mut died => Word::Resume(None),
+        () = tokio::time::sleep(OUTCOME_LIMIT) => {
+            warn!(job = %imm.info.job, %source, "the source stayed unreachable and alive: it kept the job");
+            Word::Drop
+        }
+    }
 }
 
 /// The target's side: receive, restore stopped, answer `Restored`, wait
@@ -444,6 +548,9 @@ async fn ask_outcome(from: SocketAddr, key: &[u8; 32], job: &str, attempt: u64) 
 /// on; the home node attaches with `Attach`.
 pub(super) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStream) {
     let name = imm.info.job.clone();
+    // From now on, while the source is known to be alive: its death later
+    // is news.
+    let mut down = ctx.down.subscribe();
     if let Some(why) = ctx.cannot_restore() {
         refuse(&mut s, format!("node {} cannot take jobs: {why}", ctx.node)).await;
         return;
@@ -480,35 +587,32 @@ pub(super) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStr
     let _ = std::fs::remove_dir_all(&dir);
     let init = started.init;
     // Parked before the source hears of the restore: it tells home at once.
-    let (attach_tx, attach_rx) = oneshot::channel();
+    let (attach_tx, mut attach_rx) = oneshot::channel();
     ctx.parked
         .lock()
         .expect("parked")
         .insert(name.clone(), attach_tx);
-    let restored = Frame::Restored { pid: init };
-    let mut commit = wire::write_sealed(&mut s.wr, &mut s.send, &restored)
-        .await
-        .is_ok();
-    if commit {
-        commit = matches!(
-            tokio::time::timeout(RESTORE_LIMIT, wire::read_sealed(&mut s.rd, &mut s.recv)).await,
-            Ok(Ok(Some(Frame::Commit)))
-        );
-    }
-    if !commit {
-        commit = ask_outcome(imm.from_addr, &ctx.keys.stream(), &name, imm.attempt).await;
-    }
+    let word = await_word(s, init, &imm, &ctx, &mut attach_rx, &mut down).await;
     let mut started = started;
-    if !commit {
-        info!(job = %name, "the source kept the job; dropping the restored copy");
-        ctx.parked.lock().expect("parked").remove(&name);
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(init as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let _ = started.holder.wait().await;
-        return;
-    }
+    let attach_rx = match word {
+        Word::Resume(None) => attach_rx,
+        // Home attached already: hand its stream on as if it came now.
+        Word::Resume(Some(home)) => {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(home);
+            rx
+        }
+        Word::Drop => {
+            info!(job = %name, "the source kept the job; dropping the restored copy");
+            ctx.parked.lock().expect("parked").remove(&name);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(init as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = started.holder.wait().await;
+            return;
+        }
+    };
     job::resume(init);
     info!(job = %name, from = %imm.info.node, "job moved in");
     let mut info = imm.info;
@@ -524,6 +628,5 @@ pub(super) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStr
         stdin: imm.stdin,
         stdin_eof: imm.stdin_closed,
     };
-    drop(s);
     drive(job, Home::Awaiting(attach_rx), ctx).await;
 }

@@ -22,11 +22,14 @@
 //!   when it moves; ask a target for its job list; order a migration.
 //! - `migrate`: moving a running job between nodes (CRIU), source and
 //!   target sides, and the rules that keep exactly one copy.
+//! - `ledger`: the source's record of each attempt (pending, committed,
+//!   kept), settled once, that those rules rest on.
 //!
 //! Every task a connection starts (frame readers, output pumps, the stdin
 //! writer) lives in a `JoinSet` owned by that connection, so it ends with it.
 
 mod home;
+mod ledger;
 mod migrate;
 mod stream;
 mod target;
@@ -44,6 +47,7 @@ use crate::cgroup::JobCgroup;
 use crate::wire::JobInfo;
 
 pub use home::{hand_key, order_migration, relay, remote_jobs, remote_knob, RelayEnd};
+pub use ledger::{Ledger, Settled};
 pub use migrate::{MigrateCmd, MigrateResult, SPOOL};
 pub use stream::{accept, connect, plain_reader, SecureStream};
 pub use target::serve;
@@ -87,9 +91,8 @@ pub struct ExecContext {
     pub controls: Arc<Mutex<HashMap<String, tokio::sync::mpsc::Sender<MigrateCmd>>>>,
     /// Restored jobs waiting for their home node to attach.
     pub parked: Arc<Mutex<HashMap<String, tokio::sync::oneshot::Sender<SecureStream>>>>,
-    /// What this node decided about each migration attempt it sourced
-    /// (true: committed, its copy is gone).
-    pub outcomes: Arc<Mutex<HashMap<(String, u64), bool>>>,
+    /// What became of each migration attempt this node sourced.
+    pub outcomes: Arc<Mutex<ledger::Ledger>>,
     /// Numbers migration attempts.
     pub attempts: Arc<AtomicU64>,
     /// Whether CRIU works here.
@@ -104,6 +107,9 @@ pub struct ExecContext {
     pub admin: Option<tokio::sync::mpsc::Sender<AdminCmd>>,
     /// Whether root's jobs may run here (`omnode agent --allow-root-jobs`).
     pub allow_root_jobs: bool,
+    /// The nodes membership declares dead, as it does: a target waiting to
+    /// hear whether a move committed stops waiting when the source dies.
+    pub down: tokio::sync::broadcast::Sender<crate::membership::NodeId>,
 }
 
 /// A knob request from another agent, for the admin task, with where its
@@ -138,6 +144,7 @@ impl ExecContext {
             move_log: Arc::default(),
             admin: None,
             allow_root_jobs: true,
+            down: tokio::sync::broadcast::channel(1).0,
         }
     }
 
@@ -187,18 +194,6 @@ impl ExecContext {
                 self.node
             )
         })
-    }
-
-    /// Records what this node decided about a migration it sourced (`true`:
-    /// committed, its copy is gone), for the target's `Outcome` question.
-    /// Only the latest attempts are kept: a target asks within a minute.
-    pub fn decide(&self, job: &str, attempt: u64, committed: bool) {
-        const KEPT: u64 = 4096;
-        let mut o = self.outcomes.lock().expect("outcomes");
-        o.insert((job.to_string(), attempt), committed);
-        if o.len() as u64 > KEPT {
-            o.retain(|(_, a), _| *a + KEPT > attempt);
-        }
     }
 
     /// Why jobs cannot be restored here, if they cannot.

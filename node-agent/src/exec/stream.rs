@@ -1,4 +1,5 @@
-//! The sealed stream between two agents: TCP with keepalive, a handshake
+//! The sealed stream between two agents: TCP with keepalive and a bound on
+//! unacknowledged data (a dead peer is noticed while writing too), a handshake
 //! that exchanges fresh nonces, then every frame sealed with one cipher per
 //! direction (see [`crate::crypto`]). Also the readers that turn a stream of
 //! frames into a channel, so that the loops of both sides select over
@@ -35,6 +36,13 @@ impl std::fmt::Debug for SecureStream {
     }
 }
 
+/// How long sent bytes may stay unacknowledged before the connection is
+/// given up (`TCP_USER_TIMEOUT`). Keepalive only probes an idle link: a
+/// peer that dies while we write would otherwise hold the writer for the
+/// kernel's full retransmission schedule (about 15 minutes), and with it a
+/// job frozen for a move.
+pub const UNACKED_LIMIT: Duration = Duration::from_secs(15);
+
 fn keepalive(stream: &TcpStream) {
     let s = socket2::SockRef::from(stream);
     let ka = socket2::TcpKeepalive::new()
@@ -42,6 +50,7 @@ fn keepalive(stream: &TcpStream) {
         .with_interval(Duration::from_secs(1))
         .with_retries(3);
     let _ = s.set_tcp_keepalive(&ka);
+    let _ = s.set_tcp_user_timeout(Some(UNACKED_LIMIT));
     let _ = stream.set_nodelay(true);
 }
 

@@ -47,13 +47,7 @@ pub async fn serve(stream: TcpStream, ctx: ExecContext) {
         Frame::MigrateJob(order) => migrate::order(order, &ctx, s).await,
         Frame::Immigrate(imm) => migrate::immigrate(imm, ctx, s).await,
         Frame::Outcome { job, attempt } => {
-            let done = ctx
-                .outcomes
-                .lock()
-                .expect("outcomes")
-                .get(&(job, attempt))
-                .copied()
-                .unwrap_or(false);
+            let done = ctx.outcomes.lock().expect("outcomes").answer(&job, attempt);
             let _ = wire::write_sealed(&mut s.wr, &mut s.send, &Frame::OutcomeReply(done)).await;
         }
         Frame::Knob { node: None, action } => {

@@ -378,6 +378,57 @@ pub fn resume(init: u32) {
     }
 }
 
+/// A copy of what the stopped job has not read yet from its input pipe
+/// (inode `inode`), left in the pipe. CRIU gives a pipe handed back with
+/// `--inherit-fd` none of the data it held, so these bytes travel with the
+/// job's pending input instead; if the move fails they are still where
+/// they were. Reached through a job process's own descriptor (`/proc`), so
+/// it works after this agent closed its end at end of input.
+pub fn peek_unread(init: u32, inode: u64) -> std::io::Result<Vec<u8>> {
+    use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags};
+    use std::os::unix::fs::OpenOptionsExt;
+    let want = format!("pipe:[{inode}]");
+    let Some(link) = processes(init).into_iter().find_map(|p| {
+        std::fs::read_dir(format!("/proc/{p}/fd"))
+            .ok()?
+            .flatten()
+            .map(|fd| fd.path())
+            .find(|path| std::fs::read_link(path).is_ok_and(|l| l.as_os_str() == want.as_str()))
+    }) else {
+        return Ok(Vec::new());
+    };
+    // Opened for reading, a pipe's link is one more read end of it.
+    let pipe = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&link)?;
+    let waiting = pending_bytes(&pipe);
+    if waiting == 0 {
+        return Ok(Vec::new());
+    }
+    // tee(2) duplicates without consuming, into a pipe as large as this one.
+    let (rd, wr) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+    let size = nix::fcntl::fcntl(pipe.as_raw_fd(), FcntlArg::F_GETPIPE_SZ)?;
+    nix::fcntl::fcntl(wr.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(size))?;
+    let copied = nix::fcntl::tee(&pipe, &wr, waiting, SpliceFFlags::SPLICE_F_NONBLOCK)?;
+    drop(wr);
+    let mut out = vec![0u8; copied];
+    let mut n = 0;
+    while n < copied {
+        match read_now(&rd, &mut out[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    out.truncate(n);
+    if n < waiting {
+        return Err(std::io::Error::other(format!(
+            "copied {n} of the {waiting} bytes waiting in the job's input"
+        )));
+    }
+    Ok(out)
+}
+
 /// One read(2) on a (non-blocking) descriptor, whatever the async
 /// runtime believes about its readiness.
 pub fn read_now(fd: &impl AsRawFd, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -397,4 +448,32 @@ pub fn pending_bytes(fd: &impl AsRawFd) -> usize {
         return 0;
     }
     n.max(0) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn unread_input_is_copied_and_left_in_the_pipe_even_after_the_writer_closed() {
+        let (rd, wr) = nix::unistd::pipe().unwrap();
+        let inode = inode(&rd);
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::from(rd))
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut w = std::fs::File::from(wr);
+        w.write_all(b"line 1\nline 2\n").unwrap();
+        assert_eq!(peek_unread(pid, inode).unwrap(), b"line 1\nline 2\n");
+        drop(w);
+        // Still there, and reachable with no writer left.
+        assert_eq!(peek_unread(pid, inode).unwrap(), b"line 1\nline 2\n");
+        // A pipe no process of the job holds: nothing.
+        assert!(peek_unread(pid, inode + 1).unwrap().is_empty());
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }
