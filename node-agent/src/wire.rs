@@ -1,7 +1,10 @@
 //! Message encoding. Datagrams between agents (inside the sealing of
 //! [`crate::crypto`]) and the frames of the control socket and exec streams
 //! are `postcard`-encoded enums; frames travel as `len u32 BE | bytes`, sealed
-//! per frame on TCP and plain on the local unix socket.
+//! per frame on TCP and plain on the local unix socket. Byte payloads
+//! (output, input, checkpoint pieces, SWIM packets) are encoded as bytes,
+//! one copy, not as a sequence of `u8` read one at a time: the same
+//! encoding on the wire, several times faster to decode.
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -17,7 +20,7 @@ pub const MAX_FRAME: usize = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Datagram {
     /// A foca membership payload.
-    Swim(Vec<u8>),
+    Swim(#[serde(with = "serde_bytes")] Vec<u8>),
     /// "I am here, and this is my load": multicast for discovery, unicast to
     /// members at least once a second.
     Presence {
@@ -104,6 +107,7 @@ pub struct Immigrant {
     /// The inodes of its stdin, stdout and stderr pipes in the checkpoint.
     pub pipe_inodes: [u64; 3],
     /// Stdin the job had not read yet, to write first on the target.
+    #[serde(with = "serde_bytes")]
     pub stdin: Vec<u8>,
     /// Whether its stdin is closed.
     pub stdin_closed: bool,
@@ -247,15 +251,15 @@ pub enum Frame {
         seq: u64,
     },
     /// Bytes for the job's stdin.
-    Stdin(Vec<u8>),
+    Stdin(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The job's stdin is closed.
     StdinEof,
     /// Deliver this signal to the job's process group.
     Signal(i32),
     /// Bytes from the job's stdout.
-    Stdout(Vec<u8>),
+    Stdout(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Bytes from the job's stderr.
-    Stderr(Vec<u8>),
+    Stderr(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The target is alive and the job is still running.
     Heartbeat,
     /// The job ended.
@@ -290,6 +294,7 @@ pub enum Frame {
         /// File name inside the checkpoint directory.
         name: String,
         /// Bytes.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// source → target: that was the whole checkpoint, restore it.
@@ -476,6 +481,17 @@ pub async fn write_sealed<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_payloads_encode_as_a_length_and_the_bytes() {
+        // What a `Vec<u8>` encoded element by element gave: agents of
+        // either kind read each other's frames.
+        let e = Frame::Stdout(b"abc".to_vec()).encode();
+        assert_eq!(&e[1..], &[3, b'a', b'b', b'c']);
+        let d = Datagram::Swim(vec![9; 200]).encode();
+        assert_eq!(&d[1..3], &[200, 1]);
+        assert_eq!(d.len(), 3 + 200);
+    }
 
     #[test]
     fn datagram_round_trip() {
