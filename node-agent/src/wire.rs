@@ -315,9 +315,17 @@ pub enum Frame {
     },
     /// source → target: `true` if the source committed (its copy is gone).
     OutcomeReply(bool),
-    /// target → home: the job is frozen for a move; hold its input.
-    Migrating,
-    /// target → home: the move failed; the job runs here again.
+    /// node running the job → home: the job is frozen for a move to
+    /// `node`; hold its input. Should this node die before it says how the
+    /// move ended, home follows the job there.
+    Migrating {
+        /// The target's name.
+        node: String,
+        /// Its agent's address.
+        addr: std::net::SocketAddr,
+    },
+    /// node running the job → home: the move failed; the job runs here
+    /// again.
     Resumed,
     /// old target → home: the job now runs on `node`; attach there.
     Moved {

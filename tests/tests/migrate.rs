@@ -8,7 +8,9 @@
 //! connection and a `--lock` job are refused with their reasons; a move
 //! whose confirmation is lost on the wire leaves one copy, at the source;
 //! and (with the power cut of the `netboot` test) a target that dies
-//! mid-move leaves the job running where it was.
+//! mid-move leaves the job running where it was, and a source that dies
+//! after the target restored the job, before any word of the move reached
+//! the target, leaves it running at the target, followed by its home.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::chown;
@@ -459,6 +461,116 @@ pub fn check_doomed_move(lab: &ClusterLab, from: &str, job: Job, mover: Child) -
     Ok(())
 }
 
+/// Waits until a line of `node`'s console holds every one of `needles`
+/// (tracing fields come with colour codes between them: match the parts).
+fn wait_console(
+    lab: &ClusterLab,
+    node: &str,
+    needles: &[&str],
+    timeout: Duration,
+) -> Result<String> {
+    let machine = lab
+        .nodes
+        .iter()
+        .find(|n| n.node_name() == node)
+        .with_context(|| format!("no machine {node}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(l) = machine
+            .console()
+            .lines()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return Ok(l.trim_end_matches('\r').to_string());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{node}'s console never said {needles:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A move from `source` (about to be powered off) to `target` that the
+/// source's death interrupts after the target restored the job and before
+/// any word of the move reached the target: the bridge drops the target's
+/// `Restored` and its questions. Returns once the target has restored it.
+pub struct OrphanedMove {
+    job: Job,
+    id: String,
+    mover: Child,
+    _filter: BridgeFilter,
+}
+
+/// Starts an [`OrphanedMove`]; the caller powers `source` off.
+pub fn start_orphaned_move(lab: &ClusterLab, source: &str, target: &str) -> Result<OrphanedMove> {
+    let (s_ip, _) = agent_addr(lab, source)?;
+    let (t_ip, port) = agent_addr(lab, target)?;
+    let script = "i=0; while [ $i -lt 150 ]; do i=$((i+1)); echo $i; sleep 0.2; done; exit 6";
+    let mut job = Job::spawn(lab, source, &[], script)?;
+    job.wait_lines(5)?;
+    let id = job_id(lab, "exit 6")?;
+    let filter =
+        BridgeFilter::install(lab, "omlab_orphaned_move", &word_rules(&t_ip, &s_ip, &port))?;
+    let mover = omctl_as_user(lab)
+        .args(["migrate", &id, target])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let line = wait_console(
+        lab,
+        target,
+        &["restored; waiting for the source's word", &id],
+        MOVE_TIMEOUT,
+    )?;
+    eprintln!("{target}: {line}");
+    Ok(OrphanedMove {
+        job,
+        id,
+        mover,
+        _filter: filter,
+    })
+}
+
+/// After the source's death: home followed the job to the target, which
+/// resumed it; every line came once and the status came back.
+pub fn check_orphaned_move(lab: &ClusterLab, target: &str, orphan: OrphanedMove) -> Result<()> {
+    let OrphanedMove {
+        job,
+        id,
+        mover,
+        _filter,
+    } = orphan;
+    let o = mover.wait_with_output()?;
+    eprintln!(
+        "the move whose source died: {} {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    let (code, lines, err) = job.finish()?;
+    let expected: Vec<String> = (1..=150).map(|i| i.to_string()).collect();
+    ensure!(
+        lines == expected && code == Some(6),
+        "the job whose source died mid-move printed {lines:?} and ended {code:?}: {err}"
+    );
+    let line = wait_console(lab, target, &["job moved in", &id], Duration::from_secs(5))?;
+    eprintln!("{target}: {line}");
+    Ok(())
+}
+
+/// Rules that drop, from `target` to `source` on the agents' port, the
+/// segments that carry data as small as a sealed `Restored` (4 + 3 or 4 +
+/// 16 bytes, over 52 bytes of IP and TCP with timestamps; the handshake's
+/// 32-byte reply is larger), and every connection `target` opens to
+/// `source`'s agent (the `Outcome` question). Membership's UDP passes.
+fn word_rules(target: &str, source: &str, port: &str) -> [String; 2] {
+    [
+        format!("ip saddr {target} ip daddr {source} tcp sport {port} tcp flags & psh == psh ip length 60-83"),
+        format!("ip saddr {target} ip daddr {source} tcp dport {port} tcp flags & (syn | ack) == syn"),
+    ]
+}
+
 /// Rules of a bridge table in the lab's LAN namespace, deleted when
 /// dropped (the namespace's removal would delete them too).
 struct BridgeFilter {
@@ -540,15 +652,11 @@ fn check_lost_confirmation(lab: &mut ClusterLab, a: &str, b: &str) -> Result<()>
     let mut job = Job::spawn(lab, a, &[], script)?;
     job.wait_lines(5)?;
     let id = job_id(lab, "lost-confirmation.stop")?;
-    // B → A on the agents' port: segments that carry data, as small as a
-    // sealed `Restored` (4 + 3 or 4 + 16 bytes, over 52 bytes of IP and TCP
-    // with timestamps; the handshake's 32-byte reply is larger), and every
-    // connection B opens to A's agent (the `Outcome` question).
-    let rules = [
-        format!("ip saddr {b_ip} ip daddr {a_ip} tcp sport {port} tcp flags & psh == psh ip length 60-83"),
-        format!("ip saddr {b_ip} ip daddr {a_ip} tcp dport {port} tcp flags & (syn | ack) == syn"),
-    ];
-    let filter = BridgeFilter::install(lab, "omlab_lost_confirmation", &rules)?;
+    let filter = BridgeFilter::install(
+        lab,
+        "omlab_lost_confirmation",
+        &word_rules(&b_ip, &a_ip, &port),
+    )?;
     let o = migrate(lab, &id, b)?;
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     eprintln!(
@@ -560,12 +668,12 @@ fn check_lost_confirmation(lab: &mut ClusterLab, a: &str, b: &str) -> Result<()>
         !o.status.success(),
         "omctl migrate succeeded though the target's confirmation was dropped"
     );
-    let node_b = lab
-        .nodes
-        .iter_mut()
-        .find(|n| n.node_name() == b)
-        .context("no machine B")?;
-    let line = node_b.wait_for("dropping the restored copy", Duration::from_secs(120))?;
+    let line = wait_console(
+        lab,
+        b,
+        &["dropping the restored copy", &id],
+        Duration::from_secs(120),
+    )?;
     eprintln!("{b}: {line}");
     drop(filter);
     expect_at(lab, "lost-confirmation.stop", a, 0)?;

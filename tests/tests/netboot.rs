@@ -195,6 +195,10 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
     // Two guests run on the victim (kept there with `stay`) when it dies.
     crate::balance::knob(&lab, &victim, "stay")?;
     let guests = crate::balance::start_guests(&lab, &victim)?;
+    // A job on the victim is being moved to the second machine, which has
+    // restored it and waits for word of the move, when the victim dies.
+    let second = lab.nodes[1].node_name();
+    let orphan = crate::migrate::start_orphaned_move(&lab, &victim, &second)?;
     // A job on the first machine is being moved to the victim when it dies:
     // the plug is pulled right after the move started.
     let first = lab.nodes[0].node_name();
@@ -213,6 +217,7 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
         |v| ClusterLab::nodes_in_state(v, "alive").len() == victim_before.len() - 1,
     )?;
     crate::migrate::check_doomed_move(&lab, &first, doomed, mover)?;
+    crate::migrate::check_orphaned_move(&lab, &second, orphan)?;
     crate::balance::check_lost_guests(guests, &victim)?;
     eprintln!(
         "powered-off node noticed after {:.1} s; alive now: {:?}",

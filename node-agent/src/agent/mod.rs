@@ -253,7 +253,6 @@ impl Agent {
         exec_ctx.knobs = Arc::new(Mutex::new(cfg.knobs));
         exec_ctx.admin = Some(admin_tx);
         exec_ctx.allow_root_jobs = cfg.allow_root_jobs;
-        exec_ctx.down = down.clone();
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let load = LocalLoad {
             speed,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::stream::{connect, sealed_reader, SecureStream};
 use super::{EXIT_NODE_LOST, SILENCE_LIMIT};
@@ -49,12 +49,67 @@ pub enum RelayEnd {
 
 /// How long a home node waits for a job being moved.
 const MOVE_LIMIT: Duration = Duration::from_secs(330);
+/// How long home keeps asking the target of a move whose source died
+/// mid-move to hand it the job: the target may still be restoring it.
+const FOLLOW_LIMIT: Duration = Duration::from_secs(90);
+/// How long home waits for membership's verdict on a node whose link broke
+/// mid-move (a dead node is declared so within seconds).
+const VERDICT_WAIT: Duration = Duration::from_secs(10);
+
+/// `true` once membership declares `node` dead, `false` if it has not
+/// within `within`.
+async fn declared_dead(
+    down: &mut broadcast::Receiver<NodeId>,
+    node: &str,
+    within: Duration,
+) -> bool {
+    let verdict = async {
+        loop {
+            match down.recv().await {
+                Ok(id) if id.name == node => return true,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return false,
+            }
+        }
+    };
+    tokio::time::timeout(within, verdict).await.unwrap_or(false)
+}
+
+/// Following a job to the target of a move whose source died: until when
+/// the target may still not have it, and the dead source's name.
+type Following = Option<(tokio::time::Instant, String)>;
+
+/// While following, waits a moment and says to try the target again;
+/// `false` once the time is up (or when not following).
+async fn try_again(following: &Following) -> bool {
+    match following {
+        Some((until, _)) if tokio::time::Instant::now() < *until => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Why following failed, if it did: the message says where the job was.
+fn lost(following: &Following, target: &str, why: String) -> RelayEnd {
+    let message = match following {
+        Some((_, source)) => format!(
+            "node {source} died while moving the job to node {target}, which does not have it: {why}"
+        ),
+        None => why,
+    };
+    RelayEnd::Failed(EXIT_NODE_LOST, message)
+}
 
 /// Runs `req` on the target at `addr` and relays between the caller's
 /// control connection (`caller_rx`/`caller_tx`) and the target, following
 /// the job when it moves (`Moved` is passed on to `caller_tx` too, so the
 /// caller's records follow it). `down` names the nodes membership declares
-/// dead: the job is lost if its current node is one.
+/// dead: the job is lost if its current node is one, unless that node was
+/// moving it: then the move's target has the only copy left, if any (it
+/// restored the job and waits for word of the move), and home attaches
+/// there, which is that word.
 pub async fn relay(
     addr: SocketAddr,
     target: &str,
@@ -67,14 +122,19 @@ pub async fn relay(
     let job = req.job.clone();
     let (mut addr, mut target) = (addr, target.to_string());
     let mut first = Frame::Exec(req);
+    let mut following: Following = None;
     'connect: loop {
         let s = match connect(addr, &keys.stream()).await {
             Ok(s) => s,
             Err(e) => {
-                return RelayEnd::Failed(
-                    EXIT_NODE_LOST,
+                if try_again(&following).await {
+                    continue 'connect;
+                }
+                return lost(
+                    &following,
+                    &target,
                     format!("cannot reach node {target} at {addr}: {e}"),
-                )
+                );
             }
         };
         let SecureStream {
@@ -84,8 +144,12 @@ pub async fn relay(
             recv,
         } = s;
         if let Err(e) = wire::write_sealed(&mut wr, &mut send, &first).await {
-            return RelayEnd::Failed(
-                EXIT_NODE_LOST,
+            if try_again(&following).await {
+                continue 'connect;
+            }
+            return lost(
+                &following,
+                &target,
                 format!("cannot send the job to node {target}: {e}"),
             );
         }
@@ -94,26 +158,32 @@ pub async fn relay(
         let mut from_target = sealed_reader(rd, recv, &mut tasks);
         let mut last_heard = tokio::time::Instant::now();
         let mut check = tokio::time::interval(Duration::from_millis(500));
-        // While the job is frozen for a move, its input waits here.
-        let mut moving = false;
-        loop {
+        // While the job is frozen for a move (to this node), its input
+        // waits here.
+        let mut moving: Option<(String, SocketAddr)> = None;
+        // Where the job goes next: a move's target, and whether its source
+        // died on the way.
+        let (to, to_addr, source_died) = loop {
             tokio::select! {
                 f = from_target.recv() => match f {
+                    Some(Ok(Frame::Failed { code, message })) => {
+                        if try_again(&following).await {
+                            continue 'connect;
+                        }
+                        return match following {
+                            Some(_) => lost(&following, &target, message),
+                            None => RelayEnd::Failed(code, message),
+                        };
+                    }
                     Some(Ok(f)) => {
                         last_heard = tokio::time::Instant::now();
+                        following = None;
                         match f {
                             Frame::Heartbeat => {}
-                            Frame::Migrating => moving = true,
-                            Frame::Resumed => moving = false,
-                            Frame::Moved { node, addr: to } => {
-                                debug!(%job, from = %target, to = %node, "following the job");
-                                let _ = caller_tx.send(Frame::Moved { node: node.clone(), addr: to }).await;
-                                (addr, target) = (to, node);
-                                first = Frame::Attach { job: job.clone() };
-                                continue 'connect;
-                            }
+                            Frame::Migrating { node, addr: to } => moving = Some((node, to)),
+                            Frame::Resumed => moving = None,
+                            Frame::Moved { node, addr: to } => break (node, to, false),
                             Frame::Exit(e) => return RelayEnd::Exit(e),
-                            Frame::Failed { code, message } => return RelayEnd::Failed(code, message),
                             f @ (Frame::Stdout(_) | Frame::Stderr(_) | Frame::Started { .. }) => {
                                 if caller_tx.send(f).await.is_err() {
                                     return RelayEnd::CallerGone;
@@ -122,10 +192,17 @@ pub async fn relay(
                             other => debug!(frame = ?other, "ignored frame from target"),
                         }
                     }
+                    Some(Err(_)) | None if moving.is_some() => {
+                        if declared_dead(&mut down, &target, VERDICT_WAIT).await {
+                            let (node, to) = moving.take().expect("checked");
+                            break (node, to, true);
+                        }
+                        return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost the connection to node {target} while it moved the job"));
+                    }
                     Some(Err(e)) => return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost node {target}: {e}")),
                     None => return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost the connection to node {target} while the job was running")),
                 },
-                f = caller_rx.recv(), if !moving => match f {
+                f = caller_rx.recv(), if moving.is_none() => match f {
                     Some(Ok(f @ (Frame::Stdin(_) | Frame::StdinEof | Frame::Signal(_)))) => {
                         if wire::write_sealed(&mut wr, &mut send, &f).await.is_err() {
                             return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost the connection to node {target} while the job was running"));
@@ -138,20 +215,35 @@ pub async fn relay(
                     }
                 },
                 d = down.recv() => match d {
-                    Ok(id) if id.name == target => {
-                        return RelayEnd::Failed(EXIT_NODE_LOST, format!("node {target} died while running the job"));
-                    }
+                    Ok(id) if id.name == target => match moving.take() {
+                        Some((node, to)) => break (node, to, true),
+                        None => return RelayEnd::Failed(EXIT_NODE_LOST, format!("node {target} died while running the job")),
+                    },
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => down = broadcast::channel(1).1,
                 },
                 _ = check.tick() => {
-                    let limit = if moving { MOVE_LIMIT } else { SILENCE_LIMIT };
+                    let limit = if moving.is_some() { MOVE_LIMIT } else { SILENCE_LIMIT };
                     if last_heard.elapsed() > limit {
                         return RelayEnd::Failed(EXIT_NODE_LOST, format!("node {target} stopped answering while running the job"));
                     }
                 }
             }
+        };
+        if source_died {
+            info!(%job, from = %target, to = %to, "its node died while moving it: following the job to the move's target");
+            following = Some((tokio::time::Instant::now() + FOLLOW_LIMIT, target.clone()));
+        } else {
+            debug!(%job, from = %target, to = %to, "following the job");
         }
+        let _ = caller_tx
+            .send(Frame::Moved {
+                node: to.clone(),
+                addr: to_addr,
+            })
+            .await;
+        (addr, target) = (to_addr, to);
+        first = Frame::Attach { job: job.clone() };
     }
 }
 

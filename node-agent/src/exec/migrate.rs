@@ -20,10 +20,11 @@
 //! keeps it. If the link breaks before the target hears `Commit`, the
 //! target asks the source (`Outcome`), and asking settles a pending attempt
 //! as kept, so a `Restored` that arrives late commits nothing. The target
-//! also resumes when home attaches (home hears `Moved` only after the
-//! source's copy is gone) or when membership declares the source dead (its
-//! copy died with it). A source alive but unreachable for a while is
-//! presumed to have kept the job: the target drops its copy.
+//! also resumes when home attaches: home does so when the source says
+//! `Moved` (its copy gone), or when membership declares the source dead
+//! while it was moving the job (its copy died with it, and it never said
+//! `Resumed`). A source alive but unreachable for a while is presumed to
+//! have kept the job: the target drops its copy.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -32,14 +33,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::stream::{connect, SecureStream};
 use super::target::{drive, Home, HomeLink, RunningJob};
 use super::{ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_AGENT, EXIT_NO_PERMISSION};
 use crate::job;
-use crate::membership::NodeId;
 use crate::wire::{self, Frame, Immigrant, MigrateDone, MigrateOrder};
 
 /// Where checkpoints are written (tmpfs on a netbooted node).
@@ -237,7 +237,11 @@ pub(super) async fn out(
     ctx.outcomes.lock().expect("outcomes").begin(&name, attempt);
     let dir = PathBuf::from(SPOOL).join(format!("{name}.{attempt}.out"));
     info!(job = %name, to = %order.to, attempt, "moving job");
-    home.send(&Frame::Migrating).await;
+    home.send(&Frame::Migrating {
+        node: order.to.clone(),
+        addr: order.to_addr,
+    })
+    .await;
     let result = freeze_and_send(job, home, ctx, &order, attempt, &dir, stdin_closed).await;
     if result.is_err() {
         // CRIU's own account of a failed dump, for whoever looks into it.
@@ -456,17 +460,6 @@ async fn ask_source(from: SocketAddr, key: &[u8; 32], job: &str, attempt: u64) -
     }
 }
 
-/// Waits until membership declares `node` dead; never returns otherwise.
-async fn death_of(down: &mut broadcast::Receiver<NodeId>, node: &str) {
-    loop {
-        match down.recv().await {
-            Ok(id) if id.name == node => return,
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-        }
-    }
-}
-
 /// Waits for the home node's `Attach`; never returns if none can come.
 async fn attach_of(attach: &mut oneshot::Receiver<SecureStream>) -> SecureStream {
     match attach.await {
@@ -485,28 +478,27 @@ enum Word {
 }
 
 /// The one-copy rule on the target: announces the restore and waits for
-/// the source's word. `Commit` resumes; so does home attaching (home
-/// attaches only after the source said `Moved`, after killing its copy) and
-/// the source's death (its copy died with it). If the link breaks first,
-/// the source is asked (`Outcome`), which settles a pending attempt as
-/// kept; a source that is alive but cannot be asked for [`OUTCOME_LIMIT`]
-/// is presumed to have kept the job, since it commits only on our
-/// `Restored`, and a `Restored` that got through would have brought a
-/// `Commit` or an `Attach`.
+/// the source's word. `Commit` resumes; so does home attaching: home
+/// attaches only after the source said `Moved` (its copy gone), or after
+/// membership declared the source dead mid-move (its copy died with it,
+/// and it never said `Resumed`). If the link breaks first, the source is
+/// asked (`Outcome`), which settles a pending attempt as kept. With no
+/// answer and no `Attach` for [`OUTCOME_LIMIT`], the source is presumed to
+/// have kept the job: it commits only on our `Restored`, and one that got
+/// through would have brought a `Commit` or an `Attach`.
 async fn await_word(
     mut s: SecureStream,
     pid: u32,
     imm: &Immigrant,
     ctx: &ExecContext,
     attach: &mut oneshot::Receiver<SecureStream>,
-    down: &mut broadcast::Receiver<NodeId>,
 ) -> Word {
     let source = imm.info.node.as_str();
-    // One of each for both phases: an `Attach` or a death is not missed in
-    // between, and a finished receiver is never polled again.
+    info!(job = %imm.info.job, %source, "restored; waiting for the source's word");
+    // One for both phases: an `Attach` is not missed in between, and a
+    // finished receiver is never polled again.
     let home = attach_of(attach);
-    let died = death_of(down, source);
-    tokio::pin!(home, died);
+    tokio::pin!(home);
     if wire::write_sealed(&mut s.wr, &mut s.send, &Frame::Restored { pid })
         .await
         .is_ok()
@@ -518,7 +510,6 @@ async fn await_word(
                 }
             }
             h = &mut home => return Word::Resume(Some(h)),
-            () = &mut died => return Word::Resume(None),
         }
     }
     drop(s);
@@ -535,7 +526,6 @@ async fn await_word(
     tokio::select! {
         done = ask => if done { Word::Resume(None) } else { Word::Drop },
         h = &mut home => Word::Resume(Some(h)),
-        () = &mut died => Word::Resume(None),
         () = tokio::time::sleep(OUTCOME_LIMIT) => {
             warn!(job = %imm.info.job, %source, "the source stayed unreachable and alive: it kept the job");
             Word::Drop
@@ -548,9 +538,6 @@ async fn await_word(
 /// on; the home node attaches with `Attach`.
 pub(super) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStream) {
     let name = imm.info.job.clone();
-    // From now on, while the source is known to be alive: its death later
-    // is news.
-    let mut down = ctx.down.subscribe();
     if let Some(why) = ctx.cannot_restore() {
         refuse(&mut s, format!("node {} cannot take jobs: {why}", ctx.node)).await;
         return;
@@ -592,7 +579,7 @@ pub(super) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStr
         .lock()
         .expect("parked")
         .insert(name.clone(), attach_tx);
-    let word = await_word(s, init, &imm, &ctx, &mut attach_rx, &mut down).await;
+    let word = await_word(s, init, &imm, &ctx, &mut attach_rx).await;
     let mut started = started;
     let attach_rx = match word {
         Word::Resume(None) => attach_rx,

@@ -107,9 +107,6 @@ pub struct ExecContext {
     pub admin: Option<tokio::sync::mpsc::Sender<AdminCmd>>,
     /// Whether root's jobs may run here (`omnode agent --allow-root-jobs`).
     pub allow_root_jobs: bool,
-    /// The nodes membership declares dead, as it does: a target waiting to
-    /// hear whether a move committed stops waiting when the source dies.
-    pub down: tokio::sync::broadcast::Sender<crate::membership::NodeId>,
 }
 
 /// A knob request from another agent, for the admin task, with where its
@@ -144,7 +141,6 @@ impl ExecContext {
             move_log: Arc::default(),
             admin: None,
             allow_root_jobs: true,
-            down: tokio::sync::broadcast::channel(1).0,
         }
     }
 
