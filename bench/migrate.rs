@@ -13,8 +13,9 @@
 //!   setsid` (as the ENVIRONMENT recipe does), `criu dump` into tmpfs, the
 //!   directory pulled by B with `nc | tar`, `criu restore` there; frozen the
 //!   whole time, timed on the nodes' `/proc/uptime`;
-//! - **link**: the same size A → B with `nc` (B pulls); the link's limit for the
-//!   job is its size over that throughput.
+//! - **link**: the same size A → B with `iperf3` (the benchmark's image is
+//!   the node image plus iperf3); the link's limit for the job is its size
+//!   over that throughput.
 //!
 //! The table gives medians and the two ratios the README quotes: total
 //! against (link limit + CRIU's own dump and restore time), goal ≤ 1.3×;
@@ -22,6 +23,9 @@
 //! figures are the emulator's; the ratios are the point. Run with
 //! `bench/migrate.sh`; `OM_BENCH_ROUNDS` sets the rounds (default 3),
 //! `OM_BENCH_SIZES` the sizes in MiB (default `16,64,256`).
+
+#[path = "image.rs"]
+mod image;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -207,25 +211,20 @@ fn by_hand(lab: &mut ClusterLab, a_ip: &str, mib: u32) -> Result<(f64, f64, f64)
     }
 }
 
-/// Seconds to send `mib` MiB A → B over TCP (B pulls, as in [`by_hand`]).
-fn link(lab: &mut ClusterLab, a_ip: &str, mib: u32) -> Result<f64> {
+/// Seconds to send `mib` MiB A → B over TCP with iperf3 (the standard
+/// tool; busybox `nc`, which the by-hand copy uses, moves 4 KiB at a time
+/// and measures itself more than the link). B runs the server.
+fn link(lab: &mut ClusterLab, b_ip: &str, mib: u32) -> Result<f64> {
     let t = Duration::from_secs(600);
     let up = "cut -d' ' -f1 /proc/uptime";
-    lab.nodes[0].shell(
-        &format!(
-            "(dd if=/dev/zero bs=1M count={mib} 2>/dev/null | nc -l -p 7102) >/dev/null 2>&1 &"
-        ),
-        t,
-    )?;
-    std::thread::sleep(Duration::from_millis(500));
-    let out = lab.nodes[1].shell(
-        &format!("s=$({up}); nc {a_ip} 7102 | wc -c >/dev/null && echo link $s $({up})"),
+    let out = lab.nodes[0].shell(
+        &format!("s=$({up}); iperf3 -c {b_ip} -n {mib}M >/dev/null && echo link $s $({up})"),
         t,
     )?;
     spans(&out)
         .get("link")
         .copied()
-        .with_context(|| format!("link: {out:?}"))
+        .with_context(|| format!("link (iperf3 A → B): {out:?}"))
 }
 
 fn main() -> Result<()> {
@@ -244,9 +243,11 @@ fn main() -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let bin_dir = lab::build::static_binaries()?;
-    let image_dir = lab::build::default_image(&bin_dir)?;
     let work_dir = lab::build::workspace().join("target/bench/migrate");
     let _ = std::fs::remove_dir_all(&work_dir);
+    std::fs::create_dir_all(&work_dir)?;
+    eprintln!("migrate bench: building the image (the node image plus iperf3)");
+    let image_dir = image::with_iperf3(&bin_dir, &work_dir, &[])?;
     eprintln!("migrate bench: booting two nodes");
     let mut lab = ClusterLab::start(LabConfig {
         name: "om-bmig".into(),
@@ -279,9 +280,11 @@ fn main() -> Result<()> {
         .status()?;
     ensure!(cc.success(), "gcc -static failed");
     let a_ip = address(&lab, &a)?;
+    let b_ip = address(&lab, &b)?;
+    lab.nodes[1].shell("iperf3 -s -D >/dev/null", Duration::from_secs(30))?;
 
     println!(
-        "{:>5}  {:>9} {:>9}  {:>9} {:>9} {:>9} {:>9}  {:>7}  {:>11} {:>11}",
+        "{:>5}  {:>9} {:>9}  {:>9} {:>9} {:>9} {:>9}  {:>7} {:>9}  {:>11} {:>11}",
         "MiB",
         "om total",
         "om frozen",
@@ -290,6 +293,7 @@ fn main() -> Result<()> {
         "restore",
         "hand",
         "link",
+        "link MB/s",
         "total/limit",
         "frozen/hand"
     );
@@ -305,7 +309,7 @@ fn main() -> Result<()> {
             d.push(dd);
             c.push(cc);
             r.push(rr);
-            l.push(link(&mut lab, &a_ip, mib)?);
+            l.push(link(&mut lab, &b_ip, mib)?);
         }
         let (om_t, om_f, d, c, r, l) = (
             median(om_t),
@@ -317,7 +321,8 @@ fn main() -> Result<()> {
         );
         let hand = d + c + r;
         println!(
-            "{mib:>5}  {om_t:>8.2}s {om_f:>8.2}s  {d:>8.2}s {c:>8.2}s {r:>8.2}s {hand:>8.2}s  {l:>6.2}s  {:>10.2}x {:>10.2}x",
+            "{mib:>5}  {om_t:>8.2}s {om_f:>8.2}s  {d:>8.2}s {c:>8.2}s {r:>8.2}s {hand:>8.2}s  {l:>6.2}s {:>9.1}  {:>10.2}x {:>10.2}x",
+            f64::from(mib) * 1.048_576 / l,
             om_t / (l + d + r),
             om_f / hand
         );

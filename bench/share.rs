@@ -28,10 +28,11 @@
 //! packages (`scripts/install-packages`); run with `bench/share.sh`.
 //! `OM_BENCH_ROUNDS` sets the rounds (default 3).
 
+#[path = "image.rs"]
+mod image;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -63,7 +64,7 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     eprintln!("share bench: building the image (the node image plus the nfsd module)");
-    let image = bench_image(&bin, &work)?;
+    let image = image::with_iperf3(&bin, &work, &["nfsd"])?;
 
     let mut lan = VirtualLan::create("om-bsh", Ipv4Addr::new(10, 77, 0, 2), 24)?;
     eprintln!("share bench: booting the head from the ISO");
@@ -202,51 +203,6 @@ fn main() -> Result<()> {
         }
     }
     print_table(&results, rounds)
-}
-
-/// Builds the benchmark's image: `images/node.toml` with the `nfsd` module
-/// (the peer) and `iperf3` (raw TCP) added, from a copy of the recipe and
-/// its lockfile; iperf3 needs the OpenSSL libraries the node image leaves
-/// out.
-fn bench_image(bin: &Path, work: &Path) -> Result<PathBuf> {
-    let images = lab::build::workspace().join("images");
-    let recipe = std::fs::read_to_string(images.join("node.toml"))?;
-    ensure!(
-        recipe.contains("\nmodules = []"),
-        "images/node.toml no longer has `modules = []`; update bench/share.rs"
-    );
-    let dir = work.join("recipe");
-    std::fs::create_dir_all(&dir)?;
-    let initramfs = "\ninitramfs = [\"busybox\", ";
-    ensure!(
-        recipe.contains(initramfs),
-        "images/node.toml's initramfs list changed; update bench/share.rs"
-    );
-    let recipe: String = recipe
-        .replace("\nmodules = []", "\nmodules = [\"nfsd\"]")
-        .replace(initramfs, &format!("{initramfs}\"iperf3\", "))
-        // iperf3's packaging needs (a service user, debconf, init
-        // scripts), not the program.
-        .replace(
-            "\nprune = [",
-            "\nprune = [\"adduser\", \"debconf\", \"init-system-helpers\", ",
-        )
-        .lines()
-        .filter(|l| !l.contains("/libssl.so") && !l.contains("/libcrypto.so"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(dir.join("node.toml"), recipe)?;
-    std::fs::copy(images.join("node.lock"), dir.join("node.lock"))?;
-    let out = work.join("image");
-    let status = Command::new(bin.join("ombuild"))
-        .arg("image")
-        .arg(dir.join("node.toml"))
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .context("running ombuild image")?;
-    ensure!(status.success(), "ombuild image failed ({status})");
-    Ok(out)
 }
 
 /// Shell line for the head: the kernel NFS server, NFSv4 only, on TCP port

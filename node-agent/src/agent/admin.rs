@@ -70,7 +70,7 @@ impl Controller {
         };
         match target {
             None => self.knob_here(action).await,
-            Some(id) => exec::remote_knob(id.addr, &self.keys.stream(), action).await,
+            Some(id) => exec::remote_knob(&id, &self.keys.stream(), action).await,
         }
     }
 
@@ -205,7 +205,7 @@ impl Controller {
                         to_addr: me.addr,
                         uid: 0,
                     };
-                    let r = exec::order_migration(source.addr, &self.keys.stream(), order).await;
+                    let r = exec::order_migration(&source, &self.keys.stream(), order).await;
                     outcome(&job, &node, r)
                 }
             });

@@ -315,7 +315,7 @@ impl Controller {
         }
         info!(job = %job.job, from = %source.name, to = %target.name, uid, "ordering a migration");
         exec::order_migration(
-            source.addr,
+            &source,
             &self.keys.stream(),
             MigrateOrder {
                 job: job.job.clone(),

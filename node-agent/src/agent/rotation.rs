@@ -137,7 +137,7 @@ impl Controller {
         let peers = self.view.lock().expect("view").live_peers();
         let handed = join_all(peers.iter().map(|id| {
             exec::hand_key(
-                id.addr,
+                id,
                 &stream_key,
                 KeyBytes(*new.as_bytes()),
                 switch_in(Instant::now()),

@@ -247,47 +247,54 @@ pub async fn relay(
     }
 }
 
-/// Sends `req` to the agent at `addr` and waits up to `limit` for its one
-/// answer; `Failed` comes back as the error it carries.
+/// Sends `req` to `peer`'s agent and waits up to `limit` for its one
+/// answer; `Failed` comes back as the error it carries. Errors name the
+/// node and its address.
 async fn ask(
-    addr: SocketAddr,
+    peer: &NodeId,
     stream_key: &[u8; 32],
     req: &Frame,
     limit: Duration,
 ) -> Result<Frame, (i32, String)> {
-    let unreachable = |e: WireError| (EXIT_NODE_LOST, format!("cannot reach node at {addr}: {e}"));
-    let mut s = connect(addr, stream_key).await.map_err(unreachable)?;
+    let who = format!("node {} ({})", peer.name, peer.addr);
+    let unreachable = |e: WireError| (EXIT_NODE_LOST, format!("cannot reach {who}: {e}"));
+    let mut s = connect(peer.addr, stream_key).await.map_err(unreachable)?;
     wire::write_sealed(&mut s.wr, &mut s.send, req)
         .await
         .map_err(unreachable)?;
     match tokio::time::timeout(limit, wire::read_sealed(&mut s.rd, &mut s.recv)).await {
         Ok(Ok(Some(Frame::Failed { code, message }))) => Err((code, message)),
         Ok(Ok(Some(f))) => Ok(f),
-        Ok(Ok(None)) => Err((EXIT_NODE_LOST, format!("node at {addr} hung up"))),
-        Ok(Err(e)) => Err((EXIT_NODE_LOST, format!("lost node at {addr}: {e}"))),
-        Err(_) => Err((
-            EXIT_NODE_LOST,
-            format!("node at {addr} did not answer in time"),
-        )),
+        Ok(Ok(None)) => Err((EXIT_NODE_LOST, format!("{who} hung up"))),
+        Ok(Err(e)) => Err((EXIT_NODE_LOST, format!("lost {who}: {e}"))),
+        Err(_) => Err((EXIT_NODE_LOST, format!("{who} did not answer in time"))),
     }
 }
 
-/// Asks the agent at `addr` (the node running the job) to carry out `order`.
+/// The error for an answer of the wrong kind from `peer`.
+fn odd_answer(peer: &NodeId, f: &Frame) -> (i32, String) {
+    (
+        EXIT_NODE_LOST,
+        format!("node {} ({}) answered {f:?}", peer.name, peer.addr),
+    )
+}
+
+/// Asks `source` (the node running the job) to carry out `order`.
 pub async fn order_migration(
-    addr: SocketAddr,
+    source: &NodeId,
     stream_key: &[u8; 32],
     order: MigrateOrder,
 ) -> Result<MigrateDone, (i32, String)> {
-    match ask(addr, stream_key, &Frame::MigrateJob(order), MOVE_LIMIT).await? {
+    match ask(source, stream_key, &Frame::MigrateJob(order), MOVE_LIMIT).await? {
         Frame::Migrated(done) => Ok(done),
-        other => Err((EXIT_NODE_LOST, format!("node at {addr} answered {other:?}"))),
+        other => Err(odd_answer(source, &other)),
     }
 }
 
-/// Hands the agent at `addr` a new cluster key during a rotation; a
-/// warning line if it took the key only in memory.
+/// Hands `peer`'s agent a new cluster key during a rotation; a warning
+/// line if it took the key only in memory.
 pub async fn hand_key(
-    addr: SocketAddr,
+    peer: &NodeId,
     stream_key: &[u8; 32],
     key: crate::wire::KeyBytes,
     switch_in_ms: u64,
@@ -298,22 +305,22 @@ pub async fn hand_key(
         switch_in_ms,
         window_ms,
     };
-    match ask(addr, stream_key, &req, Duration::from_secs(10)).await? {
+    match ask(peer, stream_key, &req, Duration::from_secs(10)).await? {
         Frame::KeyDone(lines) => Ok(lines),
-        other => Err((EXIT_NODE_LOST, format!("node at {addr} answered {other:?}"))),
+        other => Err(odd_answer(peer, &other)),
     }
 }
 
-/// Asks the agent at `addr` to turn a knob or carry out `expel`/`bring`;
-/// what it did, a line each.
+/// Asks `peer`'s agent to turn a knob or carry out `expel`/`bring`; what
+/// it did, a line each.
 pub async fn remote_knob(
-    addr: SocketAddr,
+    peer: &NodeId,
     stream_key: &[u8; 32],
     action: crate::balance::KnobAction,
 ) -> Result<Vec<String>, (i32, String)> {
     let req = Frame::Knob { node: None, action };
-    match ask(addr, stream_key, &req, MOVE_LIMIT).await? {
+    match ask(peer, stream_key, &req, MOVE_LIMIT).await? {
         Frame::KnobDone(lines) => Ok(lines),
-        other => Err((EXIT_NODE_LOST, format!("node at {addr} answered {other:?}"))),
+        other => Err(odd_answer(peer, &other)),
     }
 }
