@@ -141,6 +141,9 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
         // SAFETY: the handler only stores to an atomic.
         let _ = unsafe { nix::sys::signal::sigaction(signal, &action) };
     }
+    // The machines and services answer to this process, not to the
+    // terminal: a `--keep` cluster outlives the terminal it was started in.
+    crate::process::own_process_groups();
 
     let firmwares: Vec<Firmware> = (0..options.nodes).map(firmware_for).collect();
     check_prerequisites(&firmwares)?;

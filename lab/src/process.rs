@@ -9,8 +9,10 @@
 
 use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{io_err, LabError};
@@ -62,6 +64,27 @@ pub fn must_run(command: &mut Command) -> String {
     run_command(command).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Whether long-running children get process groups of their own.
+static OWN_GROUPS: AtomicBool = AtomicBool::new(false);
+
+/// From now on, the lab's long-running children (servers, agents, qemu)
+/// start in process groups of their own, so the terminal's signals do not
+/// reach them: closing the terminal (SIGHUP to its foreground group) leaves
+/// them running, and Ctrl-C reaches only this process, which tears them
+/// down itself. For `omlab demo`, whose `--keep` cluster outlives it; tests
+/// leave it off, so that interrupting a test run stops its machines too.
+pub fn own_process_groups() {
+    OWN_GROUPS.store(true, Ordering::Relaxed);
+}
+
+/// Applies [`own_process_groups`] to `command` if it was asked for.
+pub(crate) fn prepare(command: &mut Command) -> &mut Command {
+    if OWN_GROUPS.load(Ordering::Relaxed) {
+        command.process_group(0);
+    }
+    command
+}
+
 /// A background process that is killed (and reaped) when dropped.
 #[derive(Debug)]
 pub struct Background {
@@ -76,7 +99,7 @@ impl Background {
         let err = out
             .try_clone()
             .map_err(io_err(format!("duplicating {}", log.display())))?;
-        let child = command
+        let child = prepare(&mut command)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

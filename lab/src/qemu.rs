@@ -198,7 +198,7 @@ impl QemuNode {
             command.args(["-boot", "n"]);
         }
         command.args(&spec.extra_args);
-        command
+        crate::process::prepare(&mut command)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
