@@ -243,11 +243,15 @@ fn main() -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let bin_dir = lab::build::static_binaries()?;
+    // The lab starts from an empty work directory: the image is built
+    // beside it.
     let work_dir = lab::build::workspace().join("target/bench/migrate");
+    let image_work = lab::build::workspace().join("target/bench/migrate-image");
     let _ = std::fs::remove_dir_all(&work_dir);
-    std::fs::create_dir_all(&work_dir)?;
+    let _ = std::fs::remove_dir_all(&image_work);
+    std::fs::create_dir_all(&image_work)?;
     eprintln!("migrate bench: building the image (the node image plus iperf3)");
-    let image_dir = image::with_iperf3(&bin_dir, &work_dir, &[])?;
+    let image_dir = image::with_iperf3(&bin_dir, &image_work, &[])?;
     eprintln!("migrate bench: booting two nodes");
     let mut lab = ClusterLab::start(LabConfig {
         name: "om-bmig".into(),
