@@ -193,6 +193,11 @@ async fn send_checkpoint(
             wire::write_sealed(&mut s.wr, &mut s.send, &f)
                 .await
                 .map_err(w)?;
+            // Sealing a piece keeps the CPU busy; with one CPU the agent
+            // has one runtime thread, and membership must still answer its
+            // probes meanwhile, or the cluster declares this node dead in
+            // the middle of the move.
+            tokio::task::yield_now().await;
             if n < FILE_CHUNK {
                 break;
             }
@@ -432,6 +437,9 @@ async fn receive_files(s: &mut SecureStream, dir: &Path) -> Result<(), String> {
                     .expect("inserted")
                     .write_all(&data)
                     .map_err(|e| format!("cannot write {name}: {e}"))?;
+                // Opening a piece is as busy as sealing it (see
+                // `send_checkpoint`): let membership answer in between.
+                tokio::task::yield_now().await;
             }
             Some(Frame::FilesDone) => return Ok(()),
             Some(other) => return Err(format!("unexpected {other:?} in a checkpoint")),
