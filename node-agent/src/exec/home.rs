@@ -55,6 +55,11 @@ const FOLLOW_LIMIT: Duration = Duration::from_secs(90);
 /// How long home waits for membership's verdict on a node whose link broke
 /// mid-move (a dead node is declared so within seconds).
 const VERDICT_WAIT: Duration = Duration::from_secs(10);
+/// How long a node membership declares dead may still prove it runs the
+/// job (any frame on its stream: it sends a heartbeat every second) before
+/// home gives the job up. An overloaded node can miss membership's probes
+/// while its stream to home is fine; its job must not be dropped for that.
+const VERDICT_CONFIRM: Duration = Duration::from_secs(3);
 
 /// `true` once membership declares `node` dead, `false` if it has not
 /// within `within`.
@@ -161,6 +166,10 @@ pub async fn relay(
         // While the job is frozen for a move (to this node), its input
         // waits here.
         let mut moving: Option<(String, SocketAddr)> = None;
+        // When membership declared the job's node dead while its stream
+        // was still open: the job is given up only if the stream stays
+        // silent for [`VERDICT_CONFIRM`] after that.
+        let mut doubted: Option<tokio::time::Instant> = None;
         // Where the job goes next: a move's target, and whether its source
         // died on the way.
         let (to, to_addr, source_died) = loop {
@@ -178,6 +187,9 @@ pub async fn relay(
                     Some(Ok(f)) => {
                         last_heard = tokio::time::Instant::now();
                         following = None;
+                        if doubted.take().is_some() {
+                            info!(%job, node = %target, "the node declared dead still runs the job: going on");
+                        }
                         match f {
                             Frame::Heartbeat => {}
                             Frame::Migrating { node, addr: to } => moving = Some((node, to)),
@@ -217,12 +229,20 @@ pub async fn relay(
                 d = down.recv() => match d {
                     Ok(id) if id.name == target => match moving.take() {
                         Some((node, to)) => break (node, to, true),
-                        None => return RelayEnd::Failed(EXIT_NODE_LOST, format!("node {target} died while running the job")),
+                        None => {
+                            if doubted.is_none() {
+                                info!(%job, node = %target, "membership declares the job's node dead: waiting for its stream to confirm");
+                                doubted = Some(tokio::time::Instant::now());
+                            }
+                        }
                     },
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => down = broadcast::channel(1).1,
                 },
                 _ = check.tick() => {
+                    if doubted.is_some_and(|t| t.elapsed() >= VERDICT_CONFIRM) {
+                        return RelayEnd::Failed(EXIT_NODE_LOST, format!("node {target} died while running the job"));
+                    }
                     let limit = if moving.is_some() { MOVE_LIMIT } else { SILENCE_LIMIT };
                     if last_heard.elapsed() > limit {
                         return RelayEnd::Failed(EXIT_NODE_LOST, format!("node {target} stopped answering while running the job"));

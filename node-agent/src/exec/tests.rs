@@ -192,3 +192,70 @@ async fn during_a_rotation_streams_under_either_key_run_and_after_it_only_the_ne
         "a stream under the retired key was served"
     );
 }
+
+#[tokio::test]
+async fn a_death_verdict_does_not_drop_a_job_whose_node_still_answers() {
+    let (keys, _) = keys(11);
+    let addr = target(keys.clone()).await;
+    let (_keep, caller_rx) = mpsc::channel(8);
+    let (caller_tx, mut from_relay) = mpsc::channel(64);
+    let mut req = request(std::path::Path::new("/dev/null"));
+    req.argv = vec!["sh".into(), "-c".into(), "sleep 5; echo done; exit 3".into()];
+    let (down_tx, down_rx) = tokio::sync::broadcast::channel(4);
+    let verdict = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let _ = down_tx.send(crate::membership::NodeId {
+            name: "t".into(),
+            addr,
+            started_ms: 0,
+            bump: 0,
+        });
+        down_tx
+    });
+    let end = relay(addr, "t", &keys, req, caller_rx, caller_tx, down_rx).await;
+    drop(verdict.await);
+    assert_eq!(end, RelayEnd::Exit(ExitInfo::Code(3)));
+    let mut out = Vec::new();
+    while let Ok(f) = from_relay.try_recv() {
+        if let Frame::Stdout(d) = f {
+            out.extend(d);
+        }
+    }
+    assert_eq!(out, b"done\n");
+}
+
+#[tokio::test]
+async fn a_death_verdict_confirmed_by_silence_ends_the_job_with_the_reason() {
+    // A node that took the job and then went silent (its stream open).
+    let (keys, root) = keys(12);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let held = super::stream::accept(s, &[root]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        drop(held);
+    });
+    let (_keep, caller_rx) = mpsc::channel(8);
+    let (caller_tx, _out) = mpsc::channel(64);
+    let (down_tx, down_rx) = tokio::sync::broadcast::channel(4);
+    let dead = crate::membership::NodeId {
+        name: "t".into(),
+        addr,
+        started_ms: 0,
+        bump: 0,
+    };
+    let verdict = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let _ = down_tx.send(dead);
+        down_tx
+    });
+    let req = request(std::path::Path::new("/dev/null"));
+    let end = relay(addr, "t", &keys, req, caller_rx, caller_tx, down_rx).await;
+    drop(verdict.await);
+    silent.abort();
+    assert_eq!(
+        end,
+        RelayEnd::Failed(EXIT_NODE_LOST, "node t died while running the job".into())
+    );
+}
