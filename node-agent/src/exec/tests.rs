@@ -140,12 +140,7 @@ async fn relay_streams_stdin_and_reports_a_missing_cwd() {
     )
     .await;
     assert_eq!(end, RelayEnd::Exit(ExitInfo::Code(0)));
-    let mut out = Vec::new();
-    while let Ok(f) = from_relay.try_recv() {
-        if let Frame::Stdout(d) = f {
-            out.extend(d);
-        }
-    }
+    let out = stdout_of(&mut from_relay);
     assert_eq!(out, b"[hi]\n");
     drop(to_relay);
 
@@ -193,17 +188,29 @@ async fn during_a_rotation_streams_under_either_key_run_and_after_it_only_the_ne
     );
 }
 
-#[tokio::test]
-async fn a_death_verdict_does_not_drop_a_job_whose_node_still_answers() {
-    let (keys, _) = keys(11);
-    let addr = target(keys.clone()).await;
-    let (_keep, caller_rx) = mpsc::channel(8);
-    let (caller_tx, mut from_relay) = mpsc::channel(64);
-    let mut req = request(std::path::Path::new("/dev/null"));
-    req.argv = vec!["sh".into(), "-c".into(), "sleep 5; echo done; exit 3".into()];
+/// The stdout frames the relay passed on so far, joined.
+fn stdout_of(from_relay: &mut mpsc::Receiver<Frame>) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Ok(f) = from_relay.try_recv() {
+        if let Frame::Stdout(d) = f {
+            out.extend(d);
+        }
+    }
+    out
+}
+
+/// Membership's verdicts for a relay: node `t` (at `addr`) declared dead
+/// after `ms`. The task hands the sender back, so the channel stays open.
+fn verdict_after(
+    ms: u64,
+    addr: SocketAddr,
+) -> (
+    tokio::sync::broadcast::Receiver<crate::membership::NodeId>,
+    tokio::task::JoinHandle<tokio::sync::broadcast::Sender<crate::membership::NodeId>>,
+) {
     let (down_tx, down_rx) = tokio::sync::broadcast::channel(4);
     let verdict = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         let _ = down_tx.send(crate::membership::NodeId {
             name: "t".into(),
             addr,
@@ -212,15 +219,26 @@ async fn a_death_verdict_does_not_drop_a_job_whose_node_still_answers() {
         });
         down_tx
     });
+    (down_rx, verdict)
+}
+
+#[tokio::test]
+async fn a_death_verdict_does_not_drop_a_job_whose_node_still_answers() {
+    let (keys, _) = keys(11);
+    let addr = target(keys.clone()).await;
+    let (_keep, caller_rx) = mpsc::channel(8);
+    let (caller_tx, mut from_relay) = mpsc::channel(64);
+    let mut req = request(std::path::Path::new("/dev/null"));
+    req.argv = vec![
+        "sh".into(),
+        "-c".into(),
+        "sleep 5; echo done; exit 3".into(),
+    ];
+    let (down_rx, verdict) = verdict_after(500, addr);
     let end = relay(addr, "t", &keys, req, caller_rx, caller_tx, down_rx).await;
     drop(verdict.await);
     assert_eq!(end, RelayEnd::Exit(ExitInfo::Code(3)));
-    let mut out = Vec::new();
-    while let Ok(f) = from_relay.try_recv() {
-        if let Frame::Stdout(d) = f {
-            out.extend(d);
-        }
-    }
+    let out = stdout_of(&mut from_relay);
     assert_eq!(out, b"done\n");
 }
 
@@ -238,18 +256,7 @@ async fn a_death_verdict_confirmed_by_silence_ends_the_job_with_the_reason() {
     });
     let (_keep, caller_rx) = mpsc::channel(8);
     let (caller_tx, _out) = mpsc::channel(64);
-    let (down_tx, down_rx) = tokio::sync::broadcast::channel(4);
-    let dead = crate::membership::NodeId {
-        name: "t".into(),
-        addr,
-        started_ms: 0,
-        bump: 0,
-    };
-    let verdict = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let _ = down_tx.send(dead);
-        down_tx
-    });
+    let (down_rx, verdict) = verdict_after(300, addr);
     let req = request(std::path::Path::new("/dev/null"));
     let end = relay(addr, "t", &keys, req, caller_rx, caller_tx, down_rx).await;
     drop(verdict.await);
