@@ -276,7 +276,7 @@ async fn ask(
     req: &Frame,
     limit: Duration,
 ) -> Result<Frame, (i32, String)> {
-    let who = format!("node {} ({})", peer.name, peer.addr);
+    let who = named(peer);
     let unreachable = |e: WireError| (EXIT_NODE_LOST, format!("cannot reach {who}: {e}"));
     let mut s = connect(peer.addr, stream_key).await.map_err(unreachable)?;
     wire::write_sealed(&mut s.wr, &mut s.send, req)
@@ -291,12 +291,14 @@ async fn ask(
     }
 }
 
+/// `peer` as errors name it: `node NAME (ADDR)`.
+fn named(peer: &NodeId) -> String {
+    format!("node {} ({})", peer.name, peer.addr)
+}
+
 /// The error for an answer of the wrong kind from `peer`.
 fn odd_answer(peer: &NodeId, f: &Frame) -> (i32, String) {
-    (
-        EXIT_NODE_LOST,
-        format!("node {} ({}) answered {f:?}", peer.name, peer.addr),
-    )
+    (EXIT_NODE_LOST, format!("{} answered {f:?}", named(peer)))
 }
 
 /// Asks `source` (the node running the job) to carry out `order`.
