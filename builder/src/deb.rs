@@ -7,7 +7,7 @@
 
 use std::io::Read;
 
-use crate::tree::{normalize, Entry, Node, Tree, TreeError};
+use crate::tree::{normalize, Entry, Node, Owner, Tree, TreeError};
 
 /// Errors from reading a `.deb`.
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +217,12 @@ fn unpack_tar(
         let mode = header.mode().map_err(terr)? & 0o7777;
         let mtime = header.mtime().map_err(terr)?;
         let kind = header.entry_type();
+        let owner = Owner {
+            user: header.username().ok().flatten().unwrap_or("").to_string(),
+            uid: header.uid().unwrap_or(0) as u32,
+            group: header.groupname().ok().flatten().unwrap_or("").to_string(),
+            gid: header.gid().unwrap_or(0) as u32,
+        };
         let node = if kind.is_dir() {
             Node::Dir
         } else if kind.is_symlink() {
@@ -245,6 +251,7 @@ fn unpack_tar(
         };
         tree.insert(&path, Entry { node, mode, mtime })
             .map_err(tree_err)?;
+        tree.set_owner(&path, owner);
         added += 1;
     }
     Ok(added)
@@ -288,6 +295,9 @@ mod tests {
         h.set_mode(0o4755);
         h.set_mtime(42);
         h.set_size(5);
+        h.set_username("root").unwrap();
+        h.set_groupname("shadow").unwrap();
+        h.set_gid(42);
         b.append_data(&mut h, "./usr/bin/tool", &b"hello"[..])
             .unwrap();
         let mut h = tar::Header::new_gnu();
@@ -321,6 +331,9 @@ mod tests {
         let tool = t.get("usr/bin/tool").unwrap();
         assert_eq!((tool.mode, tool.mtime), (0o4755, 42));
         assert_eq!(tool.node, Node::File(b"hello".to_vec().into()));
+        let owner = t.owner("usr/bin/tool").expect("group shadow is kept");
+        assert_eq!((owner.group.as_str(), owner.gid), ("shadow", 42));
+        assert_eq!(t.owner("usr/bin"), None, "root:root is no owner");
         assert_eq!(
             t.get("usr/bin/alias").unwrap().node,
             Node::Symlink("tool".into())

@@ -302,7 +302,7 @@ pub fn build(opts: &Options) -> Result<Report, Error> {
         dir.push(layer);
     } else {
         let system_tree = std::mem::take(&mut trees.system);
-        if let Some(layer) = system::layer(&resolved, system_tree, &trees.system_postinst)? {
+        if let Some(layer) = system::layer(&resolved, system_tree, &trees.system_scripts)? {
             if let Some(key) = &layer_key {
                 system::remember(&resolved, key, &layer);
             }

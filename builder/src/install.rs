@@ -15,7 +15,13 @@
 //!   base-passwd's master files, as its `postinst` makes them on a new
 //!   system.
 //!
+//! - **Package accounts and owners** ([`accounts`]): the system users and
+//!   groups packages create (`adduser`, `useradd`, sysusers.d), the owners
+//!   and modes their scripts set, and the archives' owners by name.
+//!
 //! Pure: trees and script texts in, a tree changed.
+
+pub mod accounts;
 
 use std::collections::BTreeMap;
 

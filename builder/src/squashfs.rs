@@ -2,8 +2,8 @@
 //! node mounts as its root's lower half. Written with the `backhand` crate
 //! (squashfs 4.0, zstd, 128 KiB blocks), byte-reproducible: every inode's
 //! time is clamped to the build's epoch, the superblock's time is the
-//! epoch, every file belongs to root, and entries go in the tree's sorted
-//! order. A progress bar with an ETA follows the bytes compressed. The
+//! epoch, every file belongs to root but those the tree gives an owner
+//! ([`Tree::owner`]), and entries go in the tree's sorted order. A progress bar with an ETA follows the bytes compressed. The
 //! image is made in memory, like the initramfs, and written with the rest
 //! of the image directory.
 
@@ -75,10 +75,11 @@ pub fn image(tree: &Tree, epoch: u64, bar: &ProgressBar) -> Result<Vec<u8>, Squa
     fs.set_block_size(BLOCK_SIZE);
     fs.set_compressor(FilesystemCompressor::new(Compressor::Zstd, None).map_err(bh("compressor"))?);
     for (path, entry) in tree.iter() {
+        let (uid, gid) = tree.owner(path).map_or((0, 0), |o| (o.uid, o.gid));
         let header = NodeHeader::new(
             (entry.mode & 0o7777) as u16,
-            0,
-            0,
+            uid,
+            gid,
             time(entry.mtime.min(epoch))?,
         );
         match &entry.node {
@@ -131,6 +132,16 @@ mod tests {
         t.add_file("usr/share/big", Arc::new(vec![7u8; 300_000]), 0o644, EPOCH)
             .unwrap();
         t.add_symlink("bin", "usr/bin", EPOCH).unwrap();
+        t.mkdir_p("var/local", 0o2775, EPOCH).unwrap();
+        t.set_owner(
+            "var/local",
+            crate::tree::Owner {
+                user: "root".into(),
+                uid: 0,
+                group: "staff".into(),
+                gid: 50,
+            },
+        );
         t
     }
 
@@ -173,13 +184,17 @@ mod tests {
             );
             let hello = std::fs::read(mnt.join("bin/hello"));
             let big = std::fs::read(mnt.join("usr/share/big"));
+            let local = std::fs::metadata(mnt.join("var/local"));
             let _ = std::process::Command::new("umount").arg(&mnt).status();
             assert_eq!(hello.unwrap(), b"#!/bin/sh\necho hi\n");
             assert_eq!(big.unwrap(), vec![7u8; 300_000]);
+            let local = std::os::unix::fs::MetadataExt::gid(&local.unwrap());
+            assert_eq!(local, 50, "the owner's group reaches the kernel");
         }
         for want in [
             "-rwxr-xr-x 0/0                18 2024-01-01 00:00 /usr/bin/hello",
             "lrwxrwxrwx 0/0                 7 2024-01-01 00:00 /bin -> usr/bin",
+            "drwxrwsr-x 0/50                3 2024-01-01 00:00 /var/local",
         ] {
             let got = listing.lines().any(|l| {
                 l.split_whitespace().collect::<Vec<_>>()

@@ -6,6 +6,12 @@
 //! comes before its children (a path sorts after every prefix of itself).
 //! Nothing here touches the disk: packages are unpacked into a [`Tree`], the
 //! builder adds its own files, and [`crate::cpio`] serialises it.
+//!
+//! Owners are kept beside the entries, only for paths a package gives to
+//! someone other than root ([`Tree::set_owner`]): the system layer keeps
+//! them (`/var/local` is group `staff`, `unix_chkpwd` group `shadow`); the
+//! initramfs, where everything is root's, ignores them. A path that is
+//! replaced loses its owner.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,10 +59,40 @@ pub enum TreeError {
     TypeClash(String),
 }
 
+/// Who owns a path, as a package's archive names it: the names first (as
+/// dpkg maps them through the target system's accounts), the numbers for
+/// a name the system does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The user's name (`root`), empty if the archive gives none.
+    pub user: String,
+    /// The user's number.
+    pub uid: u32,
+    /// The group's name (`staff`), empty if the archive gives none.
+    pub group: String,
+    /// The group's number.
+    pub gid: u32,
+}
+
+impl Owner {
+    /// Whether this is root:root, the owner every path has by default.
+    pub fn is_root(&self) -> bool {
+        let root = |name: &str, id: u32| {
+            if name.is_empty() {
+                id == 0
+            } else {
+                name == "root"
+            }
+        };
+        root(&self.user, self.uid) && root(&self.group, self.gid)
+    }
+}
+
 /// A sorted in-memory file tree.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tree {
     entries: BTreeMap<String, Entry>,
+    owners: BTreeMap<String, Owner>,
 }
 
 /// Turn `/a/./b/` or `./a/b` into `a/b`; rejects `..` and empty results.
@@ -90,6 +126,44 @@ impl Tree {
     pub fn get(&self, path: &str) -> Option<&Entry> {
         let p = normalize(path).ok()?;
         self.entries.get(&p)
+    }
+
+    /// The owner of `path` when it is not root:root.
+    pub fn owner(&self, path: &str) -> Option<&Owner> {
+        self.owners.get(&normalize(path).ok()?)
+    }
+
+    /// Paths given to someone other than root, sorted.
+    pub fn owners(&self) -> impl Iterator<Item = (&str, &Owner)> {
+        self.owners.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Gives the existing `path` to `owner` (root:root clears it); false if
+    /// the tree has no such path.
+    pub fn set_owner(&mut self, path: &str, owner: Owner) -> bool {
+        let Ok(p) = normalize(path) else { return false };
+        if !self.entries.contains_key(&p) {
+            return false;
+        }
+        if owner.is_root() {
+            self.owners.remove(&p);
+        } else {
+            self.owners.insert(p, owner);
+        }
+        true
+    }
+
+    /// Sets the permission bits of the existing `path`; false if the tree
+    /// has no such path.
+    pub fn set_mode(&mut self, path: &str, mode: u32) -> bool {
+        let Ok(p) = normalize(path) else { return false };
+        match self.entries.get_mut(&p) {
+            Some(e) => {
+                e.mode = mode & 0o7777;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Number of entries.
@@ -197,6 +271,7 @@ impl Tree {
                 return Err(TreeError::TypeClash(path))
             }
             _ => {
+                self.owners.remove(&path);
                 self.entries.insert(path, entry);
             }
         }
@@ -207,8 +282,9 @@ impl Tree {
     pub fn remove(&mut self, path: &str) {
         let Ok(p) = normalize(path) else { return };
         let prefix = format!("{p}/");
-        self.entries
-            .retain(|k, _| k != &p && !k.starts_with(&prefix));
+        let gone = |k: &String| k == &p || k.starts_with(&prefix);
+        self.entries.retain(|k, _| !gone(k));
+        self.owners.retain(|k, _| !gone(k));
     }
 
     /// Paths starting with `prefix` (a directory path, no trailing `/`).
@@ -324,6 +400,39 @@ mod tests {
         let (p, _) = t.resolve("/lib/libc.so").unwrap();
         assert_eq!(p, "usr/lib/libc.so.6");
         assert!(t.add_file("lib/foo", vec![], 0o644, 0).is_err());
+    }
+
+    #[test]
+    fn owners_stay_with_their_path_until_it_is_replaced_or_removed() {
+        let mut t = Tree::new();
+        let staff = Owner {
+            user: "root".into(),
+            uid: 0,
+            group: "staff".into(),
+            gid: 50,
+        };
+        t.mkdir_p("var/local", 0o2775, 0).unwrap();
+        t.add_file("sbin/unix_chkpwd", vec![1], 0o2755, 0).unwrap();
+        assert!(!t.set_owner("var/missing", staff.clone()));
+        assert!(t.set_owner("/var/local/", staff.clone()));
+        assert!(t.set_owner("sbin/unix_chkpwd", staff.clone()));
+        // A directory inserted again keeps its owner; a file replaced does not.
+        t.mkdir_p("var/local", 0o2775, 0).unwrap();
+        t.add_file("sbin/unix_chkpwd", vec![2], 0o755, 0).unwrap();
+        assert_eq!(t.owner("var/local"), Some(&staff));
+        assert_eq!(t.owner("sbin/unix_chkpwd"), None);
+        // root:root by name, or by number without names, is no owner.
+        let root = Owner {
+            user: String::new(),
+            uid: 0,
+            group: "root".into(),
+            gid: 7,
+        };
+        assert!(t.set_owner("var/local", root));
+        assert_eq!(t.owners().count(), 0);
+        t.set_owner("var/local", staff);
+        t.remove("var");
+        assert_eq!(t.owners().count(), 0);
     }
 
     #[test]

@@ -585,7 +585,7 @@ fn a_system_layer_is_squashfs_listed_in_the_manifest_and_reproducible() {
         w.path("node.toml"),
         recipe.replace(
             "[packages]\n",
-            "[packages]\nsystem = [\"hello\", \"mawk\"]\n",
+            "[packages]\nsystem = [\"hello\", \"mawk\", \"uuid-runtime\", \"dbus-system-bus-common\"]\n",
         ),
     )
     .unwrap();
@@ -633,7 +633,7 @@ fn a_system_layer_is_squashfs_listed_in_the_manifest_and_reproducible() {
         .iter()
         .any(|p| p["name"] == "hello"));
     let unsquashfs = tool("unsquashfs").expect("squashfs-tools");
-    let out = Command::new(unsquashfs)
+    let out = Command::new(&unsquashfs)
         .args(["-lln", "-d", ""])
         .arg(w.path("a/system.squashfs"))
         .output()
@@ -664,6 +664,49 @@ fn a_system_layer_is_squashfs_listed_in_the_manifest_and_reproducible() {
         !listing.contains("awk.1.gz"),
         "a slave into the left-out manuals"
     );
+    // Accounts packages make: uuid-runtime's postinst runs addgroup and
+    // adduser, then gives /var/lib/libuuid to them (chown, chmod 2775);
+    // dbus-system-bus-common's user comes from its adduser line or its
+    // sysusers.d file. An archive's own owner stays (/var/local, staff).
+    let cat = |path: &str| {
+        let o = Command::new(&unsquashfs)
+            .arg("-cat")
+            .arg(w.path("a/system.squashfs"))
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "unsquashfs -cat {path}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let (passwd, group) = (cat("/etc/passwd"), cat("/etc/group"));
+    let id_of = |table: &str, name: &str| -> u32 {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in\n{table}"));
+        line.split(':').nth(2).unwrap().parse().unwrap()
+    };
+    let uuidd = (id_of(&passwd, "uuidd"), id_of(&group, "uuidd"));
+    assert!((100..1000).contains(&uuidd.0), "{passwd}");
+    id_of(&passwd, "messagebus");
+    assert!(
+        passwd.contains(":/run/uuidd:/usr/sbin/nologin\n"),
+        "{passwd}"
+    );
+    let libuuid = listing
+        .lines()
+        .find(|l| l.ends_with(" /var/lib/libuuid"))
+        .unwrap_or_else(|| panic!("no /var/lib/libuuid in\n{listing}"));
+    assert!(
+        libuuid.starts_with(&format!("drwxrwsr-x {}/{} ", uuidd.0, uuidd.1)),
+        "{libuuid}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("drwxrwsr-x 0/50 ") && l.ends_with(" /var/local")),
+        "/var/local is group staff's"
+    );
     // The programs run in the layer as its root (chroot: root only).
     if is_root() {
         let root = w.path("unpacked");
@@ -681,6 +724,10 @@ fn a_system_layer_is_squashfs_listed_in_the_manifest_and_reproducible() {
             // coreutils, and base-passwd's accounts.
             (vec!["/bin/sh", "-c", "echo $((6 * 7))"], "42\n"),
             (vec!["/usr/bin/id", "-un"], "root\n"),
+            (
+                vec!["/usr/bin/stat", "-c", "%U:%G", "/var/lib/libuuid"],
+                "uuidd:uuidd\n",
+            ),
         ] {
             let o = Command::new("chroot")
                 .arg(&root)

@@ -950,7 +950,11 @@ fn mount_share(
     );
     if let Some(server) = server {
         match share::install_accounts(server, http_port) {
-            Ok(()) => say!("users and groups installed from the head"),
+            Ok(hidden) if hidden.is_empty() => say!("users and groups installed from the head"),
+            Ok(hidden) => say!(
+                "users and groups installed from the head; its numbers hide this node's {}",
+                hidden.join(", ")
+            ),
             Err(e) => say!("{e}; {MOUNT_POINT} shows numeric owners"),
         }
     }

@@ -1,7 +1,9 @@
 //! The shared tree on a netbooted node: the export `om.share=` names,
 //! mounted at [`MOUNT_POINT`] with the kernel's own NFS client, and the
 //! head's user and group tables installed so its numeric owners show as the
-//! same names here.
+//! same names here (the node's own system accounts, such as those a system
+//! layer's packages made, kept where they clash with none of the head's:
+//! [`merge`]).
 //!
 //! The node has no `mount.nfs`: [`mount`] loads the client module and calls
 //! `mount(2)` with the kernel's text options ([`NfsShare::mount`]). The mount
@@ -101,14 +103,57 @@ pub fn mount_at(
 }
 
 /// Fetches the head's `passwd` and `group` from `http://server:port` and
-/// installs them as this node's (read-only copies: the head is where users
-/// are made).
-pub fn install_accounts(server: Ipv4Addr, port: u16) -> Result<(), ShareError> {
+/// installs them as this node's (the head is where users are made), with
+/// the node's own accounts [`merge`] keeps; the accounts of this node's
+/// that the head's hide.
+pub fn install_accounts(server: Ipv4Addr, port: u16) -> Result<Vec<String>, ShareError> {
+    let mut hidden = Vec::new();
     for (path, file) in [(PASSWD_PATH, "/etc/passwd"), (GROUP_PATH, "/etc/group")] {
         let body = fetch::get(&format!("http://{server}:{port}{path}"), 4 << 20)?;
-        replace(Path::new(file), &body)?;
+        let local = std::fs::read(file).unwrap_or_default();
+        let (table, lost) = merge(
+            &String::from_utf8_lossy(&body),
+            &String::from_utf8_lossy(&local),
+        );
+        hidden.extend(lost.into_iter().map(|name| format!("{file}: {name}")));
+        replace(Path::new(file), table.as_bytes())?;
     }
-    Ok(())
+    Ok(hidden)
+}
+
+/// The head's table (`passwd` or `group` lines) followed by the node's own
+/// lines whose name and number the head's table does not use: the head
+/// decides what a number means on every node, and a system layer's
+/// package accounts (`uuidd`, `messagebus`…) stay where they clash with
+/// nothing. The names of the node's lines the head's hide (a name of its
+/// own, the same number as another of the head's).
+pub fn merge(head: &str, local: &str) -> (String, Vec<String>) {
+    let fields = |line: &str| -> Option<(String, String)> {
+        let mut f = line.split(':');
+        let name = f.next().filter(|n| !n.is_empty())?.to_string();
+        Some((name, f.nth(1)?.to_string()))
+    };
+    let taken: Vec<(String, String)> = head.lines().filter_map(fields).collect();
+    let mut table = String::from(head);
+    if !table.is_empty() && !table.ends_with('\n') {
+        table.push('\n');
+    }
+    let mut hidden = Vec::new();
+    for line in local.lines() {
+        let Some((name, id)) = fields(line) else {
+            continue;
+        };
+        if taken.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        if taken.iter().any(|(_, i)| *i == id) {
+            hidden.push(name);
+            continue;
+        }
+        table.push_str(line);
+        table.push('\n');
+    }
+    (table, hidden)
 }
 
 /// Writes `body` to `path` through a temporary file and a rename, so a
@@ -128,6 +173,31 @@ fn replace(path: &Path, body: &[u8]) -> Result<(), ShareError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_heads_accounts_win_and_the_nodes_own_stay_beside_them() {
+        let head = "root:x:0:0::/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n\
+                    messagebus:x:101:103::/nonexistent:/usr/sbin/nologin";
+        let layer =
+            "root:x:0:0:root:/root:/bin/bash\nuuidd:x:100:101::/run/uuidd:/usr/sbin/nologin\n\
+                     messagebus:x:999:999::/nonexistent:/usr/sbin/nologin\n\
+                     _chrony:x:1000:1000::/var/lib/chrony:/usr/sbin/nologin\n";
+        let (table, hidden) = merge(head, layer);
+        assert_eq!(
+            table,
+            "root:x:0:0::/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n\
+             messagebus:x:101:103::/nonexistent:/usr/sbin/nologin\n\
+             uuidd:x:100:101::/run/uuidd:/usr/sbin/nologin\n"
+        );
+        assert_eq!(hidden, ["_chrony"], "its number is alice's");
+        // Groups: name and number in the third field too.
+        let (groups, hidden) = merge(
+            "root:x:0:\nusers:x:100:\n",
+            "root:x:0:\nuuidd:x:101:\nnetdev:x:100:\n",
+        );
+        assert_eq!(groups, "root:x:0:\nusers:x:100:\nuuidd:x:101:\n");
+        assert_eq!(hidden, ["netdev"]);
+    }
 
     #[test]
     fn tables_are_replaced_whole() {

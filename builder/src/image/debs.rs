@@ -59,9 +59,21 @@ pub(super) struct Trees {
     /// The system layer's packages, without documentation (empty without
     /// `packages.system`).
     pub(super) system: Tree,
-    /// The `postinst` scripts of the system layer's packages (package,
-    /// text), in lockfile order.
-    pub(super) system_postinst: Vec<(String, String)>,
+    /// The maintainer scripts of the system layer's packages, in lockfile
+    /// order.
+    pub(super) system_scripts: Vec<Scripts>,
+}
+
+/// The maintainer scripts of one package that [`crate::install`] reads
+/// (empty when the package has none).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Scripts {
+    /// The package.
+    pub(super) package: String,
+    /// Its `preinst`.
+    pub(super) preinst: String,
+    /// Its `postinst`.
+    pub(super) postinst: String,
 }
 
 /// Make sure every `.deb` of some role is in the cache with its SHA256,
@@ -132,13 +144,13 @@ pub(super) fn unpack(debs: &Debs, system: bool) -> Result<Trees, Error> {
             sys.join().expect("unpack thread"),
         )
     });
-    let (system, system_postinst) = system?;
+    let (system, system_scripts) = system?;
     Ok(Trees {
         kernel: kernel?,
         initramfs: initramfs?,
         boot: boot?,
         system,
-        system_postinst,
+        system_scripts,
     })
 }
 
@@ -165,12 +177,12 @@ pub(super) fn exclude(tree: &mut Tree, globs: &[String]) -> Result<(), Error> {
 
 /// Unpack the packages named in `set`, checking each `.deb` against its
 /// SHA256 again, keeping the paths `keep` accepts; with `scripts`, also
-/// collect each package's `postinst`.
+/// collect each package's `preinst` and `postinst`.
 fn unpack_set(
     debs: &Debs,
     set: &BTreeSet<String>,
     keep: &(dyn Fn(&str) -> bool + Sync),
-    mut scripts: Option<&mut Vec<(String, String)>>,
+    mut scripts: Option<&mut Vec<Scripts>>,
 ) -> Result<Tree, Error> {
     let mut tree = Tree::new();
     for p in debs.packages.iter().filter(|p| set.contains(&p.name)) {
@@ -187,9 +199,16 @@ fn unpack_set(
         }
         deb::unpack_into(&p.name, &data, &mut tree, keep)?;
         if let Some(scripts) = scripts.as_deref_mut() {
-            if let Some(text) = deb::control_file(&p.name, &data, "postinst")? {
-                scripts.push((p.name.clone(), String::from_utf8_lossy(&text).into_owned()));
-            }
+            let text = |name| -> Result<String, Error> {
+                Ok(deb::control_file(&p.name, &data, name)?
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default())
+            };
+            scripts.push(Scripts {
+                package: p.name.clone(),
+                preinst: text("preinst")?,
+                postinst: text("postinst")?,
+            });
         }
     }
     Ok(tree)

@@ -18,10 +18,11 @@ use contracts::image;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use super::debs::Debs;
+use super::debs::{Debs, Scripts};
 use super::dir::OutFile;
 use super::lock::Resolved;
 use super::{write_atomic, Error, LOG_TARGET};
+use crate::install::accounts;
 use crate::tree::Tree;
 use crate::{install, squashfs};
 
@@ -97,29 +98,62 @@ fn prune(dir: &Path, keep: usize) {
     }
 }
 
+/// The account and ownership requests of the packages' scripts (preinst
+/// before postinst, in package order), then of the layer's sysusers.d
+/// files (by name, as `systemd-sysusers` reads them); what could not be
+/// read is logged per package.
+fn account_requests(tree: &Tree, scripts: &[Scripts]) -> Vec<accounts::Request> {
+    let mut all = Vec::new();
+    let mut take = |source: &str, found: accounts::Found| {
+        if !found.unread.is_empty() {
+            warn!(target: LOG_TARGET, %source, unread = ?found.unread, "account or owner commands that only running the script could read were left");
+        }
+        all.extend(found.requests);
+    };
+    for s in scripts {
+        for text in [&s.preinst, &s.postinst] {
+            take(&s.package, accounts::requests(text));
+        }
+    }
+    let confs: Vec<(String, Vec<u8>)> = tree
+        .under("usr/lib/sysusers.d")
+        .filter(|(path, _)| path.ends_with(".conf"))
+        .filter_map(|(path, _)| Some((path.to_string(), tree.file(path)?.to_vec())))
+        .collect();
+    for (path, conf) in confs {
+        take(&path, accounts::sysusers(&String::from_utf8_lossy(&conf)));
+    }
+    all
+}
+
 /// The system layer of `tree` (the unpacked system packages, whose
-/// `postinst` scripts are `postinst`), installed, or none.
+/// maintainer scripts are `scripts`), installed, or none.
 pub(super) fn layer(
     resolved: &Resolved,
     mut tree: Tree,
-    postinst: &[(String, String)],
+    scripts: &[Scripts],
 ) -> Result<Option<OutFile>, Error> {
     if resolved.recipe.system_packages.is_empty() {
         return Ok(None);
     }
     let mut alts = Vec::new();
-    for (package, text) in postinst {
-        let (found, unread) = install::alternatives(text);
+    for s in scripts {
+        let (found, unread) = install::alternatives(&s.postinst);
         if unread > 0 {
-            warn!(target: LOG_TARGET, %package, unread, "update-alternatives lines with variables were left");
+            warn!(target: LOG_TARGET, package = %s.package, unread, "update-alternatives lines with variables were left");
         }
         alts.extend(found);
     }
-    let chosen = install::apply_alternatives(&mut tree, &alts, resolved.epoch)
-        .map_err(|source| Error::Install { source })?;
-    let accounts = install::base_accounts(&mut tree, resolved.epoch)
-        .map_err(|source| Error::Install { source })?;
-    info!(target: LOG_TARGET, alternatives = ?chosen, ?accounts, "installed");
+    let install_err = |source| Error::Install { source };
+    let chosen =
+        install::apply_alternatives(&mut tree, &alts, resolved.epoch).map_err(install_err)?;
+    let base = install::base_accounts(&mut tree, resolved.epoch).map_err(install_err)?;
+    let requests = account_requests(&tree, scripts);
+    let report = accounts::apply(&mut tree, &requests, resolved.epoch).map_err(install_err)?;
+    for why in &report.failed {
+        warn!(target: LOG_TARGET, "{why}");
+    }
+    info!(target: LOG_TARGET, alternatives = ?chosen, accounts = ?base, made = ?report.made, owners_and_modes = report.changed, "installed");
     let tree = &tree;
     let bytes = tree.file_bytes();
     let bar = squashfs::progress(bytes, "compressing the system layer");
