@@ -4,10 +4,12 @@
 //! kernel mount a node makes of it.
 //!
 //! [`Share`] is the setting: `off`, or an [`NfsShare`] written as
-//! `nfs://SERVER[:PORT]/EXPORT[?vers=V]`. [`NfsShare::mount`] turns it into
+//! `nfs://SERVER[:PORT]/EXPORT[?vers=V]`. [`NfsShare::mounts`] turns it into
 //! the arguments of `mount(2)` for the kernel's own NFS client: the node has
 //! no `mount.nfs`, so the options are the kernel's text options, with the
-//! server's address given as `addr=` (the kernel resolves no names).
+//! server's address given as `addr=` (the kernel resolves no names). The
+//! kernel takes `vers=4` as 4.0, so plain NFSv4 is the list `mount.nfs`
+//! would try: 4.2, then 4.1, then 4.0.
 //!
 //! Numbers here are the cluster's choices, kept in one place: the head's own
 //! server exports the tree under the NFSv4 path [`EXPORT_PATH`]; a node's
@@ -38,7 +40,8 @@ pub enum NfsVersion {
     /// NFSv3 (a NAS that speaks nothing newer; the kernel asks the server's
     /// portmapper for mountd). Mounted `nolock`: a node runs no `rpc.statd`.
     V3,
-    /// NFSv4, the newest minor version both ends speak (the default).
+    /// NFSv4, the newest minor version both ends speak (the default):
+    /// mounted as 4.2, else 4.1, else 4.0.
     #[default]
     V4,
     /// NFSv4.1 exactly.
@@ -135,10 +138,33 @@ impl NfsShare {
         }
     }
 
-    /// The `mount(2)` arguments for the kernel's NFS client on a node whose
-    /// own address toward the server is `client` (NFSv4 gives it to the
-    /// server for callbacks).
+    /// The `mount(2)` arguments to try in turn for the kernel's NFS client
+    /// on a node whose own address toward the server is `client` (NFSv4
+    /// gives it to the server for callbacks): one for an exact version;
+    /// 4.2, 4.1 and 4.0 for plain NFSv4, the next one to be tried when the
+    /// server refuses a minor version (the kernel says `EPROTONOSUPPORT`
+    /// or `EINVAL`).
+    pub fn mounts(&self, client: Ipv4Addr) -> Vec<MountArgs> {
+        match self.version {
+            NfsVersion::V4 => ["4.2", "4.1", "4.0"]
+                .iter()
+                .map(|minor| self.mount_as(minor, client))
+                .collect(),
+            v => vec![self.mount_as(v.as_str(), client)],
+        }
+    }
+
+    /// The first of [`NfsShare::mounts`]: what a server of today is mounted
+    /// with.
     pub fn mount(&self, client: Ipv4Addr) -> MountArgs {
+        let version = match self.version {
+            NfsVersion::V4 => "4.2",
+            v => v.as_str(),
+        };
+        self.mount_as(version, client)
+    }
+
+    fn mount_as(&self, version: &str, client: Ipv4Addr) -> MountArgs {
         let port = self.port.unwrap_or(NFS_PORT);
         // hard: a job's I/O waits while the server restarts, it never sees
         // EIO; timeo (tenths of a second) and retrans set how soon the
@@ -147,8 +173,8 @@ impl NfsShare {
             "addr={},port={port},proto=tcp,hard,timeo=100,retrans=3",
             self.server
         );
-        match self.version {
-            NfsVersion::V3 => MountArgs {
+        match version {
+            "3" => MountArgs {
                 source: format!("{}:{}", self.server, self.export),
                 fstype: "nfs",
                 options: format!("vers=3,{common},mountproto=tcp,nolock"),
@@ -157,7 +183,7 @@ impl NfsShare {
             v => MountArgs {
                 source: format!("{}:{}", self.server, self.export),
                 fstype: "nfs4",
-                options: format!("vers={},{common},clientaddr={client}", v.as_str()),
+                options: format!("vers={v},{common},clientaddr={client}"),
                 module: "nfsv4",
             },
         }
@@ -268,11 +294,19 @@ mod tests {
         let out = match text.parse::<Share>() {
             Ok(Share::Off) => "off".to_string(),
             Ok(Share::Nfs(n)) => {
-                let m = n.mount(Ipv4Addr::new(10, 77, 0, 100));
-                format!(
-                    "{n}\nmount -t {} {} -o {} (module {})",
-                    m.fstype, m.source, m.options, m.module
-                )
+                let client = Ipv4Addr::new(10, 77, 0, 100);
+                assert_eq!(n.mount(client), n.mounts(client)[0]);
+                let tries: Vec<String> = n
+                    .mounts(client)
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "mount -t {} {} -o {} (module {})",
+                            m.fstype, m.source, m.options, m.module
+                        )
+                    })
+                    .collect();
+                format!("{n}\n{}", tries.join("\n"))
             }
             Err(e) => format!("error: {e}"),
         };
@@ -286,7 +320,9 @@ mod tests {
             "nfs://10.77.0.1/cluster",
             expect![[r#"
                 nfs://10.77.0.1/cluster
-                mount -t nfs4 10.77.0.1:/cluster -o vers=4,addr=10.77.0.1,port=2049,proto=tcp,hard,timeo=100,retrans=3,clientaddr=10.77.0.100 (module nfsv4)"#]],
+                mount -t nfs4 10.77.0.1:/cluster -o vers=4.2,addr=10.77.0.1,port=2049,proto=tcp,hard,timeo=100,retrans=3,clientaddr=10.77.0.100 (module nfsv4)
+                mount -t nfs4 10.77.0.1:/cluster -o vers=4.1,addr=10.77.0.1,port=2049,proto=tcp,hard,timeo=100,retrans=3,clientaddr=10.77.0.100 (module nfsv4)
+                mount -t nfs4 10.77.0.1:/cluster -o vers=4.0,addr=10.77.0.1,port=2049,proto=tcp,hard,timeo=100,retrans=3,clientaddr=10.77.0.100 (module nfsv4)"#]],
         );
         check(
             "nfs://192.168.1.5:2050/volume1/cluster?vers=3",

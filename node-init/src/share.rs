@@ -81,25 +81,39 @@ pub fn mount_at(
     target: &Path,
     flags: MsFlags,
 ) -> Result<(), ShareError> {
-    let args = share.mount(client);
-    if let Some(dir) = kmod::modules_dir() {
-        kmod::load_named(&dir, &[args.module.to_string()]).map_err(|e| ShareError::Module {
-            module: args.module,
-            reason: e.to_string(),
-        })?;
+    let mut result = Ok(());
+    for args in share.mounts(client) {
+        if let Some(dir) = kmod::modules_dir() {
+            kmod::load_named(&dir, &[args.module.to_string()]).map_err(|e| ShareError::Module {
+                module: args.module,
+                reason: e.to_string(),
+            })?;
+        }
+        result = nix::mount::mount(
+            Some(args.source.as_str()),
+            target,
+            Some(args.fstype),
+            flags,
+            Some(args.options.as_str()),
+        )
+        .map_err(|errno| ShareError::Mount {
+            source_: args.source.clone(),
+            target: target.display().to_string(),
+            errno,
+        });
+        match &result {
+            Err(ShareError::Mount { errno, .. }) if older_minor_may_do(*errno) => continue,
+            _ => break,
+        }
     }
-    nix::mount::mount(
-        Some(args.source.as_str()),
-        target,
-        Some(args.fstype),
-        flags,
-        Some(args.options.as_str()),
-    )
-    .map_err(|errno| ShareError::Mount {
-        source_: args.source.clone(),
-        target: target.display().to_string(),
-        errno,
-    })
+    result
+}
+
+/// Whether a refused NFSv4 mount is worth trying again with an older minor
+/// version: what a server that lacks the one asked for makes the kernel
+/// say, as `mount.nfs` reads it.
+fn older_minor_may_do(errno: Errno) -> bool {
+    matches!(errno, Errno::EPROTONOSUPPORT | Errno::EINVAL)
 }
 
 /// Fetches the head's `passwd` and `group` from `http://server:port` and
@@ -197,6 +211,17 @@ mod tests {
         );
         assert_eq!(groups, "root:x:0:\nusers:x:100:\nuuidd:x:101:\n");
         assert_eq!(hidden, ["netdev"]);
+    }
+
+    #[test]
+    fn only_a_refused_minor_version_is_tried_again_older() {
+        assert!(older_minor_may_do(Errno::EPROTONOSUPPORT));
+        assert!(older_minor_may_do(Errno::EINVAL));
+        // A server that is down or refuses this node: the same answer for
+        // every minor version, said at once.
+        assert!(!older_minor_may_do(Errno::ETIMEDOUT));
+        assert!(!older_minor_may_do(Errno::EACCES));
+        assert!(!older_minor_may_do(Errno::ECONNREFUSED));
     }
 
     #[test]
