@@ -1,6 +1,6 @@
 //! The benchmarks' node image: `images/node.toml` with the peers a
 //! benchmark runs on the nodes added (`iperf3` for raw TCP, kernel modules
-//! such as `nfsd`), built by `ombuild` from a copy of the recipe and its
+//! such as `nfsd`, tools such as `strace`), built by `ombuild` from a copy of the recipe and its
 //! lockfile. Shared by `bench/share.rs` and `bench/migrate.rs`.
 
 use std::path::{Path, PathBuf};
@@ -8,10 +8,16 @@ use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 
-/// Builds the node image plus `iperf3` and the kernel `modules` into
-/// `work/image`; iperf3 needs the OpenSSL libraries the node image leaves
-/// out, and not its packaging (a service user, debconf, init scripts).
-pub fn with_iperf3(bin: &Path, work: &Path, modules: &[&str]) -> Result<PathBuf> {
+/// Builds the node image plus `iperf3`, the initramfs `packages` and the
+/// kernel `modules` into `work/image`; iperf3 needs the OpenSSL libraries
+/// the node image leaves out, and not its packaging (a service user,
+/// debconf, init scripts).
+pub fn with_iperf3(
+    bin: &Path,
+    work: &Path,
+    packages: &[&str],
+    modules: &[&str],
+) -> Result<PathBuf> {
     let images = lab::build::workspace().join("images");
     let recipe = std::fs::read_to_string(images.join("node.toml"))?;
     let no_modules = "\nmodules = []";
@@ -24,10 +30,15 @@ pub fn with_iperf3(bin: &Path, work: &Path, modules: &[&str]) -> Result<PathBuf>
         recipe.contains(initramfs),
         "images/node.toml's initramfs list changed; update bench/image.rs"
     );
+    let quoted =
+        |names: &[&str]| -> Vec<String> { names.iter().map(|m| format!("\"{m}\", ")).collect() };
     let modules: Vec<String> = modules.iter().map(|m| format!("\"{m}\"")).collect();
     let recipe: String = recipe
         .replace(no_modules, &format!("\nmodules = [{}]", modules.join(", ")))
-        .replace(initramfs, &format!("{initramfs}\"iperf3\", "))
+        .replace(
+            initramfs,
+            &format!("{initramfs}\"iperf3\", {}", quoted(packages).concat()),
+        )
         .replace(
             "\nprune = [",
             "\nprune = [\"adduser\", \"debconf\", \"init-system-helpers\", ",

@@ -251,7 +251,7 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&image_work);
     std::fs::create_dir_all(&image_work)?;
     eprintln!("migrate bench: building the image (the node image plus iperf3)");
-    let image_dir = image::with_iperf3(&bin_dir, &image_work, &[])?;
+    let image_dir = image::with_iperf3(&bin_dir, &image_work, &[], &[])?;
     eprintln!("migrate bench: booting two nodes");
     let mut lab = ClusterLab::start(LabConfig {
         name: "om-bmig".into(),

@@ -15,13 +15,19 @@
 //!   image adds the `iperf3` package).
 //!
 //! One netbooted node mounts both with the same kernel options (the ones
-//! `omnode init` uses) and runs, per round: sequential write of 256 MiB
+//! `omnode init` uses: NFSv4.2) and runs, per round: sequential write of 256 MiB
 //! (`dd conv=fsync`), sequential read after dropping its caches, then
 //! creating, stat-ing (after dropping caches) and deleting 2,000 small
 //! files. Timings come from the node's `/proc/uptime`. The table gives
 //! medians over the rounds, and the ratios the README quotes: sequential
 //! against raw TCP (goal: at least 80 %), small files against the kernel
 //! server (goal: within 1.5× its time).
+//!
+//! Last, `strace -c` follows nfs-ganesha on the head while the node creates
+//! and deletes 300 files, and the table's footer gives the system calls it
+//! makes per NFS request (its replies are counted by `sendmsg`) and the
+//! commonest ones: what each request costs a user-space server, which the
+//! kernel's server does not pay (the bench image adds `strace`).
 //!
 //! Both machines are TCG-emulated, so absolute figures are the emulator's;
 //! the ratios are the point. Needs root, qemu and the images' Debian
@@ -51,6 +57,8 @@ const PEER_DOMAIN: &str = "ombench";
 const SEQ_MIB: u32 = 256;
 /// Small files per round.
 const FILES: u32 = 2000;
+/// Small files created and deleted under strace.
+const SYSCALL_FILES: u32 = 300;
 
 fn main() -> Result<()> {
     ensure!(
@@ -64,7 +72,7 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     eprintln!("share bench: building the image (the node image plus the nfsd module)");
-    let image = image::with_iperf3(&bin, &work, &["nfsd"])?;
+    let image = image::with_iperf3(&bin, &work, &["strace"], &["nfsd"])?;
 
     let mut lan = VirtualLan::create("om-bsh", Ipv4Addr::new(10, 77, 0, 2), 24)?;
     eprintln!("share bench: booting the head from the ISO");
@@ -148,6 +156,15 @@ fn main() -> Result<()> {
         )
         .context("mounting the kernel nfsd's export on the node")?;
     ensure!(fs == "nfs", "the peer mount failed: {fs}");
+    let mounts = node
+        .shell(
+            &format!("grep -E ' (/cluster|{PEER_MOUNT}) ' /proc/mounts | tr '\\n' '~'"),
+            Duration::from_secs(30),
+        )
+        .context("reading the node's mounts")?;
+    for line in mounts.split('~').filter(|l| !l.is_empty()) {
+        eprintln!("node: {line}");
+    }
 
     node.type_on_serial(&script())?;
     let mut results: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
@@ -202,7 +219,66 @@ fn main() -> Result<()> {
             results.entry((who, op)).or_default().push(e - s);
         }
     }
-    print_table(&results, rounds)
+    print_table(&results, rounds)?;
+    let (per_request, top) = server_syscalls(&mut head, &mut node)?;
+    println!(
+        "nfs-ganesha made {per_request:.1} system calls per NFS request over 300 creates and deletes \
+         (strace -c; the kernel server makes none): {top}"
+    );
+    Ok(())
+}
+
+/// `strace -c` on the head's nfs-ganesha while `node` creates and deletes
+/// [`SYSCALL_FILES`] files in `/cluster`: system calls per request (its
+/// `sendmsg` calls, one per reply) and the five commonest, `name×count`.
+fn server_syscalls(head: &mut QemuNode, node: &mut QemuNode) -> Result<(f64, String)> {
+    let started = head
+        .shell(
+            "rm -f /tmp/om-sys.txt; strace -c -f -p $(cat /run/omboot/share/ganesha.pid) \
+             -o /tmp/om-sys.txt > /dev/null 2>&1 & echo $! > /tmp/om-strace.pid; sleep 3; \
+             kill -0 $(cat /tmp/om-strace.pid) && echo tracing",
+            Duration::from_secs(60),
+        )
+        .context("starting strace on nfs-ganesha")?;
+    ensure!(started == "tracing", "strace did not start: {started}");
+    node.shell(
+        &format!(
+            "d=/cluster/ombench-sys; mkdir -p $d; i=0; \
+             while [ $i -lt {SYSCALL_FILES} ]; do : > $d/f$i; i=$((i+1)); done; rm -rf $d; echo ok"
+        ),
+        Duration::from_secs(1800),
+    )
+    .context("the node's creates and deletes under strace")?;
+    let table = head
+        .shell(
+            "kill -INT $(cat /tmp/om-strace.pid); sleep 3; tr '\\n' '~' < /tmp/om-sys.txt",
+            Duration::from_secs(60),
+        )
+        .context("reading strace's table")?;
+    // Rows: % time, seconds, usecs/call, calls, [errors,] syscall.
+    let mut calls: Vec<(String, u64)> = table
+        .split('~')
+        .filter_map(|row| {
+            let f: Vec<&str> = row.split_whitespace().collect();
+            let name = f.last()?;
+            let n = f.get(3)?.parse().ok()?;
+            (f.len() >= 5 && *name != "total").then(|| (name.to_string(), n))
+        })
+        .collect();
+    let total: u64 = calls.iter().map(|(_, n)| n).sum();
+    let replies = calls
+        .iter()
+        .find(|(name, _)| name == "sendmsg")
+        .map(|(_, n)| *n)
+        .filter(|n| *n > 0)
+        .with_context(|| format!("no sendmsg in strace's table: {table}"))?;
+    calls.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let top: Vec<String> = calls
+        .iter()
+        .take(5)
+        .map(|(name, n)| format!("{name}×{n}"))
+        .collect();
+    Ok((total as f64 / replies as f64, top.join(", ")))
 }
 
 /// Shell line for the head: the kernel NFS server, NFSv4 only, on TCP port
