@@ -103,13 +103,103 @@ pub enum Request {
     },
     /// Paths get a mode.
     Mode {
-        /// The permission bits.
-        mode: u32,
+        /// The new mode, or how the old one changes.
+        mode: ModeChange,
         /// Absolute paths.
         paths: Vec<String>,
         /// Everything below them too.
         recursive: bool,
     },
+}
+
+/// A `chmod` mode: octal, or symbolic clauses (`+x`, `u+s`, `go-w,a+r`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModeChange {
+    /// These permission bits.
+    Set(u32),
+    /// Clauses applied to the old mode, checked by [`ModeChange::parse`].
+    Symbolic(String),
+}
+
+/// The bits a class of users has: read, write, execute, and its special
+/// bit (setuid, setgid, sticky).
+const CLASSES: [(char, [u32; 4]); 3] = [
+    ('u', [0o400, 0o200, 0o100, 0o4000]),
+    ('g', [0o040, 0o020, 0o010, 0o2000]),
+    ('o', [0o004, 0o002, 0o001, 0o1000]),
+];
+
+/// The umask dpkg runs maintainer scripts with: a clause without `u`, `g`,
+/// `o` or `a` leaves these bits alone, as chmod does.
+const UMASK: u32 = 0o022;
+
+impl ModeChange {
+    /// An octal mode up to `7777`, or symbolic clauses chmod takes (copying
+    /// another class's bits, `g=u`, is not read).
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.bytes().all(|b| b.is_ascii_digit()) {
+            return u32::from_str_radix(text, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .map(ModeChange::Set);
+        }
+        let valid = text.split(',').all(|clause| {
+            let ops = clause.trim_start_matches(['u', 'g', 'o', 'a']);
+            ops.starts_with(['+', '-', '=']) && ops.chars().all(|c| "+-=rwxXst".contains(c))
+        });
+        valid.then(|| ModeChange::Symbolic(text.to_string()))
+    }
+
+    /// The mode `old` becomes (`dir`: whether the path is a directory, for
+    /// `X`).
+    pub fn apply(&self, old: u32, dir: bool) -> u32 {
+        let clauses = match self {
+            ModeChange::Set(mode) => return *mode,
+            ModeChange::Symbolic(text) => text.split(','),
+        };
+        let mut mode = old & 0o7777;
+        for clause in clauses {
+            let who: String = clause
+                .chars()
+                .take_while(|c| matches!(c, 'u' | 'g' | 'o' | 'a'))
+                .collect();
+            let classes: Vec<&[u32; 4]> = CLASSES
+                .iter()
+                .filter(|(c, _)| who.is_empty() || who.contains('a') || who.contains(*c))
+                .map(|(_, bits)| bits)
+                .collect();
+            let keep = if who.is_empty() { !UMASK } else { !0 };
+            let mut rest = &clause[who.len()..];
+            while let Some(op) = rest.chars().next() {
+                let perms: String = rest[1..]
+                    .chars()
+                    .take_while(|c| !matches!(c, '+' | '-' | '='))
+                    .collect();
+                rest = &rest[1 + perms.len()..];
+                let exec =
+                    perms.contains('x') || (perms.contains('X') && (dir || old & 0o111 != 0));
+                let mut bits = 0;
+                for b in &classes {
+                    bits |= if perms.contains('r') { b[0] } else { 0 };
+                    bits |= if perms.contains('w') { b[1] } else { 0 };
+                    bits |= if exec { b[2] } else { 0 };
+                    // s is setuid and setgid; t is the sticky bit.
+                    let special = if b[3] == 0o1000 { 't' } else { 's' };
+                    bits |= if perms.contains(special) { b[3] } else { 0 };
+                }
+                let bits = bits & (keep | 0o7000);
+                match op {
+                    '+' => mode |= bits,
+                    '-' => mode &= !bits,
+                    _ => {
+                        let all: u32 = classes.iter().map(|b| b[0] | b[1] | b[2] | b[3]).sum();
+                        mode = (mode & !(all & (keep | 0o7000))) | bits;
+                    }
+                }
+            }
+        }
+        mode
+    }
 }
 
 /// The commands read, and the ones left.
@@ -341,10 +431,25 @@ fn useradd(name: &str, args: &[String]) -> Option<Vec<Request>> {
     }])
 }
 
-/// `chown`, `chgrp`, `chmod` (octal modes) and `dpkg-statoverride --add`.
+/// `chown`, `chgrp`, `chmod` and `dpkg-statoverride --add`.
 fn ownership(name: &str, args: &[String]) -> Option<Vec<Request>> {
+    const FLAGS: [&str; 9] = [
+        "-R",
+        "--recursive",
+        "-f",
+        "--silent",
+        "--quiet",
+        "-v",
+        "--verbose",
+        "-c",
+        "--changes",
+    ];
     let recursive = args.iter().any(|a| a == "-R" || a == "--recursive");
-    let words: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    // A mode may start with `-` (`chmod -x`): only the flags are options.
+    let words: Vec<&String> = args
+        .iter()
+        .filter(|a| !FLAGS.contains(&a.as_str()) && !a.starts_with("--"))
+        .collect();
     let absolute = |paths: &[&String]| -> Option<Vec<String>> {
         (!paths.is_empty() && paths.iter().all(|p| p.starts_with('/')))
             .then(|| paths.iter().map(|p| p.to_string()).collect())
@@ -370,7 +475,7 @@ fn ownership(name: &str, args: &[String]) -> Option<Vec<Request>> {
             recursive,
         }]),
         ("chmod", [mode, paths @ ..]) => Some(vec![Request::Mode {
-            mode: u32::from_str_radix(mode, 8).ok().filter(|m| *m <= 0o7777)?,
+            mode: ModeChange::parse(mode)?,
             paths: absolute(paths)?,
             recursive,
         }]),
@@ -384,7 +489,9 @@ fn ownership(name: &str, args: &[String]) -> Option<Vec<Request>> {
                     recursive: false,
                 },
                 Request::Mode {
-                    mode: u32::from_str_radix(mode, 8).ok().filter(|m| *m <= 0o7777)?,
+                    mode: ModeChange::Set(
+                        u32::from_str_radix(mode, 8).ok().filter(|m| *m <= 0o7777)?,
+                    ),
                     paths,
                     recursive: false,
                 },
@@ -770,10 +877,15 @@ pub fn apply(tree: &mut Tree, requests: &[Request], mtime: u64) -> Result<Report
                 recursive,
             } => {
                 for path in targets(tree, paths, *recursive) {
-                    if !matches!(tree.get(&path).map(|e| &e.node), Some(Node::Symlink(_))) {
-                        tree.set_mode(&path, *mode);
-                        report.changed += 1;
+                    let Some(entry) = tree.get(&path) else {
+                        continue;
+                    };
+                    if matches!(entry.node, Node::Symlink(_)) {
+                        continue;
                     }
+                    let new = mode.apply(entry.mode, entry.node == Node::Dir);
+                    tree.set_mode(&path, new);
+                    report.changed += 1;
                 }
             }
             _ => {}
@@ -929,6 +1041,40 @@ mod tests {
                 "adduser --system --home $HOME_DIR somebody",
                 "useradd -m someone"
             ]
+        );
+    }
+
+    #[test]
+    fn modes_change_as_chmod_changes_them() {
+        let m =
+            |text: &str, old: u32, dir: bool| ModeChange::parse(text).map(|c| c.apply(old, dir));
+        assert_eq!(m("2775", 0o644, true), Some(0o2775));
+        assert_eq!(m("+x", 0o644, false), Some(0o755));
+        assert_eq!(
+            m("+w", 0o444, false),
+            Some(0o644),
+            "the umask keeps g and o"
+        );
+        assert_eq!(m("a+w", 0o444, false), Some(0o666));
+        assert_eq!(m("u+s", 0o755, false), Some(0o4755));
+        assert_eq!(m("g+s,o-rwx", 0o775, true), Some(0o2770));
+        assert_eq!(m("+t", 0o777, true), Some(0o1777));
+        assert_eq!(m("go=rX", 0o700, true), Some(0o755));
+        assert_eq!(m("go=rX", 0o600, false), Some(0o644), "X: no x anywhere");
+        assert_eq!(m("-x", 0o755, false), Some(0o644));
+        assert_eq!(m("u=rw,g=r,o=", 0o777, false), Some(0o640));
+        for bad in ["g=u", "u+q", "8", "17777", "u", ""] {
+            assert_eq!(ModeChange::parse(bad), None, "{bad}");
+        }
+        let found = requests("chmod +x /etc/init.d/uuidd\nchmod -R g-w /srv/x\n");
+        assert!(found.unread.is_empty(), "{:?}", found.unread);
+        assert_eq!(
+            found.requests[1],
+            Request::Mode {
+                mode: ModeChange::Symbolic("g-w".into()),
+                paths: vec!["/srv/x".into()],
+                recursive: true
+            }
         );
     }
 
