@@ -683,18 +683,19 @@ impl Tables {
         self.gshadow.push(format!("{name}:!::"));
     }
 
-    /// Applies one account request; what it did, or why not.
-    fn apply(&mut self, request: &Request, days: u64) -> Result<String, String> {
+    /// Applies one account request: what it made (none for an account
+    /// that exists, or a request on paths), or why it could not.
+    fn apply(&mut self, request: &Request, days: u64) -> Result<Option<String>, String> {
         match request {
             Request::Group { name, gid, pick } => {
                 if self.group(name).is_some() {
-                    return Ok(format!("group {name} exists"));
+                    return Ok(None);
                 }
                 let gid = self
                     .pick(*gid, *pick, false, true)
                     .ok_or("no free system group id")?;
                 self.add_group(name, gid);
-                Ok(format!("group {name} ({gid})"))
+                Ok(Some(format!("group {name} ({gid})")))
             }
             Request::User {
                 name,
@@ -707,7 +708,7 @@ impl Tables {
                 pick,
             } => {
                 if self.user(name).is_some() {
-                    return Ok(format!("user {name} exists"));
+                    return Ok(None);
                 }
                 let gid = match group {
                     UserGroup::Named(g) => self
@@ -742,13 +743,13 @@ impl Tables {
                 for g in groups {
                     self.join(name, g)?;
                 }
-                Ok(format!("user {name} ({uid}:{gid})"))
+                Ok(Some(format!("user {name} ({uid}:{gid})")))
             }
             Request::Member { user, group } => {
                 self.join(user, group)?;
-                Ok(format!("{user} in group {group}"))
+                Ok(Some(format!("{user} in group {group}")))
             }
-            Request::Own { .. } | Request::Mode { .. } => Ok(String::new()),
+            Request::Own { .. } | Request::Mode { .. } => Ok(None),
         }
     }
 
@@ -820,8 +821,8 @@ pub fn apply(tree: &mut Tree, requests: &[Request], mtime: u64) -> Result<Report
     let mut report = Report::default();
     for r in requests {
         match t.apply(r, days) {
-            Ok(done) if done.is_empty() || done.ends_with(" exists") => {}
-            Ok(done) => report.made.push(done),
+            Ok(None) => {}
+            Ok(Some(done)) => report.made.push(done),
             Err(why) => report.failed.push(why),
         }
     }
