@@ -36,98 +36,8 @@
 //! automatic moves; `expel` and `bring` are orders, carried out by the agent.
 
 use rand10::{Rng, RngExt};
-use serde::{Deserialize, Serialize};
 
-/// The admin knobs of one node, as openMosix's `mosctl` named them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Knobs {
-    /// Accept no guest jobs (jobs whose home is another node).
-    pub block: bool,
-    /// No job leaves this node automatically.
-    pub stay: bool,
-    /// Jobs whose home is this node stay here; guests may still be moved on.
-    pub lstay: bool,
-    /// Take no part in automatic balancing: send nothing away by itself
-    /// and be no one's target.
-    pub quiet: bool,
-}
-
-impl Knobs {
-    /// The knobs that are on, by name (`-` for none).
-    pub fn describe(&self) -> String {
-        let on: Vec<&str> = [
-            (self.block, "block"),
-            (self.stay, "stay"),
-            (self.lstay, "lstay"),
-            (self.quiet, "quiet"),
-        ]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, n)| *n)
-        .collect();
-        if on.is_empty() {
-            "-".into()
-        } else {
-            on.join(",")
-        }
-    }
-
-    /// Turns the knob named `name` on or off; `false` if there is none of
-    /// that name.
-    pub fn set(&mut self, name: &str, on: bool) -> bool {
-        let knob = match name {
-            "block" => &mut self.block,
-            "stay" => &mut self.stay,
-            "lstay" => &mut self.lstay,
-            "quiet" => &mut self.quiet,
-            _ => return false,
-        };
-        *knob = on;
-        true
-    }
-}
-
-/// What an admin can tell a node: a knob on or off, or an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KnobAction {
-    /// Turn a knob (`block`, `stay`, `lstay`, `quiet`) on or off.
-    Set {
-        /// The knob's name.
-        knob: String,
-        /// On or off.
-        on: bool,
-    },
-    /// Send every guest away now: home, or to the best node.
-    Expel,
-    /// Bring every job whose home is this node back home.
-    Bring,
-}
-
-/// Every word `omctl knob` (and `mosctl`) takes.
-pub const KNOB_WORDS: &[&str] = &[
-    "block", "noblock", "stay", "nostay", "lstay", "nolstay", "quiet", "noquiet", "expel", "bring",
-];
-
-impl KnobAction {
-    /// Parses a `mosctl` word: `block`/`noblock`, `stay`/`nostay`,
-    /// `lstay`/`nolstay`, `quiet`/`noquiet`, `expel`, `bring`.
-    pub fn parse(word: &str) -> Option<Self> {
-        match word {
-            "expel" => Some(KnobAction::Expel),
-            "bring" => Some(KnobAction::Bring),
-            _ => {
-                let (knob, on) = match word.strip_prefix("no") {
-                    Some(k) => (k, false),
-                    None => (word, true),
-                };
-                Knobs::default().set(knob, on).then(|| KnobAction::Set {
-                    knob: knob.to_string(),
-                    on,
-                })
-            }
-        }
-    }
-}
+pub use agent_control::knobs::{KnobAction, Knobs, KNOB_WORDS};
 
 /// The policy's constants.
 #[derive(Debug, Clone, PartialEq)]
@@ -557,27 +467,5 @@ mod tests {
             (m.job.as_str(), m.to.as_str(), m.reason),
             ("big", "c", Reason::Memory)
         );
-    }
-
-    #[test]
-    fn knob_words() {
-        assert_eq!(
-            KnobAction::parse("noblock"),
-            Some(KnobAction::Set {
-                knob: "block".into(),
-                on: false
-            })
-        );
-        assert_eq!(KnobAction::parse("expel"), Some(KnobAction::Expel));
-        assert_eq!(KnobAction::parse("nobring"), None);
-        assert_eq!(KnobAction::parse("fast"), None);
-        for w in KNOB_WORDS {
-            assert!(KnobAction::parse(w).is_some(), "{w}");
-        }
-        let mut k = Knobs::default();
-        assert_eq!(k.describe(), "-");
-        k.set("block", true);
-        k.set("quiet", true);
-        assert_eq!(k.describe(), "block,quiet");
     }
 }

@@ -1,7 +1,7 @@
 //! The agent's check-in with the boot server: once the node has joined, it
 //! tells `omboot` (`POST /api/v1/checkin`) so the head's node list shows the
 //! last boot stage, "agent", next to DHCP, TFTP, script, kernel and initrd.
-//! Its one HTTP exchange ([`exchange`]) also carries the admin's admission
+//! Its one HTTP exchange ([`boot_client::exchange`]) also carries the admin's admission
 //! requests that the agent relays for `omctl` (`agent/admission`).
 //!
 //! `omnode init` passes the URL (`--checkin http://SERVER:PORT/api/v1/checkin`)
@@ -14,62 +14,14 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use contracts::http::{parse_response, status_code, Checkin, HttpUrl};
+use contracts::http::Checkin;
 use contracts::mac::MacAddr;
 
-/// What went wrong with one check-in attempt.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckinError {
-    /// The URL is not `http://host[:port]/path`.
-    #[error("bad check-in URL {0:?}: expected http://HOST[:PORT]/PATH")]
-    BadUrl(String),
-    /// No interface holds the agent's address, so there is no MAC to report.
-    #[error("no interface holds {0}; cannot tell the boot server this node's MAC")]
-    NoMac(IpAddr),
-    /// Talking to the boot server failed.
-    #[error("check-in at {url}: {source}")]
-    Io {
-        /// The URL.
-        url: String,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The boot server answered something other than 200.
-    #[error("check-in at {url}: server answered {status:?}")]
-    Status {
-        /// The URL.
-        url: String,
-        /// Its status line (or what came instead).
-        status: String,
-    },
-}
-
-/// The MAC address of the interface holding `address`, from sysfs.
-pub fn mac_of(address: IpAddr) -> Option<MacAddr> {
-    // From the interface list itself (its link-layer entries), not sysfs:
-    // an agent that entered only a network namespace sees the host's /sys.
-    let addrs: Vec<_> = nix::ifaddrs::getifaddrs().ok()?.collect();
-    let name = addrs.iter().find_map(|a| {
-        a.address
-            .as_ref()
-            .and_then(|s| s.as_sockaddr_in())
-            .filter(|s| IpAddr::V4(s.ip()) == address)
-            .map(|_| a.interface_name.clone())
-    })?;
-    addrs.iter().find_map(|a| {
-        let link = a.address.as_ref()?.as_link_addr()?;
-        (a.interface_name == name)
-            .then(|| link.addr())
-            .flatten()
-            .map(MacAddr)
-    })
-}
+pub use boot_client::{exchange, mac_of, CheckinError};
 
 /// The JSON body `omboot` expects.
 pub fn body(mac: MacAddr, name: &str, address: IpAddr) -> String {
@@ -81,8 +33,6 @@ pub fn body(mac: MacAddr, name: &str, address: IpAddr) -> String {
     .to_json()
 }
 
-/// How long one attempt may take to connect, and then to be answered.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts before giving up, and the pause between them.
 const ATTEMPTS: u32 = 5;
 const RETRY_PAUSE: Duration = Duration::from_secs(2);
@@ -99,58 +49,6 @@ pub async fn post(url: &str, name: &str, address: IpAddr) -> Result<(), CheckinE
         });
     }
     Ok(())
-}
-
-/// One HTTP/1.0 request to the boot server at `url` with `headers` and a
-/// JSON `body` (sent when not empty); returns the status code and the body
-/// whatever the status.
-pub async fn exchange(
-    url: &str,
-    method: &str,
-    headers: &[(&str, String)],
-    body: &[u8],
-) -> Result<(u16, Vec<u8>), CheckinError> {
-    let HttpUrl { host, port, path } = url.parse().map_err(|_| CheckinError::BadUrl(url.into()))?;
-    let io = |source| CheckinError::Io {
-        url: url.to_string(),
-        source,
-    };
-    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time");
-    let mut stream =
-        tokio::time::timeout(ATTEMPT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-            .await
-            .map_err(|_| io(timed_out()))?
-            .map_err(io)?;
-    let mut request =
-        format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: omnode-agent\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    request.push_str("\r\n");
-    let mut request = request.into_bytes();
-    request.extend_from_slice(body);
-    let mut answer = Vec::new();
-    let exchange = async {
-        stream.write_all(&request).await?;
-        (&mut stream).take(64 * 1024).read_to_end(&mut answer).await
-    };
-    tokio::time::timeout(ATTEMPT_TIMEOUT, exchange)
-        .await
-        .map_err(|_| io(timed_out()))?
-        .map_err(io)?;
-    let malformed = || CheckinError::Status {
-        url: url.to_string(),
-        status: "a malformed response".into(),
-    };
-    let (status, body) = parse_response(&answer).ok_or_else(malformed)?;
-    let code = status_code(&status).ok_or_else(malformed)?;
-    Ok((code, body.to_vec()))
 }
 
 /// The agent's check-in task: waits until the node has joined (`joined`

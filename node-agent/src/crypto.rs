@@ -37,8 +37,13 @@ use sha2::Sha256;
 
 /// Magic at the start of every sealed datagram.
 pub const DATAGRAM_MAGIC: &[u8; 4] = b"OMC1";
-/// Magic at the start of an exec stream's client hello.
-pub const STREAM_MAGIC: &[u8; 4] = b"OMS1";
+/// What starts both hellos of an exec stream, before the protocol digit.
+pub const STREAM_MAGIC: &[u8; 3] = b"OMS";
+/// The peer protocol's number ([`crate::wire::PeerFrame`] and the stream's
+/// hellos): up by one with every change to them. It travels as one ASCII
+/// digit after [`STREAM_MAGIC`]; release 0.1.0's agents sent `OMS1` and
+/// knew no version check.
+pub const PEER_PROTOCOL: u8 = 2;
 /// Sealed datagram header length.
 pub const HEADER_LEN: usize = 4 + 8 + 8 + 8;
 /// Poly1305 tag length.
@@ -283,31 +288,56 @@ fn fresh(w: &Window, counter: u64) -> bool {
 /// Why a stream frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StreamError {
-    /// The client hello is malformed.
+    /// The hello is malformed.
     #[error("exec stream hello is malformed")]
     BadHello,
+    /// The two agents speak two peer protocols.
+    #[error(
+        "the other agent speaks peer protocol {theirs} and this one speaks {ours}: run one omnode release on every node"
+    )]
+    Version {
+        /// Ours.
+        ours: u8,
+        /// The other agent's.
+        theirs: u8,
+    },
     /// A frame failed authentication.
     #[error("exec stream frame failed authentication (wrong key, replay or altered)")]
     Forged,
 }
 
-/// Length of the client hello.
+/// Length of a hello, either way: magic, protocol digit, nonce.
 pub const HELLO_LEN: usize = 4 + 32;
-/// Length of the server's reply nonce.
-pub const REPLY_LEN: usize = 32;
+/// Length of the server's reply hello.
+pub const REPLY_LEN: usize = HELLO_LEN;
 
-/// A fresh client hello.
-pub fn client_hello() -> [u8; HELLO_LEN] {
+/// A hello with `nonce`, for either end, speaking `protocol`.
+pub fn hello_with(protocol: u8, nonce: &[u8; 32]) -> [u8; HELLO_LEN] {
     let mut hello = [0u8; HELLO_LEN];
-    hello[..4].copy_from_slice(STREAM_MAGIC);
-    hello[4..].copy_from_slice(&rand10::random::<[u8; 32]>());
+    hello[..3].copy_from_slice(STREAM_MAGIC);
+    hello[3] = b'0' + protocol;
+    hello[4..].copy_from_slice(nonce);
     hello
 }
 
-/// Checks a client hello, returning its nonce.
+/// A fresh hello: ours, with a random nonce.
+pub fn client_hello() -> [u8; HELLO_LEN] {
+    hello_with(PEER_PROTOCOL, &rand10::random::<[u8; 32]>())
+}
+
+/// Checks a hello (the client's or the server's reply), returning its
+/// nonce; a hello of another protocol is [`StreamError::Version`].
 pub fn parse_hello(hello: &[u8]) -> Result<[u8; 32], StreamError> {
-    if hello.len() != HELLO_LEN || &hello[..4] != STREAM_MAGIC {
+    if hello.len() != HELLO_LEN || &hello[..3] != STREAM_MAGIC || !hello[3].is_ascii_alphanumeric()
+    {
         return Err(StreamError::BadHello);
+    }
+    let theirs = hello[3].wrapping_sub(b'0');
+    if theirs != PEER_PROTOCOL {
+        return Err(StreamError::Version {
+            ours: PEER_PROTOCOL,
+            theirs,
+        });
     }
     Ok(hello[4..].try_into().expect("32 bytes"))
 }

@@ -1,5 +1,7 @@
-//! omnode's cluster agent and omctl's tools (`omnode init`, PID 1, is the
-//! `node-init` crate).
+//! omnode's cluster agent, the daemon `omctl` talks to over the control
+//! socket ([`agent_control`]), and the job holder it starts for each job
+//! (`omnode init`, PID 1, is the `node-init` crate; `omctl` is a crate of
+//! its own).
 //!
 //! - [`key`]: cluster keys and derived sub-keys (re-exported from
 //!   [`contracts::key`]); [`keyfile`]: reading and writing the key file;
@@ -22,26 +24,20 @@
 //!   signals, and moving it while it runs.
 //! - [`job`]: a job's processes on its node: the holder and the job init in
 //!   a PID namespace of its own, stopping and resuming, CRIU.
-//! - [`control`]: the local unix-socket protocol between `omctl` and the agent.
-//! - [`join`]: a workstation joining with a token (`omctl join`).
 //! - [`checkin`]: telling the boot server (`omboot`) that the agent has joined.
 //! - [`agent`]: the daemon that wires all of the above together: the gossip
 //!   loop, the exec listener and the control server, every task it starts
 //!   owned and ended at shutdown.
-//! - [`tools`]: the `omctl` subcommands (`status`, `mon`, `top`, `ps`, `whois`, `df`, `run`).
-//! - [`shell`]: `omctl shell`'s command shims, which make every command a job.
 
 pub mod agent;
 pub mod balance;
 pub mod cgroup;
 pub mod checkin;
-pub mod control;
-pub mod cpu;
+pub use agent_control::cpu;
 pub mod crypto;
 pub mod discovery;
 pub mod exec;
 pub mod job;
-pub mod join;
 pub use contracts::key;
 pub mod keyfile;
 pub mod keys;
@@ -49,6 +45,4 @@ pub mod load;
 pub mod membership;
 pub mod placement;
 pub mod share;
-pub mod shell;
-pub mod tools;
 pub mod wire;

@@ -3,68 +3,7 @@
 
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
-/// What one node tells the others about itself.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LoadVector {
-    /// Online CPUs.
-    pub cpus: u32,
-    /// Relative speed of one CPU (1.0 = the reference machine).
-    pub speed: f32,
-    /// Run-queue load: the 1-minute load average.
-    pub loadavg: f32,
-    /// Runnable tasks right now (fourth field of `/proc/loadavg`).
-    pub runnable: u32,
-    /// Memory total in KiB.
-    pub mem_total_kib: u64,
-    /// Memory available in KiB (`MemAvailable`).
-    pub mem_free_kib: u64,
-    /// Cluster jobs running on this node.
-    pub jobs: u32,
-    /// Cluster jobs ever started on this node. A launcher compares it with
-    /// the sequence number its job got at start to know whether this vector
-    /// already counts that job (see [`crate::placement`]).
-    pub started: u64,
-    /// The CPU share cluster jobs may use on this node, percent of all its CPUs.
-    pub cpu_quota: u32,
-    /// The shared tree at `/cluster` here, when one is expected or mounted.
-    #[serde(default)]
-    pub share: Option<crate::share::ShareView>,
-    /// Whether this node can take moved jobs: CRIU works with its kernel.
-    #[serde(default)]
-    pub criu: bool,
-    /// CPUs wanted here over the last seconds: cluster jobs and everything
-    /// else runnable (see [`crate::balance`]).
-    #[serde(default)]
-    pub demand: f32,
-    /// The admin knobs (`block`, `stay`, `lstay`, `quiet`).
-    #[serde(default)]
-    pub knobs: crate::balance::Knobs,
-    /// Cluster jobs running here whose home is another node.
-    #[serde(default)]
-    pub guests: u32,
-    /// Jobs that moved in during the last minute.
-    #[serde(default)]
-    pub moved_in: u32,
-    /// Jobs that moved out during the last minute.
-    #[serde(default)]
-    pub moved_out: u32,
-    /// Whether root's jobs may run here (`--allow-root-jobs`).
-    #[serde(default)]
-    pub root_jobs: bool,
-    /// The instruction-set features of this node's CPU a moved job may rely
-    /// on (see [`crate::cpu`]).
-    #[serde(default)]
-    pub cpu_features: crate::cpu::Features,
-}
-
-impl LoadVector {
-    /// CPUs' worth of capacity left to cluster jobs by the quota.
-    pub fn capacity(&self) -> f64 {
-        f64::from(self.cpus.max(1)) * f64::from(self.cpu_quota.clamp(1, 100)) / 100.0
-    }
-}
+pub use agent_control::LoadVector;
 
 /// Parses `/proc/loadavg`: (1-minute average, runnable tasks).
 pub fn parse_loadavg(text: &str) -> Option<(f32, u32)> {

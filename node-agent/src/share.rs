@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use contracts::share::{find_mount, MOUNT_POINT};
-use serde::{Deserialize, Serialize};
 
 /// How often the probe looks.
 pub const PERIOD: Duration = Duration::from_secs(5);
@@ -22,34 +21,7 @@ pub const PERIOD: Duration = Duration::from_secs(5);
 /// answer.
 pub const STALE: Duration = Duration::from_secs(15);
 
-/// The tree on one node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ShareView {
-    /// What the node was told to mount (`om.share=`), if anything.
-    pub expected: Option<String>,
-    /// What is mounted at `/cluster` (source and type), if anything.
-    pub mounted: Option<String>,
-    /// Whether the last `statvfs` came back within [`STALE`].
-    pub responding: bool,
-    /// Size in KiB (0 when unknown).
-    pub size_kib: u64,
-    /// Free space in KiB for unprivileged users (0 when unknown).
-    pub free_kib: u64,
-}
-
-impl ShareView {
-    /// What is wrong with the tree here, for `omctl status`; `None` when
-    /// nothing is.
-    pub fn problem(&self) -> Option<String> {
-        match (&self.expected, &self.mounted) {
-            (Some(e), None) => Some(format!("{MOUNT_POINT} is not mounted (expected {e})")),
-            (_, Some(m)) if !self.responding => {
-                Some(format!("{MOUNT_POINT} ({m}) is not responding"))
-            }
-            _ => None,
-        }
-    }
-}
+pub use agent_control::ShareView;
 
 /// One look at the tree: mounted source and `(size, free)` in KiB.
 #[derive(Debug, Clone, Default)]
@@ -128,32 +100,5 @@ impl Probe {
 impl Drop for Probe {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn problems_name_what_is_missing() {
-        let mut v = ShareView {
-            expected: Some("nfs://10.77.0.1/cluster".into()),
-            mounted: None,
-            responding: true,
-            size_kib: 0,
-            free_kib: 0,
-        };
-        assert_eq!(
-            v.problem().unwrap(),
-            "/cluster is not mounted (expected nfs://10.77.0.1/cluster)"
-        );
-        v.mounted = Some("10.77.0.1:/cluster (nfs4)".into());
-        assert_eq!(v.problem(), None);
-        v.responding = false;
-        assert_eq!(
-            v.problem().unwrap(),
-            "/cluster (10.77.0.1:/cluster (nfs4)) is not responding"
-        );
     }
 }

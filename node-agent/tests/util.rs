@@ -1,5 +1,5 @@
-//! Shared fixtures for the node-agent integration tests: this crate's
-//! binaries, and the lab's namespaces, gates and processes under the names
+//! Shared fixtures for the node-agent integration tests: `omnode` and
+//! `omctl`, and the lab's namespaces, gates and processes under the names
 //! the tests use.
 
 #![allow(dead_code)]
@@ -10,11 +10,14 @@ pub use lab::gate::netns_tests;
 pub use lab::netns::{netns_command, BridgeLan as Lan};
 pub use lab::process::{shared_tempdir, wait_for, Reaped};
 
-/// Path of a built binary of this crate.
+/// Path of a built binary: this crate's `omnode`, or `omctl` (a crate of
+/// its own) from the static build the lab shares between tests.
 pub fn bin(name: &str) -> PathBuf {
     match name {
         "omnode" => PathBuf::from(env!("CARGO_BIN_EXE_omnode")),
-        "omctl" => PathBuf::from(env!("CARGO_BIN_EXE_omctl")),
+        "omctl" => lab::build::static_binaries()
+            .expect("the static build of omctl")
+            .join("omctl"),
         other => panic!("no binary {other}"),
     }
 }

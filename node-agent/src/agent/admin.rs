@@ -13,11 +13,12 @@ use tracing::info;
 
 use super::control_server::Controller;
 use crate::balance::KnobAction;
-use crate::exec::{self, AdminCmd, MigrateCmd, EXIT_CANNOT_RUN, EXIT_NO_PERMISSION};
+use crate::exec::{
+    self, AdminCmd, ExecContext, MigrateCmd, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_PERMISSION,
+};
 use crate::membership::NodeId;
 use crate::placement;
-use crate::tools::migrated_line;
-use crate::wire::{MigrateDone, MigrateOrder};
+use crate::wire::{MigrateDone, MigrateOrder, PeerFrame};
 
 /// Rounds of `bring` at most.
 pub const BRING_ROUNDS: usize = 3;
@@ -35,10 +36,34 @@ pub(super) async fn serve(
     }
 }
 
+/// Answers a knob request from another agent (`omctl knob --node` there)
+/// through the admin task.
+pub(super) async fn for_peer(ctx: &ExecContext, action: KnobAction) -> PeerFrame {
+    let answer = match &ctx.admin {
+        Some(admin) => {
+            let (tx, rx) = oneshot::channel();
+            if admin.send((action, tx)).await.is_ok() {
+                rx.await.ok()
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+    match answer {
+        Some(Ok(lines)) => PeerFrame::KnobDone(lines),
+        Some(Err((code, message))) => PeerFrame::Failed { code, message },
+        None => PeerFrame::Failed {
+            code: EXIT_NODE_LOST,
+            message: format!("node {} takes no knob requests now", ctx.node),
+        },
+    }
+}
+
 /// What a move gave, as a line.
 fn outcome(job: &str, from: &str, r: Result<MigrateDone, (i32, String)>) -> String {
     match r {
-        Ok(done) => migrated_line(&done),
+        Ok(done) => done.to_string(),
         Err((_, why)) => format!("job {job} stays on node {from}: {why}"),
     }
 }

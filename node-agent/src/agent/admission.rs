@@ -15,9 +15,9 @@ use contracts::admit::{
 use contracts::http::CHECKIN_PATH;
 use tracing::info;
 
-use super::control_server::Controller;
+use agent_control::ControlReply;
+
 use crate::exec::{EXIT_CANNOT_RUN, EXIT_NO_AGENT, EXIT_NO_PERMISSION};
-use crate::wire::Frame;
 
 /// The boot server an agent relays admission requests to.
 #[derive(Clone)]
@@ -37,32 +37,31 @@ impl BootServer {
     }
 }
 
-impl Controller {
-    /// The boot server, for root only.
-    fn boot_server_for(&self, uid: u32) -> Result<&BootServer, (i32, String)> {
-        if uid != 0 {
-            return Err((
-                EXIT_NO_PERMISSION,
-                "admission takes root (the request is signed with the cluster key)".into(),
-            ));
-        }
-        self.boot_server.as_ref().ok_or_else(|| {
+/// The boot server, for root only: what the agent relays admission
+/// requests to, if it knows one.
+pub(crate) fn for_caller(
+    server: Option<&BootServer>,
+    uid: u32,
+) -> Result<&BootServer, (i32, String)> {
+    if uid != 0 {
+        return Err((
+            EXIT_NO_PERMISSION,
+            "admission takes root (the request is signed with the cluster key)".into(),
+        ));
+    }
+    server.ok_or_else(|| {
             (
                 EXIT_CANNOT_RUN,
                 "this agent knows no boot server (it runs without --checkin); run omctl on the head or on a netbooted node".into(),
             )
         })
-    }
+}
 
+impl BootServer {
     /// Makes a join token valid `ttl_s` for `uses` machines and registers
     /// its id with the boot server.
-    pub(super) async fn token(
-        &self,
-        ttl_s: u64,
-        uses: u32,
-        uid: u32,
-    ) -> Result<Frame, (i32, String)> {
-        let server = self.boot_server_for(uid)?;
+    pub(super) async fn token(&self, ttl_s: u64, uses: u32) -> Result<ControlReply, (i32, String)> {
+        let server = self;
         let token = Token::create(&server.keys.newest(), server.keys.cluster());
         let req = TokenRequest {
             id: token.id_hex(),
@@ -78,7 +77,7 @@ impl Controller {
             )
         })?;
         info!(token = %info.id, expires = info.expires, uses = info.uses_left, "join token made");
-        Ok(Frame::TokenMade {
+        Ok(ControlReply::TokenMade {
             token: token.to_string(),
             head: server.base.clone(),
             expires: info.expires,
@@ -91,9 +90,8 @@ impl Controller {
     pub(super) async fn admission(
         &self,
         verdict: Option<(String, Verdict)>,
-        uid: u32,
     ) -> Result<String, (i32, String)> {
-        let server = self.boot_server_for(uid)?;
+        let server = self;
         let (method, body) = match &verdict {
             None => ("GET", Vec::new()),
             Some((machine, verdict)) => {

@@ -9,21 +9,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::admission;
 use super::local_load::LocalLoad;
 use super::now_ms;
 use super::view::View;
-use crate::exec::{self, Jobs, RelayEnd};
+use crate::exec::{self, CallerInput, Jobs, RelayEnd, RelayEvent};
 use crate::membership::NodeId;
 use crate::placement;
-use crate::wire::{
-    self, ClusterStatus, ExecRequest, Frame, JobInfo, MigrateDone, MigrateOrder, RunRequest,
-};
+use crate::wire::{ClusterStatus, ExecRequest, JobInfo, MigrateDone, MigrateOrder, RunRequest};
+use agent_control::protocol::{self, Hello};
+use agent_control::{ControlReply, ControlRequest};
 
 /// Accepts control connections until `stop`, then waits for the open ones,
 /// which `stop` ends too.
@@ -71,7 +73,7 @@ pub(super) struct Controller {
     /// Numbers the jobs launched from here.
     pub(super) counter: Arc<AtomicU64>,
     /// Where admission requests go (from `--checkin`).
-    pub(super) boot_server: Option<super::admission::BootServer>,
+    pub(super) boot_server: Option<admission::BootServer>,
 }
 
 impl Controller {
@@ -113,8 +115,7 @@ impl Controller {
         all
     }
 
-    /// Answers the one request of a control connection. Its frame reader
-    /// is a task of this call and ends with it.
+    /// Answers the one request of a control connection, after the hellos.
     async fn handle(self, stream: UnixStream) {
         let cred = match stream.peer_cred() {
             Ok(c) => c,
@@ -123,95 +124,123 @@ impl Controller {
                 return;
             }
         };
-        let (rd, mut wr) = stream.into_split();
-        let mut tasks = JoinSet::new();
-        let mut frames = exec::plain_reader(rd, &mut tasks);
-        let first = match frames.recv().await {
-            Some(Ok(f)) => f,
-            _ => return,
-        };
-        match first {
-            Frame::Status => {
-                let _ = wire::write_frame(&mut wr, &Frame::StatusReply(self.status())).await;
-            }
-            Frame::Ps => {
-                let _ = wire::write_frame(&mut wr, &Frame::PsReply(self.jobs())).await;
-            }
-            Frame::PsCluster => {
-                let jobs = self.cluster_jobs().await;
-                let _ = wire::write_frame(&mut wr, &Frame::PsReply(jobs)).await;
-            }
-            Frame::Migrate { job, to } => {
-                let f = match self.migrate(&job, &to, cred.uid()).await {
-                    Ok(done) => Frame::Migrated(done),
-                    Err((code, message)) => Frame::Failed { code, message },
-                };
-                let _ = wire::write_frame(&mut wr, &f).await;
-            }
-            Frame::Knob { node, action } => {
-                let f = match self.knob(node, action, cred.uid()).await {
-                    Ok(lines) => Frame::KnobDone(lines),
-                    Err((code, message)) => Frame::Failed { code, message },
-                };
-                let _ = wire::write_frame(&mut wr, &f).await;
-            }
-            Frame::Admission { verdict } => {
-                let f = match self.admission(verdict, cred.uid()).await {
-                    Ok(json) => Frame::AdmissionDone(json),
-                    Err((code, message)) => Frame::Failed { code, message },
-                };
-                let _ = wire::write_frame(&mut wr, &f).await;
-            }
-            Frame::Key { rotate } => {
-                let f = match self.key(rotate, cred.uid()).await {
-                    Ok(lines) => Frame::KeyDone(lines),
-                    Err((code, message)) => Frame::Failed { code, message },
-                };
-                let _ = wire::write_frame(&mut wr, &f).await;
-            }
-            Frame::Token { ttl_s, uses } => {
-                let f = match self.token(ttl_s, uses, cred.uid()).await {
-                    Ok(f) => f,
-                    Err((code, message)) => Frame::Failed { code, message },
-                };
-                let _ = wire::write_frame(&mut wr, &f).await;
-            }
-            Frame::Run(req) => {
-                let (tx, mut rx) = mpsc::channel::<Frame>(64);
-                let writer = async move {
-                    while let Some(f) = rx.recv().await {
-                        if wire::write_frame(&mut wr, &f).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                // Ends by dropping `tx`, which ends the writer.
-                let job = async move {
-                    let end = self
-                        .run(req, cred.uid(), cred.gid(), frames, tx.clone())
-                        .await;
-                    let last = match end {
-                        RelayEnd::Exit(e) => Some(Frame::Exit(e)),
-                        RelayEnd::Failed(code, message) => Some(Frame::Failed { code, message }),
-                        RelayEnd::CallerGone => None,
-                    };
-                    if let Some(f) = last {
-                        let _ = tx.send(f).await;
-                    }
-                };
-                tokio::join!(writer, job);
-            }
-            other => {
-                let _ = wire::write_frame(
-                    &mut wr,
-                    &Frame::Failed {
-                        code: exec::EXIT_NO_AGENT,
-                        message: format!("unexpected request {other:?}"),
-                    },
-                )
-                .await;
-            }
+        let (mut rd, mut wr) = stream.into_split();
+        if let Err(e) = protocol::answer(&mut rd, &mut wr, &Hello::ours()).await {
+            warn!(cause = %e, "control caller refused");
+            return;
         }
+        let first = match protocol::read::<ControlRequest, _>(&mut rd).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                debug!(cause = %e, "unreadable control request");
+                return;
+            }
+        };
+        let failed = |(code, message)| ControlReply::Failed { code, message };
+        let reply = match first {
+            ControlRequest::Status => ControlReply::Status(self.status()),
+            ControlRequest::Ps => ControlReply::Ps(self.jobs()),
+            ControlRequest::PsCluster => ControlReply::Ps(self.cluster_jobs().await),
+            ControlRequest::Migrate { job, to } => self
+                .migrate(&job, &to, cred.uid())
+                .await
+                .map_or_else(failed, ControlReply::Migrated),
+            ControlRequest::Knob { node, action } => self
+                .knob(node, action, cred.uid())
+                .await
+                .map_or_else(failed, ControlReply::KnobDone),
+            ControlRequest::Admission { verdict } => {
+                match admission::for_caller(self.boot_server.as_ref(), cred.uid()) {
+                    Ok(server) => server
+                        .admission(verdict)
+                        .await
+                        .map_or_else(failed, ControlReply::AdmissionDone),
+                    Err(e) => failed(e),
+                }
+            }
+            ControlRequest::Key { rotate } => self
+                .key(rotate, cred.uid())
+                .await
+                .map_or_else(failed, ControlReply::KeyDone),
+            ControlRequest::Token { ttl_s, uses } => {
+                match admission::for_caller(self.boot_server.as_ref(), cred.uid()) {
+                    Ok(server) => server.token(ttl_s, uses).await.unwrap_or_else(failed),
+                    Err(e) => failed(e),
+                }
+            }
+            ControlRequest::Run(req) => return self.run_for(req, cred, rd, wr).await,
+            ControlRequest::Stdin(_) | ControlRequest::StdinEof | ControlRequest::Signal(_) => {
+                failed((
+                    exec::EXIT_NO_AGENT,
+                    "job input before a job: a connection opens with its request".into(),
+                ))
+            }
+        };
+        let _ = protocol::write(&mut wr, &reply).await;
+    }
+
+    /// `omctl run`: relays the caller's input to the job and the job's
+    /// output and end back, until it ends or the caller goes away. The
+    /// input reader and the reply writer are tasks of this call.
+    async fn run_for(
+        &self,
+        req: RunRequest,
+        cred: tokio::net::unix::UCred,
+        mut rd: OwnedReadHalf,
+        mut wr: OwnedWriteHalf,
+    ) {
+        let mut tasks = JoinSet::new();
+        let (input_tx, input_rx) = mpsc::channel::<CallerInput>(64);
+        tasks.spawn(async move {
+            // Ends at the caller's end of stream or first bad frame, which
+            // drops `input_tx`: the relay then takes the caller as gone.
+            while let Ok(Some(r)) = protocol::read::<ControlRequest, _>(&mut rd).await {
+                let input = match r {
+                    ControlRequest::Stdin(b) => CallerInput::Stdin(b),
+                    ControlRequest::StdinEof => CallerInput::StdinEof,
+                    ControlRequest::Signal(s) => CallerInput::Signal(s),
+                    other @ (ControlRequest::Status
+                    | ControlRequest::Ps
+                    | ControlRequest::PsCluster
+                    | ControlRequest::Run(_)
+                    | ControlRequest::Migrate { .. }
+                    | ControlRequest::Knob { .. }
+                    | ControlRequest::Admission { .. }
+                    | ControlRequest::Token { .. }
+                    | ControlRequest::Key { .. }) => {
+                        debug!(request = ?other, "ignored a second request during a job");
+                        continue;
+                    }
+                };
+                if input_tx.send(input).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (reply_tx, mut reply_rx) = mpsc::channel::<ControlReply>(64);
+        let writer = async move {
+            while let Some(r) = reply_rx.recv().await {
+                if protocol::write(&mut wr, &r).await.is_err() {
+                    break;
+                }
+            }
+        };
+        // Ends by dropping `reply_tx`, which ends the writer.
+        let job = async move {
+            let end = self
+                .run(req, cred.uid(), cred.gid(), input_rx, reply_tx.clone())
+                .await;
+            let last = match end {
+                RelayEnd::Exit(e) => Some(ControlReply::Exit(e)),
+                RelayEnd::Failed(code, message) => Some(ControlReply::Failed { code, message }),
+                RelayEnd::CallerGone => None,
+            };
+            if let Some(r) = last {
+                let _ = reply_tx.send(r).await;
+            }
+        };
+        tokio::join!(writer, job);
     }
 
     /// Moves the job `what` (id, or pid as `ps` shows it) to `to` (a node,
@@ -360,8 +389,8 @@ impl Controller {
         req: RunRequest,
         uid: u32,
         gid: u32,
-        caller_rx: mpsc::Receiver<Result<Frame, wire::WireError>>,
-        caller_tx: mpsc::Sender<Frame>,
+        caller_rx: mpsc::Receiver<CallerInput>,
+        caller_tx: mpsc::Sender<ControlReply>,
     ) -> RelayEnd {
         let target = match self.pick(req.node.as_deref(), uid) {
             Ok(t) => t,
@@ -401,28 +430,33 @@ impl Controller {
         };
         let down = self.down.subscribe();
         // Watch the stream for `Started` to settle the optimistic placement count.
-        let (tap_tx, mut tap_rx) = mpsc::channel::<Frame>(64);
+        let (tap_tx, mut tap_rx) = mpsc::channel::<RelayEvent>(64);
         let view = self.view.clone();
         let launched = self.launched.clone();
         let (jb, tn) = (job.clone(), target.name.clone());
         let tap = async move {
-            while let Some(f) = tap_rx.recv().await {
-                if let Frame::Started { pid, seq, node } = &f {
-                    if *node == tn {
-                        view.lock().expect("view").started(&tn, &jb, *seq);
+            while let Some(event) = tap_rx.recv().await {
+                let reply = match event {
+                    RelayEvent::Started { node, pid, seq } => {
+                        if node == tn {
+                            view.lock().expect("view").started(&tn, &jb, seq);
+                        }
+                        if let Some(j) = launched.lock().expect("jobs").get_mut(&jb) {
+                            j.pid = Some(pid);
+                        }
+                        ControlReply::Started { node, pid }
                     }
-                    if let Some(j) = launched.lock().expect("jobs").get_mut(&jb) {
-                        j.pid = Some(*pid);
+                    RelayEvent::Moved { node } => {
+                        if let Some(j) = launched.lock().expect("jobs").get_mut(&jb) {
+                            j.node = node;
+                            j.moves += 1;
+                        }
+                        continue;
                     }
-                }
-                if let Frame::Moved { node, .. } = &f {
-                    if let Some(j) = launched.lock().expect("jobs").get_mut(&jb) {
-                        j.node = node.clone();
-                        j.moves += 1;
-                    }
-                    continue;
-                }
-                if caller_tx.send(f).await.is_err() {
+                    RelayEvent::Stdout(b) => ControlReply::Stdout(b),
+                    RelayEvent::Stderr(b) => ControlReply::Stderr(b),
+                };
+                if caller_tx.send(reply).await.is_err() {
                     break;
                 }
             }
@@ -482,7 +516,7 @@ mod tests {
         let server = tokio::spawn(serve(listener, ctl, stop.clone()));
         // A status round trip shows the server is up; the second caller
         // says nothing, which the server would wait for forever.
-        let status = crate::control::status(&path).await.unwrap();
+        let status = agent_control::client::status(&path).await.unwrap();
         assert_eq!(status.node, "a");
         let mut idle = UnixStream::connect(&path).await.unwrap();
 
@@ -491,7 +525,7 @@ mod tests {
             .await
             .expect("the server waited for an idle caller")
             .unwrap();
-        let r = wire::read_frame(&mut idle).await;
+        let r = protocol::read::<ControlReply, _>(&mut idle).await;
         assert!(!matches!(r, Ok(Some(_))), "{r:?}");
     }
 }

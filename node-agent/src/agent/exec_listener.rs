@@ -1,18 +1,23 @@
 //! The exec listener: accepts exec streams from other agents (TCP, the
-//! agent's port) until shutdown and serves each in a task of its own
-//! ([`exec::serve`]), at most [`MAX_EXEC_CONNECTIONS`] at once.
+//! agent's port) until shutdown and serves each in a task of its own, at
+//! most [`MAX_EXEC_CONNECTIONS`] at once. It is the one place that reads a
+//! stream's first frame and dispatches it ([`dispatch`]): a job to run or a
+//! job moving in (to [`exec`]), a job list, a migration order, a question
+//! about a move, a job to attach to, a knob, a new key.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::MAX_EXEC_CONNECTIONS;
-use crate::exec::{self, ExecContext};
+use super::{admin, rotation, MAX_EXEC_CONNECTIONS};
+use crate::exec::target::{self, migrate};
+use crate::exec::{self, ExecContext, EXIT_NODE_LOST};
+use crate::wire::{self, PeerFrame};
 
 /// Accepts exec connections until `stop`, then waits for the open ones,
 /// which `stop` ends too (a job's process is left running, as when the
@@ -37,7 +42,7 @@ pub(super) async fn serve(listener: TcpListener, ctx: ExecContext, stop: Cancell
                             tokio::select! {
                                 biased;
                                 () = stop.cancelled() => {}
-                                () = exec::serve(stream, ctx) => {}
+                                () = dispatch(stream, ctx) => {}
                             }
                             drop(permit);
                         });
@@ -55,10 +60,80 @@ pub(super) async fn serve(listener: TcpListener, ctx: ExecContext, stop: Cancell
     while conns.join_next().await.is_some() {}
 }
 
+/// Handles one accepted exec connection: the handshake, then its first
+/// frame, the request.
+pub(crate) async fn dispatch(stream: TcpStream, ctx: ExecContext) {
+    let peer = stream.peer_addr().ok();
+    let (mut s, first) = match exec::accept(stream, &ctx.keys.stream_accepted()).await {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return,
+        Err(e) => {
+            warn!(?peer, cause = %e, "refused exec stream");
+            return;
+        }
+    };
+    let answer = match first {
+        PeerFrame::Exec(req) => {
+            info!(job = %req.job, home = %req.home, uid = req.uid, argv = ?req.argv, "running job");
+            return target::run_job(req, ctx, s).await;
+        }
+        PeerFrame::Immigrate(imm) => return migrate::immigrate(imm, ctx, s).await,
+        PeerFrame::MigrateJob(order) => return migrate::order(order, &ctx, s).await,
+        PeerFrame::Attach { job } => {
+            let parked = ctx.parked.lock().expect("parked").remove(&job);
+            match parked {
+                Some(tx) => {
+                    let _ = tx.send(s);
+                    return;
+                }
+                None => PeerFrame::Failed {
+                    code: EXIT_NODE_LOST,
+                    message: format!("job {job} is not waiting on node {}", ctx.node),
+                },
+            }
+        }
+        PeerFrame::Ps => PeerFrame::PsReply(exec::listed(&ctx.running, &ctx.criu)),
+        PeerFrame::Outcome { job, attempt } => {
+            PeerFrame::OutcomeReply(ctx.outcomes.lock().expect("outcomes").answer(&job, attempt))
+        }
+        PeerFrame::Knob { action } => admin::for_peer(&ctx, action).await,
+        PeerFrame::NewKey {
+            key,
+            switch_in_ms,
+            window_ms,
+        } => rotation::take_key(&ctx, key, switch_in_ms, window_ms, peer),
+        // The frames of an exchange already open, never a request.
+        other @ (PeerFrame::PsReply(_)
+        | PeerFrame::Started { .. }
+        | PeerFrame::Stdin(_)
+        | PeerFrame::StdinEof
+        | PeerFrame::Signal(_)
+        | PeerFrame::Stdout(_)
+        | PeerFrame::Stderr(_)
+        | PeerFrame::Heartbeat
+        | PeerFrame::Exit(_)
+        | PeerFrame::Failed { .. }
+        | PeerFrame::Migrated(_)
+        | PeerFrame::File { .. }
+        | PeerFrame::FilesDone
+        | PeerFrame::Restored { .. }
+        | PeerFrame::Commit
+        | PeerFrame::OutcomeReply(_)
+        | PeerFrame::Migrating { .. }
+        | PeerFrame::Resumed
+        | PeerFrame::Moved { .. }
+        | PeerFrame::KnobDone(_)
+        | PeerFrame::KeyDone(_)) => {
+            warn!(?peer, frame = ?other, "exec stream did not start with a request");
+            return;
+        }
+    };
+    let _ = wire::write_sealed(&mut s.wr, &mut s.send, &answer).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire;
 
     #[tokio::test]
     async fn shutdown_ends_a_connection_waiting_for_its_request() {

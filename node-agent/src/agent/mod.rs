@@ -40,6 +40,8 @@ mod admission;
 mod balancer;
 mod control_server;
 mod exec_listener;
+#[cfg(test)]
+mod exec_tests;
 mod gossip;
 mod local_load;
 mod rotation;

@@ -7,6 +7,7 @@
 //! moment, [`DEFAULT_SWITCH_MS`] after the start, and refuses the old key
 //! the window after that.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use contracts::key::ClusterKey;
@@ -18,9 +19,39 @@ use tracing::{info, warn};
 
 use super::admission::signed;
 use super::control_server::Controller;
-use crate::exec::{self, EXIT_CANNOT_RUN, EXIT_NO_PERMISSION};
+use crate::exec::{self, ExecContext, EXIT_CANNOT_RUN, EXIT_NO_PERMISSION};
 use crate::keys::KeysError;
-use crate::wire::KeyBytes;
+use crate::wire::{KeyBytes, PeerFrame};
+
+/// Takes the new key another agent hands out during a rotation: seal with
+/// it after `switch_in_ms`, refuse the old one `window_ms` after that.
+pub(super) fn take_key(
+    ctx: &ExecContext,
+    key: KeyBytes,
+    switch_in_ms: u64,
+    window_ms: u64,
+    peer: Option<SocketAddr>,
+) -> PeerFrame {
+    let new = ClusterKey::from_bytes(key.0);
+    let fingerprint = new.fingerprint(ctx.keys.cluster());
+    match ctx.keys.rotate(new, switch_in_ms, window_ms) {
+        Ok(fresh) => {
+            info!(?peer, %fingerprint, fresh, switch_in_ms, window_ms, "took a new cluster key");
+            PeerFrame::KeyDone(Vec::new())
+        }
+        Err(KeysError::File(e)) => {
+            warn!(?peer, %fingerprint, cause = %e, "took a new cluster key but could not save it");
+            PeerFrame::KeyDone(vec![format!(
+                "node {} took the new key, but {e}; after a restart it needs admission",
+                ctx.node
+            )])
+        }
+        Err(KeysError::Rotate(e)) => PeerFrame::Failed {
+            code: EXIT_CANNOT_RUN,
+            message: e.to_string(),
+        },
+    }
+}
 
 fn seconds(ms: u64) -> u64 {
     ms.div_ceil(1000)

@@ -5,10 +5,10 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use agent_control::client::DEFAULT_SOCKET;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use node_agent::agent::{Agent, AgentConfig};
-use node_agent::control::DEFAULT_SOCKET;
 use node_agent::discovery::DEFAULT_PORT;
 use node_agent::key::ClusterKey;
 use node_init as init;

@@ -14,7 +14,7 @@ use super::stream::{connect, sealed_reader, SecureStream};
 use super::{EXIT_NODE_LOST, SILENCE_LIMIT};
 use crate::membership::NodeId;
 use crate::wire::{
-    self, ExecRequest, ExitInfo, Frame, JobInfo, MigrateDone, MigrateOrder, WireError,
+    self, ExecRequest, ExitInfo, JobInfo, MigrateDone, MigrateOrder, PeerFrame, WireError,
 };
 
 /// How long a node has to list its jobs: a node under emulation, busy
@@ -28,12 +28,57 @@ pub async fn remote_jobs(
     stream_key: &[u8; 32],
 ) -> Result<Vec<JobInfo>, WireError> {
     let mut s = connect(addr, stream_key).await?;
-    wire::write_sealed(&mut s.wr, &mut s.send, &Frame::Ps).await?;
+    wire::write_sealed(&mut s.wr, &mut s.send, &PeerFrame::Ps).await?;
     match tokio::time::timeout(PS_ANSWER, wire::read_sealed(&mut s.rd, &mut s.recv)).await {
-        Ok(Ok(Some(Frame::PsReply(jobs)))) => Ok(jobs),
+        Ok(Ok(Some(PeerFrame::PsReply(jobs)))) => Ok(jobs),
         Ok(Err(e)) => Err(e),
         _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "no job list").into()),
     }
+}
+
+/// What the caller (`omctl run`) sends its job while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerInput {
+    /// Bytes for its stdin.
+    Stdin(Vec<u8>),
+    /// Its stdin is closed.
+    StdinEof,
+    /// A signal for its process group.
+    Signal(i32),
+}
+
+impl From<CallerInput> for PeerFrame {
+    fn from(i: CallerInput) -> Self {
+        match i {
+            CallerInput::Stdin(b) => PeerFrame::Stdin(b),
+            CallerInput::StdinEof => PeerFrame::StdinEof,
+            CallerInput::Signal(s) => PeerFrame::Signal(s),
+        }
+    }
+}
+
+/// What the relay tells its caller while the job runs (its end is the
+/// relay's [`RelayEnd`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// The job started on `node` as `pid`, the `seq`th job started there.
+    Started {
+        /// Where it runs.
+        node: String,
+        /// Its pid there.
+        pid: u32,
+        /// Its sequence number among the jobs started there.
+        seq: u64,
+    },
+    /// Bytes from its stdout.
+    Stdout(Vec<u8>),
+    /// Bytes from its stderr.
+    Stderr(Vec<u8>),
+    /// It now runs on `node`.
+    Moved {
+        /// Where.
+        node: String,
+    },
 }
 
 /// How a relayed job ended, from the home node's point of view.
@@ -120,13 +165,13 @@ pub async fn relay(
     target: &str,
     keys: &crate::keys::Keys,
     req: ExecRequest,
-    mut caller_rx: mpsc::Receiver<Result<Frame, WireError>>,
-    caller_tx: mpsc::Sender<Frame>,
+    mut caller_rx: mpsc::Receiver<CallerInput>,
+    caller_tx: mpsc::Sender<RelayEvent>,
     mut down: broadcast::Receiver<NodeId>,
 ) -> RelayEnd {
     let job = req.job.clone();
     let (mut addr, mut target) = (addr, target.to_string());
-    let mut first = Frame::Exec(req);
+    let mut first = PeerFrame::Exec(req);
     let mut following: Following = None;
     'connect: loop {
         let s = match connect(addr, &keys.stream()).await {
@@ -175,7 +220,7 @@ pub async fn relay(
         let (to, to_addr, source_died) = loop {
             tokio::select! {
                 f = from_target.recv() => match f {
-                    Some(Ok(Frame::Failed { code, message })) => {
+                    Some(Ok(PeerFrame::Failed { code, message })) => {
                         if try_again(&following).await {
                             continue 'connect;
                         }
@@ -191,17 +236,42 @@ pub async fn relay(
                             info!(%job, node = %target, "the node declared dead still runs the job: going on");
                         }
                         match f {
-                            Frame::Heartbeat => {}
-                            Frame::Migrating { node, addr: to } => moving = Some((node, to)),
-                            Frame::Resumed => moving = None,
-                            Frame::Moved { node, addr: to } => break (node, to, false),
-                            Frame::Exit(e) => return RelayEnd::Exit(e),
-                            f @ (Frame::Stdout(_) | Frame::Stderr(_) | Frame::Started { .. }) => {
-                                if caller_tx.send(f).await.is_err() {
-                                    return RelayEnd::CallerGone;
-                                }
-                            }
-                            other => debug!(frame = ?other, "ignored frame from target"),
+                            PeerFrame::Heartbeat => {}
+                            PeerFrame::Migrating { node, addr: to } => moving = Some((node, to)),
+                            PeerFrame::Resumed => moving = None,
+                            PeerFrame::Moved { node, addr: to } => break (node, to, false),
+                            PeerFrame::Exit(e) => return RelayEnd::Exit(e),
+                            PeerFrame::Stdout(b) => if caller_tx.send(RelayEvent::Stdout(b)).await.is_err() {
+                                return RelayEnd::CallerGone;
+                            },
+                            PeerFrame::Stderr(b) => if caller_tx.send(RelayEvent::Stderr(b)).await.is_err() {
+                                return RelayEnd::CallerGone;
+                            },
+                            PeerFrame::Started { node, pid, seq } => if caller_tx.send(RelayEvent::Started { node, pid, seq }).await.is_err() {
+                                return RelayEnd::CallerGone;
+                            },
+                            // Frames a target never sends on a job's stream.
+                            other @ (PeerFrame::Ps
+                            | PeerFrame::PsReply(_)
+                            | PeerFrame::Exec(_)
+                            | PeerFrame::Stdin(_)
+                            | PeerFrame::StdinEof
+                            | PeerFrame::Signal(_)
+                            | PeerFrame::Failed { .. }
+                            | PeerFrame::MigrateJob(_)
+                            | PeerFrame::Migrated(_)
+                            | PeerFrame::Immigrate(_)
+                            | PeerFrame::File { .. }
+                            | PeerFrame::FilesDone
+                            | PeerFrame::Restored { .. }
+                            | PeerFrame::Commit
+                            | PeerFrame::Outcome { .. }
+                            | PeerFrame::OutcomeReply(_)
+                            | PeerFrame::Attach { .. }
+                            | PeerFrame::Knob { .. }
+                            | PeerFrame::KnobDone(_)
+                            | PeerFrame::KeyDone(_)
+                            | PeerFrame::NewKey { .. }) => debug!(frame = ?other, "ignored frame from target"),
                         }
                     }
                     Some(Err(_)) | None if moving.is_some() => {
@@ -215,14 +285,13 @@ pub async fn relay(
                     None => return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost the connection to node {target} while the job was running")),
                 },
                 f = caller_rx.recv(), if moving.is_none() => match f {
-                    Some(Ok(f @ (Frame::Stdin(_) | Frame::StdinEof | Frame::Signal(_)))) => {
-                        if wire::write_sealed(&mut wr, &mut send, &f).await.is_err() {
+                    Some(input) => {
+                        if wire::write_sealed(&mut wr, &mut send, &input.into()).await.is_err() {
                             return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost the connection to node {target} while the job was running"));
                         }
                     }
-                    Some(Ok(other)) => debug!(frame = ?other, "ignored frame from caller"),
-                    Some(Err(_)) | None => {
-                        let _ = wire::write_sealed(&mut wr, &mut send, &Frame::Signal(libc::SIGHUP)).await;
+                    None => {
+                        let _ = wire::write_sealed(&mut wr, &mut send, &PeerFrame::Signal(libc::SIGHUP)).await;
                         return RelayEnd::CallerGone;
                     }
                 },
@@ -256,14 +325,9 @@ pub async fn relay(
         } else {
             debug!(%job, from = %target, to = %to, "following the job");
         }
-        let _ = caller_tx
-            .send(Frame::Moved {
-                node: to.clone(),
-                addr: to_addr,
-            })
-            .await;
+        let _ = caller_tx.send(RelayEvent::Moved { node: to.clone() }).await;
         (addr, target) = (to_addr, to);
-        first = Frame::Attach { job: job.clone() };
+        first = PeerFrame::Attach { job: job.clone() };
     }
 }
 
@@ -273,9 +337,9 @@ pub async fn relay(
 async fn ask(
     peer: &NodeId,
     stream_key: &[u8; 32],
-    req: &Frame,
+    req: &PeerFrame,
     limit: Duration,
-) -> Result<Frame, (i32, String)> {
+) -> Result<PeerFrame, (i32, String)> {
     let who = named(peer);
     let unreachable = |e: WireError| (EXIT_NODE_LOST, format!("cannot reach {who}: {e}"));
     let mut s = connect(peer.addr, stream_key).await.map_err(unreachable)?;
@@ -283,7 +347,7 @@ async fn ask(
         .await
         .map_err(unreachable)?;
     match tokio::time::timeout(limit, wire::read_sealed(&mut s.rd, &mut s.recv)).await {
-        Ok(Ok(Some(Frame::Failed { code, message }))) => Err((code, message)),
+        Ok(Ok(Some(PeerFrame::Failed { code, message }))) => Err((code, message)),
         Ok(Ok(Some(f))) => Ok(f),
         Ok(Ok(None)) => Err((EXIT_NODE_LOST, format!("{who} hung up"))),
         Ok(Err(e)) => Err((EXIT_NODE_LOST, format!("lost {who}: {e}"))),
@@ -297,7 +361,7 @@ fn named(peer: &NodeId) -> String {
 }
 
 /// The error for an answer of the wrong kind from `peer`.
-fn odd_answer(peer: &NodeId, f: &Frame) -> (i32, String) {
+fn odd_answer(peer: &NodeId, f: &PeerFrame) -> (i32, String) {
     (EXIT_NODE_LOST, format!("{} answered {f:?}", named(peer)))
 }
 
@@ -307,8 +371,15 @@ pub async fn order_migration(
     stream_key: &[u8; 32],
     order: MigrateOrder,
 ) -> Result<MigrateDone, (i32, String)> {
-    match ask(source, stream_key, &Frame::MigrateJob(order), MOVE_LIMIT).await? {
-        Frame::Migrated(done) => Ok(done),
+    match ask(
+        source,
+        stream_key,
+        &PeerFrame::MigrateJob(order),
+        MOVE_LIMIT,
+    )
+    .await?
+    {
+        PeerFrame::Migrated(done) => Ok(done),
         other => Err(odd_answer(source, &other)),
     }
 }
@@ -322,13 +393,13 @@ pub async fn hand_key(
     switch_in_ms: u64,
     window_ms: u64,
 ) -> Result<Vec<String>, (i32, String)> {
-    let req = Frame::NewKey {
+    let req = PeerFrame::NewKey {
         key,
         switch_in_ms,
         window_ms,
     };
     match ask(peer, stream_key, &req, Duration::from_secs(10)).await? {
-        Frame::KeyDone(lines) => Ok(lines),
+        PeerFrame::KeyDone(lines) => Ok(lines),
         other => Err(odd_answer(peer, &other)),
     }
 }
@@ -340,9 +411,9 @@ pub async fn remote_knob(
     stream_key: &[u8; 32],
     action: crate::balance::KnobAction,
 ) -> Result<Vec<String>, (i32, String)> {
-    let req = Frame::Knob { node: None, action };
+    let req = PeerFrame::Knob { action };
     match ask(peer, stream_key, &req, MOVE_LIMIT).await? {
-        Frame::KnobDone(lines) => Ok(lines),
+        PeerFrame::KnobDone(lines) => Ok(lines),
         other => Err(odd_answer(peer, &other)),
     }
 }

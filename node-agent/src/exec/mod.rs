@@ -12,16 +12,20 @@
 //! command not found), [`EXIT_NODE_LOST`] when the target died or stopped
 //! answering mid-job, [`EXIT_NO_AGENT`] when the request itself failed.
 //!
-//! Laid out by job:
-//! - `stream`: the sealed stream both sides speak (TCP, the handshake, one
-//!   AEAD cipher per direction) and the frame readers that feed channels.
-//! - `target`: the target side: accept a stream, start the job, pump its
-//!   stdio and signals until it exits.
+//! This module holds a job's own life; which stream carries what is decided
+//! by the agent's exec listener, the one place that reads a stream's first
+//! frame (`agent::exec_listener`). Laid out as a tree:
+//! - `stream`: the sealed stream both sides speak (TCP, the handshake with
+//!   the peer protocol's version, one AEAD cipher per direction) and the
+//!   frame readers that feed channels.
+//! - `target`: the job on the node running it: start it, pump its stdio
+//!   and signals until it exits; and below it `target::migrate`: moving a
+//!   running job between nodes (CRIU), source and target sides, and the
+//!   rules that keep exactly one copy (a restored job is driven by
+//!   `target` again).
 //! - `home`: the home side: send the request and relay between the caller
 //!   (`omctl run` on the control socket) and the target, following the job
 //!   when it moves; ask a target for its job list; order a migration.
-//! - `migrate`: moving a running job between nodes (CRIU), source and
-//!   target sides, and the rules that keep exactly one copy.
 //! - `ledger`: the source's record of each attempt (pending, committed,
 //!   kept), settled once, that those rules rest on.
 //!
@@ -30,11 +34,8 @@
 
 mod home;
 mod ledger;
-mod migrate;
 mod stream;
-mod target;
-#[cfg(test)]
-mod tests;
+pub(crate) mod target;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -46,20 +47,14 @@ use crate::balance::Knobs;
 use crate::cgroup::JobCgroup;
 use crate::wire::JobInfo;
 
-pub use home::{hand_key, order_migration, relay, remote_jobs, remote_knob, RelayEnd};
+pub use home::{
+    hand_key, order_migration, relay, remote_jobs, remote_knob, CallerInput, RelayEnd, RelayEvent,
+};
 pub use ledger::{Ledger, Settled};
-pub use migrate::{MigrateCmd, MigrateResult, SPOOL};
-pub use stream::{accept, connect, plain_reader, SecureStream};
-pub use target::serve;
+pub use stream::{accept, connect, SecureStream};
+pub use target::migrate::{MigrateCmd, MigrateResult, SPOOL};
 
-/// The job could not be started (cwd missing on the target, command not found).
-pub const EXIT_CANNOT_RUN: i32 = 127;
-/// The job could not be started for lack of permission.
-pub const EXIT_NO_PERMISSION: i32 = 126;
-/// The node running the job died or stopped answering.
-pub const EXIT_NODE_LOST: i32 = 255;
-/// The local agent refused or could not handle the request.
-pub const EXIT_NO_AGENT: i32 = 254;
+pub use agent_control::{EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_AGENT, EXIT_NO_PERMISSION};
 /// How often a target tells the home node the job is still running.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Silence after which the home node gives up on a target.

@@ -1,6 +1,7 @@
 //! The sealed stream between two agents: TCP with keepalive and a bound on
 //! unacknowledged data (a dead peer is noticed while writing too), a handshake
-//! that exchanges fresh nonces, then every frame sealed with one cipher per
+//! that exchanges fresh nonces and the peer protocol's version (two agents of
+//! two versions part with one line naming both), then every frame sealed with one cipher per
 //! direction (see [`crate::crypto`]). Also the readers that turn a stream of
 //! frames into a channel, so that the loops of both sides select over
 //! channels (cancel-safe) instead of half-read frames.
@@ -8,13 +9,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::crypto::{self, FrameCipher, Role};
-use crate::wire::{self, Frame, WireError};
+use crate::crypto::{self, FrameCipher, Role, StreamError};
+use crate::wire::{self, PeerFrame, WireError};
 
 /// The sealed halves of an exec connection.
 pub struct SecureStream {
@@ -67,8 +68,9 @@ pub async fn connect(addr: SocketAddr, stream_key: &[u8; 32]) -> Result<SecureSt
     tokio::time::timeout(Duration::from_secs(5), rd.read_exact(&mut reply))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
+    let sn = crypto::parse_hello(&reply)?;
     let cn: [u8; 32] = hello[4..].try_into().expect("32 bytes");
-    let (send, recv) = crypto::stream_ciphers(stream_key, &cn, &reply, Role::Client);
+    let (send, recv) = crypto::stream_ciphers(stream_key, &cn, &sn, Role::Client);
     Ok(SecureStream { rd, wr, send, recv })
 }
 
@@ -79,16 +81,28 @@ pub async fn connect(addr: SocketAddr, stream_key: &[u8; 32]) -> Result<SecureSt
 pub async fn accept(
     stream: TcpStream,
     roots: &[[u8; 32]],
-) -> Result<Option<(SecureStream, Frame)>, WireError> {
+) -> Result<Option<(SecureStream, PeerFrame)>, WireError> {
     keepalive(&stream);
     let (mut rd, mut wr) = stream.into_split();
     let mut hello = [0u8; crypto::HELLO_LEN];
     tokio::time::timeout(Duration::from_secs(5), rd.read_exact(&mut hello))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
-    let cn = crypto::parse_hello(&hello)?;
+    let cn = match crypto::parse_hello(&hello) {
+        Ok(cn) => cn,
+        Err(e @ StreamError::Version { .. }) => {
+            // Our hello (with no nonce: nothing follows) lets the caller
+            // name both versions instead of failing to open our frames.
+            let _ = wr
+                .write_all(&crypto::hello_with(crypto::PEER_PROTOCOL, &[0; 32]))
+                .await;
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let sn: [u8; 32] = rand10::random();
-    wr.write_all(&sn).await?;
+    wr.write_all(&crypto::hello_with(crypto::PEER_PROTOCOL, &sn))
+        .await?;
     let first = tokio::time::timeout(Duration::from_secs(5), wire::read_chunk(&mut rd))
         .await
         .map_err(|_| {
@@ -98,7 +112,7 @@ pub async fn accept(
         return Ok(None);
     };
     let (send, recv, plain) = crypto::open_first(roots, &cn, &sn, &first)?;
-    let frame = Frame::decode(&plain)?;
+    let frame = PeerFrame::decode(&plain)?;
     Ok(Some((SecureStream { rd, wr, send, recv }, frame)))
 }
 
@@ -109,7 +123,7 @@ pub(super) fn sealed_reader(
     mut rd: tokio::net::tcp::OwnedReadHalf,
     mut cipher: FrameCipher,
     tasks: &mut JoinSet<()>,
-) -> mpsc::Receiver<Result<Frame, WireError>> {
+) -> mpsc::Receiver<Result<PeerFrame, WireError>> {
     let (tx, rx) = mpsc::channel(64);
     tasks.spawn(async move {
         loop {
@@ -122,29 +136,11 @@ pub(super) fn sealed_reader(
     rx
 }
 
-/// Like `sealed_reader` for plain frames (the control socket): reads frames
-/// from `rd` into a channel, in a task of `tasks`.
-pub fn plain_reader<R: AsyncRead + Unpin + Send + 'static>(
-    mut rd: R,
-    tasks: &mut JoinSet<()>,
-) -> mpsc::Receiver<Result<Frame, WireError>> {
-    let (tx, rx) = mpsc::channel(64);
-    tasks.spawn(async move {
-        loop {
-            let r = wire::read_frame(&mut rd).await;
-            if !forward(&tx, r).await {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 /// Passes one read on to the channel; false when the reader should stop (end
 /// of stream, a bad frame, or nobody listening).
 async fn forward(
-    tx: &mpsc::Sender<Result<Frame, WireError>>,
-    r: Result<Option<Frame>, WireError>,
+    tx: &mpsc::Sender<Result<PeerFrame, WireError>>,
+    r: Result<Option<PeerFrame>, WireError>,
 ) -> bool {
     let stop = !matches!(r, Ok(Some(_)));
     let item = match r {

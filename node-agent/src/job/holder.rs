@@ -257,7 +257,7 @@ pub fn run(args: RunArgs) -> i32 {
     let set = take_signals();
     let fail = |stage: Stage, e: i32| {
         report(REPORT_FD, &Report::Failed(stage, e));
-        crate::exec::EXIT_CANNOT_RUN
+        agent_control::EXIT_CANNOT_RUN
     };
     let argv: Vec<CString> = match args
         .argv
@@ -300,7 +300,7 @@ fn job_init(args: &RunArgs, argv: &[CString], cwd: &CString, set: &SigSet) -> i3
     let fail = |stage: Stage, e: i32| -> ! {
         report(REPORT_FD, &Report::Failed(stage, e));
         // SAFETY: leaving without running the parent's destructors.
-        unsafe { libc::_exit(crate::exec::EXIT_CANNOT_RUN) }
+        unsafe { libc::_exit(agent_control::EXIT_CANNOT_RUN) }
     };
     let _ = nix::unistd::setsid();
     if let Err(e) = enter_cgroup(&args.cgroup) {

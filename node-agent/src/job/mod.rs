@@ -158,7 +158,7 @@ pub struct Launch<'a> {
 
 /// Starts a job under `omnode job-run`.
 pub async fn start(l: Launch<'_>) -> Result<Started, StartError> {
-    use crate::exec::{EXIT_CANNOT_RUN, EXIT_NO_PERMISSION};
+    use agent_control::{EXIT_CANNOT_RUN, EXIT_NO_PERMISSION};
     let program = &l.argv[0];
     let (job_fds, pipes) =
         make_pipes().map_err(|e| (EXIT_CANNOT_RUN, format!("cannot make pipes: {e}")))?;

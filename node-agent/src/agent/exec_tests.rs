@@ -1,8 +1,8 @@
 //! Exec end to end on loopback: a target serving, a home relaying.
 
-use super::*;
 use crate::crypto::{self, FrameCipher, Role};
-use crate::wire::{self, ExecRequest, ExitInfo, Frame};
+use crate::exec::*;
+use crate::wire::{self, ExecRequest, ExitInfo, PeerFrame};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -30,7 +30,7 @@ async fn target(keys: crate::keys::Keys) -> SocketAddr {
         .join("omnode");
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
-            tokio::spawn(serve(s, ctx.clone()));
+            tokio::spawn(super::exec_listener::dispatch(s, ctx.clone()));
         }
     });
     addr
@@ -53,10 +53,10 @@ fn request(marker: &std::path::Path) -> ExecRequest {
     }
 }
 
-async fn frames_until_end(rd: &mut TcpStream, recv: &mut FrameCipher) -> Vec<Frame> {
+async fn frames_until_end(rd: &mut TcpStream, recv: &mut FrameCipher) -> Vec<PeerFrame> {
     let mut out = Vec::new();
     while let Ok(Some(f)) = wire::read_sealed(rd, recv).await {
-        let end = matches!(f, Frame::Exit(_) | Frame::Failed { .. });
+        let end = matches!(f, PeerFrame::Exit(_) | PeerFrame::Failed { .. });
         out.push(f);
         if end {
             break;
@@ -76,20 +76,21 @@ async fn wrong_key_and_replayed_streams_run_nothing() {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let hello = crypto::client_hello();
     s.write_all(&hello).await.unwrap();
-    let mut sn = [0u8; 32];
-    s.read_exact(&mut sn).await.unwrap();
+    let mut reply = [0u8; crypto::REPLY_LEN];
+    s.read_exact(&mut reply).await.unwrap();
+    let sn = crypto::parse_hello(&reply).unwrap();
     let cn: [u8; 32] = hello[4..].try_into().unwrap();
     let (mut send, mut recv) = crypto::stream_ciphers(&key, &cn, &sn, Role::Client);
-    let sealed = send.seal(&Frame::Exec(request(&marker)).encode());
+    let sealed = send.seal(&PeerFrame::Exec(request(&marker)).encode());
     let mut chunk = (sealed.len() as u32).to_be_bytes().to_vec();
     chunk.extend_from_slice(&sealed);
     s.write_all(&chunk).await.unwrap();
     let frames = frames_until_end(&mut s, &mut recv).await;
     assert!(
-        frames.contains(&Frame::Stdout(b"out\n".to_vec())),
+        frames.contains(&PeerFrame::Stdout(b"out\n".to_vec())),
         "{frames:?}"
     );
-    assert_eq!(frames.last(), Some(&Frame::Exit(ExitInfo::Code(4))));
+    assert_eq!(frames.last(), Some(&PeerFrame::Exit(ExitInfo::Code(4))));
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n");
 
     // The same bytes again: the server's fresh nonce makes them garbage.
@@ -98,11 +99,15 @@ async fn wrong_key_and_replayed_streams_run_nothing() {
     r.write_all(&chunk).await.unwrap();
     let mut rest = Vec::new();
     let _ = r.read_to_end(&mut rest).await;
-    assert_eq!(rest.len(), 32, "the server said more than its nonce");
+    assert_eq!(
+        rest.len(),
+        crypto::REPLY_LEN,
+        "the server said more than its hello"
+    );
 
     // The wrong key: the request is refused unread.
     let mut w = connect(addr, &[6u8; 32]).await.unwrap();
-    wire::write_sealed(&mut w.wr, &mut w.send, &Frame::Exec(request(&marker)))
+    wire::write_sealed(&mut w.wr, &mut w.send, &PeerFrame::Exec(request(&marker)))
         .await
         .unwrap();
     assert!(!matches!(
@@ -125,10 +130,10 @@ async fn relay_streams_stdin_and_reports_a_missing_cwd() {
     let mut req = request(std::path::Path::new("/dev/null"));
     req.argv = vec!["sh".into(), "-c".into(), "read a; echo \"[$a]\"".into()];
     to_relay
-        .send(Ok(Frame::Stdin(b"hi\n".to_vec())))
+        .send(CallerInput::Stdin(b"hi\n".to_vec()))
         .await
         .unwrap();
-    to_relay.send(Ok(Frame::StdinEof)).await.unwrap();
+    to_relay.send(CallerInput::StdinEof).await.unwrap();
     let end = relay(
         addr,
         "t",
@@ -189,10 +194,10 @@ async fn during_a_rotation_streams_under_either_key_run_and_after_it_only_the_ne
 }
 
 /// The stdout frames the relay passed on so far, joined.
-fn stdout_of(from_relay: &mut mpsc::Receiver<Frame>) -> Vec<u8> {
+fn stdout_of(from_relay: &mut mpsc::Receiver<RelayEvent>) -> Vec<u8> {
     let mut out = Vec::new();
     while let Ok(f) = from_relay.try_recv() {
-        if let Frame::Stdout(d) = f {
+        if let RelayEvent::Stdout(d) = f {
             out.extend(d);
         }
     }
@@ -250,7 +255,7 @@ async fn a_death_verdict_confirmed_by_silence_ends_the_job_with_the_reason() {
     let addr = listener.local_addr().unwrap();
     let silent = tokio::spawn(async move {
         let (s, _) = listener.accept().await.unwrap();
-        let held = super::stream::accept(s, &[root]).await.unwrap();
+        let held = crate::exec::accept(s, &[root]).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_secs(30)).await;
         drop(held);
     });
@@ -265,4 +270,47 @@ async fn a_death_verdict_confirmed_by_silence_ends_the_job_with_the_reason() {
         end,
         RelayEnd::Failed(EXIT_NODE_LOST, "node t died while running the job".into())
     );
+}
+
+#[tokio::test]
+async fn agents_of_an_older_or_newer_peer_protocol_part_with_one_line_naming_both() {
+    use crate::crypto::{hello_with, StreamError, PEER_PROTOCOL, REPLY_LEN};
+    let (keys, key) = keys(8);
+    let addr = target(keys).await;
+    for other in [PEER_PROTOCOL - 1, PEER_PROTOCOL + 1] {
+        // An agent of another version calls ours: ours answers with its own
+        // hello, no nonce, and hangs up, so the caller can name both.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&hello_with(other, &[1; 32])).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest).await;
+        assert_eq!(rest, hello_with(PEER_PROTOCOL, &[0; 32]).to_vec());
+        assert_eq!(rest.len(), REPLY_LEN);
+
+        // Ours calls an agent of another version.
+        let other_agent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other_addr = other_agent.local_addr().unwrap();
+        let answer = tokio::spawn(async move {
+            let (mut c, _) = other_agent.accept().await.unwrap();
+            let mut hello = [0u8; crypto::HELLO_LEN];
+            c.read_exact(&mut hello).await.unwrap();
+            c.write_all(&hello_with(other, &[2; 32])).await.unwrap();
+        });
+        let err = connect(other_addr, &key).await.unwrap_err();
+        answer.await.unwrap();
+        assert!(
+            matches!(
+                err,
+                wire::WireError::Sealing(StreamError::Version { ours, theirs })
+                    if ours == PEER_PROTOCOL && theirs == other
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the other agent speaks peer protocol {other} and this one speaks {PEER_PROTOCOL}: run one omnode release on every node"
+            )
+        );
+    }
 }

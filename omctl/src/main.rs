@@ -7,12 +7,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use agent_control::client::{self as control, DEFAULT_SOCKET};
+use agent_control::knobs::{KnobAction, KNOB_WORDS};
+use agent_control::EXIT_NO_AGENT;
 use clap::{Parser, Subcommand};
 use contracts::admit::Verdict;
-use node_agent::balance::{KnobAction, KNOB_WORDS};
-use node_agent::control::{self, DEFAULT_SOCKET};
-use node_agent::exec::EXIT_NO_AGENT;
-use node_agent::tools;
+use omctl::tools;
 
 #[derive(Parser)]
 #[command(
@@ -156,10 +156,10 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
         /// Where to write the cluster key.
-        #[arg(long, value_name = "FILE", default_value = node_agent::join::DEFAULT_KEY_FILE)]
+        #[arg(long, value_name = "FILE", default_value = omctl::join::DEFAULT_KEY_FILE)]
         key_file: PathBuf,
         /// Where to write the agent's settings (OM_AGENT_ARGS=…).
-        #[arg(long, value_name = "FILE", default_value = node_agent::join::DEFAULT_ENV_FILE)]
+        #[arg(long, value_name = "FILE", default_value = omctl::join::DEFAULT_ENV_FILE)]
         env_file: PathBuf,
         /// Write the files only; do not enable or start the service.
         #[arg(long)]
@@ -342,7 +342,12 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             action: TokenAction::Create { ttl, uses },
         } => {
             return Ok(match control::token(&socket, ttl, uses).await? {
-                Ok((token, head, expires, uses)) => {
+                Ok(control::TokenMade {
+                    token,
+                    head,
+                    expires,
+                    uses,
+                }) => {
                     println!("omctl join {head} {token}");
                     let left = expires.saturating_sub(
                         std::time::SystemTime::now()
@@ -375,7 +380,7 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
         Command::Migrate { job, to } => {
             return Ok(match control::migrate(&socket, &job, &to).await? {
                 Ok(done) => {
-                    println!("{}", tools::migrated_line(&done));
+                    println!("{}", done);
                     0
                 }
                 Err((code, message)) => {
@@ -408,21 +413,21 @@ async fn join(
             false,
         ),
     };
-    let opts = node_agent::join::JoinOptions {
+    let opts = omctl::join::JoinOptions {
         name,
         name_given,
         key_file: key_file.clone(),
         env_file: env_file.clone(),
         service,
     };
-    let joined = match node_agent::join::join(&url, &token, &opts).await {
+    let joined = match omctl::join::join(&url, &token, &opts).await {
         Ok(j) => j,
         Err(e) => {
             eprintln!("omctl: {e}");
             return Ok(1);
         }
     };
-    use node_agent::join::{Service, AGENT_UNIT};
+    use omctl::join::{Service, AGENT_UNIT};
     let started = match joined.service {
         Service::Started => format!("{AGENT_UNIT} enabled and started"),
         Service::Skipped => format!(
@@ -474,7 +479,7 @@ async fn decide(
 }
 
 /// `omctl shell`: the user's shell (`$SHELL`, else `/bin/sh`) with the
-/// command shims first in `PATH` (see [`node_agent::shell`]).
+/// command shims first in `PATH` (see [`omctl::shell`]).
 async fn shell(socket: &std::path::Path, args: Vec<String>) -> anyhow::Result<i32> {
     let node = control::status(socket).await?.node;
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
@@ -487,7 +492,7 @@ async fn shell(socket: &std::path::Path, args: Vec<String>) -> anyhow::Result<i3
         .map(PathBuf::from)
         .find(|d| d.is_dir())
         .unwrap_or_else(|| PathBuf::from("/tmp"));
-    let shims = node_agent::shell::Shims::create(&parent, &path, &omctl, socket, &node)?;
+    let shims = omctl::shell::Shims::create(&parent, &path, &omctl, socket, &node)?;
     let sh = std::env::var("SHELL")
         .ok()
         .filter(|s| std::path::Path::new(s).is_file())
@@ -498,7 +503,7 @@ async fn shell(socket: &std::path::Path, args: Vec<String>) -> anyhow::Result<i3
         .env("OM_SHELL_PATH", &path)
         .env("OM_SHELL_RC", &rc)
         .env("OM_SHELL", &node);
-    // The functions come first in every form (see node_agent::shell).
+    // The functions come first in every form (see omctl::shell).
     match args.first().map(String::as_str) {
         None => {
             eprintln!(

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use contracts::admit::{join_proof, AdmitAnswer, JoinRequest, MachineKey, Token, JOIN_PATH};
 use contracts::http::{HttpUrl, CHECKIN_PATH};
 
-use crate::checkin::{self, CheckinError};
 use crate::keyfile::{self, KeyFileError};
+use boot_client::{self as checkin, CheckinError};
 
 /// Where `omctl join` writes the key by default.
 pub const DEFAULT_KEY_FILE: &str = "/etc/omcluster/cluster.key";

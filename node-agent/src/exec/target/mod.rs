@@ -1,126 +1,31 @@
-//! The target side of an exec stream: accept the handshake, read the first
-//! frame and dispatch: a job to run (`Exec`), a job list (`Ps`), or one of
-//! the migration exchanges (see [`super::migrate`]). A running job is
-//! driven by [`drive`]: its stdout/stderr and heartbeats go to the home
-//! node, the home node's stdin and signals to the job, and a migration
-//! order, if one comes, moves it away.
+//! A job's life on the node running it: started for an `Exec` request
+//! ([`run_job`]), or restored after a move ([`migrate`]), then driven by
+//! [`drive`]: its stdout/stderr and heartbeats go to the home node, the home
+//! node's stdin and signals to the job, and a migration order, if one
+//! comes, moves it away ([`migrate`] again).
+//!
+//! - `migrate`: moving a running job between nodes (CRIU), source and
+//!   target sides, and the rules that keep exactly one copy.
 
 use std::time::Duration;
 
 use contracts::share::{find_mount, MOUNT_POINT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::migrate::{self, MigrateCmd};
-use super::stream::{accept, sealed_reader, SecureStream};
+pub mod migrate;
+
+use super::stream::{sealed_reader, SecureStream};
 use super::{now_ms, ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_PERMISSION, HEARTBEAT};
 use crate::crypto::FrameCipher;
 use crate::job::{self, Started};
-use crate::wire::{self, ExecRequest, ExitInfo, Frame, JobInfo, WireError};
+use crate::wire::{self, ExecRequest, ExitInfo, JobInfo, PeerFrame, WireError};
+use migrate::MigrateCmd;
 
 /// Bytes of job output per frame.
 const CHUNK: usize = 32 * 1024;
-
-/// Handles one accepted exec connection on the target node.
-pub async fn serve(stream: TcpStream, ctx: ExecContext) {
-    let peer = stream.peer_addr().ok();
-    let (mut s, first) = match accept(stream, &ctx.keys.stream_accepted()).await {
-        Ok(Some(opened)) => opened,
-        Ok(None) => return,
-        Err(e) => {
-            warn!(?peer, cause = %e, "refused exec stream");
-            return;
-        }
-    };
-    match first {
-        Frame::Exec(req) => {
-            info!(job = %req.job, home = %req.home, uid = req.uid, argv = ?req.argv, "running job");
-            run_job(req, ctx, s).await;
-        }
-        Frame::Ps => {
-            let jobs = super::listed(&ctx.running, &ctx.criu);
-            let _ = wire::write_sealed(&mut s.wr, &mut s.send, &Frame::PsReply(jobs)).await;
-        }
-        Frame::MigrateJob(order) => migrate::order(order, &ctx, s).await,
-        Frame::Immigrate(imm) => migrate::immigrate(imm, ctx, s).await,
-        Frame::Outcome { job, attempt } => {
-            let done = ctx.outcomes.lock().expect("outcomes").answer(&job, attempt);
-            let _ = wire::write_sealed(&mut s.wr, &mut s.send, &Frame::OutcomeReply(done)).await;
-        }
-        Frame::Knob { node: None, action } => {
-            let answer = match &ctx.admin {
-                Some(admin) => {
-                    let (tx, rx) = oneshot::channel();
-                    if admin.send((action, tx)).await.is_ok() {
-                        rx.await.ok()
-                    } else {
-                        None
-                    }
-                }
-                None => None,
-            };
-            let f = match answer {
-                Some(Ok(lines)) => Frame::KnobDone(lines),
-                Some(Err((code, message))) => Frame::Failed { code, message },
-                None => Frame::Failed {
-                    code: EXIT_NODE_LOST,
-                    message: format!("node {} takes no knob requests now", ctx.node),
-                },
-            };
-            let _ = wire::write_sealed(&mut s.wr, &mut s.send, &f).await;
-        }
-        Frame::Attach { job } => {
-            let parked = ctx.parked.lock().expect("parked").remove(&job);
-            match parked {
-                Some(tx) => {
-                    let _ = tx.send(s);
-                }
-                None => {
-                    let message = format!("job {job} is not waiting on node {}", ctx.node);
-                    let _ = wire::write_sealed(
-                        &mut s.wr,
-                        &mut s.send,
-                        &Frame::Failed {
-                            code: EXIT_NODE_LOST,
-                            message,
-                        },
-                    )
-                    .await;
-                }
-            }
-        }
-        Frame::NewKey {
-            key,
-            switch_in_ms,
-            window_ms,
-        } => {
-            let new = crate::key::ClusterKey::from_bytes(key.0);
-            let fingerprint = new.fingerprint(ctx.keys.cluster());
-            let answer = match ctx.keys.rotate(new, switch_in_ms, window_ms) {
-                Ok(fresh) => {
-                    info!(?peer, %fingerprint, fresh, switch_in_ms, window_ms, "took a new cluster key");
-                    Frame::KeyDone(Vec::new())
-                }
-                Err(crate::keys::KeysError::File(e)) => {
-                    warn!(?peer, %fingerprint, cause = %e, "took a new cluster key but could not save it");
-                    Frame::KeyDone(vec![format!(
-                        "node {} took the new key, but {e}; after a restart it needs admission",
-                        ctx.node
-                    )])
-                }
-                Err(crate::keys::KeysError::Rotate(e)) => Frame::Failed {
-                    code: EXIT_CANNOT_RUN,
-                    message: e.to_string(),
-                },
-            };
-            let _ = wire::write_sealed(&mut s.wr, &mut s.send, &answer).await;
-        }
-        other => warn!(?peer, frame = ?other, "exec stream did not start with a request"),
-    }
-}
 
 /// Why a job's working directory is missing here, and the way out: the
 /// shared tree at `/cluster` is the same on every node.
@@ -191,13 +96,13 @@ async fn start(req: &ExecRequest, ctx: &ExecContext) -> Result<Started, (i32, St
 }
 
 /// Runs an accepted request to its end.
-async fn run_job(req: ExecRequest, ctx: ExecContext, s: SecureStream) {
+pub(crate) async fn run_job(req: ExecRequest, ctx: ExecContext, s: SecureStream) {
     let mut home = HomeLink::new(s);
     let started = match start(&req, &ctx).await {
         Ok(c) => c,
         Err((code, message)) => {
             info!(job = %req.job, %message, "job refused");
-            home.send(&Frame::Failed { code, message }).await;
+            home.send(&PeerFrame::Failed { code, message }).await;
             return;
         }
     };
@@ -231,7 +136,7 @@ async fn run_job(req: ExecRequest, ctx: ExecContext, s: SecureStream) {
 /// its home attaches).
 pub(super) struct HomeLink {
     link: Option<(tokio::net::tcp::OwnedWriteHalf, FrameCipher)>,
-    frames: mpsc::Receiver<Result<Frame, WireError>>,
+    frames: mpsc::Receiver<Result<PeerFrame, WireError>>,
     /// Whether the home node still talks to us.
     open: bool,
     /// The frame reader's task.
@@ -262,7 +167,7 @@ impl HomeLink {
     }
 
     /// Sends a frame; after the first failure, nothing more.
-    pub(super) async fn send(&mut self, f: &Frame) {
+    pub(super) async fn send(&mut self, f: &PeerFrame) {
         if let Some((wr, cipher)) = &mut self.link {
             if wire::write_sealed(wr, cipher, f).await.is_err() {
                 self.link = None;
@@ -333,7 +238,7 @@ pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
     };
     let attach_deadline = tokio::time::sleep(Duration::from_secs(30));
     tokio::pin!(attach_deadline);
-    let started_frame = Frame::Started {
+    let started_frame = PeerFrame::Started {
         node: ctx.node.clone(),
         pid: job.started.init,
         seq,
@@ -368,11 +273,11 @@ pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
             // would have nowhere to go).
             r = job.started.pipes.stdout.read(&mut obuf), if out_open && !waiting_attach => match r {
                 Ok(0) | Err(_) => out_open = false,
-                Ok(n) => home.send(&Frame::Stdout(obuf[..n].to_vec())).await,
+                Ok(n) => home.send(&PeerFrame::Stdout(obuf[..n].to_vec())).await,
             },
             r = job.started.pipes.stderr.read(&mut ebuf), if err_open && !waiting_attach => match r {
                 Ok(0) | Err(_) => err_open = false,
-                Ok(n) => home.send(&Frame::Stderr(ebuf[..n].to_vec())).await,
+                Ok(n) => home.send(&PeerFrame::Stderr(ebuf[..n].to_vec())).await,
             },
             w = async { stdin.as_ref().expect("checked").writable().await }, if want_write => {
                 if w.is_ok() {
@@ -384,9 +289,9 @@ pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
                 }
             },
             f = home.frames.recv(), if home.open && !waiting_attach => match f {
-                Some(Ok(Frame::Stdin(d))) => if stdin.is_some() { job.stdin.extend_from_slice(&d) },
-                Some(Ok(Frame::StdinEof)) => job.stdin_eof = true,
-                Some(Ok(Frame::Signal(sig))) => { debug!(job = %name, sig, "forwarding signal"); signal(sig); }
+                Some(Ok(PeerFrame::Stdin(d))) => if stdin.is_some() { job.stdin.extend_from_slice(&d) },
+                Some(Ok(PeerFrame::StdinEof)) => job.stdin_eof = true,
+                Some(Ok(PeerFrame::Signal(sig))) => { debug!(job = %name, sig, "forwarding signal"); signal(sig); }
                 Some(Ok(other)) => debug!(job = %name, frame = ?other, "ignored frame"),
                 Some(Err(_)) | None => {
                     info!(job = %name, "home node went away, hanging up the job");
@@ -444,7 +349,7 @@ pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
             },
             _ = beat.tick() => {
                 if waiting_attach { continue; }
-                home.send(&Frame::Heartbeat).await;
+                home.send(&PeerFrame::Heartbeat).await;
                 if let Some(d) = drain_deadline {
                     if tokio::time::Instant::now() >= d { break End::Exited(exited.expect("set with the deadline")); }
                 }
@@ -463,7 +368,7 @@ pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
     match end {
         End::Exited(exit) => {
             info!(job = %name, ?exit, "job ended");
-            home.send(&Frame::Exit(exit)).await;
+            home.send(&PeerFrame::Exit(exit)).await;
             home.close().await;
         }
         End::Moved => home.close().await,

@@ -16,7 +16,7 @@
 //! Never two live copies, never none: the target's copy stays stopped until
 //! `Commit`; the source's copy stays (stopped) until `Restored`, and is
 //! resumed if anything fails before it. The source settles each attempt
-//! once, in its [`Ledger`](super::Ledger): `Restored` commits it, a failure
+//! once, in its [`Ledger`](crate::exec::Ledger): `Restored` commits it, a failure
 //! keeps it. If the link breaks before the target hears `Commit`, the
 //! target asks the source (`Outcome`), and asking settles a pending attempt
 //! as kept, so a `Restored` that arrives late commits nothing. The target
@@ -36,11 +36,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::stream::{connect, SecureStream};
-use super::target::{drive, Home, HomeLink, RunningJob};
-use super::{ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_AGENT, EXIT_NO_PERMISSION};
+use super::{drive, Home, HomeLink, RunningJob};
+use crate::exec::stream::{connect, SecureStream};
+use crate::exec::{
+    now_ms, ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_AGENT, EXIT_NO_PERMISSION,
+};
 use crate::job;
-use crate::wire::{self, Frame, Immigrant, MigrateDone, MigrateOrder};
+use crate::wire::{self, Immigrant, MigrateDone, MigrateOrder, PeerFrame};
 
 /// Where checkpoints are written (tmpfs on a netbooted node).
 pub const SPOOL: &str = "/run/omnode/migrate";
@@ -67,11 +69,11 @@ pub struct MigrateCmd {
 
 /// Answers a `MigrateJob` stream: hands the order to the job's driver and
 /// sends back what became of it.
-pub(super) async fn order(order: MigrateOrder, ctx: &ExecContext, mut s: SecureStream) {
+pub(crate) async fn order(order: MigrateOrder, ctx: &ExecContext, mut s: SecureStream) {
     let result = run_order(order, ctx).await;
     let f = match result {
-        Ok(done) => Frame::Migrated(done),
-        Err((code, message)) => Frame::Failed { code, message },
+        Ok(done) => PeerFrame::Migrated(done),
+        Err((code, message)) => PeerFrame::Failed { code, message },
     };
     let _ = wire::write_sealed(&mut s.wr, &mut s.send, &f).await;
 }
@@ -167,7 +169,7 @@ async fn send_checkpoint(
     dir: &Path,
 ) -> Result<(u32, u64), String> {
     let w = |e: wire::WireError| format!("lost the target: {e}");
-    wire::write_sealed(&mut s.wr, &mut s.send, &Frame::Immigrate(imm))
+    wire::write_sealed(&mut s.wr, &mut s.send, &PeerFrame::Immigrate(imm))
         .await
         .map_err(w)?;
     let mut bytes = 0;
@@ -186,7 +188,7 @@ async fn send_checkpoint(
             data.truncate(n);
             bytes += n as u64;
             // Every file is sent, an empty one as one empty piece.
-            let f = Frame::File {
+            let f = PeerFrame::File {
                 name: name.clone(),
                 data,
             };
@@ -203,12 +205,12 @@ async fn send_checkpoint(
             }
         }
     }
-    wire::write_sealed(&mut s.wr, &mut s.send, &Frame::FilesDone)
+    wire::write_sealed(&mut s.wr, &mut s.send, &PeerFrame::FilesDone)
         .await
         .map_err(w)?;
     match tokio::time::timeout(RESTORE_LIMIT, wire::read_sealed(&mut s.rd, &mut s.recv)).await {
-        Ok(Ok(Some(Frame::Restored { pid }))) => Ok((pid, bytes)),
-        Ok(Ok(Some(Frame::Failed { message, .. }))) => Err(message),
+        Ok(Ok(Some(PeerFrame::Restored { pid }))) => Ok((pid, bytes)),
+        Ok(Ok(Some(PeerFrame::Failed { message, .. }))) => Err(message),
         Ok(Ok(Some(other))) => Err(format!("the target answered {other:?}")),
         Ok(Ok(None)) => Err("the target closed the connection during the restore".into()),
         Ok(Err(e)) => Err(format!("lost the target during the restore: {e}")),
@@ -242,7 +244,7 @@ pub(super) async fn out(
     ctx.outcomes.lock().expect("outcomes").begin(&name, attempt);
     let dir = PathBuf::from(SPOOL).join(format!("{name}.{attempt}.out"));
     info!(job = %name, to = %order.to, attempt, "moving job");
-    home.send(&Frame::Migrating {
+    home.send(&PeerFrame::Migrating {
         node: order.to.clone(),
         addr: order.to_addr,
     })
@@ -276,8 +278,8 @@ pub(super) async fn out(
             );
             // If this is lost, the target asks (`Outcome`) and learns it.
             let s = &mut sent.stream;
-            let _ = wire::write_sealed(&mut s.wr, &mut s.send, &Frame::Commit).await;
-            home.send(&Frame::Moved {
+            let _ = wire::write_sealed(&mut s.wr, &mut s.send, &PeerFrame::Commit).await;
+            home.send(&PeerFrame::Moved {
                 node: order.to.clone(),
                 addr: order.to_addr,
             })
@@ -298,7 +300,7 @@ pub(super) async fn out(
         }
         Err(why) => {
             job::resume(init);
-            home.send(&Frame::Resumed).await;
+            home.send(&PeerFrame::Resumed).await;
             warn!(job = %name, to = %order.to, %why, "job stays");
             let _ = reply.send(Err((
                 EXIT_NODE_LOST,
@@ -390,9 +392,9 @@ async fn drain(job: &mut RunningJob, home: &mut HomeLink) {
                 Ok(n) => {
                     let data = buf[..n].to_vec();
                     let f = if err {
-                        Frame::Stderr(data)
+                        PeerFrame::Stderr(data)
                     } else {
-                        Frame::Stdout(data)
+                        PeerFrame::Stdout(data)
                     };
                     home.send(&f).await;
                 }
@@ -404,7 +406,7 @@ async fn drain(job: &mut RunningJob, home: &mut HomeLink) {
 /// Refuses an immigrant with a reason.
 async fn refuse(s: &mut SecureStream, message: String) {
     warn!(%message, "refused a job moving in");
-    let f = Frame::Failed {
+    let f = PeerFrame::Failed {
         code: EXIT_NO_AGENT,
         message,
     };
@@ -424,7 +426,7 @@ async fn receive_files(s: &mut SecureStream, dir: &Path) -> Result<(), String> {
         .map_err(|_| "the source stopped sending the checkpoint".to_string())?
         .map_err(|e| format!("lost the source: {e}"))?;
         match f {
-            Some(Frame::File { name, data }) => {
+            Some(PeerFrame::File { name, data }) => {
                 if name.is_empty() || name.contains('/') || name.starts_with('.') {
                     return Err(format!("bad checkpoint file name {name:?}"));
                 }
@@ -441,7 +443,7 @@ async fn receive_files(s: &mut SecureStream, dir: &Path) -> Result<(), String> {
                 // `send_checkpoint`): let membership answer in between.
                 tokio::task::yield_now().await;
             }
-            Some(Frame::FilesDone) => return Ok(()),
+            Some(PeerFrame::FilesDone) => return Ok(()),
             Some(other) => return Err(format!("unexpected {other:?} in a checkpoint")),
             None => return Err("the source hung up during the checkpoint".into()),
         }
@@ -452,7 +454,7 @@ async fn receive_files(s: &mut SecureStream, dir: &Path) -> Result<(), String> {
 /// broke: `Some(true)` if its copy is gone; `None` if it cannot be asked.
 async fn ask_source(from: SocketAddr, key: &[u8; 32], job: &str, attempt: u64) -> Option<bool> {
     let mut s = connect(from, key).await.ok()?;
-    let q = Frame::Outcome {
+    let q = PeerFrame::Outcome {
         job: job.to_string(),
         attempt,
     };
@@ -463,7 +465,7 @@ async fn ask_source(from: SocketAddr, key: &[u8; 32], job: &str, attempt: u64) -
     )
     .await
     {
-        Ok(Ok(Some(Frame::OutcomeReply(done)))) => Some(done),
+        Ok(Ok(Some(PeerFrame::OutcomeReply(done)))) => Some(done),
         _ => None,
     }
 }
@@ -507,13 +509,13 @@ async fn await_word(
     // finished receiver is never polled again.
     let home = attach_of(attach);
     tokio::pin!(home);
-    if wire::write_sealed(&mut s.wr, &mut s.send, &Frame::Restored { pid })
+    if wire::write_sealed(&mut s.wr, &mut s.send, &PeerFrame::Restored { pid })
         .await
         .is_ok()
     {
         tokio::select! {
             f = tokio::time::timeout(RESTORE_LIMIT, wire::read_sealed(&mut s.rd, &mut s.recv)) => {
-                if let Ok(Ok(Some(Frame::Commit))) = f {
+                if let Ok(Ok(Some(PeerFrame::Commit))) = f {
                     return Word::Resume(None);
                 }
             }
@@ -544,7 +546,7 @@ async fn await_word(
 /// The target's side: receive, restore stopped, answer `Restored`, wait
 /// for `Commit` (or ask), resume, and drive the job until it ends or moves
 /// on; the home node attaches with `Attach`.
-pub(super) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStream) {
+pub(crate) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStream) {
     let name = imm.info.job.clone();
     if let Some(why) = ctx.cannot_restore() {
         refuse(&mut s, format!("node {} cannot take jobs: {why}", ctx.node)).await;
@@ -614,7 +616,7 @@ pub(super) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStr
     info.node = ctx.node.clone();
     info.pid = Some(init);
     info.moves += 1;
-    info.since_ms = super::now_ms();
+    info.since_ms = now_ms();
     ctx.note_move(true);
     let job = RunningJob {
         info,

@@ -18,7 +18,7 @@
 //!
 //! Every command the shell runs this way, typed or in a script, starts as
 //! a job on this node, like a process under openMosix, and the balancer
-//! ([`crate::balance`]) moves it where it finishes first.
+//! (the agent's balancing) moves it where it finishes first.
 //!
 //! Limits, said in the README too: builtins (`cd`, `echo`, `test`, `read`…)
 //! and programs named by a path (`./x`, `/bin/x`) run as ordinary local

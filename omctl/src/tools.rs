@@ -1,7 +1,7 @@
 //! The `omctl` subcommands, and their classic openMosix names: `mosmon` →
 //! `mon`, `mtop` → `top`, `mps` → `ps`, `mosctl` → `status`/`whois`,
 //! `mosrun` → `run`. Each talks to the local agent through the control
-//! socket ([`crate::control`]).
+//! socket ([`agent_control::client`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -11,9 +11,12 @@ use contracts::share::MOUNT_POINT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::control::{self, ControlError};
-use crate::exec::{self, EXIT_NODE_LOST, EXIT_NO_AGENT};
-use crate::wire::{self, ClusterStatus, Frame, JobInfo, MigrateDone, NodeStatus, RunRequest};
+use agent_control::client::{Connection, ControlError};
+use agent_control::protocol;
+use agent_control::{
+    ClusterStatus, ControlReply, ControlRequest, JobInfo, NodeStatus, RunRequest, EXIT_NODE_LOST,
+    EXIT_NO_AGENT,
+};
 
 /// Signals `omctl run` forwards to the job's process group.
 pub const FORWARDED_SIGNALS: &[i32] = &[
@@ -61,7 +64,7 @@ pub fn classic_argv(argv: Vec<String>) -> Vec<String> {
                 return replace_first(argv);
             }
             // `mosctl block`, `mosctl expel`…: the knobs.
-            if first.is_some_and(|w| crate::balance::KNOB_WORDS.contains(&w)) {
+            if first.is_some_and(|w| agent_control::knobs::KNOB_WORDS.contains(&w)) {
                 "knob"
             } else {
                 "status"
@@ -324,20 +327,6 @@ pub fn admission_table(
     out
 }
 
-/// What `omctl migrate` prints when the job moved.
-pub fn migrated_line(d: &MigrateDone) -> String {
-    format!(
-        "job {} moved from {} to {} (pid {}): {:.1} MiB in {:.2} s, frozen {:.2} s",
-        d.job,
-        d.from,
-        d.to,
-        d.pid,
-        d.bytes as f64 / (1024.0 * 1024.0),
-        d.total_ms as f64 / 1000.0,
-        d.freeze_ms as f64 / 1000.0
-    )
-}
-
 /// A load bar `width` wide for a fraction in 0..=1.
 pub fn bar(fraction: f64, width: usize) -> String {
     let filled = ((fraction.clamp(0.0, 1.0) * width as f64).round() as usize).min(width);
@@ -423,7 +412,7 @@ pub fn mon_lines(s: &ClusterStatus, width: usize) -> Vec<String> {
 }
 
 /// Jobs that moved in and out of a node in the last minute, as `+IN/-OUT`.
-fn moved(l: &crate::load::LoadVector) -> String {
+fn moved(l: &agent_control::LoadVector) -> String {
     format!("+{}/-{}", l.moved_in, l.moved_out)
 }
 
@@ -532,26 +521,25 @@ pub async fn run(socket: &Path, node: Option<String>, lock: bool, argv: Vec<Stri
     let env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
-    let stream = match control::connect(socket).await {
-        Ok(s) => s,
+    let Connection { mut rd, mut wr } = match Connection::open(socket).await {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("omctl: {e}");
             return EXIT_NO_AGENT;
         }
     };
-    let (rd, mut wr) = stream.into_split();
     // The writer, stdin and signal forwarders end when `run` returns.
     let mut tasks = tokio::task::JoinSet::new();
-    let (tx, mut rx) = mpsc::channel::<Frame>(64);
+    let (tx, mut rx) = mpsc::channel::<ControlRequest>(64);
     tasks.spawn(async move {
-        while let Some(f) = rx.recv().await {
-            if wire::write_frame(&mut wr, &f).await.is_err() {
+        while let Some(r) = rx.recv().await {
+            if protocol::write(&mut wr, &r).await.is_err() {
                 break;
             }
         }
     });
     let _ = tx
-        .send(Frame::Run(RunRequest {
+        .send(ControlRequest::Run(RunRequest {
             node,
             argv,
             cwd,
@@ -566,12 +554,12 @@ pub async fn run(socket: &Path, node: Option<String>, lock: bool, argv: Vec<Stri
         loop {
             match stdin.read(&mut buf).await {
                 Ok(0) | Err(_) => {
-                    let _ = stdin_tx.send(Frame::StdinEof).await;
+                    let _ = stdin_tx.send(ControlRequest::StdinEof).await;
                     break;
                 }
                 Ok(n) => {
                     if stdin_tx
-                        .send(Frame::Stdin(buf[..n].to_vec()))
+                        .send(ControlRequest::Stdin(buf[..n].to_vec()))
                         .await
                         .is_err()
                     {
@@ -588,20 +576,27 @@ pub async fn run(socket: &Path, node: Option<String>, lock: bool, argv: Vec<Stri
         {
             tasks.spawn(async move {
                 while s.recv().await.is_some() {
-                    if tx.send(Frame::Signal(sig)).await.is_err() {
+                    if tx.send(ControlRequest::Signal(sig)).await.is_err() {
                         break;
                     }
                 }
             });
         }
     }
-    let mut frames = exec::plain_reader(rd, &mut tasks);
     let mut stdout_gone = false;
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
-    while let Some(f) = frames.recv().await {
-        match f {
-            Ok(Frame::Stdout(d)) => {
+    loop {
+        let reply = match protocol::read::<ControlReply, _>(&mut rd).await {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!("omctl: lost the local agent: {e}");
+                return EXIT_NODE_LOST;
+            }
+        };
+        match reply {
+            ControlReply::Stdout(d) => {
                 let written = match stdout.write_all(&d).await {
                     Ok(()) => stdout.flush().await,
                     Err(e) => Err(e),
@@ -610,25 +605,29 @@ pub async fn run(socket: &Path, node: Option<String>, lock: bool, argv: Vec<Stri
                 // gets the SIGPIPE it would get locally.
                 if written.is_err() && !stdout_gone {
                     stdout_gone = true;
-                    let _ = tx.send(Frame::Signal(libc::SIGPIPE)).await;
+                    let _ = tx.send(ControlRequest::Signal(libc::SIGPIPE)).await;
                 }
             }
-            Ok(Frame::Stderr(d)) => {
+            ControlReply::Stderr(d) => {
                 let _ = stderr.write_all(&d).await;
                 let _ = stderr.flush().await;
             }
-            Ok(Frame::Started { node, pid, .. }) => {
+            ControlReply::Started { node, pid } => {
                 tracing::debug!(%node, pid, "job started");
             }
-            Ok(Frame::Exit(e)) => return e.as_status(),
-            Ok(Frame::Failed { code, message }) => {
+            ControlReply::Exit(e) => return e.as_status(),
+            ControlReply::Failed { code, message } => {
                 eprintln!("omctl: {message}");
                 return code;
             }
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("omctl: lost the local agent: {e}");
-                return EXIT_NODE_LOST;
+            other @ (ControlReply::Status(_)
+            | ControlReply::Ps(_)
+            | ControlReply::Migrated(_)
+            | ControlReply::KnobDone(_)
+            | ControlReply::AdmissionDone(_)
+            | ControlReply::TokenMade { .. }
+            | ControlReply::KeyDone(_)) => {
+                tracing::debug!(reply = ?other, "ignored a reply that is not the job's");
             }
         }
     }
@@ -639,7 +638,7 @@ pub async fn run(socket: &Path, node: Option<String>, lock: bool, argv: Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::LoadVector;
+    use agent_control::LoadVector;
 
     fn argv(s: &str) -> Vec<String> {
         s.split(' ').map(String::from).collect()
@@ -733,7 +732,7 @@ mod tests {
         .assert_eq(&status_table(&status()));
         let mut shared = status();
         if let Some(l) = shared.nodes[0].load.as_mut() {
-            l.share = Some(crate::share::ShareView {
+            l.share = Some(agent_control::ShareView {
                 expected: Some("nfs://10.0.1.1/cluster".into()),
                 mounted: None,
                 responding: true,
