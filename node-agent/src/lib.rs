@@ -45,4 +45,6 @@ pub mod load;
 pub mod membership;
 pub mod placement;
 pub mod share;
+pub mod state;
+pub mod stream;
 pub mod wire;

@@ -14,10 +14,11 @@ use tracing::info;
 use super::control_server::Controller;
 use crate::balance::KnobAction;
 use crate::exec::{
-    self, AdminCmd, ExecContext, MigrateCmd, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_PERMISSION,
+    self, AdminCmd, ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_PERMISSION,
 };
 use crate::membership::NodeId;
 use crate::placement;
+use crate::state::MigrateCmd;
 use crate::wire::{MigrateDone, MigrateOrder, PeerFrame};
 
 /// Rounds of `bring` at most.
@@ -86,11 +87,11 @@ impl Controller {
         let target = match node {
             None => None,
             Some(want) => {
-                let v = self.view.lock().expect("view");
+                let v = self.state.view();
                 let id = placement::named(&v.known(), &want)
                     .cloned()
                     .ok_or_else(|| (EXIT_CANNOT_RUN, format!("no live node matches {want}")))?;
-                (id.name != v.me.name).then_some(id)
+                (id.name != v.me().name).then_some(id)
             }
         };
         match target {
@@ -104,15 +105,14 @@ impl Controller {
         let me = self.load.exec.node.clone();
         match action {
             KnobAction::Set { knob, on } => {
-                let mut k = self.load.exec.knobs.lock().expect("knobs");
-                if !k.set(&knob, on) {
+                if !self.state.set_knob(&knob, on) {
                     return Err((EXIT_CANNOT_RUN, format!("no knob {knob}")));
                 }
                 info!(%knob, on, "knob changed");
                 Ok(vec![format!(
                     "node {me}: {knob} {} (knobs: {})",
                     if on { "on" } else { "off" },
-                    k.describe()
+                    self.state.knobs().describe()
                 )])
             }
             KnobAction::Expel => Ok(self.expel().await),
@@ -125,11 +125,12 @@ impl Controller {
     /// guests already sent to each so that they do not all pick one.
     fn expel_targets(&self, homes: &[String]) -> Vec<Option<NodeId>> {
         let local = self.load.sample();
-        let v = self.view.lock().expect("view");
+        let v = self.state.view();
+        let me = &v.me().name;
         let fresh = v.fresh_peers(std::time::Duration::from_secs(3));
         // Root's guests go only where root's jobs run; other nodes refuse
         // them at the door, and they stay.
-        let mut c = placement::candidates(&v.me.name, &local, &v.known(), false);
+        let mut c = placement::candidates(me, &local, &v.known(), false);
         homes
             .iter()
             .map(|home| {
@@ -139,7 +140,7 @@ impl Controller {
                 if let Some((id, _)) = fresh.iter().find(|(id, l)| id.name == *home && takes(l)) {
                     return Some(id.clone());
                 }
-                let to = placement::best_elsewhere(&c, &v.me.name)?;
+                let to = placement::best_elsewhere(&c, me)?;
                 if let Some(i) = c.ids.iter().position(|id| *id == to) {
                     c.candidates[i].jobs += 1;
                 }
@@ -152,10 +153,9 @@ impl Controller {
     async fn expel(&self) -> Vec<String> {
         let x = &self.load.exec;
         let guests: Vec<(String, String)> = x
-            .running
-            .lock()
-            .expect("jobs lock")
-            .values()
+            .state
+            .jobs()
+            .into_iter()
             .filter(|j| j.home != x.node)
             .map(|j| (j.job.clone(), j.home.clone()))
             .collect();
@@ -171,10 +171,6 @@ impl Controller {
                 let Some(to) = to else {
                     return outcome(&job, &x.node, Err((0, "no node can take it".into())));
                 };
-                let ctl = x.controls.lock().expect("controls").get(&job).cloned();
-                let Some(ctl) = ctl else {
-                    return outcome(&job, &x.node, Err((0, "it has ended".into())));
-                };
                 let (tx, rx) = oneshot::channel();
                 let order = MigrateOrder {
                     job: job.clone(),
@@ -182,7 +178,8 @@ impl Controller {
                     to_addr: to.addr,
                     uid: 0,
                 };
-                if ctl.send(MigrateCmd { order, reply: tx }).await.is_err() {
+                let cmd = MigrateCmd { order, reply: tx };
+                if x.state.order_move(&job, cmd).await.is_err() {
                     return outcome(&job, &x.node, Err((0, "it has ended".into())));
                 }
                 let r = rx
@@ -198,15 +195,14 @@ impl Controller {
     /// in a further round (at most [`BRING_ROUNDS`]; with `lstay` on, none
     /// leaves again).
     async fn bring(&self) -> Vec<String> {
-        let me = self.view.lock().expect("view").me.clone();
+        let me = self.state.me();
         let mut lines = Vec::new();
         let mut tried = std::collections::BTreeSet::new();
         for _ in 0..BRING_ROUNDS {
             let away: Vec<(String, String)> = self
-                .launched
-                .lock()
-                .expect("jobs")
-                .values()
+                .state
+                .launched()
+                .into_iter()
                 .filter(|j| j.node != me.name && !tried.contains(&(j.job.clone(), j.node.clone())))
                 .map(|j| (j.job.clone(), j.node.clone()))
                 .collect();
@@ -217,10 +213,7 @@ impl Controller {
             let moves = away.into_iter().map(|(job, node)| {
                 let me = me.clone();
                 async move {
-                    let source = {
-                        let v = self.view.lock().expect("view");
-                        placement::named(&v.known(), &node).cloned()
-                    };
+                    let source = placement::named(&self.state.view().known(), &node).cloned();
                     let Some(source) = source else {
                         return outcome(&job, &node, Err((0, "its node is not alive".into())));
                     };

@@ -13,7 +13,6 @@
 //! [`RETRY_AFTER`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand10::RngExt;
@@ -23,11 +22,10 @@ use tracing::{debug, info};
 
 use super::local_load::LocalLoad;
 use super::now_ms;
-use super::view::View;
 use crate::balance::{self, Move, Params};
-use crate::exec::MigrateCmd;
 use crate::job::{self, usage};
 use crate::membership::NodeId;
+use crate::state::MigrateCmd;
 use crate::wire::MigrateOrder;
 
 /// How long a job whose move failed is not tried again.
@@ -39,7 +37,6 @@ const FRESH: Duration = Duration::from_secs(3);
 
 /// The balancer's state between rounds.
 pub(super) struct Balancer {
-    pub(super) view: Arc<Mutex<View>>,
     pub(super) load: LocalLoad,
     params: Params,
     /// Each job's counters at the previous sample.
@@ -66,9 +63,8 @@ fn cpu_jiffies(stat: &str) -> Option<(u64, u64)> {
 }
 
 impl Balancer {
-    pub(super) fn new(view: Arc<Mutex<View>>, load: LocalLoad) -> Self {
+    pub(super) fn new(load: LocalLoad) -> Self {
         Balancer {
-            view,
             load,
             params: Params::default(),
             last: HashMap::new(),
@@ -83,13 +79,7 @@ impl Balancer {
     fn sample(&mut self) -> (f64, Vec<balance::Job>) {
         let now = Instant::now();
         let x = &self.load.exec;
-        let infos: Vec<_> = x
-            .running
-            .lock()
-            .expect("jobs lock")
-            .values()
-            .cloned()
-            .collect();
+        let infos = x.state.jobs();
         let criu_ok = x.cannot_restore().is_none();
         let mut jobs = Vec::new();
         let (mut demand, mut ran) = (0.0, 0.0);
@@ -140,7 +130,7 @@ impl Balancer {
                 demand += (busy_cpus - ran).max(0.0);
             }
         }
-        *self.load.demand.lock().expect("demand") = Some(demand as f32);
+        x.state.set_demand(demand as f32);
         (demand, jobs)
     }
 
@@ -160,9 +150,10 @@ impl Balancer {
         };
         self.pending.retain(|(_, _, until)| Instant::now() < *until);
         let others = self
-            .view
-            .lock()
-            .expect("view")
+            .load
+            .exec
+            .state
+            .view()
             .fresh_peers(FRESH)
             .into_iter()
             .map(|(id, l)| {
@@ -194,7 +185,7 @@ impl Balancer {
     /// One round: measure, decide, and carry out the move if there is one.
     async fn round(&mut self) {
         let (demand, jobs) = self.sample();
-        let knobs = *self.load.exec.knobs.lock().expect("knobs");
+        let knobs = self.load.exec.state.knobs();
         let (me, others) = self.nodes(demand);
         let plain: Vec<balance::Node> = others.iter().map(|(n, _)| n.clone()).collect();
         let Some(mv) =
@@ -215,8 +206,6 @@ impl Balancer {
     /// Hands the move to the job's driver and waits for its end.
     async fn carry_out(&mut self, mv: Move, to: NodeId, demand: f64) {
         let x = &self.load.exec;
-        let ctl = x.controls.lock().expect("controls").get(&mv.job).cloned();
-        let Some(ctl) = ctl else { return };
         info!(job = %mv.job, to = %to.name, reason = ?mv.reason, gain_s = format!("{:.1}", mv.gain_s), "balancing: moving a job");
         let (tx, rx) = oneshot::channel();
         let order = MigrateOrder {
@@ -225,7 +214,11 @@ impl Balancer {
             to_addr: to.addr,
             uid: 0,
         };
-        if ctl.send(MigrateCmd { order, reply: tx }).await.is_err() {
+        if x.state
+            .order_move(&mv.job, MigrateCmd { order, reply: tx })
+            .await
+            .is_err()
+        {
             return;
         }
         self.pending

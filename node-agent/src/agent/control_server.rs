@@ -6,7 +6,7 @@
 //! `admission` (relayed to the boot server, in `admission`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -19,10 +19,10 @@ use tracing::{debug, info, warn};
 use super::admission;
 use super::local_load::LocalLoad;
 use super::now_ms;
-use super::view::View;
-use crate::exec::{self, CallerInput, Jobs, RelayEnd, RelayEvent};
+use crate::exec::{self, CallerInput, RelayEnd, RelayEvent};
 use crate::membership::NodeId;
 use crate::placement;
+use crate::state::State;
 use crate::wire::{ClusterStatus, ExecRequest, JobInfo, MigrateDone, MigrateOrder, RunRequest};
 use agent_control::protocol::{self, Hello};
 use agent_control::{ControlReply, ControlRequest};
@@ -61,11 +61,10 @@ pub(super) async fn serve(listener: UnixListener, ctl: Controller, stop: Cancell
 /// Answers requests on the control socket; one clone per connection.
 #[derive(Clone)]
 pub(super) struct Controller {
-    pub(super) view: Arc<Mutex<View>>,
+    /// The node's state (the same as the exec side's).
+    pub(super) state: State,
     /// Our load, and the jobs running here.
     pub(super) load: LocalLoad,
-    /// Jobs launched from here, until they end.
-    pub(super) launched: Jobs,
     /// Nodes membership declared dead (a relay to one gives up).
     pub(super) down: broadcast::Sender<NodeId>,
     /// The cluster keys.
@@ -80,15 +79,15 @@ impl Controller {
     /// The cluster as `omctl status` shows it.
     fn status(&self) -> ClusterStatus {
         let local = self.load.sample();
-        self.view.lock().expect("view").status(local)
+        self.state.view().status(local)
     }
 
     /// Jobs running here and jobs launched from here.
     fn jobs(&self) -> Vec<JobInfo> {
-        let mut all = exec::listed(&self.load.exec.running, &self.load.exec.criu);
-        for j in self.launched.lock().expect("jobs").values() {
+        let mut all = self.state.jobs_here();
+        for j in self.state.launched() {
             if !all.iter().any(|x| x.job == j.job) {
-                all.push(j.clone());
+                all.push(j);
             }
         }
         all.sort_by(|a, b| a.job.cmp(&b.job));
@@ -98,7 +97,7 @@ impl Controller {
     /// Jobs of every live node: ours, and each other node's answer to `Ps`
     /// (asked in parallel; a node that does not answer is left out).
     async fn cluster_jobs(&self) -> Vec<JobInfo> {
-        let peers = self.view.lock().expect("view").live_peers();
+        let peers = self.state.view().live_peers();
         let stream_key = self.keys.stream();
         let asks = peers
             .iter()
@@ -277,7 +276,7 @@ impl Controller {
         }
         let local = self.load.sample();
         let (source, target) = {
-            let v = self.view.lock().expect("view");
+            let v = self.state.view();
             let known = v.known();
             let source = placement::named(&known, &job.node)
                 .cloned()
@@ -297,7 +296,7 @@ impl Controller {
                         ))
                     })?,
                 "best" => {
-                    let c = placement::candidates(&v.me.name, &local, &known, job.uid == 0);
+                    let c = placement::candidates(&v.me().name, &local, &known, job.uid == 0);
                     placement::best_elsewhere(&c, &job.node)
                         .ok_or_else(|| bad(format!("no other node can take job {}", job.job)))?
                 }
@@ -314,8 +313,8 @@ impl Controller {
             )));
         }
         let (fresh, me) = {
-            let v = self.view.lock().expect("view");
-            (v.fresh_peers(Duration::from_secs(3)), v.me.name.clone())
+            let v = self.state.view();
+            (v.fresh_peers(Duration::from_secs(3)), v.me().name.clone())
         };
         let vector = |name: &str| {
             if name == me {
@@ -360,16 +359,16 @@ impl Controller {
     /// (among the nodes that run root's jobs, for root).
     fn pick(&self, want: Option<&str>, uid: u32) -> Result<NodeId, String> {
         let local = self.load.sample();
-        let v = self.view.lock().expect("view");
+        let v = self.state.view();
         let known = v.known();
         if let Some(want) = want {
             return placement::named(&known, want)
                 .cloned()
                 .ok_or_else(|| format!("no live node matches {want}"));
         }
-        let c = placement::candidates(&v.me.name, &local, &known, uid == 0);
+        let c = placement::candidates(&v.me().name, &local, &known, uid == 0);
         if c.candidates.is_empty() {
-            return Ok(v.me.clone());
+            return Ok(v.me().clone());
         }
         let i = placement::choose(
             &c.candidates,
@@ -396,28 +395,24 @@ impl Controller {
             Ok(t) => t,
             Err(message) => return RelayEnd::Failed(exec::EXIT_NO_AGENT, message),
         };
-        let home = self.view.lock().expect("view").me.name.clone();
+        let home = self.state.me().name;
         let job = format!(
             "{home}-{}",
             self.counter.fetch_add(1, Ordering::Relaxed) + 1
         );
         info!(%job, target = %target.name, uid, argv = ?req.argv, "launching job");
-        self.view.lock().expect("view").place(&target.name, &job);
-        self.launched.lock().expect("jobs").insert(
-            job.clone(),
-            JobInfo {
-                job: job.clone(),
-                argv: req.argv.clone(),
-                uid,
-                node: target.name.clone(),
-                home: home.clone(),
-                pid: None,
-                started_ms: now_ms(),
-                moves: 0,
-                cantmove: None,
-                since_ms: now_ms(),
-            },
-        );
+        self.state.launch(JobInfo {
+            job: job.clone(),
+            argv: req.argv.clone(),
+            uid,
+            node: target.name.clone(),
+            home: home.clone(),
+            pid: None,
+            started_ms: now_ms(),
+            moves: 0,
+            cantmove: None,
+            since_ms: now_ms(),
+        });
         let exec_req = ExecRequest {
             job: job.clone(),
             argv: req.argv,
@@ -431,26 +426,17 @@ impl Controller {
         let down = self.down.subscribe();
         // Watch the stream for `Started` to settle the optimistic placement count.
         let (tap_tx, mut tap_rx) = mpsc::channel::<RelayEvent>(64);
-        let view = self.view.clone();
-        let launched = self.launched.clone();
+        let state = self.state.clone();
         let (jb, tn) = (job.clone(), target.name.clone());
         let tap = async move {
             while let Some(event) = tap_rx.recv().await {
                 let reply = match event {
                     RelayEvent::Started { node, pid, seq } => {
-                        if node == tn {
-                            view.lock().expect("view").started(&tn, &jb, seq);
-                        }
-                        if let Some(j) = launched.lock().expect("jobs").get_mut(&jb) {
-                            j.pid = Some(pid);
-                        }
+                        state.launch_started(&jb, &tn, &node, pid, seq);
                         ControlReply::Started { node, pid }
                     }
                     RelayEvent::Moved { node } => {
-                        if let Some(j) = launched.lock().expect("jobs").get_mut(&jb) {
-                            j.node = node;
-                            j.moves += 1;
-                        }
+                        state.launch_moved(&jb, &node);
                         continue;
                     }
                     RelayEvent::Stdout(b) => ControlReply::Stdout(b),
@@ -473,8 +459,7 @@ impl Controller {
         // The relay ends by dropping `tap_tx`, which ends the tap.
         let (end, ()) = tokio::join!(relay, tap);
         info!(%job, end = ?end, "job finished");
-        self.launched.lock().expect("jobs").remove(&job);
-        self.view.lock().expect("view").ended(&target.name, &job);
+        self.state.launch_ended(&job, &target.name);
         end
     }
 }
@@ -496,17 +481,16 @@ mod tests {
             bump: 0,
         };
         let keys = crate::keys::Keys::new(crate::key::ClusterKey::generate(), "c", None);
+        let state = State::new("c".into(), me.clone(), Default::default());
         let ctl = Controller {
-            view: Arc::new(Mutex::new(View::new("c".into(), me.clone()))),
+            state: state.clone(),
             load: LocalLoad {
                 speed: 1.0,
                 cpu_quota: 100,
                 cpu_features: Default::default(),
-                exec: exec::ExecContext::new("a".into(), me.addr, keys.clone(), None),
+                exec: exec::ExecContext::new("a".into(), me.addr, keys.clone(), None, state),
                 share: Arc::new(crate::share::Probe::start(None).unwrap()),
-                demand: Arc::default(),
             },
-            launched: Jobs::default(),
             down: broadcast::channel(1).0,
             keys,
             counter: Arc::default(),

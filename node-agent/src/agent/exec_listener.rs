@@ -79,22 +79,19 @@ pub(crate) async fn dispatch(stream: TcpStream, ctx: ExecContext) {
         }
         PeerFrame::Immigrate(imm) => return migrate::immigrate(imm, ctx, s).await,
         PeerFrame::MigrateJob(order) => return migrate::order(order, &ctx, s).await,
-        PeerFrame::Attach { job } => {
-            let parked = ctx.parked.lock().expect("parked").remove(&job);
-            match parked {
-                Some(tx) => {
-                    let _ = tx.send(s);
-                    return;
-                }
-                None => PeerFrame::Failed {
-                    code: EXIT_NODE_LOST,
-                    message: format!("job {job} is not waiting on node {}", ctx.node),
-                },
+        PeerFrame::Attach { job } => match ctx.state.unpark(&job) {
+            Some(tx) => {
+                let _ = tx.send(s);
+                return;
             }
-        }
-        PeerFrame::Ps => PeerFrame::PsReply(exec::listed(&ctx.running, &ctx.criu)),
+            None => PeerFrame::Failed {
+                code: EXIT_NODE_LOST,
+                message: format!("job {job} is not waiting on node {}", ctx.node),
+            },
+        },
+        PeerFrame::Ps => PeerFrame::PsReply(ctx.state.jobs_here()),
         PeerFrame::Outcome { job, attempt } => {
-            PeerFrame::OutcomeReply(ctx.outcomes.lock().expect("outcomes").answer(&job, attempt))
+            PeerFrame::OutcomeReply(ctx.state.ledger(|l| l.answer(&job, attempt)))
         }
         PeerFrame::Knob { action } => admin::for_peer(&ctx, action).await,
         PeerFrame::NewKey {
@@ -141,7 +138,14 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let keys = crate::keys::Keys::new(crate::key::ClusterKey::generate(), "t", None);
         let key = keys.stream();
-        let ctx = ExecContext::new("t".into(), addr, keys, None);
+        let me = crate::membership::NodeId {
+            name: "t".into(),
+            addr,
+            started_ms: 1,
+            bump: 0,
+        };
+        let state = crate::state::State::new("c".into(), me, Default::default());
+        let ctx = ExecContext::new("t".into(), addr, keys, None, state);
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve(listener, ctx, stop.clone()));
         // After the handshake the target waits up to 5 s for the request.

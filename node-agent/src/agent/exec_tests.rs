@@ -16,10 +16,20 @@ fn keys(byte: u8) -> (crate::keys::Keys, [u8; 32]) {
     (keys, stream)
 }
 
+fn node_id(name: &str, addr: SocketAddr) -> crate::membership::NodeId {
+    crate::membership::NodeId {
+        name: name.into(),
+        addr,
+        started_ms: 1,
+        bump: 0,
+    }
+}
+
 async fn target(keys: crate::keys::Keys) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut ctx = ExecContext::new("t".into(), addr, keys, None);
+    let state = crate::state::State::new("c".into(), node_id("t", addr), Default::default());
+    let mut ctx = ExecContext::new("t".into(), addr, keys, None, state);
     // Unit tests run in the test binary: the holder is the omnode binary
     // cargo builds beside it (target/<profile>/omnode).
     ctx.holder = std::env::current_exe()

@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -23,12 +22,12 @@ use tracing::{debug, info, warn};
 
 use super::local_load::LocalLoad;
 use super::timers::TimerQueue;
-use super::view::View;
 use super::{now_ms, AgentConfig, DISCOVERY_WINDOW, PRESENCE_PERIOD};
 use crate::crypto::{OpenError, Opener, Sealer};
 use crate::discovery;
 use crate::keys::Keys;
 use crate::membership::{Effects, Event, Membership, NodeId, Timer};
+use crate::state::State;
 use crate::wire::Datagram;
 
 /// The membership side of the agent.
@@ -44,7 +43,7 @@ pub(super) struct Gossip<'a> {
     dkeys: Vec<[u8; 32]>,
     membership: Membership,
     timers: TimerQueue<Timer<NodeId>>,
-    view: Arc<Mutex<View>>,
+    state: State,
     load: LocalLoad,
     /// Where `Event::Down` goes (to the relays of jobs on that node).
     down: broadcast::Sender<NodeId>,
@@ -63,7 +62,7 @@ impl<'a> Gossip<'a> {
         cfg: &'a AgentConfig,
         udp: UdpSocket,
         me: NodeId,
-        view: Arc<Mutex<View>>,
+        state: State,
         load: LocalLoad,
         down: broadcast::Sender<NodeId>,
         on_join: Option<oneshot::Sender<IpAddr>>,
@@ -82,7 +81,7 @@ impl<'a> Gossip<'a> {
             dkeys,
             membership: Membership::new(me),
             timers: TimerQueue::new(),
-            view,
+            state,
             load,
             down,
             started: Instant::now(),
@@ -159,7 +158,7 @@ impl<'a> Gossip<'a> {
             }
             return;
         }
-        self.view.lock().expect("view").heard(id.clone(), load);
+        self.state.heard(id.clone(), load);
         if self.membership.is_member(&id) {
             return;
         }
@@ -205,7 +204,7 @@ impl<'a> Gossip<'a> {
         for m in &members {
             self.send(m.addr, &presence);
         }
-        self.view.lock().expect("view").refresh(&self.membership);
+        self.state.refresh(&self.membership);
         if !self.joined && self.started.elapsed() >= DISCOVERY_WINDOW {
             self.joined = true;
             announce_join(
@@ -259,11 +258,11 @@ impl<'a> Gossip<'a> {
                         &mut self.on_join,
                     );
                 }
-                Event::Rejoined(id) => self.view.lock().expect("view").me = id.clone(),
+                Event::Rejoined(id) => self.state.rejoined(id.clone()),
                 _ => {}
             }
         }
-        self.view.lock().expect("view").refresh(&self.membership);
+        self.state.refresh(&self.membership);
     }
 }
 

@@ -3,9 +3,9 @@
 //! tree's part comes from its probe thread ([`crate::share::Probe`]), the
 //! demand from the balancer's last sample (`balancer`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use crate::exec::{self, ExecContext};
+use crate::exec::ExecContext;
 use crate::load::{self, LoadVector};
 
 /// What sampling our load needs: the calibrated speed, the quota, the job
@@ -16,37 +16,29 @@ pub(super) struct LocalLoad {
     pub(super) cpu_quota: u32,
     /// What this CPU offers a job (read once at start).
     pub(super) cpu_features: crate::cpu::Features,
-    /// The jobs running here, the CRIU probe's verdict, the knobs.
+    /// The node's state (jobs, CRIU's verdict, knobs, the balancer's
+    /// demand) and what the exec side was told.
     pub(super) exec: ExecContext,
     /// The shared tree's probe.
     pub(super) share: Arc<crate::share::Probe>,
-    /// CPUs wanted here, as the balancer last measured them (`None` before
-    /// its first measurement).
-    pub(super) demand: Arc<Mutex<Option<f32>>>,
 }
 
 impl LocalLoad {
     /// Our load vector now.
     pub(super) fn sample(&self) -> LoadVector {
         let x = &self.exec;
-        let (jobs, started) = exec::job_counts(&x.running, &x.started);
+        let (jobs, started) = x.state.job_counts();
         let mut vector = load::sample(self.speed, jobs, started, self.cpu_quota);
         vector.share = self.share.view();
-        vector.criu = matches!(*x.criu.lock().expect("criu state"), Some(Ok(())));
-        if let Some(d) = *self.demand.lock().expect("demand") {
+        vector.criu = matches!(x.state.criu(), Some(Ok(())));
+        if let Some(d) = x.state.demand() {
             vector.demand = d;
         }
-        vector.knobs = *x.knobs.lock().expect("knobs");
+        vector.knobs = x.state.knobs();
         vector.root_jobs = x.allow_root_jobs;
         vector.cpu_features = self.cpu_features;
-        vector.guests = x
-            .running
-            .lock()
-            .expect("jobs lock")
-            .values()
-            .filter(|j| j.home != x.node)
-            .count() as u32;
-        (vector.moved_in, vector.moved_out) = x.moves_last_minute();
+        vector.guests = x.state.guests(&x.node);
+        (vector.moved_in, vector.moved_out) = x.state.moves_last_minute();
         vector
     }
 }

@@ -9,7 +9,8 @@
 //!   `timers`) and the presence tick (every 500 ms: our load vector, from
 //!   `local_load`, to every member, and to the multicast group for
 //!   discovery). It runs in `run` itself.
-//! - `exec_listener`: exec streams from other agents, one task each.
+//! - `exec_listener`: exec streams from other agents, one task each; the
+//!   one place that dispatches a stream's first frame.
 //! - `control_server`: `omctl`'s connections, one task each.
 //! - `balancer`: once a second, measures the jobs here and moves one to
 //!   where it finishes sooner when that pays ([`crate::balance`]).
@@ -22,7 +23,8 @@
 //! - [`crate::checkin`]: with `--checkin`, the check-in with the boot server,
 //!   which waits until the gossip loop reports the join.
 //!
-//! They share the [`View`] (`view`). The listeners and the check-in are
+//! They share the node's state ([`State`]: jobs, moves, knobs, the
+//! membership view), each through its methods; the listeners and the check-in are
 //! tasks of one `JoinSet` and the connections tasks of theirs: at shutdown the gossip
 //! loop says goodbye, a `CancellationToken` stops the listeners and ends
 //! every connection, and `run` waits for all of them before it returns.
@@ -46,12 +48,11 @@ mod gossip;
 mod local_load;
 mod rotation;
 mod timers;
-mod view;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
@@ -62,14 +63,15 @@ use tracing::info;
 
 use crate::cgroup::{self, CgroupError, JobCgroup};
 use crate::discovery::{self, DiscoveryError, Interface};
-use crate::exec::{ExecContext, Jobs};
+use crate::exec::ExecContext;
 use crate::key::ClusterKey;
 use crate::keys::Keys;
 use crate::load;
 use crate::membership::NodeId;
+use crate::state::State;
 
 pub use crate::membership::node_number;
-pub use view::{NodeState, View};
+pub use crate::state::{NodeState, View};
 
 use control_server::Controller;
 use gossip::Gossip;
@@ -248,11 +250,16 @@ impl Agent {
                 source,
             },
         )?);
-        let view = Arc::new(Mutex::new(View::new(cfg.cluster.clone(), me.clone())));
+        let state = State::new(cfg.cluster.clone(), me.clone(), cfg.knobs);
         let (admin_tx, admin_rx) = mpsc::channel(8);
         let (down, _) = broadcast::channel::<NodeId>(64);
-        let mut exec_ctx = ExecContext::new(me.name.clone(), me.addr, keys.clone(), cgroup.clone());
-        exec_ctx.knobs = Arc::new(Mutex::new(cfg.knobs));
+        let mut exec_ctx = ExecContext::new(
+            me.name.clone(),
+            me.addr,
+            keys.clone(),
+            cgroup.clone(),
+            state.clone(),
+        );
         exec_ctx.admin = Some(admin_tx);
         exec_ctx.allow_root_jobs = cfg.allow_root_jobs;
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -262,13 +269,12 @@ impl Agent {
             cpu_features: crate::cpu::Features::from_cpuinfo(&cpuinfo),
             exec: exec_ctx.clone(),
             share: share_probe,
-            demand: Arc::default(),
         };
 
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         // Whether CRIU works with this kernel: asked once, off the async threads.
-        let criu = exec_ctx.criu.clone();
+        let criu = state.clone();
         tasks.spawn(async move {
             let r = tokio::task::spawn_blocking(crate::job::criu::probe)
                 .await
@@ -277,13 +283,12 @@ impl Agent {
                 Ok(()) => info!("criu works here: jobs can move in and out"),
                 Err(why) => info!(%why, "jobs cannot move to or from this node"),
             }
-            *criu.lock().expect("criu state") = Some(r);
+            criu.set_criu(r);
         });
         tasks.spawn(exec_listener::serve(tcp, exec_ctx, stop.clone()));
         let ctl = Controller {
-            view: view.clone(),
+            state: state.clone(),
             load: load.clone(),
-            launched: Jobs::default(),
             down: down.clone(),
             keys: keys.clone(),
             counter: Arc::new(AtomicU64::new(0)),
@@ -295,7 +300,7 @@ impl Agent {
         tasks.spawn(control_server::serve(control, ctl.clone(), stop.clone()));
         tasks.spawn(admin::serve(admin_rx, ctl.clone(), stop.clone()));
         tasks.spawn(balancer::run(
-            balancer::Balancer::new(view.clone(), load.clone()),
+            balancer::Balancer::new(load.clone()),
             stop.clone(),
         ));
         // A node that leaves sends its guests elsewhere first; the gossip
@@ -315,7 +320,7 @@ impl Agent {
             tasks.spawn(crate::checkin::run(url, cfg.name.clone(), rx, stop.clone()));
             tx
         });
-        let mut gossip = Gossip::new(&cfg, udp, me.clone(), view, load, down, on_join);
+        let mut gossip = Gossip::new(&cfg, udp, me.clone(), state, load, down, on_join);
         gossip.run(shutdown).await;
 
         info!(name = %me.name, iface = %iface.name, "agent leaving");

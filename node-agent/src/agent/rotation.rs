@@ -165,7 +165,7 @@ impl Controller {
         }
         info!(%fingerprint, window_ms, "rotating the cluster key");
 
-        let peers = self.view.lock().expect("view").live_peers();
+        let peers = self.state.view().live_peers();
         let handed = join_all(peers.iter().map(|id| {
             exec::hand_key(
                 id,

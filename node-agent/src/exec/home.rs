@@ -10,9 +10,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 use tracing::{debug, info};
 
-use super::stream::{connect, sealed_reader, SecureStream};
 use super::{EXIT_NODE_LOST, SILENCE_LIMIT};
 use crate::membership::NodeId;
+use crate::stream::{connect, sealed_reader, SecureStream};
 use crate::wire::{
     self, ExecRequest, ExitInfo, JobInfo, MigrateDone, MigrateOrder, PeerFrame, WireError,
 };

@@ -16,7 +16,7 @@
 //! Never two live copies, never none: the target's copy stays stopped until
 //! `Commit`; the source's copy stays (stopped) until `Restored`, and is
 //! resumed if anything fails before it. The source settles each attempt
-//! once, in its [`Ledger`](crate::exec::Ledger): `Restored` commits it, a failure
+//! once, in its [`Ledger`](crate::state::Ledger): `Restored` commits it, a failure
 //! keeps it. If the link breaks before the target hears `Commit`, the
 //! target asks the source (`Outcome`), and asking settles a pending attempt
 //! as kept, so a `Restored` that arrives late commits nothing. The target
@@ -30,18 +30,18 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::{drive, Home, HomeLink, RunningJob};
-use crate::exec::stream::{connect, SecureStream};
 use crate::exec::{
     now_ms, ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_AGENT, EXIT_NO_PERMISSION,
 };
 use crate::job;
+use crate::state::{MigrateCmd, MigrateResult};
+use crate::stream::{connect, SecureStream};
 use crate::wire::{self, Immigrant, MigrateDone, MigrateOrder, PeerFrame};
 
 /// Where checkpoints are written (tmpfs on a netbooted node).
@@ -54,18 +54,6 @@ const FILE_CHUNK: usize = 512 * 1024;
 const RESTORE_LIMIT: Duration = Duration::from_secs(300);
 /// How long a target keeps asking an unreachable source what it decided.
 const OUTCOME_LIMIT: Duration = Duration::from_secs(30);
-
-/// The result of a migration as the requester gets it.
-pub type MigrateResult = Result<MigrateDone, (i32, String)>;
-
-/// A migration order handed to the driver of the job.
-#[derive(Debug)]
-pub struct MigrateCmd {
-    /// The order.
-    pub order: MigrateOrder,
-    /// Where the outcome goes.
-    pub reply: oneshot::Sender<MigrateResult>,
-}
 
 /// Answers a `MigrateJob` stream: hands the order to the job's driver and
 /// sends back what became of it.
@@ -80,7 +68,7 @@ pub(crate) async fn order(order: MigrateOrder, ctx: &ExecContext, mut s: SecureS
 
 async fn run_order(order: MigrateOrder, ctx: &ExecContext) -> MigrateResult {
     let node = &ctx.node;
-    let info = ctx.running.lock().expect("jobs").get(&order.job).cloned();
+    let info = ctx.state.job(&order.job);
     let Some(info) = info else {
         return Err((
             EXIT_CANNOT_RUN,
@@ -117,18 +105,15 @@ async fn run_order(order: MigrateOrder, ctx: &ExecContext) -> MigrateResult {
             format!("job {} already runs on node {node}", info.job),
         ));
     }
-    let ctl = ctx
-        .controls
-        .lock()
-        .expect("controls")
-        .get(&order.job)
-        .cloned();
-    let Some(ctl) = ctl else {
-        return Err((EXIT_CANNOT_RUN, format!("job {} is not running", order.job)));
-    };
     let (tx, rx) = oneshot::channel();
-    if ctl.send(MigrateCmd { order, reply: tx }).await.is_err() {
-        return Err((EXIT_CANNOT_RUN, "the job ended".into()));
+    let job = order.job.clone();
+    if ctx
+        .state
+        .order_move(&job, MigrateCmd { order, reply: tx })
+        .await
+        .is_err()
+    {
+        return Err((EXIT_CANNOT_RUN, format!("job {job} is not running")));
     }
     rx.await
         .unwrap_or_else(|_| Err((EXIT_CANNOT_RUN, "the job ended while moving".into())))
@@ -240,8 +225,8 @@ pub(super) async fn out(
         )));
         return false;
     }
-    let attempt = ctx.attempts.fetch_add(1, Ordering::Relaxed) + 1;
-    ctx.outcomes.lock().expect("outcomes").begin(&name, attempt);
+    let attempt = ctx.state.next_attempt();
+    ctx.state.ledger(|l| l.begin(&name, attempt));
     let dir = PathBuf::from(SPOOL).join(format!("{name}.{attempt}.out"));
     info!(job = %name, to = %order.to, attempt, "moving job");
     home.send(&PeerFrame::Migrating {
@@ -257,19 +242,14 @@ pub(super) async fn out(
     let _ = std::fs::remove_dir_all(&dir);
     // Settled here, once: a target that lost its link and asked meanwhile
     // was told "kept", and has dropped its copy.
-    let result = {
-        let mut ledger = ctx.outcomes.lock().expect("outcomes");
-        match result {
-            Ok(sent) if ledger.commit(&name, attempt) => Ok(sent),
-            Ok(_) => {
-                Err("the target lost its link to this node before the move was confirmed".into())
-            }
-            Err(why) => {
-                ledger.keep(&name, attempt);
-                Err(why)
-            }
+    let result = ctx.state.ledger(|ledger| match result {
+        Ok(sent) if ledger.commit(&name, attempt) => Ok(sent),
+        Ok(_) => Err("the target lost its link to this node before the move was confirmed".into()),
+        Err(why) => {
+            ledger.keep(&name, attempt);
+            Err(why)
         }
-    };
+    });
     match result {
         Ok(mut sent) => {
             let _ = nix::sys::signal::kill(
@@ -284,7 +264,7 @@ pub(super) async fn out(
                 addr: order.to_addr,
             })
             .await;
-            ctx.note_move(false);
+            ctx.state.note_move(false);
             let total = t0.elapsed();
             info!(job = %name, to = %order.to, bytes = sent.bytes, ms = total.as_millis() as u64, "job moved");
             let _ = reply.send(Ok(MigrateDone {
@@ -585,10 +565,7 @@ pub(crate) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStr
     let init = started.init;
     // Parked before the source hears of the restore: it tells home at once.
     let (attach_tx, mut attach_rx) = oneshot::channel();
-    ctx.parked
-        .lock()
-        .expect("parked")
-        .insert(name.clone(), attach_tx);
+    ctx.state.park(&name, attach_tx);
     let word = await_word(s, init, &imm, &ctx, &mut attach_rx).await;
     let mut started = started;
     let attach_rx = match word {
@@ -601,7 +578,7 @@ pub(crate) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStr
         }
         Word::Drop => {
             info!(job = %name, "the source kept the job; dropping the restored copy");
-            ctx.parked.lock().expect("parked").remove(&name);
+            ctx.state.unpark(&name);
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(init as i32),
                 nix::sys::signal::Signal::SIGKILL,
@@ -617,7 +594,7 @@ pub(crate) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStr
     info.pid = Some(init);
     info.moves += 1;
     info.since_ms = now_ms();
-    ctx.note_move(true);
+    ctx.state.note_move(true);
     let job = RunningJob {
         info,
         gid: imm.gid,

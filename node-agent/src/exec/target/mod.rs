@@ -17,12 +17,12 @@ use tracing::{debug, info};
 
 pub mod migrate;
 
-use super::stream::{sealed_reader, SecureStream};
 use super::{now_ms, ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_PERMISSION, HEARTBEAT};
 use crate::crypto::FrameCipher;
 use crate::job::{self, Started};
+use crate::state::MigrateCmd;
+use crate::stream::{sealed_reader, SecureStream};
 use crate::wire::{self, ExecRequest, ExitInfo, JobInfo, PeerFrame, WireError};
-use migrate::MigrateCmd;
 
 /// Bytes of job output per frame.
 const CHUNK: usize = 32 * 1024;
@@ -203,15 +203,17 @@ pub(super) struct RunningJob {
 pub(super) enum Home {
     /// Connected.
     Link(HomeLink),
-    /// A restored job: the home node attaches with `Attach` (registered in
-    /// [`ExecContext::parked`] before the restore was announced).
+    /// A restored job: the home node attaches with `Attach` (parked in the
+    /// node's state before the restore was announced).
     Awaiting(oneshot::Receiver<SecureStream>),
 }
 
 /// How [`drive`] ended.
 enum End {
+    /// The job ended so.
     Exited(ExitInfo),
-    Moved,
+    /// The job moved; it runs on this node now.
+    Moved(String),
 }
 
 /// Drives a running job until it exits or moves away: output to home,
@@ -219,19 +221,8 @@ enum End {
 pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
     let name = job.info.job.clone();
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<MigrateCmd>(1);
-    ctx.controls
-        .lock()
-        .expect("controls")
-        .insert(name.clone(), ctl_tx);
-    let seq = {
-        ctx.running
-            .lock()
-            .expect("jobs lock")
-            .insert(name.clone(), job.info.clone());
-        ctx.started
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1
-    };
+    let arrived = matches!(home, Home::Awaiting(_));
+    let seq = ctx.state.job_runs(job.info.clone(), ctl_tx, arrived);
     let (mut home, mut attach_rx, mut waiting_attach) = match home {
         Home::Link(l) => (l, oneshot::channel().1, false),
         Home::Awaiting(rx) => (HomeLink::detached(), rx, true),
@@ -317,7 +308,7 @@ pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
             () = &mut attach_deadline, if waiting_attach => {
                 info!(job = %name, "its home node never attached, hanging up the job");
                 waiting_attach = false;
-                ctx.parked.lock().expect("parked").remove(&name);
+                ctx.state.unpark(&name);
                 home.hang_up();
                 signal(libc::SIGHUP);
             },
@@ -327,8 +318,9 @@ pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
                     continue;
                 }
                 let stdin_closed = stdin.is_none() || job.stdin_eof;
+                let to = cmd.order.to.clone();
                 if migrate::out(&mut job, &mut home, &ctx, cmd, stdin_closed).await {
-                    break End::Moved;
+                    break End::Moved(to);
                 }
             },
             st = job.started.holder.wait(), if exited.is_none() => {
@@ -356,10 +348,12 @@ pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
             },
         }
     };
-    ctx.controls.lock().expect("controls").remove(&name);
-    ctx.parked.lock().expect("parked").remove(&name);
-    ctx.running.lock().expect("jobs lock").remove(&name);
-    if let End::Moved = end {
+    let moved_to = match &end {
+        End::Moved(to) => Some(to.clone()),
+        End::Exited(_) => None,
+    };
+    ctx.state.job_gone(&name, moved_to);
+    if let End::Moved(_) = end {
         let _ = job.started.holder.wait().await;
     }
     if let Some(cg) = &ctx.cgroup {
@@ -371,6 +365,6 @@ pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
             home.send(&PeerFrame::Exit(exit)).await;
             home.close().await;
         }
-        End::Moved => home.close().await,
+        End::Moved(_) => home.close().await,
     }
 }

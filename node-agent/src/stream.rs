@@ -1,4 +1,4 @@
-//! The sealed stream between two agents: TCP with keepalive and a bound on
+//! The sealed stream between two agents (exec streams): TCP with keepalive and a bound on
 //! unacknowledged data (a dead peer is noticed while writing too), a handshake
 //! that exchanges fresh nonces and the peer protocol's version (two agents of
 //! two versions part with one line naming both), then every frame sealed with one cipher per
@@ -119,7 +119,7 @@ pub async fn accept(
 /// Reads sealed frames into a channel, in a task of `tasks` (so the task
 /// ends when its owner drops the set). The channel closes on end of stream
 /// or on the first bad frame.
-pub(super) fn sealed_reader(
+pub(crate) fn sealed_reader(
     mut rd: tokio::net::tcp::OwnedReadHalf,
     mut cipher: FrameCipher,
     tasks: &mut JoinSet<()>,

@@ -1,8 +1,9 @@
-//! What the agent knows, shared by its tasks behind a mutex: the members and
-//! their liveness (copied from membership), the last load vector heard from
-//! each node, and the jobs this agent placed on each node and has not seen
-//! end. The gossip task writes it; the control server reads it for `status`,
-//! `ps` and placement.
+//! The membership view: the members and their liveness (copied from
+//! membership), the last load vector heard from each node, and the jobs
+//! this agent placed on each node and has not seen end. Part of the node's
+//! state ([`super::State`]): the gossip task and the launcher change it
+//! through the owner; readers get a snapshot (a clone) for `status`, `ps`
+//! and placement.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -24,7 +25,8 @@ pub enum NodeState {
 }
 
 impl NodeState {
-    fn as_str(self) -> &'static str {
+    /// `alive`, `suspect` or `down`, as `status` shows it.
+    pub fn as_str(self) -> &'static str {
         match self {
             NodeState::Alive => "alive",
             NodeState::Suspect => "suspect",
@@ -33,11 +35,11 @@ impl NodeState {
     }
 }
 
-/// What the agent knows, shared by its tasks.
-#[derive(Debug)]
+/// What the agent knows of the cluster.
+#[derive(Debug, Clone)]
 pub struct View {
     cluster: String,
-    pub(super) me: NodeId,
+    me: NodeId,
     nodes: BTreeMap<String, (NodeId, NodeState)>,
     loads: HashMap<String, (NodeId, LoadVector, Instant)>,
     placed: HashMap<String, Vec<Placed>>,
@@ -81,6 +83,24 @@ impl View {
         }
     }
 
+    /// This node.
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// Becomes `me` again (a new incarnation after a rejoin).
+    pub(super) fn rejoined(&mut self, me: NodeId) {
+        self.me = me;
+    }
+
+    /// The liveness of every other node known, by name.
+    pub fn members(&self) -> Vec<(String, NodeState)> {
+        self.nodes
+            .iter()
+            .map(|(name, (_, st))| (name.clone(), *st))
+            .collect()
+    }
+
     /// Records a load vector heard from `id`.
     pub(super) fn heard(&mut self, id: NodeId, load: LoadVector) {
         self.loads
@@ -88,7 +108,7 @@ impl View {
     }
 
     /// The nodes not declared down, besides us.
-    pub(super) fn live_peers(&self) -> Vec<NodeId> {
+    pub fn live_peers(&self) -> Vec<NodeId> {
         self.nodes
             .values()
             .filter(|(_, st)| *st != NodeState::Down)
@@ -98,7 +118,7 @@ impl View {
 
     /// The other nodes alive now whose current incarnation sent a load
     /// vector less than `max_age` ago, with it.
-    pub(super) fn fresh_peers(&self, max_age: std::time::Duration) -> Vec<(NodeId, LoadVector)> {
+    pub fn fresh_peers(&self, max_age: std::time::Duration) -> Vec<(NodeId, LoadVector)> {
         self.nodes
             .iter()
             .filter(|(_, (_, st))| *st == NodeState::Alive)
@@ -111,7 +131,7 @@ impl View {
     }
 
     /// Us, then every node we know, as placement sees them.
-    pub(super) fn known(&self) -> Vec<Known<'_>> {
+    pub fn known(&self) -> Vec<Known<'_>> {
         let placed = |name: &str| self.placed.get(name).map(Vec::as_slice).unwrap_or(&[]);
         let me = Known {
             id: &self.me,
@@ -156,7 +176,7 @@ impl View {
     }
 
     /// The cluster as `omctl status` shows it, with `local` as our load.
-    pub(super) fn status(&self, local: LoadVector) -> ClusterStatus {
+    pub fn status(&self, local: LoadVector) -> ClusterStatus {
         let mut nodes = vec![NodeStatus {
             name: self.me.name.clone(),
             number: node_number(&self.me.addr),
