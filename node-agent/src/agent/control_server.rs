@@ -469,10 +469,12 @@ mod tests {
     use super::*;
     use crate::membership::NodeId;
 
-    #[tokio::test]
-    async fn shutdown_ends_every_connection() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s");
+    /// A control server of node "a" on a socket in `dir`, until `stop`.
+    fn server(
+        dir: &std::path::Path,
+        stop: &CancellationToken,
+    ) -> (std::path::PathBuf, tokio::task::JoinHandle<()>) {
+        let path = dir.join("s");
         let listener = UnixListener::bind(&path).unwrap();
         let me = NodeId {
             name: "a".into(),
@@ -496,8 +498,14 @@ mod tests {
             counter: Arc::default(),
             boot_server: None,
         };
+        (path, tokio::spawn(serve(listener, ctl, stop.clone())))
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_every_connection() {
+        let dir = tempfile::tempdir().unwrap();
         let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, ctl, stop.clone()));
+        let (path, server) = server(dir.path(), &stop);
         // A status round trip shows the server is up; the second caller
         // says nothing, which the server would wait for forever.
         let status = agent_control::client::status(&path).await.unwrap();
@@ -511,5 +519,37 @@ mod tests {
             .unwrap();
         let r = protocol::read::<ControlReply, _>(&mut idle).await;
         assert!(!matches!(r, Ok(Some(_))), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn an_omctl_of_another_protocol_gets_one_line_naming_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = CancellationToken::new();
+        let (path, server) = server(dir.path(), &stop);
+        for other in [protocol::PROTOCOL - 1, protocol::PROTOCOL + 1] {
+            let (mut rd, mut wr) = UnixStream::connect(&path).await.unwrap().into_split();
+            let caller = Hello {
+                protocol: other,
+                release: "9.9.9".into(),
+            };
+            let err = protocol::greet(&mut rd, &mut wr, &caller)
+                .await
+                .unwrap_err();
+            let ours = Hello::ours();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "omctl 9.9.9 speaks control protocol {other} and the agent (omnode {}) speaks {}: use the omctl of the agent's release",
+                    ours.release, ours.protocol
+                )
+            );
+            // And the agent answered nothing else.
+            assert!(matches!(
+                protocol::read::<ControlReply, _>(&mut rd).await,
+                Ok(None) | Err(_)
+            ));
+        }
+        stop.cancel();
+        server.await.unwrap();
     }
 }
