@@ -217,154 +217,278 @@ enum End {
 }
 
 /// Drives a running job until it exits or moves away: output to home,
-/// input and signals to the job, migration orders.
-pub(super) async fn drive(mut job: RunningJob, home: Home, ctx: ExecContext) {
-    let name = job.info.job.clone();
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<MigrateCmd>(1);
+/// input and signals to the job, migration orders. Its steps are
+/// [`Driver`]'s methods, one per event.
+pub(super) async fn drive(job: RunningJob, home: Home, ctx: ExecContext) {
+    let (ctl_tx, mut orders) = mpsc::channel::<MigrateCmd>(1);
     let arrived = matches!(home, Home::Awaiting(_));
     let seq = ctx.state.job_runs(job.info.clone(), ctl_tx, arrived);
-    let (mut home, mut attach_rx, mut waiting_attach) = match home {
+    let (home, mut attach_rx, waiting_attach) = match home {
         Home::Link(l) => (l, oneshot::channel().1, false),
         Home::Awaiting(rx) => (HomeLink::detached(), rx, true),
     };
-    let attach_deadline = tokio::time::sleep(Duration::from_secs(30));
+    let mut d = Driver::new(job, home, ctx, seq, waiting_attach).await;
+    let attach_deadline = tokio::time::sleep(ATTACH_LIMIT);
     tokio::pin!(attach_deadline);
-    let started_frame = PeerFrame::Started {
-        node: ctx.node.clone(),
-        pid: job.started.init,
-        seq,
-    };
-    if !waiting_attach {
-        home.send(&started_frame).await;
-    }
-    let mut stdin = job.started.pipes.stdin.take();
     let mut obuf = vec![0u8; CHUNK];
     let mut ebuf = vec![0u8; CHUNK];
-    let (mut out_open, mut err_open) = (true, true);
     let mut beat = tokio::time::interval(HEARTBEAT);
-    let mut exited: Option<ExitInfo> = None;
-    let mut drain_deadline: Option<tokio::time::Instant> = None;
     let end = loop {
-        if let (Some(exit), false, false) = (exited, out_open, err_open) {
+        if let (Some(exit), false, false) = (d.exited, d.out_open, d.err_open) {
             break End::Exited(exit);
         }
-        if job.stdin_eof && job.stdin.is_empty() {
-            stdin = None;
+        if d.job.stdin_eof && d.job.stdin.is_empty() {
+            d.stdin = None;
         }
-        let holder_pid = job.started.holder.id();
-        let signal = |sig: i32| {
-            if let Some(p) = holder_pid {
-                // SAFETY: plain kill(2) on the holder, which forwards it.
-                unsafe { libc::kill(p as i32, sig) };
-            }
-        };
-        let want_write = stdin.is_some() && !job.stdin.is_empty();
+        let want_write = d.stdin.is_some() && !d.job.stdin.is_empty();
         tokio::select! {
             // Until home attaches, output waits in the pipes (a read now
             // would have nowhere to go).
-            r = job.started.pipes.stdout.read(&mut obuf), if out_open && !waiting_attach => match r {
-                Ok(0) | Err(_) => out_open = false,
-                Ok(n) => home.send(&PeerFrame::Stdout(obuf[..n].to_vec())).await,
+            r = d.job.started.pipes.stdout.read(&mut obuf), if d.out_open && !d.waiting_attach => match r {
+                Ok(0) | Err(_) => d.out_open = false,
+                Ok(n) => d.home.send(&PeerFrame::Stdout(obuf[..n].to_vec())).await,
             },
-            r = job.started.pipes.stderr.read(&mut ebuf), if err_open && !waiting_attach => match r {
-                Ok(0) | Err(_) => err_open = false,
-                Ok(n) => home.send(&PeerFrame::Stderr(ebuf[..n].to_vec())).await,
+            r = d.job.started.pipes.stderr.read(&mut ebuf), if d.err_open && !d.waiting_attach => match r {
+                Ok(0) | Err(_) => d.err_open = false,
+                Ok(n) => d.home.send(&PeerFrame::Stderr(ebuf[..n].to_vec())).await,
             },
-            w = async { stdin.as_ref().expect("checked").writable().await }, if want_write => {
+            w = async { d.stdin.as_ref().expect("checked").writable().await }, if want_write => {
                 if w.is_ok() {
-                    match stdin.as_ref().expect("checked").try_write(&job.stdin) {
-                        Ok(n) => { job.stdin.drain(..n); }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => { stdin = None; job.stdin.clear(); }
-                    }
+                    d.write_stdin();
                 }
             },
-            f = home.frames.recv(), if home.open && !waiting_attach => match f {
-                Some(Ok(PeerFrame::Stdin(d))) => if stdin.is_some() { job.stdin.extend_from_slice(&d) },
-                Some(Ok(PeerFrame::StdinEof)) => job.stdin_eof = true,
-                Some(Ok(PeerFrame::Signal(sig))) => { debug!(job = %name, sig, "forwarding signal"); signal(sig); }
-                Some(Ok(other)) => debug!(job = %name, frame = ?other, "ignored frame"),
-                Some(Err(_)) | None => {
-                    info!(job = %name, "home node went away, hanging up the job");
-                    home.hang_up();
-                    signal(libc::SIGHUP);
-                    job::resume(job.started.init);
-                }
-            },
-            s = &mut attach_rx, if waiting_attach => {
-                waiting_attach = false;
-                match s {
-                    Ok(s) => {
-                        home = HomeLink::new(s);
-                        home.send(&started_frame).await;
-                        // Output that waited for home drains from now.
-                        if drain_deadline.is_some() {
-                            drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
-                        }
-                    }
-                    Err(_) => home.hang_up(),
-                }
-            },
-            () = &mut attach_deadline, if waiting_attach => {
-                info!(job = %name, "its home node never attached, hanging up the job");
-                waiting_attach = false;
-                ctx.state.unpark(&name);
-                home.hang_up();
-                signal(libc::SIGHUP);
-            },
-            cmd = ctl_rx.recv() => if let Some(cmd) = cmd {
-                if exited.is_some() {
-                    let _ = cmd.reply.send(Err((EXIT_CANNOT_RUN, format!("job {name} has ended"))));
-                    continue;
-                }
-                let stdin_closed = stdin.is_none() || job.stdin_eof;
-                let to = cmd.order.to.clone();
-                if migrate::out(&mut job, &mut home, &ctx, cmd, stdin_closed).await {
+            f = d.home.frames.recv(), if d.home.open && !d.waiting_attach => d.home_said(f),
+            s = &mut attach_rx, if d.waiting_attach => d.attached(s).await,
+            () = &mut attach_deadline, if d.waiting_attach => d.never_attached(),
+            cmd = orders.recv() => if let Some(cmd) = cmd {
+                if let Some(to) = d.ordered(cmd).await {
                     break End::Moved(to);
                 }
             },
-            st = job.started.holder.wait(), if exited.is_none() => {
-                exited = Some(match st {
-                    Ok(st) => {
-                        use std::os::unix::process::ExitStatusExt;
-                        match (st.code(), st.signal()) {
-                            (Some(c), _) => ExitInfo::Code(c),
-                            (None, Some(s)) => ExitInfo::Signal(s),
-                            _ => ExitInfo::Code(EXIT_NODE_LOST),
-                        }
-                    }
-                    Err(_) => ExitInfo::Code(EXIT_NODE_LOST),
-                });
-                // Something outside the job may still hold the pipes: give
-                // the output a moment to drain, then report anyway.
-                drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
-            },
+            st = d.job.started.holder.wait(), if d.exited.is_none() => d.holder_exited(st),
             _ = beat.tick() => {
-                if waiting_attach { continue; }
-                home.send(&PeerFrame::Heartbeat).await;
-                if let Some(d) = drain_deadline {
-                    if tokio::time::Instant::now() >= d { break End::Exited(exited.expect("set with the deadline")); }
+                if d.waiting_attach { continue; }
+                d.home.send(&PeerFrame::Heartbeat).await;
+                if d.drain_deadline.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                    break End::Exited(d.exited.expect("set with the deadline"));
                 }
             },
         }
     };
-    let moved_to = match &end {
-        End::Moved(to) => Some(to.clone()),
-        End::Exited(_) => None,
-    };
-    ctx.state.job_gone(&name, moved_to);
-    if let End::Moved(_) = end {
-        let _ = job.started.holder.wait().await;
-    }
-    if let Some(cg) = &ctx.cgroup {
-        cg.remove_job(&name);
-    }
-    match end {
-        End::Exited(exit) => {
-            info!(job = %name, ?exit, "job ended");
-            home.send(&PeerFrame::Exit(exit)).await;
-            home.close().await;
+    d.finish(end).await;
+}
+
+/// How long a restored job waits for its home node to attach.
+const ATTACH_LIMIT: Duration = Duration::from_secs(30);
+/// How long output may still drain after the job's end, or after a late
+/// attach, before the end is reported anyway.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// A running job as [`drive`] holds it between events.
+struct Driver {
+    name: String,
+    ctx: ExecContext,
+    job: RunningJob,
+    home: HomeLink,
+    /// The job's stdin, until it is closed.
+    stdin: Option<tokio::net::unix::pipe::Sender>,
+    out_open: bool,
+    err_open: bool,
+    /// A restored job whose home has not attached yet.
+    waiting_attach: bool,
+    exited: Option<ExitInfo>,
+    /// When to report the end even if output has not drained.
+    drain_deadline: Option<tokio::time::Instant>,
+    /// What tells home where the job runs (again after an attach).
+    started_frame: PeerFrame,
+}
+
+impl Driver {
+    /// Tells home where the job runs, unless home is yet to attach.
+    async fn new(
+        mut job: RunningJob,
+        mut home: HomeLink,
+        ctx: ExecContext,
+        seq: u64,
+        waiting_attach: bool,
+    ) -> Self {
+        let started_frame = PeerFrame::Started {
+            node: ctx.node.clone(),
+            pid: job.started.init,
+            seq,
+        };
+        if !waiting_attach {
+            home.send(&started_frame).await;
         }
-        End::Moved(_) => home.close().await,
+        Driver {
+            name: job.info.job.clone(),
+            stdin: job.started.pipes.stdin.take(),
+            ctx,
+            job,
+            home,
+            out_open: true,
+            err_open: true,
+            waiting_attach,
+            exited: None,
+            drain_deadline: None,
+            started_frame,
+        }
+    }
+
+    /// Delivers `sig` to the job through its holder, which forwards it.
+    fn signal(&self, sig: i32) {
+        if let Some(p) = self.job.started.holder.id() {
+            // SAFETY: plain kill(2) on the holder.
+            unsafe { libc::kill(p as i32, sig) };
+        }
+    }
+
+    /// Writes what stdin can take now of what home sent.
+    fn write_stdin(&mut self) {
+        let Some(stdin) = &self.stdin else { return };
+        match stdin.try_write(&self.job.stdin) {
+            Ok(n) => {
+                self.job.stdin.drain(..n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                self.stdin = None;
+                self.job.stdin.clear();
+            }
+        }
+    }
+
+    /// A frame from home: input, its end, a signal; or home went away.
+    fn home_said(&mut self, f: Option<Result<PeerFrame, WireError>>) {
+        let name = &self.name;
+        match f {
+            Some(Ok(PeerFrame::Stdin(d))) => {
+                if self.stdin.is_some() {
+                    self.job.stdin.extend_from_slice(&d)
+                }
+            }
+            Some(Ok(PeerFrame::StdinEof)) => self.job.stdin_eof = true,
+            Some(Ok(PeerFrame::Signal(sig))) => {
+                debug!(job = %name, sig, "forwarding signal");
+                self.signal(sig);
+            }
+            // Frames home never sends on a job's stream.
+            Some(Ok(
+                other @ (PeerFrame::Ps
+                | PeerFrame::PsReply(_)
+                | PeerFrame::Exec(_)
+                | PeerFrame::Started { .. }
+                | PeerFrame::Stdout(_)
+                | PeerFrame::Stderr(_)
+                | PeerFrame::Heartbeat
+                | PeerFrame::Exit(_)
+                | PeerFrame::Failed { .. }
+                | PeerFrame::MigrateJob(_)
+                | PeerFrame::Migrated(_)
+                | PeerFrame::Immigrate(_)
+                | PeerFrame::File { .. }
+                | PeerFrame::FilesDone
+                | PeerFrame::Restored { .. }
+                | PeerFrame::Commit
+                | PeerFrame::Outcome { .. }
+                | PeerFrame::OutcomeReply(_)
+                | PeerFrame::Migrating { .. }
+                | PeerFrame::Resumed
+                | PeerFrame::Moved { .. }
+                | PeerFrame::Attach { .. }
+                | PeerFrame::Knob { .. }
+                | PeerFrame::KnobDone(_)
+                | PeerFrame::KeyDone(_)
+                | PeerFrame::NewKey { .. }),
+            )) => debug!(job = %name, frame = ?other, "ignored frame"),
+            Some(Err(_)) | None => {
+                info!(job = %name, "home node went away, hanging up the job");
+                self.home.hang_up();
+                self.signal(libc::SIGHUP);
+                job::resume(self.job.started.init);
+            }
+        }
+    }
+
+    /// Home attached to the restored job (or gave up on it).
+    async fn attached(&mut self, s: Result<SecureStream, oneshot::error::RecvError>) {
+        self.waiting_attach = false;
+        match s {
+            Ok(s) => {
+                self.home = HomeLink::new(s);
+                self.home.send(&self.started_frame).await;
+                // Output that waited for home drains from now.
+                if self.drain_deadline.is_some() {
+                    self.drain_deadline = Some(tokio::time::Instant::now() + DRAIN_LIMIT);
+                }
+            }
+            Err(_) => self.home.hang_up(),
+        }
+    }
+
+    /// Home never attached to the restored job: it is hung up.
+    fn never_attached(&mut self) {
+        info!(job = %self.name, "its home node never attached, hanging up the job");
+        self.waiting_attach = false;
+        self.ctx.state.unpark(&self.name);
+        self.home.hang_up();
+        self.signal(libc::SIGHUP);
+    }
+
+    /// A migration order: where the job went, if it moved.
+    async fn ordered(&mut self, cmd: MigrateCmd) -> Option<String> {
+        if self.exited.is_some() {
+            let why = format!("job {} has ended", self.name);
+            let _ = cmd.reply.send(Err((EXIT_CANNOT_RUN, why)));
+            return None;
+        }
+        let stdin_closed = self.stdin.is_none() || self.job.stdin_eof;
+        let to = cmd.order.to.clone();
+        migrate::out(&mut self.job, &mut self.home, &self.ctx, cmd, stdin_closed)
+            .await
+            .then_some(to)
+    }
+
+    /// The holder exited: the job ended so.
+    fn holder_exited(&mut self, st: std::io::Result<std::process::ExitStatus>) {
+        self.exited = Some(match st {
+            Ok(st) => {
+                use std::os::unix::process::ExitStatusExt;
+                match (st.code(), st.signal()) {
+                    (Some(c), _) => ExitInfo::Code(c),
+                    (None, Some(s)) => ExitInfo::Signal(s),
+                    _ => ExitInfo::Code(EXIT_NODE_LOST),
+                }
+            }
+            Err(_) => ExitInfo::Code(EXIT_NODE_LOST),
+        });
+        // Something outside the job may still hold the pipes: give the
+        // output a moment to drain, then report anyway.
+        self.drain_deadline = Some(tokio::time::Instant::now() + DRAIN_LIMIT);
+    }
+
+    /// The job no longer runs here: the node's state forgets it, its
+    /// cgroup goes, and home hears how it ended.
+    async fn finish(mut self, end: End) {
+        let name = &self.name;
+        let moved_to = match &end {
+            End::Moved(to) => Some(to.clone()),
+            End::Exited(_) => None,
+        };
+        self.ctx.state.job_gone(name, moved_to);
+        if let End::Moved(_) = end {
+            let _ = self.job.started.holder.wait().await;
+        }
+        if let Some(cg) = &self.ctx.cgroup {
+            cg.remove_job(name);
+        }
+        match end {
+            End::Exited(exit) => {
+                info!(job = %name, ?exit, "job ended");
+                self.home.send(&PeerFrame::Exit(exit)).await;
+                self.home.close().await;
+            }
+            End::Moved(_) => self.home.close().await,
+        }
     }
 }
