@@ -160,6 +160,10 @@ fn lost(following: &Following, target: &str, why: String) -> RelayEnd {
 /// moving it: then the move's target has the only copy left, if any (it
 /// restored the job and waits for word of the move), and home attaches
 /// there, which is that word.
+///
+/// Each leg is one stream to the node running the job: [`open_leg`]
+/// connects and sends the leg's first frame (`Exec`, then `Attach`), and
+/// [`pump`] relays until the job ends, is lost, or moves on.
 pub async fn relay(
     addr: SocketAddr,
     target: &str,
@@ -170,164 +174,236 @@ pub async fn relay(
     mut down: broadcast::Receiver<NodeId>,
 ) -> RelayEnd {
     let job = req.job.clone();
-    let (mut addr, mut target) = (addr, target.to_string());
-    let mut first = PeerFrame::Exec(req);
-    let mut following: Following = None;
-    'connect: loop {
-        let s = match connect(addr, &keys.stream()).await {
+    let mut leg = Leg {
+        addr,
+        target: target.to_string(),
+        first: PeerFrame::Exec(req),
+        following: None,
+    };
+    loop {
+        let s = match open_leg(&leg, keys).await {
             Ok(s) => s,
-            Err(e) => {
-                if try_again(&following).await {
-                    continue 'connect;
-                }
-                return lost(
-                    &following,
-                    &target,
-                    format!("cannot reach node {target} at {addr}: {e}"),
-                );
-            }
+            Err(Next::Retry) => continue,
+            Err(Next::End(end)) => return end,
         };
-        let SecureStream {
-            rd,
-            mut wr,
-            mut send,
-            recv,
-        } = s;
-        if let Err(e) = wire::write_sealed(&mut wr, &mut send, &first).await {
-            if try_again(&following).await {
-                continue 'connect;
-            }
-            return lost(
-                &following,
-                &target,
-                format!("cannot send the job to node {target}: {e}"),
-            );
-        }
-        // The reader belongs to this connection: it ends when we leave it.
-        let mut tasks = JoinSet::new();
-        let mut from_target = sealed_reader(rd, recv, &mut tasks);
-        let mut last_heard = tokio::time::Instant::now();
-        let mut check = tokio::time::interval(Duration::from_millis(500));
-        // While the job is frozen for a move (to this node), its input
-        // waits here.
-        let mut moving: Option<(String, SocketAddr)> = None;
-        // When membership declared the job's node dead while its stream
-        // was still open: the job is given up only if the stream stays
-        // silent for [`VERDICT_CONFIRM`] after that.
-        let mut doubted: Option<tokio::time::Instant> = None;
-        // Where the job goes next: a move's target, and whether its source
-        // died on the way.
-        let (to, to_addr, source_died) = loop {
-            tokio::select! {
-                f = from_target.recv() => match f {
-                    Some(Ok(PeerFrame::Failed { code, message })) => {
-                        if try_again(&following).await {
-                            continue 'connect;
-                        }
-                        return match following {
-                            Some(_) => lost(&following, &target, message),
-                            None => RelayEnd::Failed(code, message),
-                        };
-                    }
-                    Some(Ok(f)) => {
-                        last_heard = tokio::time::Instant::now();
-                        following = None;
-                        if doubted.take().is_some() {
-                            info!(%job, node = %target, "the node declared dead still runs the job: going on");
-                        }
-                        match f {
-                            PeerFrame::Heartbeat => {}
-                            PeerFrame::Migrating { node, addr: to } => moving = Some((node, to)),
-                            PeerFrame::Resumed => moving = None,
-                            PeerFrame::Moved { node, addr: to } => break (node, to, false),
-                            PeerFrame::Exit(e) => return RelayEnd::Exit(e),
-                            PeerFrame::Stdout(b) => if caller_tx.send(RelayEvent::Stdout(b)).await.is_err() {
-                                return RelayEnd::CallerGone;
-                            },
-                            PeerFrame::Stderr(b) => if caller_tx.send(RelayEvent::Stderr(b)).await.is_err() {
-                                return RelayEnd::CallerGone;
-                            },
-                            PeerFrame::Started { node, pid, seq } => if caller_tx.send(RelayEvent::Started { node, pid, seq }).await.is_err() {
-                                return RelayEnd::CallerGone;
-                            },
-                            // Frames a target never sends on a job's stream.
-                            other @ (PeerFrame::Ps
-                            | PeerFrame::PsReply(_)
-                            | PeerFrame::Exec(_)
-                            | PeerFrame::Stdin(_)
-                            | PeerFrame::StdinEof
-                            | PeerFrame::Signal(_)
-                            | PeerFrame::Failed { .. }
-                            | PeerFrame::MigrateJob(_)
-                            | PeerFrame::Migrated(_)
-                            | PeerFrame::Immigrate(_)
-                            | PeerFrame::File { .. }
-                            | PeerFrame::FilesDone
-                            | PeerFrame::Restored { .. }
-                            | PeerFrame::Commit
-                            | PeerFrame::Outcome { .. }
-                            | PeerFrame::OutcomeReply(_)
-                            | PeerFrame::Attach { .. }
-                            | PeerFrame::Knob { .. }
-                            | PeerFrame::KnobDone(_)
-                            | PeerFrame::KeyDone(_)
-                            | PeerFrame::NewKey { .. }) => debug!(frame = ?other, "ignored frame from target"),
-                        }
-                    }
-                    Some(Err(_)) | None if moving.is_some() => {
-                        if declared_dead(&mut down, &target, VERDICT_WAIT).await {
-                            let (node, to) = moving.take().expect("checked");
-                            break (node, to, true);
-                        }
-                        return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost the connection to node {target} while it moved the job"));
-                    }
-                    Some(Err(e)) => return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost node {target}: {e}")),
-                    None => return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost the connection to node {target} while the job was running")),
-                },
-                f = caller_rx.recv(), if moving.is_none() => match f {
-                    Some(input) => {
-                        if wire::write_sealed(&mut wr, &mut send, &input.into()).await.is_err() {
-                            return RelayEnd::Failed(EXIT_NODE_LOST, format!("lost the connection to node {target} while the job was running"));
-                        }
-                    }
-                    None => {
-                        let _ = wire::write_sealed(&mut wr, &mut send, &PeerFrame::Signal(libc::SIGHUP)).await;
-                        return RelayEnd::CallerGone;
-                    }
-                },
-                d = down.recv() => match d {
-                    Ok(id) if id.name == target => match moving.take() {
-                        Some((node, to)) => break (node, to, true),
-                        None => {
-                            if doubted.is_none() {
-                                info!(%job, node = %target, "membership declares the job's node dead: waiting for its stream to confirm");
-                                doubted = Some(tokio::time::Instant::now());
-                            }
-                        }
-                    },
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => down = broadcast::channel(1).1,
-                },
-                _ = check.tick() => {
-                    if doubted.is_some_and(|t| t.elapsed() >= VERDICT_CONFIRM) {
-                        return RelayEnd::Failed(EXIT_NODE_LOST, format!("node {target} died while running the job"));
-                    }
-                    let limit = if moving.is_some() { MOVE_LIMIT } else { SILENCE_LIMIT };
-                    if last_heard.elapsed() > limit {
-                        return RelayEnd::Failed(EXIT_NODE_LOST, format!("node {target} stopped answering while running the job"));
-                    }
-                }
-            }
+        let Moved {
+            to,
+            to_addr,
+            source_died,
+        } = match pump(&mut leg, &job, s, &mut caller_rx, &caller_tx, &mut down).await {
+            Ok(moved) => moved,
+            Err(Next::Retry) => continue,
+            Err(Next::End(end)) => return end,
         };
         if source_died {
-            info!(%job, from = %target, to = %to, "its node died while moving it: following the job to the move's target");
-            following = Some((tokio::time::Instant::now() + FOLLOW_LIMIT, target.clone()));
+            info!(%job, from = %leg.target, %to, "its node died while moving it: following the job to the move's target");
+            leg.following = Some((
+                tokio::time::Instant::now() + FOLLOW_LIMIT,
+                leg.target.clone(),
+            ));
         } else {
-            debug!(%job, from = %target, to = %to, "following the job");
+            debug!(%job, from = %leg.target, %to, "following the job");
         }
         let _ = caller_tx.send(RelayEvent::Moved { node: to.clone() }).await;
-        (addr, target) = (to_addr, to);
-        first = PeerFrame::Attach { job: job.clone() };
+        leg.addr = to_addr;
+        leg.target = to;
+        leg.first = PeerFrame::Attach { job: job.clone() };
+    }
+}
+
+/// One stream of a relay: where the job runs and what opens the stream.
+struct Leg {
+    addr: SocketAddr,
+    target: String,
+    first: PeerFrame,
+    following: Following,
+}
+
+/// What a relay does after a leg that did not move on.
+enum Next {
+    /// Connect to the same node again (following a move whose source died).
+    Retry,
+    /// The relay ends so.
+    End(RelayEnd),
+}
+
+/// Where the job went at the end of a leg.
+struct Moved {
+    to: String,
+    to_addr: SocketAddr,
+    /// Its node died mid-move: the move's target may have the only copy.
+    source_died: bool,
+}
+
+/// While following, a failed leg is retried; otherwise it loses the job.
+async fn retry_or_lose(leg: &Leg, why: String) -> Next {
+    if try_again(&leg.following).await {
+        Next::Retry
+    } else {
+        Next::End(lost(&leg.following, &leg.target, why))
+    }
+}
+
+/// Connects to the leg's node and sends its first frame.
+async fn open_leg(leg: &Leg, keys: &crate::keys::Keys) -> Result<SecureStream, Next> {
+    let (addr, target) = (leg.addr, &leg.target);
+    let mut s = match connect(addr, &keys.stream()).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(
+                retry_or_lose(leg, format!("cannot reach node {target} at {addr}: {e}")).await,
+            )
+        }
+    };
+    if let Err(e) = wire::write_sealed(&mut s.wr, &mut s.send, &leg.first).await {
+        return Err(retry_or_lose(leg, format!("cannot send the job to node {target}: {e}")).await);
+    }
+    Ok(s)
+}
+
+/// Relays one leg: the target's output to the caller, the caller's input
+/// to the target, and watches for the job's end, its move, and its node's
+/// death.
+async fn pump(
+    leg: &mut Leg,
+    job: &str,
+    s: SecureStream,
+    caller_rx: &mut mpsc::Receiver<CallerInput>,
+    caller_tx: &mpsc::Sender<RelayEvent>,
+    down: &mut broadcast::Receiver<NodeId>,
+) -> Result<Moved, Next> {
+    let target = leg.target.clone();
+    let SecureStream {
+        rd,
+        mut wr,
+        mut send,
+        recv,
+    } = s;
+    // The reader belongs to this leg: it ends when we leave it.
+    let mut tasks = JoinSet::new();
+    let mut from_target = sealed_reader(rd, recv, &mut tasks);
+    let mut last_heard = tokio::time::Instant::now();
+    let mut check = tokio::time::interval(Duration::from_millis(500));
+    // While the job is frozen for a move (to this node), its input waits
+    // here.
+    let mut moving: Option<(String, SocketAddr)> = None;
+    // When membership declared the job's node dead while its stream was
+    // still open: the job is given up only if the stream stays silent for
+    // [`VERDICT_CONFIRM`] after that.
+    let mut doubted: Option<tokio::time::Instant> = None;
+    let gone = |why: String| Err(Next::End(RelayEnd::Failed(EXIT_NODE_LOST, why)));
+    let running_lost = || format!("lost the connection to node {target} while the job was running");
+    loop {
+        tokio::select! {
+            f = from_target.recv() => match f {
+                Some(Ok(PeerFrame::Failed { code, message })) => {
+                    if try_again(&leg.following).await {
+                        return Err(Next::Retry);
+                    }
+                    return Err(Next::End(match leg.following {
+                        Some(_) => lost(&leg.following, &target, message),
+                        None => RelayEnd::Failed(code, message),
+                    }));
+                }
+                Some(Ok(f)) => {
+                    last_heard = tokio::time::Instant::now();
+                    leg.following = None;
+                    if doubted.take().is_some() {
+                        info!(%job, node = %target, "the node declared dead still runs the job: going on");
+                    }
+                    let event = match f {
+                        PeerFrame::Heartbeat => None,
+                        PeerFrame::Migrating { node, addr: to } => {
+                            moving = Some((node, to));
+                            None
+                        }
+                        PeerFrame::Resumed => {
+                            moving = None;
+                            None
+                        }
+                        PeerFrame::Moved { node, addr: to } => {
+                            return Ok(Moved { to: node, to_addr: to, source_died: false })
+                        }
+                        PeerFrame::Exit(e) => return Err(Next::End(RelayEnd::Exit(e))),
+                        PeerFrame::Stdout(b) => Some(RelayEvent::Stdout(b)),
+                        PeerFrame::Stderr(b) => Some(RelayEvent::Stderr(b)),
+                        PeerFrame::Started { node, pid, seq } => Some(RelayEvent::Started { node, pid, seq }),
+                        // Frames a target never sends on a job's stream.
+                        other @ (PeerFrame::Ps
+                        | PeerFrame::PsReply(_)
+                        | PeerFrame::Exec(_)
+                        | PeerFrame::Stdin(_)
+                        | PeerFrame::StdinEof
+                        | PeerFrame::Signal(_)
+                        | PeerFrame::Failed { .. }
+                        | PeerFrame::MigrateJob(_)
+                        | PeerFrame::Migrated(_)
+                        | PeerFrame::Immigrate(_)
+                        | PeerFrame::File { .. }
+                        | PeerFrame::FilesDone
+                        | PeerFrame::Restored { .. }
+                        | PeerFrame::Commit
+                        | PeerFrame::Outcome { .. }
+                        | PeerFrame::OutcomeReply(_)
+                        | PeerFrame::Attach { .. }
+                        | PeerFrame::Knob { .. }
+                        | PeerFrame::KnobDone(_)
+                        | PeerFrame::KeyDone(_)
+                        | PeerFrame::NewKey { .. }) => {
+                            debug!(frame = ?other, "ignored frame from target");
+                            None
+                        }
+                    };
+                    if let Some(event) = event {
+                        if caller_tx.send(event).await.is_err() {
+                            return Err(Next::End(RelayEnd::CallerGone));
+                        }
+                    }
+                }
+                Some(Err(_)) | None if moving.is_some() => {
+                    if declared_dead(down, &target, VERDICT_WAIT).await {
+                        let (node, to) = moving.take().expect("checked");
+                        return Ok(Moved { to: node, to_addr: to, source_died: true });
+                    }
+                    return gone(format!("lost the connection to node {target} while it moved the job"));
+                }
+                Some(Err(e)) => return gone(format!("lost node {target}: {e}")),
+                None => return gone(running_lost()),
+            },
+            f = caller_rx.recv(), if moving.is_none() => match f {
+                Some(input) => {
+                    if wire::write_sealed(&mut wr, &mut send, &input.into()).await.is_err() {
+                        return gone(running_lost());
+                    }
+                }
+                None => {
+                    let _ = wire::write_sealed(&mut wr, &mut send, &PeerFrame::Signal(libc::SIGHUP)).await;
+                    return Err(Next::End(RelayEnd::CallerGone));
+                }
+            },
+            d = down.recv() => match d {
+                Ok(id) if id.name == target => match moving.take() {
+                    Some((node, to)) => return Ok(Moved { to: node, to_addr: to, source_died: true }),
+                    None => {
+                        if doubted.is_none() {
+                            info!(%job, node = %target, "membership declares the job's node dead: waiting for its stream to confirm");
+                            doubted = Some(tokio::time::Instant::now());
+                        }
+                    }
+                },
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => *down = broadcast::channel(1).1,
+            },
+            _ = check.tick() => {
+                if doubted.is_some_and(|t| t.elapsed() >= VERDICT_CONFIRM) {
+                    return gone(format!("node {target} died while running the job"));
+                }
+                let limit = if moving.is_some() { MOVE_LIMIT } else { SILENCE_LIMIT };
+                if last_heard.elapsed() > limit {
+                    return gone(format!("node {target} stopped answering while running the job"));
+                }
+            }
+        }
     }
 }
 
