@@ -18,7 +18,7 @@
 //!   cluster moves to a new key, and the new key sealed for `omboot`.
 //! - [`http`]: the check-in body ([`http::Checkin`]) the agent sends and
 //!   `omboot` reads, and the pure halves of the two small HTTP clients (URL
-//!   split, response parse).
+//!   split, request writer, response parse).
 //! - [`announce`]: the head's multicast announcement, how a machine booted
 //!   from the ISO or a USB stick finds the head on its LAN.
 //! - [`mac`]: the one MAC address type.
