@@ -26,12 +26,16 @@
 //!   ([`share::Share`]), and the kernel NFS mount a node makes of it.
 //! - [`modules`]: the kernel module index in the initramfs (`modules.dep`,
 //!   `modules.alias`, `modules.builtin`) and [`modules::module_name`].
+//! - [`clock`]: the wall clock as Unix seconds and milliseconds, read in
+//!   this one place.
 //!
 //! Architecture Invariant: this crate does no I/O; it parses and prints.
-//! Files and sockets belong to the programs that use the formats.
+//! Files and sockets belong to the programs that use the formats (reading
+//! the clock, in [`clock`], is neither).
 
 pub mod admit;
 pub mod announce;
+pub mod clock;
 pub mod cmdline;
 pub mod http;
 pub mod image;

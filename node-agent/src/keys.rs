@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use contracts::clock::unix_millis;
 use contracts::key::{ClusterKey, Purpose};
 use contracts::rotate::{KeyRing, Phase, RotateError};
 
@@ -41,13 +41,6 @@ impl std::fmt::Debug for Keys {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Keys {
     /// One key for cluster `cluster`; `file`, when given, is rewritten with
     /// each new key.
@@ -75,13 +68,13 @@ impl Keys {
 
     /// The key to sign and seal with now.
     pub fn sealing(&self) -> ClusterKey {
-        self.ring().sealing(now_ms()).clone()
+        self.ring().sealing(unix_millis()).clone()
     }
 
     /// The keys accepted now, the sealing one first.
     pub fn accepted(&self) -> Vec<ClusterKey> {
         self.ring()
-            .accepted(now_ms())
+            .accepted(unix_millis())
             .into_iter()
             .cloned()
             .collect()
@@ -111,7 +104,7 @@ impl Keys {
 
     /// The newest key's fingerprint and where the rotation is.
     pub fn describe(&self) -> (String, Phase) {
-        let now = now_ms();
+        let now = unix_millis();
         let mut ring = self.ring();
         ring.settle(now);
         (ring.newest().fingerprint(&self.cluster), ring.phase(now))
@@ -128,7 +121,7 @@ impl Keys {
     ) -> Result<bool, KeysError> {
         let fresh = self
             .ring()
-            .rotate(new.clone(), now_ms(), switch_in_ms, window_ms)?;
+            .rotate(new.clone(), unix_millis(), switch_in_ms, window_ms)?;
         if let Some(path) = &self.file {
             keyfile::install(&new, path).map_err(KeysError::File)?;
         }

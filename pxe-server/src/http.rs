@@ -50,6 +50,7 @@ use contracts::admit::{
     self, AdmitAnswer, AdmitRequest, Decision, JoinRequest, Token, TokenRequest, ADMISSION_PATH,
     ADMIT_PATH, AUTH_HEADER, JOIN_PATH, TIME_HEADER, TOKENS_PATH, TOKEN_ID_LEN,
 };
+use contracts::clock::unix_seconds;
 use contracts::cmdline::{KernelCmdline, OmParam, Param, INITRD_PARAM};
 use contracts::http::{Checkin, CHECKIN_PATH};
 use contracts::image::{SYSTEM_EXPORT, SYSTEM_LAYER};
@@ -427,13 +428,6 @@ async fn checkin(
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn json_status(status: StatusCode, body: impl serde::Serialize) -> Response {
     (status, Json(body)).into_response()
 }
@@ -466,7 +460,7 @@ async fn admit_machine(
     let store = st.admission.clone();
     let asked = req.clone();
     let answer =
-        tokio::task::spawn_blocking(move || store.ask(&asked, Some(address), boot, unix_now()))
+        tokio::task::spawn_blocking(move || store.ask(&asked, Some(address), boot, unix_seconds()))
             .await;
     let answer = match answer {
         Ok(Ok(a)) => a,
@@ -520,7 +514,7 @@ fn check_admin(
             header(TIME_HEADER),
             header(AUTH_HEADER),
             body,
-            unix_now(),
+            unix_seconds(),
         );
         if !matches!(outcome, Err(admit::AuthError::BadTag)) {
             break;
@@ -612,7 +606,7 @@ where
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("malformed request: {e}\n")),
     };
     let store = st.admission.clone();
-    match tokio::task::spawn_blocking(move || op(&store, req, unix_now())).await {
+    match tokio::task::spawn_blocking(move || op(&store, req, unix_seconds())).await {
         Ok(Ok(Ok(value))) => Json(value).into_response(),
         Ok(Ok(Err(why))) => text(refusal, format!("{why}\n")),
         Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
@@ -716,7 +710,12 @@ async fn join(
     let store = st.admission.clone();
     let (token_id, mac, name, public) = (req.token.clone(), req.mac, req.name.clone(), req.public);
     let spent = tokio::task::spawn_blocking(move || {
-        store.spend_token(&token_id, (mac, &name, public), Some(address), unix_now())
+        store.spend_token(
+            &token_id,
+            (mac, &name, public),
+            Some(address),
+            unix_seconds(),
+        )
     })
     .await;
     match spent {

@@ -9,8 +9,8 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use contracts::clock::unix_millis;
 use contracts::key::ClusterKey;
 use contracts::rotate::{KeyRing, RotateError};
 
@@ -36,13 +36,6 @@ pub struct HeadKeys {
     file: Option<PathBuf>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl HeadKeys {
     /// One key; `file`, when given, is rewritten with each new key.
     pub fn new(key: ClusterKey, file: Option<PathBuf>) -> Self {
@@ -59,7 +52,7 @@ impl HeadKeys {
 
     /// The keys a signature or a token may be made with now.
     pub fn accepted(&self) -> Vec<ClusterKey> {
-        let now = now_ms();
+        let now = unix_millis();
         let mut ring = self.ring.lock().expect("key ring");
         ring.settle(now);
         ring.accepted(now).into_iter().cloned().collect()
@@ -75,7 +68,7 @@ impl HeadKeys {
     ) -> Result<bool, HeadKeyError> {
         let mut ring = self.ring.lock().expect("key ring");
         let mut next = ring.clone();
-        if !next.rotate(new.clone(), now_ms(), switch_in_ms, window_ms)? {
+        if !next.rotate(new.clone(), unix_millis(), switch_in_ms, window_ms)? {
             return Ok(false);
         }
         if let Some(path) = &self.file {

@@ -350,10 +350,7 @@ async fn admission_seals_the_key_to_the_machine_and_obeys_the_admin() {
         }
     };
     let signed_with = |key: &contracts::key::ClusterKey, method: &str, path: &str, body: &str| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = contracts::clock::unix_seconds();
         let tag = admin_tag(key, "test-cluster", method, path, now, body.as_bytes());
         vec![
             "-H".to_string(),

@@ -16,13 +16,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use contracts::clock::unix_millis;
 use rand10::RngExt;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::local_load::LocalLoad;
-use super::now_ms;
 use super::view::View;
 use crate::balance::{self, Move, Params};
 use crate::exec::MigrateCmd;
@@ -119,7 +119,7 @@ impl Balancer {
                     demand: d,
                     cpu_s: u.run_ns as f64 / 1e9,
                     rss: u.rss,
-                    here_s: now_ms().saturating_sub(info.since_ms) as f64 / 1000.0,
+                    here_s: unix_millis().saturating_sub(info.since_ms) as f64 / 1000.0,
                     movable,
                     root: info.uid == 0,
                 });

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use contracts::clock::unix_millis;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
@@ -16,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::local_load::LocalLoad;
-use super::now_ms;
 use super::view::View;
 use crate::exec::{self, Jobs, RelayEnd};
 use crate::membership::NodeId;
@@ -383,10 +383,10 @@ impl Controller {
                 node: target.name.clone(),
                 home: home.clone(),
                 pid: None,
-                started_ms: now_ms(),
+                started_ms: unix_millis(),
                 moves: 0,
                 cantmove: None,
-                since_ms: now_ms(),
+                since_ms: unix_millis(),
             },
         );
         let exec_req = ExecRequest {

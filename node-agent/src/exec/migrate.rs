@@ -614,7 +614,7 @@ pub(super) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStr
     info.node = ctx.node.clone();
     info.pid = Some(init);
     info.moves += 1;
-    info.since_ms = super::now_ms();
+    info.since_ms = contracts::clock::unix_millis();
     ctx.note_move(true);
     let job = RunningJob {
         info,

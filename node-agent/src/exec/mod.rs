@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::balance::Knobs;
 use crate::cgroup::JobCgroup;
@@ -230,11 +230,4 @@ pub fn job_counts(running: &Jobs, started: &AtomicU64) -> (u32, u64) {
     let s = started.load(Ordering::SeqCst);
     let n = running.lock().expect("jobs lock").len() as u32;
     (n, s)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

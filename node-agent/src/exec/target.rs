@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use contracts::clock::unix_millis;
 use contracts::share::{find_mount, MOUNT_POINT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -16,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::migrate::{self, MigrateCmd};
 use super::stream::{accept, sealed_reader, SecureStream};
-use super::{now_ms, ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_PERMISSION, HEARTBEAT};
+use super::{ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_PERMISSION, HEARTBEAT};
 use crate::crypto::FrameCipher;
 use crate::job::{self, Started};
 use crate::wire::{self, ExecRequest, ExitInfo, Frame, JobInfo, WireError};
@@ -208,14 +209,14 @@ async fn run_job(req: ExecRequest, ctx: ExecContext, s: SecureStream) {
         node: ctx.node.clone(),
         home: req.home.clone(),
         pid: Some(started.init),
-        started_ms: now_ms(),
+        started_ms: unix_millis(),
         moves: 0,
         cantmove: if req.lock {
             Some("locked (omctl run --lock)".to_string())
         } else {
             started.cantmove.clone()
         },
-        since_ms: now_ms(),
+        since_ms: unix_millis(),
     };
     let job = RunningJob {
         info,
