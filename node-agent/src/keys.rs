@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 use contracts::clock::unix_millis;
 use contracts::key::{ClusterKey, Purpose};
 use contracts::rotate::{KeyRing, Phase, RotateError};
-
-use crate::keyfile::{self, KeyFileError};
+use keystore::{KeyFile, WriteError};
 
 /// Why a new key was not fully taken.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +20,7 @@ pub enum KeysError {
     /// The key is in use but the key file could not be rewritten: the node
     /// would come back on the old key after a restart.
     #[error("took the new key, but {0}; after a restart this node needs admission")]
-    File(KeyFileError),
+    File(WriteError),
 }
 
 /// The shared key state of one agent.
@@ -123,7 +122,10 @@ impl Keys {
             .ring()
             .rotate(new.clone(), unix_millis(), switch_in_ms, window_ms)?;
         if let Some(path) = &self.file {
-            keyfile::install(&new, path).map_err(KeysError::File)?;
+            KeyFile::new(path.as_path())
+                .creating_dirs()
+                .replace(&new)
+                .map_err(KeysError::File)?;
         }
         Ok(fresh)
     }
@@ -138,11 +140,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cluster.key");
         let old = ClusterKey::generate();
-        keyfile::save(&old, &path).unwrap();
+        KeyFile::new(&path).create(&old).unwrap();
         let keys = Keys::new(old.clone(), "lab", Some(path.clone()));
         let new = ClusterKey::generate();
         assert!(keys.rotate(new.clone(), 60_000, 60_000).unwrap());
-        assert_eq!(keyfile::load(&path).unwrap(), new);
+        assert_eq!(KeyFile::new(&path).load().unwrap(), new);
         assert_eq!(keys.sealing(), old, "the old key seals until the switch");
         assert_eq!(
             keys.stream_accepted(),

@@ -5,14 +5,13 @@
 //! written to the key file before it is taken, so a restarted `omboot`
 //! comes back on it.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use contracts::clock::unix_millis;
 use contracts::key::ClusterKey;
 use contracts::rotate::{KeyRing, RotateError};
+use keystore::KeyFile;
 
 /// Why a new key was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -72,33 +71,16 @@ impl HeadKeys {
             return Ok(false);
         }
         if let Some(path) = &self.file {
-            replace_key_file(path, &new).map_err(|source| HeadKeyError::File {
-                path: path.clone(),
-                source,
-            })?;
+            KeyFile::new(path.as_path())
+                .replace(&new)
+                .map_err(|e| HeadKeyError::File {
+                    path: path.clone(),
+                    source: e.source,
+                })?;
         }
         *ring = next;
         Ok(true)
     }
-}
-
-/// Writes `key` to `path` (mode 0600) through a synced temporary file and a
-/// rename, so the file holds the old key or the new one, never half.
-fn replace_key_file(path: &Path, key: &ClusterKey) -> std::io::Result<()> {
-    let tmp = path.with_extension("new");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(key.to_text().as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
