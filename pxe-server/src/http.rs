@@ -57,13 +57,13 @@ use contracts::image::{SYSTEM_EXPORT, SYSTEM_LAYER};
 use contracts::mac::MacAddr;
 use contracts::rotate::{self, RotateRequest, ROTATE_PATH};
 use contracts::share::{NfsShare, Share, GROUP_PATH, PASSWD_PATH};
+use keystore::{KeyStore, TakeError};
 use serde::Deserialize;
 use tower::ServiceExt;
 use tracing::{info, warn};
 
 use crate::admission::{Answer, BootSeen, Store};
 use crate::image::ImageDir;
-use crate::keys::{HeadKeyError, HeadKeys};
 use crate::nodes::{BootStage, LeaseSource, NodeRegistry, Observation};
 use crate::share::ShareConfig;
 use crate::tftp::path::{open_confined, PathError};
@@ -80,8 +80,10 @@ pub struct HttpState {
     /// Cluster id put on the kernel command line (`om.cluster=`).
     pub cluster_id: String,
     /// The cluster keys: the newest sealed to admitted machines, every one
-    /// still accepted the root of an admin's signature.
-    pub keys: Arc<HeadKeys>,
+    /// still accepted the root of an admin's signature. A new key is
+    /// written to the key file before it is taken ([`KeyStore::take`]), so
+    /// a restarted `omboot` comes back on it.
+    pub keys: Arc<KeyStore>,
     /// Who has been let in.
     pub admission: Arc<Store>,
     /// The shared tree, put on the command line as `om.share=`.
@@ -640,14 +642,13 @@ async fn rotate_key(
     };
     let fingerprint = new.fingerprint(&st.cluster_id);
     let keys = st.keys.clone();
-    match tokio::task::spawn_blocking(move || keys.rotate(new, req.switch_in_ms, req.window_ms))
-        .await
+    match tokio::task::spawn_blocking(move || keys.take(new, req.switch_in_ms, req.window_ms)).await
     {
         Ok(Ok(fresh)) => {
             info!(%fingerprint, fresh, switch_in_ms = req.switch_in_ms, window_ms = req.window_ms, "new cluster key");
             text(StatusCode::OK, format!("{fingerprint}\n"))
         }
-        Ok(Err(e @ HeadKeyError::Rotate(_))) => text(StatusCode::CONFLICT, format!("{e}\n")),
+        Ok(Err(e @ TakeError::Rotate(_))) => text(StatusCode::CONFLICT, format!("{e}\n")),
         Ok(Err(e)) => {
             warn!(cause = %e, "new cluster key refused");
             text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))

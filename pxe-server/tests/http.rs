@@ -59,7 +59,7 @@ impl Server {
             registry: registry.clone(),
             leases: Arc::new(leases),
             cluster_id: "test-cluster".into(),
-            keys: Arc::new(pxe_server::keys::HeadKeys::new(key.clone(), None)),
+            keys: Arc::new(keystore::KeyStore::new(key.clone(), None)),
             admission: Arc::new(
                 pxe_server::admission::Store::open(&dir.path().join("state"), policy).unwrap(),
             ),
