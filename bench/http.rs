@@ -46,7 +46,7 @@ fn serve(root: &Path, addr: &str) {
             registry: Arc::new(pxe_server::nodes::NodeRegistry::new()),
             leases: Arc::new(Vec::<pxe_server::nodes::LeaseView>::new()),
             cluster_id: "bench".into(),
-            keys: std::sync::Arc::new(pxe_server::keys::HeadKeys::new(
+            keys: std::sync::Arc::new(keystore::KeyStore::new(
                 contracts::key::ClusterKey::generate(),
                 None,
             )),

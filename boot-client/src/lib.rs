@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use contracts::http::{parse_response, status_code, HttpUrl};
+use contracts::http::{parse_response, status_code, HttpUrl, Request};
 use contracts::mac::MacAddr;
 
 /// What went wrong with one check-in attempt.
@@ -62,6 +62,9 @@ pub fn mac_of(address: IpAddr) -> Option<MacAddr> {
     })
 }
 
+/// How agents and `omctl` name themselves to the boot server.
+const USER_AGENT: &str = "omnode-agent";
+
 /// How long one attempt may take to connect, and then to be answered.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// One HTTP/1.0 request to the boot server at `url` with `headers` and a
@@ -73,31 +76,27 @@ pub async fn exchange(
     headers: &[(&str, String)],
     body: &[u8],
 ) -> Result<(u16, Vec<u8>), CheckinError> {
-    let HttpUrl { host, port, path } = url.parse().map_err(|_| CheckinError::BadUrl(url.into()))?;
+    let parsed: HttpUrl = url.parse().map_err(|_| CheckinError::BadUrl(url.into()))?;
     let io = |source| CheckinError::Io {
         url: url.to_string(),
         source,
     };
     let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time");
-    let mut stream =
-        tokio::time::timeout(ATTEMPT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-            .await
-            .map_err(|_| io(timed_out()))?
-            .map_err(io)?;
-    let mut request =
-        format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: omnode-agent\r\n");
+    let mut stream = tokio::time::timeout(
+        ATTEMPT_TIMEOUT,
+        TcpStream::connect((parsed.host.as_str(), parsed.port)),
+    )
+    .await
+    .map_err(|_| io(timed_out()))?
+    .map_err(io)?;
+    let mut request = Request::new(method, &parsed, USER_AGENT);
     for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+        request = request.header(name, value);
     }
     if !body.is_empty() {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+        request = request.json(body);
     }
-    request.push_str("\r\n");
-    let mut request = request.into_bytes();
-    request.extend_from_slice(body);
+    let request = request.to_bytes();
     let mut answer = Vec::new();
     let exchange = async {
         stream.write_all(&request).await?;

@@ -1,11 +1,13 @@
-//! The two HTTP requests omcluster's programs make of `omboot` without an
-//! HTTP library: `omnode init` fetching the cluster key (`om.key=http://…`)
-//! and `omnode agent` checking in (`POST /api/v1/checkin`).
+//! The HTTP requests omcluster's programs make of `omboot` without an
+//! HTTP library: `omnode init` asking for admission and fetching the
+//! cluster key (`om.key=http://…`) or the head's user tables, and `omnode
+//! agent` checking in (`POST /api/v1/checkin`) and relaying admin requests.
 //!
-//! Pure halves only: [`HttpUrl`] splits a plain `http://` URL and
-//! [`parse_response`] reads a whole HTTP/1.x answer; the callers own the
-//! sockets. [`Checkin`] is the check-in body, the one type the agent
-//! serialises and `omboot` deserialises, and [`CHECKIN_PATH`] its endpoint.
+//! Pure halves only: [`HttpUrl`] splits a plain `http://` URL, [`Request`]
+//! writes an HTTP/1.0 request and [`parse_response`] reads a whole
+//! HTTP/1.x answer; the callers own the sockets. [`Checkin`] is the
+//! check-in body, the one type the agent serialises and `omboot`
+//! deserialises, and [`CHECKIN_PATH`] its endpoint.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -88,6 +90,74 @@ impl fmt::Display for HttpUrl {
     }
 }
 
+/// One HTTP/1.0 request, as the nodes write it: the request line, `Host`,
+/// `User-Agent`, the extra headers in the order given, then for a JSON body
+/// `Content-Type` and `Content-Length`, an empty line and the body.
+///
+/// HTTP/1.0 without keep-alive, so the server closes the connection after
+/// its answer and the caller reads to the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    host: &'a str,
+    user_agent: &'a str,
+    headers: Vec<(&'a str, &'a str)>,
+    json: Option<&'a [u8]>,
+}
+
+impl<'a> Request<'a> {
+    /// `method` of `url`'s path on its host, sent as `user_agent`.
+    pub fn new(method: &'a str, url: &'a HttpUrl, user_agent: &'a str) -> Self {
+        Self {
+            method,
+            path: &url.path,
+            host: &url.host,
+            user_agent,
+            headers: Vec::new(),
+            json: None,
+        }
+    }
+
+    /// Adds the header `name: value` after those added before.
+    pub fn header(mut self, name: &'a str, value: &'a str) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Sends `body` as JSON (even an empty one gets its `Content-Length`).
+    pub fn json(mut self, body: &'a [u8]) -> Self {
+        self.json = Some(body);
+        self
+    }
+
+    /// The bytes to send.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let Self {
+            method,
+            path,
+            host,
+            user_agent,
+            ..
+        } = self;
+        let mut head =
+            format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\n");
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(body) = self.json {
+            head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(self.json.unwrap_or_default());
+        bytes
+    }
+}
+
 /// Parses a whole HTTP/1.x response; returns the status line and the body
 /// (cut at Content-Length when given).
 pub fn parse_response(bytes: &[u8]) -> Option<(String, &[u8])> {
@@ -146,6 +216,32 @@ mod tests {
         ] {
             assert_eq!(bad.parse::<HttpUrl>(), Err(BadUrl(bad.into())), "{bad}");
         }
+    }
+
+    #[test]
+    fn requests() {
+        let url: HttpUrl = "http://10.77.0.1:8080/api/v1/admit".parse().unwrap();
+        assert_eq!(
+            Request::new("GET", &url, "omnode-init").to_bytes(),
+            b"GET /api/v1/admit HTTP/1.0\r\nHost: 10.77.0.1\r\nUser-Agent: omnode-init\r\n\r\n"
+        );
+        assert_eq!(
+            Request::new("POST", &url, "omnode-init")
+                .json(b"{}")
+                .to_bytes(),
+            b"POST /api/v1/admit HTTP/1.0\r\nHost: 10.77.0.1\r\nUser-Agent: omnode-init\r\n\
+              Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        );
+        assert_eq!(
+            Request::new("POST", &url, "omnode-agent")
+                .header("x-om-time", "1700000000")
+                .header("x-om-auth", "ab12")
+                .json(b"")
+                .to_bytes(),
+            b"POST /api/v1/admit HTTP/1.0\r\nHost: 10.77.0.1\r\nUser-Agent: omnode-agent\r\n\
+              x-om-time: 1700000000\r\nx-om-auth: ab12\r\n\
+              Content-Type: application/json\r\nContent-Length: 0\r\n\r\n"
+        );
     }
 
     #[test]

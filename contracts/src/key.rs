@@ -14,8 +14,8 @@
 //! Sub-keys are HKDF-SHA256 of the cluster key, salted with a fixed label and
 //! bound to the cluster id, so two clusters sharing a key still cannot talk.
 //!
-//! Pure: reading and writing key files is the callers' business
-//! (`node_agent::keyfile`, `node_init::key`, `pxe_server::config`).
+//! Pure: reading and writing key files is the `keystore` crate's business
+//! (`keystore::KeyFile`, used by `omnode`, `omctl` and `omboot`).
 
 use hkdf::Hkdf;
 use sha2::Sha256;

@@ -18,7 +18,7 @@
 //!   cluster moves to a new key, and the new key sealed for `omboot`.
 //! - [`http`]: the check-in body ([`http::Checkin`]) the agent sends and
 //!   `omboot` reads, and the pure halves of the two small HTTP clients (URL
-//!   split, response parse).
+//!   split, request writer, response parse).
 //! - [`announce`]: the head's multicast announcement, how a machine booted
 //!   from the ISO or a USB stick finds the head on its LAN.
 //! - [`mac`]: the one MAC address type.
@@ -26,12 +26,16 @@
 //!   ([`share::Share`]), and the kernel NFS mount a node makes of it.
 //! - [`modules`]: the kernel module index in the initramfs (`modules.dep`,
 //!   `modules.alias`, `modules.builtin`) and [`modules::module_name`].
+//! - [`clock`]: the wall clock as Unix seconds and milliseconds, read in
+//!   this one place.
 //!
 //! Architecture Invariant: this crate does no I/O; it parses and prints.
-//! Files and sockets belong to the programs that use the formats.
+//! Files and sockets belong to the programs that use the formats (reading
+//! the clock, in [`clock`], is neither).
 
 pub mod admit;
 pub mod announce;
+pub mod clock;
 pub mod cmdline;
 pub mod http;
 pub mod image;

@@ -1,66 +1,47 @@
-//! The agent's keys at run time: the [`KeyRing`] of [`contracts::rotate`]
-//! behind one lock, shared by the gossip loop (datagram keys), the exec
-//! side (stream keys) and the relay to `omboot` (admin signatures), and the
-//! key file the newest key is written to when a rotation hands one out.
+//! The agent's keys at run time: a [`keystore::KeyStore`] (the key ring of
+//! [`contracts::rotate`] and the key file, rotated together) shared by the
+//! gossip loop (datagram keys), the exec side (stream keys) and the relay to
+//! `omboot` (admin signatures), and the cluster id the sub-keys are bound
+//! to. A rotation's new key is taken even when the key file cannot be
+//! rewritten ([`keystore::KeyStore::follow`]): the rest of the cluster
+//! moves to it regardless.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
 use contracts::key::{ClusterKey, Purpose};
-use contracts::rotate::{KeyRing, Phase, RotateError};
+use contracts::rotate::Phase;
+use keystore::{KeyFile, KeyStore};
 
-use crate::keyfile::{self, KeyFileError};
-
-/// Why a new key was not fully taken.
-#[derive(Debug, thiserror::Error)]
-pub enum KeysError {
-    /// The ring refused it (another rotation, a bad window).
-    #[error(transparent)]
-    Rotate(#[from] RotateError),
-    /// The key is in use but the key file could not be rewritten: the node
-    /// would come back on the old key after a restart.
-    #[error("took the new key, but {0}; after a restart this node needs admission")]
-    File(KeyFileError),
-}
+/// Why a new key was not fully taken: the ring refused it, or it is in use
+/// but the key file still holds the old one.
+pub use keystore::FollowError as KeysError;
 
 /// The shared key state of one agent.
 #[derive(Clone)]
 pub struct Keys {
-    ring: Arc<Mutex<KeyRing>>,
+    store: Arc<KeyStore>,
     cluster: Arc<str>,
-    file: Option<Arc<PathBuf>>,
 }
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keys")
             .field("cluster", &self.cluster)
-            .field("file", &self.file)
+            .field("file", &self.store.file().map(KeyFile::path))
             .finish_non_exhaustive()
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Keys {
     /// One key for cluster `cluster`; `file`, when given, is rewritten with
-    /// each new key.
+    /// each new key (its directory made again if it went missing).
     pub fn new(key: ClusterKey, cluster: &str, file: Option<PathBuf>) -> Self {
+        let file = file.map(|path| KeyFile::new(path).creating_dirs());
         Self {
-            ring: Arc::new(Mutex::new(KeyRing::new(key))),
+            store: Arc::new(KeyStore::new(key, file)),
             cluster: cluster.into(),
-            file: file.map(Arc::new),
         }
-    }
-
-    fn ring(&self) -> std::sync::MutexGuard<'_, KeyRing> {
-        self.ring.lock().expect("key ring")
     }
 
     /// The cluster id the sub-keys are bound to.
@@ -70,21 +51,17 @@ impl Keys {
 
     /// The newest key (what key files hold and tokens are made from).
     pub fn newest(&self) -> ClusterKey {
-        self.ring().newest().clone()
+        self.store.newest()
     }
 
     /// The key to sign and seal with now.
     pub fn sealing(&self) -> ClusterKey {
-        self.ring().sealing(now_ms()).clone()
+        self.store.sealing()
     }
 
     /// The keys accepted now, the sealing one first.
     pub fn accepted(&self) -> Vec<ClusterKey> {
-        self.ring()
-            .accepted(now_ms())
-            .into_iter()
-            .cloned()
-            .collect()
+        self.store.accepted()
     }
 
     fn derived(&self, purpose: Purpose) -> Vec<[u8; 32]> {
@@ -111,45 +88,39 @@ impl Keys {
 
     /// The newest key's fingerprint and where the rotation is.
     pub fn describe(&self) -> (String, Phase) {
-        let now = now_ms();
-        let mut ring = self.ring();
-        ring.settle(now);
-        (ring.newest().fingerprint(&self.cluster), ring.phase(now))
+        let (newest, phase) = self.store.status();
+        (newest.fingerprint(&self.cluster), phase)
     }
 
-    /// Takes a new key handed out by a rotation (see [`KeyRing::rotate`]);
-    /// true when it is new here. The key file is rewritten before the
-    /// answer, so that a restarted agent comes back on the new key.
+    /// Takes a new key handed out by a rotation (see
+    /// [`contracts::rotate::KeyRing::rotate`]); true when it is new here.
+    /// The key file is rewritten before the answer, so that a restarted
+    /// agent comes back on the new key.
     pub fn rotate(
         &self,
         new: ClusterKey,
         switch_in_ms: u64,
         window_ms: u64,
     ) -> Result<bool, KeysError> {
-        let fresh = self
-            .ring()
-            .rotate(new.clone(), now_ms(), switch_in_ms, window_ms)?;
-        if let Some(path) = &self.file {
-            keyfile::install(&new, path).map_err(KeysError::File)?;
-        }
-        Ok(fresh)
+        self.store.follow(new, switch_in_ms, window_ms)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use contracts::rotate::RotateError;
 
     #[test]
     fn a_rotation_rewrites_the_key_file_and_both_keys_open_streams() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cluster.key");
         let old = ClusterKey::generate();
-        keyfile::save(&old, &path).unwrap();
+        KeyFile::new(&path).create(&old).unwrap();
         let keys = Keys::new(old.clone(), "lab", Some(path.clone()));
         let new = ClusterKey::generate();
         assert!(keys.rotate(new.clone(), 60_000, 60_000).unwrap());
-        assert_eq!(keyfile::load(&path).unwrap(), new);
+        assert_eq!(KeyFile::new(&path).load().unwrap(), new);
         assert_eq!(keys.sealing(), old, "the old key seals until the switch");
         assert_eq!(
             keys.stream_accepted(),

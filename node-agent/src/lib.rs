@@ -4,8 +4,9 @@
 //! its own).
 //!
 //! - [`key`]: cluster keys and derived sub-keys (re-exported from
-//!   [`contracts::key`]); [`keyfile`]: reading and writing the key file;
-//!   [`keys`]: the keys at run time, two during a rotation.
+//!   [`contracts::key`]); [`keys`]: the keys at run time, two during a
+//!   rotation, over [`keystore`] (which also reads and writes the key
+//!   file).
 //! - [`crypto`]: sealing of datagrams (AEAD + replay window) and exec streams.
 //! - [`wire`]: what agents say to each other in datagrams, and the framed
 //!   messages of the control socket and exec streams.
@@ -39,7 +40,6 @@ pub mod discovery;
 pub mod exec;
 pub mod job;
 pub use contracts::key;
-pub mod keyfile;
 pub mod keys;
 pub mod load;
 pub mod membership;

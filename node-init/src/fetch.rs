@@ -1,14 +1,17 @@
 //! One plain HTTP request to the head on the LAN (HTTP/1.0, no redirects,
 //! no TLS): admission and a key URL ([`crate::key`]; the admission answer is
 //! sealed, not secret on the wire) and the head's user and group tables
-//! ([`crate::share`]) come this way. Its pure half (URL split,
-//! response parse) is [`contracts::http`].
+//! ([`crate::share`]) come this way. Its pure half (URL split, request
+//! writer, response parse) is [`contracts::http`].
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use contracts::http::{is_ok, parse_response, status_code, HttpUrl};
+use contracts::http::{is_ok, parse_response, status_code, HttpUrl, Request};
+
+/// How `omnode init` names itself to the head.
+const USER_AGENT: &str = "omnode-init";
 
 /// A GET that did not bring back a body.
 #[derive(Debug, thiserror::Error)]
@@ -66,14 +69,14 @@ pub fn post_json(url: &str, body: &[u8], limit: u64) -> Result<(u16, Vec<u8>), F
 /// One request: GET without a body, POST of JSON with one; returns the
 /// status line and the body.
 fn request(url: &str, body: Option<&[u8]>, limit: u64) -> Result<(String, Vec<u8>), FetchError> {
-    let HttpUrl { host, port, path } = url
+    let parsed: HttpUrl = url
         .parse()
         .map_err(|_| FetchError::BadUrl(url.to_string()))?;
     let io = |source| FetchError::Io {
         url: url.to_string(),
         source,
     };
-    let addr: SocketAddr = (host.as_str(), port)
+    let addr: SocketAddr = (parsed.host.as_str(), parsed.port)
         .to_socket_addrs()
         .map_err(io)?
         .next()
@@ -81,17 +84,11 @@ fn request(url: &str, body: Option<&[u8]>, limit: u64) -> Result<(String, Vec<u8
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(io)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(io)?;
-    let mut request = match body {
-        None => format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: omnode-init\r\n\r\n")
-            .into_bytes(),
-        Some(b) => format!(
-            "POST {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: omnode-init\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            b.len()
-        )
-        .into_bytes(),
+    let request = match body {
+        None => Request::new("GET", &parsed, USER_AGENT),
+        Some(b) => Request::new("POST", &parsed, USER_AGENT).json(b),
     };
-    request.extend_from_slice(body.unwrap_or_default());
-    s.write_all(&request).map_err(io)?;
+    s.write_all(&request.to_bytes()).map_err(io)?;
     let mut buf = Vec::new();
     s.take(limit).read_to_end(&mut buf).map_err(io)?;
     let (status, body) = parse_response(&buf).ok_or_else(|| FetchError::Malformed {

@@ -5,17 +5,16 @@
 //! command line may still carry it (`om.key=`, given by hand) or name a URL
 //! to fetch it from ([`fetch`]), for setups that chose that.
 //!
-//! The file holds [`ClusterKey::to_text`]; a fetched body ([`crate::fetch`])
-//! is read with [`ClusterKey::parse`], the one rule every reader of the key
-//! uses.
+//! The file holds [`ClusterKey::to_text`] and is written by
+//! [`keystore::KeyFile`]; a fetched body ([`crate::fetch`]) is read with
+//! [`ClusterKey::parse`], the one rule every reader of the key uses.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use contracts::admit::{AdmitAnswer, AdmitRequest, MachineKey, ADMIT_PATH};
 use contracts::key::ClusterKey;
 use contracts::mac::MacAddr;
+use keystore::KeyFile;
 
 use crate::fetch::{self, FetchError};
 
@@ -111,32 +110,22 @@ pub fn ask(
 }
 
 /// Writes the key file ([`ClusterKey::to_text`]) to `path` with mode 0600,
-/// replacing an old one.
+/// replacing an old one whole (whatever its mode was) and making its
+/// directory: the agent PID 1 starts next must never read half a key.
 pub fn install(key: &ClusterKey, path: &Path) -> Result<(), KeyError> {
-    let err = |source| KeyError::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
-    // The mode only applies at creation; an old file keeps its own.
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(err)?;
-    f.write_all(key.to_text().as_bytes()).map_err(err)
+    KeyFile::new(path)
+        .creating_dirs()
+        .replace(key)
+        .map_err(|e| KeyError::Write {
+            path: path.display().to_string(),
+            source: e.source,
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
 
     #[test]
     fn fetch_and_install_against_a_local_server() {

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use contracts::admit::{join_proof, AdmitAnswer, JoinRequest, MachineKey, Token, JOIN_PATH};
 use contracts::http::{HttpUrl, CHECKIN_PATH};
+use keystore::{KeyFile, WriteError};
 
-use crate::keyfile::{self, KeyFileError};
 use boot_client::{self as checkin, CheckinError};
 
 /// Where `omctl join` writes the key by default.
@@ -84,7 +84,7 @@ pub enum JoinError {
     Open(contracts::admit::AdmitError),
     /// Writing the key failed.
     #[error(transparent)]
-    Key(#[from] KeyFileError),
+    Key(#[from] WriteError),
     /// Writing the settings failed.
     #[error("cannot write {path}: {source}")]
     Env {
@@ -135,7 +135,7 @@ pub async fn join(url: &str, token: &Token, opts: &JoinOptions) -> Result<Joined
             return Err(JoinError::Refused(reason))
         }
     };
-    keyfile::install(&key, &opts.key_file)?;
+    KeyFile::new(&opts.key_file).creating_dirs().replace(&key)?;
     let mut agent_args = vec![
         "--key-file".to_string(),
         opts.key_file.display().to_string(),

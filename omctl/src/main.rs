@@ -331,10 +331,7 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
+                let now = contracts::clock::unix_seconds();
                 print!("{}", tools::admission_table(&list, pending, now));
             }
         }
@@ -349,12 +346,7 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
                     uses,
                 }) => {
                     println!("omctl join {head} {token}");
-                    let left = expires.saturating_sub(
-                        std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map(|d| d.as_secs())
-                            .unwrap_or(0),
-                    );
+                    let left = expires.saturating_sub(contracts::clock::unix_seconds());
                     eprintln!(
                         "omctl: run the line above as root on the machine to join; the token lets {uses} machine{} in during the next {left} s",
                         if uses == 1 { "" } else { "s" }

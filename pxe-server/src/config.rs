@@ -19,6 +19,7 @@ use std::str::FromStr;
 use contracts::key::ClusterKey;
 use contracts::mac::MacAddr;
 use ipnet::Ipv4Net;
+use keystore::{KeyFile, LoadError};
 use serde::Deserialize;
 
 /// Default lease time handed to clients, in seconds.
@@ -138,42 +139,29 @@ pub const STATE_KEY_FILE: &str = "cluster.key";
 /// made (mode 0600, from the operating system's generator) the first time
 /// and reused after; the flag says whether it was made now.
 pub fn state_key(state: &Path) -> Result<(ClusterKey, PathBuf, bool), ConfigError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = state.join(STATE_KEY_FILE);
-    let err = |e: std::io::Error| ConfigError::KeyFile {
-        path: path.clone(),
-        reason: e.to_string(),
-    };
-    std::fs::create_dir_all(state).map_err(err)?;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-    {
-        Ok(mut f) => {
-            let key = ClusterKey::generate();
-            f.write_all(key.to_text().as_bytes()).map_err(err)?;
-            f.sync_all().map_err(err)?;
-            Ok((key, path, true))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+    let file = KeyFile::new(state.join(STATE_KEY_FILE)).creating_dirs();
+    let path = file.path().to_owned();
+    let key = ClusterKey::generate();
+    match file.create(&key) {
+        Ok(()) => Ok((key, path, true)),
+        Err(e) if e.source.kind() == std::io::ErrorKind::AlreadyExists => {
             Ok((read_key(&path)?, path, false))
         }
-        Err(e) => Err(err(e)),
+        Err(e) => Err(ConfigError::KeyFile {
+            path,
+            reason: e.source.to_string(),
+        }),
     }
 }
 
 /// Reads the key file with the one parse rule of [`ClusterKey::parse`].
 fn read_key(path: &Path) -> Result<ClusterKey, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::KeyFile {
+    KeyFile::new(path).load().map_err(|e| ConfigError::KeyFile {
         path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
-    ClusterKey::parse(&text).map_err(|_| ConfigError::KeyFile {
-        path: path.to_owned(),
-        reason: "expected 64 hex digits".into(),
+        reason: match e {
+            LoadError::Read { source, .. } => source.to_string(),
+            LoadError::Parse(_) => "expected 64 hex digits".into(),
+        },
     })
 }
 

@@ -13,8 +13,8 @@ pub mod packet;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use contracts::clock::unix_seconds;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -101,13 +101,6 @@ pub struct DhcpSocket {
     pub iface: usize,
     /// The local port (DHCP port or 4011).
     pub local_port: u16,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn log_exchange(ex: &Exchange, iface: &str) {
@@ -206,7 +199,7 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        let now = unix_now();
+        let now = unix_seconds();
         let mut pending = Vec::new();
         let mut pacer = Pacer::default();
         for m in &batch {

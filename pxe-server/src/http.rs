@@ -50,19 +50,20 @@ use contracts::admit::{
     self, AdmitAnswer, AdmitRequest, Decision, JoinRequest, Token, TokenRequest, ADMISSION_PATH,
     ADMIT_PATH, AUTH_HEADER, JOIN_PATH, TIME_HEADER, TOKENS_PATH, TOKEN_ID_LEN,
 };
+use contracts::clock::unix_seconds;
 use contracts::cmdline::{KernelCmdline, OmParam, Param, INITRD_PARAM};
 use contracts::http::{Checkin, CHECKIN_PATH};
 use contracts::image::{SYSTEM_EXPORT, SYSTEM_LAYER};
 use contracts::mac::MacAddr;
 use contracts::rotate::{self, RotateRequest, ROTATE_PATH};
 use contracts::share::{NfsShare, Share, GROUP_PATH, PASSWD_PATH};
+use keystore::{KeyStore, TakeError};
 use serde::Deserialize;
 use tower::ServiceExt;
 use tracing::{info, warn};
 
 use crate::admission::{Answer, BootSeen, Store};
 use crate::image::ImageDir;
-use crate::keys::{HeadKeyError, HeadKeys};
 use crate::nodes::{BootStage, LeaseSource, NodeRegistry, Observation};
 use crate::share::ShareConfig;
 use crate::tftp::path::{open_confined, PathError};
@@ -79,8 +80,10 @@ pub struct HttpState {
     /// Cluster id put on the kernel command line (`om.cluster=`).
     pub cluster_id: String,
     /// The cluster keys: the newest sealed to admitted machines, every one
-    /// still accepted the root of an admin's signature.
-    pub keys: Arc<HeadKeys>,
+    /// still accepted the root of an admin's signature. A new key is
+    /// written to the key file before it is taken ([`KeyStore::take`]), so
+    /// a restarted `omboot` comes back on it.
+    pub keys: Arc<KeyStore>,
     /// Who has been let in.
     pub admission: Arc<Store>,
     /// The shared tree, put on the command line as `om.share=`.
@@ -427,13 +430,6 @@ async fn checkin(
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn json_status(status: StatusCode, body: impl serde::Serialize) -> Response {
     (status, Json(body)).into_response()
 }
@@ -466,7 +462,7 @@ async fn admit_machine(
     let store = st.admission.clone();
     let asked = req.clone();
     let answer =
-        tokio::task::spawn_blocking(move || store.ask(&asked, Some(address), boot, unix_now()))
+        tokio::task::spawn_blocking(move || store.ask(&asked, Some(address), boot, unix_seconds()))
             .await;
     let answer = match answer {
         Ok(Ok(a)) => a,
@@ -520,7 +516,7 @@ fn check_admin(
             header(TIME_HEADER),
             header(AUTH_HEADER),
             body,
-            unix_now(),
+            unix_seconds(),
         );
         if !matches!(outcome, Err(admit::AuthError::BadTag)) {
             break;
@@ -612,7 +608,7 @@ where
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("malformed request: {e}\n")),
     };
     let store = st.admission.clone();
-    match tokio::task::spawn_blocking(move || op(&store, req, unix_now())).await {
+    match tokio::task::spawn_blocking(move || op(&store, req, unix_seconds())).await {
         Ok(Ok(Ok(value))) => Json(value).into_response(),
         Ok(Ok(Err(why))) => text(refusal, format!("{why}\n")),
         Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
@@ -646,14 +642,13 @@ async fn rotate_key(
     };
     let fingerprint = new.fingerprint(&st.cluster_id);
     let keys = st.keys.clone();
-    match tokio::task::spawn_blocking(move || keys.rotate(new, req.switch_in_ms, req.window_ms))
-        .await
+    match tokio::task::spawn_blocking(move || keys.take(new, req.switch_in_ms, req.window_ms)).await
     {
         Ok(Ok(fresh)) => {
             info!(%fingerprint, fresh, switch_in_ms = req.switch_in_ms, window_ms = req.window_ms, "new cluster key");
             text(StatusCode::OK, format!("{fingerprint}\n"))
         }
-        Ok(Err(e @ HeadKeyError::Rotate(_))) => text(StatusCode::CONFLICT, format!("{e}\n")),
+        Ok(Err(e @ TakeError::Rotate(_))) => text(StatusCode::CONFLICT, format!("{e}\n")),
         Ok(Err(e)) => {
             warn!(cause = %e, "new cluster key refused");
             text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))
@@ -716,7 +711,12 @@ async fn join(
     let store = st.admission.clone();
     let (token_id, mac, name, public) = (req.token.clone(), req.mac, req.name.clone(), req.public);
     let spent = tokio::task::spawn_blocking(move || {
-        store.spend_token(&token_id, (mac, &name, public), Some(address), unix_now())
+        store.spend_token(
+            &token_id,
+            (mac, &name, public),
+            Some(address),
+            unix_seconds(),
+        )
     })
     .await;
     match spent {

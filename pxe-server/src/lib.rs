@@ -9,7 +9,6 @@
 //! - [`leases`]: the persistent lease store.
 //! - [`tftp`]: read-only TFTP server (RFC 1350/2347/2348/2349/7440).
 //! - [`http`]: HTTP boot scripts, static image files and the JSON API.
-//! - [`keys`]: the cluster keys at run time, two during a key rotation.
 //! - [`nodes`]: registry of nodes seen and the boot stage each reached.
 //! - [`image`]: the image directory written by `ombuild image`.
 //! - [`share`]: the shared tree at `/cluster` (`--share`): nfs-ganesha's
@@ -25,7 +24,6 @@ pub mod config;
 pub mod dhcp;
 pub mod http;
 pub mod image;
-pub mod keys;
 pub mod leases;
 pub mod nodes;
 pub mod serve;

@@ -7,7 +7,6 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -325,10 +324,7 @@ fn print_leases(a: LeasesArgs) -> Result<(), Failure> {
         println!("{}", serde_json::to_string_pretty(&recs)?);
         return Ok(());
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = contracts::clock::unix_seconds();
     println!(
         "{:<16} {:<17} {:<9} {:<14} HOSTNAME",
         "ADDRESS", "MAC", "STATE", "EXPIRES"

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use contracts::clock::unix_seconds;
 use contracts::mac::MacAddr;
 use serde::{Deserialize, Serialize};
 
@@ -115,13 +115,6 @@ pub struct NodeRegistry {
     inner: Mutex<Inner>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl NodeRegistry {
     /// An empty registry.
     pub fn new() -> Self {
@@ -158,7 +151,7 @@ impl NodeRegistry {
     /// a new machine starts at DHCP), whether that was a boot from this
     /// head, and `obs`.
     fn note(&self, mac: MacAddr, stage: Option<BootStage>, booted: bool, obs: Observation) {
-        let now = unix_now();
+        let now = unix_seconds();
         let mut inner = self.lock();
         let inner = &mut *inner;
         let rec = inner

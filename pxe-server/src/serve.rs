@@ -10,6 +10,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use keystore::{KeyFile, KeyStore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -151,10 +152,10 @@ pub async fn run(
         leases,
         cluster_id: config.cluster.clone(),
         keys: Arc::new(match &config.key {
-            Some(k) => crate::keys::HeadKeys::new(k.clone(), config.key_file.clone()),
+            Some(k) => KeyStore::new(k.clone(), config.key_file.clone().map(KeyFile::new)),
             None => {
                 let (key, path, _) = crate::config::state_key(&config.state)?;
-                crate::keys::HeadKeys::new(key, Some(path))
+                KeyStore::new(key, Some(KeyFile::new(path)))
             }
         }),
         admission: Arc::new(crate::admission::Store::open(&config.state, config.admit)?),

@@ -59,7 +59,7 @@ impl Server {
             registry: registry.clone(),
             leases: Arc::new(leases),
             cluster_id: "test-cluster".into(),
-            keys: Arc::new(pxe_server::keys::HeadKeys::new(key.clone(), None)),
+            keys: Arc::new(keystore::KeyStore::new(key.clone(), None)),
             admission: Arc::new(
                 pxe_server::admission::Store::open(&dir.path().join("state"), policy).unwrap(),
             ),
@@ -350,10 +350,7 @@ async fn admission_seals_the_key_to_the_machine_and_obeys_the_admin() {
         }
     };
     let signed_with = |key: &contracts::key::ClusterKey, method: &str, path: &str, body: &str| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = contracts::clock::unix_seconds();
         let tag = admin_tag(key, "test-cluster", method, path, now, body.as_bytes());
         vec![
             "-H".to_string(),

@@ -5,8 +5,6 @@
 //! root on a member may decide. A join token's secret is derived here from
 //! the key; only its id goes to the boot server.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use crate::keys::Keys;
 use contracts::admit::{
     admin_tag, Decision, Token, TokenInfo, TokenRequest, Verdict, ADMISSION_PATH, AUTH_HEADER,
@@ -121,10 +119,7 @@ pub(super) async fn signed(
     path: &str,
     body: Vec<u8>,
 ) -> Result<String, (i32, String)> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = contracts::clock::unix_seconds();
     let key = server.keys.sealing();
     let tag = admin_tag(&key, server.keys.cluster(), method, path, now, &body);
     let headers = [(TIME_HEADER, now.to_string()), (AUTH_HEADER, tag)];

@@ -15,13 +15,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use contracts::clock::unix_millis;
 use rand10::RngExt;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::local_load::LocalLoad;
-use super::now_ms;
 use crate::balance::{self, Move, Params};
 use crate::job::{self, usage};
 use crate::membership::NodeId;
@@ -109,7 +109,7 @@ impl Balancer {
                     demand: d,
                     cpu_s: u.run_ns as f64 / 1e9,
                     rss: u.rss,
-                    here_s: now_ms().saturating_sub(info.since_ms) as f64 / 1000.0,
+                    here_s: unix_millis().saturating_sub(info.since_ms) as f64 / 1000.0,
                     movable,
                     root: info.uid == 0,
                 });

@@ -5,6 +5,7 @@
 //! relays it ([`exec::relay`]), `migrate`, `knob` (in `admin`) and
 //! `admission` (relayed to the boot server, in `admission`).
 
+use contracts::clock::unix_millis;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,6 @@ use tracing::{debug, info, warn};
 
 use super::admission;
 use super::local_load::LocalLoad;
-use super::now_ms;
 use crate::exec::{self, CallerInput, RelayEnd, RelayEvent};
 use crate::membership::NodeId;
 use crate::placement;
@@ -408,10 +408,10 @@ impl Controller {
             node: target.name.clone(),
             home: home.clone(),
             pid: None,
-            started_ms: now_ms(),
+            started_ms: unix_millis(),
             moves: 0,
             cantmove: None,
-            since_ms: now_ms(),
+            since_ms: unix_millis(),
         });
         let exec_req = ExecRequest {
             job: job.clone(),

@@ -16,13 +16,14 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use contracts::clock::unix_millis;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, info, warn};
 
 use super::local_load::LocalLoad;
 use super::timers::TimerQueue;
-use super::{now_ms, AgentConfig, DISCOVERY_WINDOW, PRESENCE_PERIOD};
+use super::{AgentConfig, DISCOVERY_WINDOW, PRESENCE_PERIOD};
 use crate::crypto::{OpenError, Opener, Sealer};
 use crate::discovery;
 use crate::keys::Keys;
@@ -123,14 +124,14 @@ impl<'a> Gossip<'a> {
     }
 
     fn send(&mut self, to: SocketAddr, d: &Datagram) {
-        let packet = self.sealer.seal(now_ms(), &d.encode());
+        let packet = self.sealer.seal(unix_millis(), &d.encode());
         if let Err(e) = self.udp.try_send_to(&packet, to) {
             debug!(%to, cause = %e, "send failed");
         }
     }
 
     fn on_datagram(&mut self, packet: &[u8], from: SocketAddr) {
-        let opened = match self.opener.open(now_ms(), packet) {
+        let opened = match self.opener.open(unix_millis(), packet) {
             Ok(o) => o,
             Err(OpenError::OwnPacket) => return,
             Err(e) => {
@@ -216,7 +217,7 @@ impl<'a> Gossip<'a> {
         }
         self.ticks += 1;
         if self.ticks.is_multiple_of(20) {
-            self.opener.forget_idle(now_ms());
+            self.opener.forget_idle(unix_millis());
             self.announced
                 .retain(|_, t| t.elapsed() < Duration::from_secs(10));
         }

@@ -53,8 +53,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use contracts::clock::unix_millis;
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -142,13 +143,6 @@ pub enum AgentError {
     },
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// The running agent.
 pub struct Agent {
     cfg: AgentConfig,
@@ -206,7 +200,7 @@ impl Agent {
         let me = NodeId {
             name: cfg.name.clone(),
             addr: SocketAddr::new(IpAddr::V4(iface.addr), cfg.port),
-            started_ms: now_ms(),
+            started_ms: unix_millis(),
             bump: 0,
         };
         info!(name = %me.name, addr = %me.addr, iface = %iface.name, speed, cpu_quota = cfg.cpu_quota, cgroup = ?cgroup.as_ref().map(|c| c.dir.display().to_string()), "agent starting");

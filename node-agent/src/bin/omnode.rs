@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use agent_control::client::DEFAULT_SOCKET;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use keystore::KeyFile;
 use node_agent::agent::{Agent, AgentConfig};
 use node_agent::discovery::DEFAULT_PORT;
 use node_agent::key::ClusterKey;
@@ -137,7 +138,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let key = node_agent::keyfile::load(&args.key_file)?;
+    let key = KeyFile::new(&args.key_file).load()?;
     let name = match args.name {
         Some(n) => n,
         None => nix::unistd::gethostname()
@@ -225,7 +226,8 @@ fn main() -> ExitCode {
         match Cli::parse().command {
             Command::Init(a) => run_init(a),
             Command::Agent(a) => agent(*a),
-            Command::Keygen { out } => node_agent::keyfile::save(&ClusterKey::generate(), &out)
+            Command::Keygen { out } => KeyFile::new(&out)
+                .create(&ClusterKey::generate())
                 .map(|()| println!("omnode: wrote a new cluster key to {}", out.display()))
                 .map_err(Into::into),
             Command::Poweroff => {

@@ -34,7 +34,7 @@ mod home;
 pub(crate) mod target;
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::cgroup::JobCgroup;
 use crate::state::State;
@@ -126,11 +126,4 @@ impl ExecContext {
             Some(Err(e)) => Some(e),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

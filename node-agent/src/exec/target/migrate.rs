@@ -26,6 +26,7 @@
 //! `Resumed`). A source alive but unreachable for a while is presumed to
 //! have kept the job: the target drops its copy.
 
+use contracts::clock::unix_millis;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -37,7 +38,7 @@ use tracing::{info, warn};
 
 use super::{drive, Home, HomeLink, RunningJob};
 use crate::exec::{
-    now_ms, ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_AGENT, EXIT_NO_PERMISSION,
+    ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_AGENT, EXIT_NO_PERMISSION,
 };
 use crate::job;
 use crate::state::{MigrateCmd, MigrateResult};
@@ -593,7 +594,7 @@ pub(crate) async fn immigrate(imm: Immigrant, ctx: ExecContext, mut s: SecureStr
     info.node = ctx.node.clone();
     info.pid = Some(init);
     info.moves += 1;
-    info.since_ms = now_ms();
+    info.since_ms = unix_millis();
     ctx.state.note_move(true);
     let job = RunningJob {
         info,

@@ -7,6 +7,7 @@
 //! - `migrate`: moving a running job between nodes (CRIU), source and
 //!   target sides, and the rules that keep exactly one copy.
 
+use contracts::clock::unix_millis;
 use std::time::Duration;
 
 use contracts::share::{find_mount, MOUNT_POINT};
@@ -17,7 +18,7 @@ use tracing::{debug, info};
 
 pub mod migrate;
 
-use super::{now_ms, ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_PERMISSION, HEARTBEAT};
+use super::{ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_PERMISSION, HEARTBEAT};
 use crate::crypto::FrameCipher;
 use crate::job::{self, Started};
 use crate::state::MigrateCmd;
@@ -113,14 +114,14 @@ pub(crate) async fn run_job(req: ExecRequest, ctx: ExecContext, s: SecureStream)
         node: ctx.node.clone(),
         home: req.home.clone(),
         pid: Some(started.init),
-        started_ms: now_ms(),
+        started_ms: unix_millis(),
         moves: 0,
         cantmove: if req.lock {
             Some("locked (omctl run --lock)".to_string())
         } else {
             started.cantmove.clone()
         },
-        since_ms: now_ms(),
+        since_ms: unix_millis(),
     };
     let job = RunningJob {
         info,
