@@ -252,6 +252,118 @@ pub enum PeerFrame {
     },
 }
 
+/// A frame of a running job's stream, by the side that sends it: what
+/// the relay on the home node ([`crate::exec::relay`]) and the job's driver
+/// on the node running it read, each matching its side exhaustively.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobFrame {
+    /// home → the node running the job.
+    FromHome(HomeFrame),
+    /// The node running the job → home.
+    FromTarget(TargetFrame),
+}
+
+/// What home sends a running job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HomeFrame {
+    /// Bytes for its stdin.
+    Stdin(Vec<u8>),
+    /// Its stdin is closed.
+    StdinEof,
+    /// A signal for its process group.
+    Signal(i32),
+}
+
+/// What the node running a job tells home.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetFrame {
+    /// It started (or, after a move, runs) on `node` as `pid`.
+    Started {
+        /// Where.
+        node: String,
+        /// Its pid there.
+        pid: u32,
+        /// Its sequence number among the jobs started there.
+        seq: u64,
+    },
+    /// Bytes from its stdout.
+    Stdout(Vec<u8>),
+    /// Bytes from its stderr.
+    Stderr(Vec<u8>),
+    /// It still runs.
+    Heartbeat,
+    /// It ended.
+    Exit(ExitInfo),
+    /// It could not run or was lost.
+    Failed {
+        /// Exit status for omctl.
+        code: i32,
+        /// Why.
+        message: String,
+    },
+    /// It is frozen for a move to `node`.
+    Migrating {
+        /// The move's target.
+        node: String,
+        /// Its agent's address.
+        addr: std::net::SocketAddr,
+    },
+    /// The move failed; it runs here again.
+    Resumed,
+    /// It runs on `node` now.
+    Moved {
+        /// Where.
+        node: String,
+        /// Its agent's address.
+        addr: std::net::SocketAddr,
+    },
+}
+
+impl PeerFrame {
+    /// The frame as one of a running job's stream, or itself when it is
+    /// not one (a request, or a frame of another exchange).
+    pub fn into_job_frame(self) -> Result<JobFrame, Box<PeerFrame>> {
+        use JobFrame::{FromHome, FromTarget};
+        Ok(match self {
+            PeerFrame::Stdin(b) => FromHome(HomeFrame::Stdin(b)),
+            PeerFrame::StdinEof => FromHome(HomeFrame::StdinEof),
+            PeerFrame::Signal(s) => FromHome(HomeFrame::Signal(s)),
+            PeerFrame::Started { node, pid, seq } => {
+                FromTarget(TargetFrame::Started { node, pid, seq })
+            }
+            PeerFrame::Stdout(b) => FromTarget(TargetFrame::Stdout(b)),
+            PeerFrame::Stderr(b) => FromTarget(TargetFrame::Stderr(b)),
+            PeerFrame::Heartbeat => FromTarget(TargetFrame::Heartbeat),
+            PeerFrame::Exit(e) => FromTarget(TargetFrame::Exit(e)),
+            PeerFrame::Failed { code, message } => {
+                FromTarget(TargetFrame::Failed { code, message })
+            }
+            PeerFrame::Migrating { node, addr } => {
+                FromTarget(TargetFrame::Migrating { node, addr })
+            }
+            PeerFrame::Resumed => FromTarget(TargetFrame::Resumed),
+            PeerFrame::Moved { node, addr } => FromTarget(TargetFrame::Moved { node, addr }),
+            other @ (PeerFrame::Ps
+            | PeerFrame::PsReply(_)
+            | PeerFrame::Exec(_)
+            | PeerFrame::MigrateJob(_)
+            | PeerFrame::Migrated(_)
+            | PeerFrame::Immigrate(_)
+            | PeerFrame::File { .. }
+            | PeerFrame::FilesDone
+            | PeerFrame::Restored { .. }
+            | PeerFrame::Commit
+            | PeerFrame::Outcome { .. }
+            | PeerFrame::OutcomeReply(_)
+            | PeerFrame::Attach { .. }
+            | PeerFrame::Knob { .. }
+            | PeerFrame::KnobDone(_)
+            | PeerFrame::KeyDone(_)
+            | PeerFrame::NewKey { .. }) => return Err(Box::new(other)),
+        })
+    }
+}
+
 /// A cluster key's bytes in a frame; never printed.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyBytes(pub [u8; 32]);

@@ -16,6 +16,7 @@ use crate::stream::{connect, sealed_reader, SecureStream};
 use crate::wire::{
     self, ExecRequest, ExitInfo, JobInfo, MigrateDone, MigrateOrder, PeerFrame, WireError,
 };
+use crate::wire::{JobFrame, TargetFrame};
 
 /// How long a node has to list its jobs: a node under emulation, busy
 /// dumping and restoring, takes seconds, and `omctl ps --all` leaves out a
@@ -296,63 +297,49 @@ async fn pump(
     loop {
         tokio::select! {
             f = from_target.recv() => match f {
-                Some(Ok(PeerFrame::Failed { code, message })) => {
-                    if try_again(&leg.following).await {
-                        return Err(Next::Retry);
-                    }
-                    return Err(Next::End(match leg.following {
-                        Some(_) => lost(&leg.following, &target, message),
-                        None => RelayEnd::Failed(code, message),
-                    }));
-                }
                 Some(Ok(f)) => {
+                    let f = match f.into_job_frame() {
+                        Ok(JobFrame::FromTarget(f)) => f,
+                        Ok(JobFrame::FromHome(f)) => {
+                            debug!(frame = ?f, "ignored a home's frame from target");
+                            continue;
+                        }
+                        Err(f) => {
+                            debug!(frame = ?f, "ignored frame from target");
+                            continue;
+                        }
+                    };
+                    if let TargetFrame::Failed { code, message } = f {
+                        if try_again(&leg.following).await {
+                            return Err(Next::Retry);
+                        }
+                        return Err(Next::End(match leg.following {
+                            Some(_) => lost(&leg.following, &target, message),
+                            None => RelayEnd::Failed(code, message),
+                        }));
+                    }
                     last_heard = tokio::time::Instant::now();
                     leg.following = None;
                     if doubted.take().is_some() {
                         info!(%job, node = %target, "the node declared dead still runs the job: going on");
                     }
                     let event = match f {
-                        PeerFrame::Heartbeat => None,
-                        PeerFrame::Migrating { node, addr: to } => {
+                        TargetFrame::Heartbeat | TargetFrame::Failed { .. } => None,
+                        TargetFrame::Migrating { node, addr: to } => {
                             moving = Some((node, to));
                             None
                         }
-                        PeerFrame::Resumed => {
+                        TargetFrame::Resumed => {
                             moving = None;
                             None
                         }
-                        PeerFrame::Moved { node, addr: to } => {
+                        TargetFrame::Moved { node, addr: to } => {
                             return Ok(Moved { to: node, to_addr: to, source_died: false })
                         }
-                        PeerFrame::Exit(e) => return Err(Next::End(RelayEnd::Exit(e))),
-                        PeerFrame::Stdout(b) => Some(RelayEvent::Stdout(b)),
-                        PeerFrame::Stderr(b) => Some(RelayEvent::Stderr(b)),
-                        PeerFrame::Started { node, pid, seq } => Some(RelayEvent::Started { node, pid, seq }),
-                        // Frames a target never sends on a job's stream.
-                        other @ (PeerFrame::Ps
-                        | PeerFrame::PsReply(_)
-                        | PeerFrame::Exec(_)
-                        | PeerFrame::Stdin(_)
-                        | PeerFrame::StdinEof
-                        | PeerFrame::Signal(_)
-                        | PeerFrame::Failed { .. }
-                        | PeerFrame::MigrateJob(_)
-                        | PeerFrame::Migrated(_)
-                        | PeerFrame::Immigrate(_)
-                        | PeerFrame::File { .. }
-                        | PeerFrame::FilesDone
-                        | PeerFrame::Restored { .. }
-                        | PeerFrame::Commit
-                        | PeerFrame::Outcome { .. }
-                        | PeerFrame::OutcomeReply(_)
-                        | PeerFrame::Attach { .. }
-                        | PeerFrame::Knob { .. }
-                        | PeerFrame::KnobDone(_)
-                        | PeerFrame::KeyDone(_)
-                        | PeerFrame::NewKey { .. }) => {
-                            debug!(frame = ?other, "ignored frame from target");
-                            None
-                        }
+                        TargetFrame::Exit(e) => return Err(Next::End(RelayEnd::Exit(e))),
+                        TargetFrame::Stdout(b) => Some(RelayEvent::Stdout(b)),
+                        TargetFrame::Stderr(b) => Some(RelayEvent::Stderr(b)),
+                        TargetFrame::Started { node, pid, seq } => Some(RelayEvent::Started { node, pid, seq }),
                     };
                     if let Some(event) = event {
                         if caller_tx.send(event).await.is_err() {

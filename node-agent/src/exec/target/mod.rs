@@ -24,6 +24,7 @@ use crate::job::{self, Started};
 use crate::state::MigrateCmd;
 use crate::stream::{sealed_reader, SecureStream};
 use crate::wire::{self, ExecRequest, ExitInfo, JobInfo, PeerFrame, WireError};
+use crate::wire::{HomeFrame, JobFrame};
 
 /// Bytes of job output per frame.
 const CHUNK: usize = 32 * 1024;
@@ -362,51 +363,30 @@ impl Driver {
     /// A frame from home: input, its end, a signal; or home went away.
     fn home_said(&mut self, f: Option<Result<PeerFrame, WireError>>) {
         let name = &self.name;
-        match f {
-            Some(Ok(PeerFrame::Stdin(d))) => {
-                if self.stdin.is_some() {
-                    self.job.stdin.extend_from_slice(&d)
-                }
+        let f = match f.map(|r| r.map(PeerFrame::into_job_frame)) {
+            Some(Ok(Ok(JobFrame::FromHome(f)))) => f,
+            Some(Ok(Ok(JobFrame::FromTarget(f)))) => {
+                return debug!(job = %name, frame = ?f, "ignored a target's frame from home")
             }
-            Some(Ok(PeerFrame::StdinEof)) => self.job.stdin_eof = true,
-            Some(Ok(PeerFrame::Signal(sig))) => {
-                debug!(job = %name, sig, "forwarding signal");
-                self.signal(sig);
-            }
-            // Frames home never sends on a job's stream.
-            Some(Ok(
-                other @ (PeerFrame::Ps
-                | PeerFrame::PsReply(_)
-                | PeerFrame::Exec(_)
-                | PeerFrame::Started { .. }
-                | PeerFrame::Stdout(_)
-                | PeerFrame::Stderr(_)
-                | PeerFrame::Heartbeat
-                | PeerFrame::Exit(_)
-                | PeerFrame::Failed { .. }
-                | PeerFrame::MigrateJob(_)
-                | PeerFrame::Migrated(_)
-                | PeerFrame::Immigrate(_)
-                | PeerFrame::File { .. }
-                | PeerFrame::FilesDone
-                | PeerFrame::Restored { .. }
-                | PeerFrame::Commit
-                | PeerFrame::Outcome { .. }
-                | PeerFrame::OutcomeReply(_)
-                | PeerFrame::Migrating { .. }
-                | PeerFrame::Resumed
-                | PeerFrame::Moved { .. }
-                | PeerFrame::Attach { .. }
-                | PeerFrame::Knob { .. }
-                | PeerFrame::KnobDone(_)
-                | PeerFrame::KeyDone(_)
-                | PeerFrame::NewKey { .. }),
-            )) => debug!(job = %name, frame = ?other, "ignored frame"),
+            Some(Ok(Err(f))) => return debug!(job = %name, frame = ?f, "ignored frame"),
             Some(Err(_)) | None => {
                 info!(job = %name, "home node went away, hanging up the job");
                 self.home.hang_up();
                 self.signal(libc::SIGHUP);
                 job::resume(self.job.started.init);
+                return;
+            }
+        };
+        match f {
+            HomeFrame::Stdin(d) => {
+                if self.stdin.is_some() {
+                    self.job.stdin.extend_from_slice(&d)
+                }
+            }
+            HomeFrame::StdinEof => self.job.stdin_eof = true,
+            HomeFrame::Signal(sig) => {
+                debug!(job = %name, sig, "forwarding signal");
+                self.signal(sig);
             }
         }
     }
