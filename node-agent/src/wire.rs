@@ -263,7 +263,8 @@ pub enum JobFrame {
     FromTarget(TargetFrame),
 }
 
-/// What home sends a running job.
+/// What home sends a running job (what the caller, `omctl run`, sends
+/// its job).
 #[derive(Debug, Clone, PartialEq)]
 pub enum HomeFrame {
     /// Bytes for its stdin.
@@ -317,6 +318,16 @@ pub enum TargetFrame {
         /// Its agent's address.
         addr: std::net::SocketAddr,
     },
+}
+
+impl From<HomeFrame> for PeerFrame {
+    fn from(f: HomeFrame) -> Self {
+        match f {
+            HomeFrame::Stdin(b) => PeerFrame::Stdin(b),
+            HomeFrame::StdinEof => PeerFrame::StdinEof,
+            HomeFrame::Signal(s) => PeerFrame::Signal(s),
+        }
+    }
 }
 
 impl PeerFrame {

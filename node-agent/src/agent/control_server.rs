@@ -19,11 +19,13 @@ use tracing::{debug, info, warn};
 
 use super::admission;
 use super::local_load::LocalLoad;
-use crate::exec::{self, CallerInput, RelayEnd, RelayEvent};
+use crate::exec::{self, RelayEnd, RelayEvent};
 use crate::membership::NodeId;
 use crate::placement;
 use crate::state::State;
-use crate::wire::{ClusterStatus, ExecRequest, JobInfo, MigrateDone, MigrateOrder, RunRequest};
+use crate::wire::{
+    ClusterStatus, ExecRequest, HomeFrame, JobInfo, MigrateDone, MigrateOrder, RunRequest,
+};
 use agent_control::protocol::{self, Hello};
 use agent_control::{ControlReply, ControlRequest};
 
@@ -190,15 +192,15 @@ impl Controller {
         mut wr: OwnedWriteHalf,
     ) {
         let mut tasks = JoinSet::new();
-        let (input_tx, input_rx) = mpsc::channel::<CallerInput>(64);
+        let (input_tx, input_rx) = mpsc::channel::<HomeFrame>(64);
         tasks.spawn(async move {
             // Ends at the caller's end of stream or first bad frame, which
             // drops `input_tx`: the relay then takes the caller as gone.
             while let Ok(Some(r)) = protocol::read::<ControlRequest, _>(&mut rd).await {
                 let input = match r {
-                    ControlRequest::Stdin(b) => CallerInput::Stdin(b),
-                    ControlRequest::StdinEof => CallerInput::StdinEof,
-                    ControlRequest::Signal(s) => CallerInput::Signal(s),
+                    ControlRequest::Stdin(b) => HomeFrame::Stdin(b),
+                    ControlRequest::StdinEof => HomeFrame::StdinEof,
+                    ControlRequest::Signal(s) => HomeFrame::Signal(s),
                     other @ (ControlRequest::Status
                     | ControlRequest::Ps
                     | ControlRequest::PsCluster
@@ -388,7 +390,7 @@ impl Controller {
         req: RunRequest,
         uid: u32,
         gid: u32,
-        caller_rx: mpsc::Receiver<CallerInput>,
+        caller_rx: mpsc::Receiver<HomeFrame>,
         caller_tx: mpsc::Sender<ControlReply>,
     ) -> RelayEnd {
         let target = match self.pick(req.node.as_deref(), uid) {

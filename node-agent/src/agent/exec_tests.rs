@@ -2,7 +2,7 @@
 
 use crate::crypto::{self, FrameCipher, Role};
 use crate::exec::*;
-use crate::wire::{self, ExecRequest, ExitInfo, PeerFrame};
+use crate::wire::{self, ExecRequest, ExitInfo, HomeFrame, PeerFrame};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -140,10 +140,10 @@ async fn relay_streams_stdin_and_reports_a_missing_cwd() {
     let mut req = request(std::path::Path::new("/dev/null"));
     req.argv = vec!["sh".into(), "-c".into(), "read a; echo \"[$a]\"".into()];
     to_relay
-        .send(CallerInput::Stdin(b"hi\n".to_vec()))
+        .send(HomeFrame::Stdin(b"hi\n".to_vec()))
         .await
         .unwrap();
-    to_relay.send(CallerInput::StdinEof).await.unwrap();
+    to_relay.send(HomeFrame::StdinEof).await.unwrap();
     let end = relay(
         addr,
         "t",

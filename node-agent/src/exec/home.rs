@@ -16,7 +16,7 @@ use crate::stream::{connect, sealed_reader, SecureStream};
 use crate::wire::{
     self, ExecRequest, ExitInfo, JobInfo, MigrateDone, MigrateOrder, PeerFrame, WireError,
 };
-use crate::wire::{JobFrame, TargetFrame};
+use crate::wire::{HomeFrame, JobFrame, TargetFrame};
 
 /// How long a node has to list its jobs: a node under emulation, busy
 /// dumping and restoring, takes seconds, and `omctl ps --all` leaves out a
@@ -34,27 +34,6 @@ pub async fn remote_jobs(
         Ok(Ok(Some(PeerFrame::PsReply(jobs)))) => Ok(jobs),
         Ok(Err(e)) => Err(e),
         _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "no job list").into()),
-    }
-}
-
-/// What the caller (`omctl run`) sends its job while it runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallerInput {
-    /// Bytes for its stdin.
-    Stdin(Vec<u8>),
-    /// Its stdin is closed.
-    StdinEof,
-    /// A signal for its process group.
-    Signal(i32),
-}
-
-impl From<CallerInput> for PeerFrame {
-    fn from(i: CallerInput) -> Self {
-        match i {
-            CallerInput::Stdin(b) => PeerFrame::Stdin(b),
-            CallerInput::StdinEof => PeerFrame::StdinEof,
-            CallerInput::Signal(s) => PeerFrame::Signal(s),
-        }
     }
 }
 
@@ -170,7 +149,7 @@ pub async fn relay(
     target: &str,
     keys: &crate::keys::Keys,
     req: ExecRequest,
-    mut caller_rx: mpsc::Receiver<CallerInput>,
+    mut caller_rx: mpsc::Receiver<HomeFrame>,
     caller_tx: mpsc::Sender<RelayEvent>,
     mut down: broadcast::Receiver<NodeId>,
 ) -> RelayEnd {
@@ -269,7 +248,7 @@ async fn pump(
     leg: &mut Leg,
     job: &str,
     s: SecureStream,
-    caller_rx: &mut mpsc::Receiver<CallerInput>,
+    caller_rx: &mut mpsc::Receiver<HomeFrame>,
     caller_tx: &mpsc::Sender<RelayEvent>,
     down: &mut broadcast::Receiver<NodeId>,
 ) -> Result<Moved, Next> {
