@@ -9,16 +9,31 @@
 //!   work / total capacity).
 //!
 //! `OM_BENCH_SIZES` picks the membership sizes (empty: placement only).
-//! Needs root and iproute2. Run: `bench/agent.sh` or
-//! `cargo bench -p node-agent --bench agent`.
+//! Needs root and iproute2. Run: `bench/agent.sh`, which builds omnode and
+//! omctl first (`cargo build --profile bench -p node-agent -p omctl --bins`) and runs
+//! `cargo bench -p omcluster-bench --bench agent`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
+use agent_control::client as control;
 use lab::netns::{netns_command, BridgeLan as Lan};
 use lab::process::{shared_tempdir, terminate, Reaped};
-use node_agent::control;
+
+/// The agent (omnode) and its CLI (omctl), built beside this benchmark
+/// (`bench/agent.sh` builds them first); `main` looks them up before any
+/// namespace is made, so a missing one ends the run at once.
+static OMNODE: LazyLock<PathBuf> = LazyLock::new(|| program("omnode"));
+static OMCTL: LazyLock<PathBuf> = LazyLock::new(|| program("omctl"));
+
+fn program(name: &str) -> PathBuf {
+    omcluster_bench::binaries::built(name).unwrap_or_else(|e| {
+        eprintln!("agent bench: {e}");
+        std::process::exit(1);
+    })
+}
 
 struct Bench {
     lan: Lan,
@@ -33,7 +48,7 @@ impl Bench {
         let lan = Lan::new(tag, net, n);
         let dir = shared_tempdir();
         let key = dir.path().join("key");
-        let ok = Command::new(env!("CARGO_BIN_EXE_omnode"))
+        let ok = Command::new(&*OMNODE)
             .args(["keygen", "--out"])
             .arg(&key)
             .stdout(Stdio::null())
@@ -56,7 +71,7 @@ impl Bench {
 
     fn start(&mut self, i: usize, extra: &[&str]) {
         let log = std::fs::File::create(self.dir.path().join(format!("n{i}.log"))).unwrap();
-        let child = netns_command(&self.lan.nodes[i], env!("CARGO_BIN_EXE_omnode"))
+        let child = netns_command(&self.lan.nodes[i], &*OMNODE)
             .args(["agent", "--allow-root-jobs"])
             .arg("--key-file")
             .arg(&self.key)
@@ -80,7 +95,7 @@ impl Bench {
         &self,
         who: &[usize],
         limit: Duration,
-        ok: impl Fn(usize, &node_agent::wire::ClusterStatus) -> bool,
+        ok: impl Fn(usize, &agent_control::ClusterStatus) -> bool,
     ) -> Option<Duration> {
         let t = Instant::now();
         let mut done = vec![false; self.agents.len()];
@@ -110,7 +125,7 @@ impl Drop for Bench {
     }
 }
 
-fn alive(s: &node_agent::wire::ClusterStatus) -> usize {
+fn alive(s: &agent_control::ClusterStatus) -> usize {
     s.nodes.iter().filter(|n| n.state == "alive").count()
 }
 
@@ -174,7 +189,7 @@ fn burst(socket: &Path, awk: &str, nodes: &[Option<String>]) -> (Duration, Vec<S
     let children: Vec<_> = nodes
         .iter()
         .map(|node| {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_omctl"));
+            let mut c = Command::new(&*OMCTL);
             c.arg("--socket").arg(socket).arg("run");
             if let Some(n) = node {
                 c.args(["--node", n]);
@@ -269,6 +284,8 @@ fn main() {
         eprintln!("agent bench: needs root (network namespaces, cgroups)");
         std::process::exit(1);
     }
+    LazyLock::force(&OMNODE);
+    LazyLock::force(&OMCTL);
     let sizes: Vec<usize> = std::env::var("OM_BENCH_SIZES")
         .unwrap_or_else(|_| "8,16,32".into())
         .split(',')

@@ -4,4 +4,8 @@
 # one node. Needs root, iproute2 and awk. See bench/agent.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo bench -p node-agent --bench agent "$@"
+# The agents under test: omnode and omctl, built in the profile cargo bench
+# uses, where the benchmark looks for them (they belong to node-agent, whose
+# binaries cargo hands only to node-agent's own benchmarks).
+cargo build --profile bench -p node-agent -p omctl --bin omnode --bin omctl
+exec cargo bench -p omcluster-bench --bench agent "$@"

@@ -23,10 +23,6 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use lab::{ClusterLab, Firmware, LabConfig, LabMode};
 
-#[path = "common.rs"]
-#[allow(dead_code, unused_imports)]
-mod common;
-
 /// How long a boot may take before the round fails (bounds a hang).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(420);
 
@@ -109,7 +105,7 @@ fn main() -> Result<()> {
     }
     let med = |i: usize, f: &dyn Fn(&Boot) -> Option<f64>| -> Option<f64> {
         let mut v: Vec<f64> = figures[i].iter().filter_map(f).collect();
-        (!v.is_empty()).then(|| common::median(&mut v))
+        (!v.is_empty()).then(|| omcluster_bench::median(&mut v))
     };
     let show = |v: Option<f64>, unit: &str| {
         v.map(|x| format!("{x:.1} {unit}"))

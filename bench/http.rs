@@ -2,20 +2,17 @@
 //! HTTP server, beside busybox httpd serving the same directory, in one run.
 //! Prints wall time and aggregate throughput, median of `OM_BENCH_ROUNDS`
 //! (default 3) alternating rounds. Run: `bench/http.sh` or
-//! `cargo bench -p pxe-server --bench http`.
+//! `cargo bench -p omcluster-bench --bench http`.
 //!
 //! Our server runs as a child of this binary (`--serve-http DIR [ADDR]`) so its
 //! RSS is its own; that mode also serves an image directory by hand.
-
-#[path = "common.rs"]
-mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use common::{median, pattern, rss_kib, Proc};
+use omcluster_bench::{median, pattern, rss_kib, Proc};
 use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 50;

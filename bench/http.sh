@@ -3,4 +3,4 @@
 # httpd. Packages: curl busybox-static. See bench/http.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo bench -p pxe-server --bench http "$@"
+exec cargo bench -p omcluster-bench --bench http "$@"

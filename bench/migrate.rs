@@ -24,9 +24,6 @@
 //! `bench/migrate.sh`; `OM_BENCH_ROUNDS` sets the rounds (default 3),
 //! `OM_BENCH_SIZES` the sizes in MiB (default `16,64,256`).
 
-#[path = "image.rs"]
-mod image;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::chown;
@@ -251,7 +248,7 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&image_work);
     std::fs::create_dir_all(&image_work)?;
     eprintln!("migrate bench: building the image (the node image plus iperf3)");
-    let image_dir = image::with_iperf3(&bin_dir, &image_work, &[], &[])?;
+    let image_dir = omcluster_bench::image::with_iperf3(&bin_dir, &image_work, &[], &[])?;
     eprintln!("migrate bench: booting two nodes");
     let mut lab = ClusterLab::start(LabConfig {
         name: "om-bmig".into(),

@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OM_QEMU_TESTS=1
-exec cargo bench -p omcluster-e2e --bench migrate "$@"
+exec cargo bench -p omcluster-bench --bench migrate "$@"

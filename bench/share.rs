@@ -34,9 +34,6 @@
 //! packages (`scripts/install-packages`); run with `bench/share.sh`.
 //! `OM_BENCH_ROUNDS` sets the rounds (default 3).
 
-#[path = "image.rs"]
-mod image;
-
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -72,7 +69,7 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     eprintln!("share bench: building the image (the node image plus the nfsd module)");
-    let image = image::with_iperf3(&bin, &work, &["strace"], &["nfsd"])?;
+    let image = omcluster_bench::image::with_iperf3(&bin, &work, &["strace"], &["nfsd"])?;
 
     let mut lan = VirtualLan::create("om-bsh", Ipv4Addr::new(10, 77, 0, 2), 24)?;
     eprintln!("share bench: booting the head from the ISO");

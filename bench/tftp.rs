@@ -5,14 +5,11 @@
 //!
 //! Run as root (dnsmasq's TFTP port is fixed at 69, so it runs in its own
 //! network namespace `omt-tftp-bench`): `bench/tftp.sh`, or
-//! `cargo bench -p pxe-server --bench tftp`. Set `OM_BENCH_ROUNDS` (default 3)
+//! `cargo bench -p omcluster-bench --bench tftp`. Set `OM_BENCH_ROUNDS` (default 3)
 //! for more alternating rounds; the median is reported.
 //!
 //! Our server runs as a child process of this binary (`--serve-tftp DIR`) so its
 //! RSS is its own.
-
-#[path = "common.rs"]
-mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
@@ -20,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use common::{median, pattern, rss_kib, Proc};
+use omcluster_bench::{median, pattern, rss_kib, Proc};
 use std::time::{Duration, Instant};
 
 const NETNS: &str = "omt-tftp-bench";

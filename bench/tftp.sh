@@ -3,4 +3,4 @@
 # Packages: atftp curl tftpd-hpa dnsmasq-base iproute2. See bench/tftp.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo bench -p pxe-server --bench tftp "$@"
+exec cargo bench -p omcluster-bench --bench tftp "$@"

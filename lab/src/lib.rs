@@ -2,7 +2,8 @@
 //!
 //! It drives `omboot`, `omnode` and `omctl` as binaries and depends on no
 //! workspace crate but `contracts` (for the MAC type), so every crate's tests
-//! (and `bench/`) can use it as a dev-dependency. Nothing here ships on a real head.
+//! can use it as a dev-dependency (and `bench/`'s library as a dependency).
+//! Nothing here ships on a real head.
 //!
 //! Modules (each opens with its own `//!` doc):
 //! - [`cluster`]: [`ClusterLab`], a whole virtual cluster (the LAN, `omboot

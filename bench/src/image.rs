@@ -23,12 +23,12 @@ pub fn with_iperf3(
     let no_modules = "\nmodules = []";
     ensure!(
         recipe.contains(no_modules),
-        "images/node.toml no longer has `modules = []`; update bench/image.rs"
+        "images/node.toml no longer has `modules = []`; update bench/src/image.rs"
     );
     let initramfs = "\ninitramfs = [\"busybox\", ";
     ensure!(
         recipe.contains(initramfs),
-        "images/node.toml's initramfs list changed; update bench/image.rs"
+        "images/node.toml's initramfs list changed; update bench/src/image.rs"
     );
     let quoted =
         |names: &[&str]| -> Vec<String> { names.iter().map(|m| format!("\"{m}\", ")).collect() };
