@@ -15,9 +15,18 @@ pub use lab::process::{shared_tempdir, wait_for, Reaped};
 pub fn bin(name: &str) -> PathBuf {
     match name {
         "omnode" => PathBuf::from(env!("CARGO_BIN_EXE_omnode")),
-        "omctl" => lab::build::static_binaries()
-            .expect("the static build of omctl")
-            .join("omctl"),
+        // Asked once: the build check costs a cargo run, and tests start
+        // omctl in bursts.
+        "omctl" => {
+            static OMCTL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+            OMCTL
+                .get_or_init(|| {
+                    lab::build::static_binaries()
+                        .expect("the static build of omctl")
+                        .join("omctl")
+                })
+                .clone()
+        }
         other => panic!("no binary {other}"),
     }
 }
