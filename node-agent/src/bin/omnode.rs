@@ -46,10 +46,10 @@ enum Command {
     /// Hold a cluster job: the agent runs every job under this (a PID
     /// namespace of its own, a job init at PID 1).
     #[command(hide = true)]
-    JobRun(node_agent::job::holder::RunArgs),
+    JobRun(job_holder::RunArgs),
     /// Restore a moved job from its checkpoint and hold it.
     #[command(hide = true)]
-    JobRestore(node_agent::job::holder::RestoreArgs),
+    JobRestore(job_holder::RestoreArgs),
 }
 
 #[derive(clap::Args)]
@@ -236,9 +236,9 @@ fn main() -> ExitCode {
             Command::Reboot => init::request_power(init::PowerAction::Reboot).map_err(Into::into),
             Command::Halt => init::request_power(init::PowerAction::Halt).map_err(Into::into),
             // The job holders report through their exit code, nothing else.
-            Command::JobRun(a) => return ExitCode::from(node_agent::job::holder::run(a) as u8),
+            Command::JobRun(a) => return ExitCode::from(job_holder::run(a) as u8),
             Command::JobRestore(a) => {
-                return ExitCode::from(node_agent::job::holder::restore(a) as u8)
+                return ExitCode::from(job_holder::restore(a) as u8)
             }
         }
     };

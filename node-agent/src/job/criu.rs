@@ -8,23 +8,7 @@ use std::time::{Duration, Instant};
 /// The program.
 pub const CRIU: &str = "criu";
 
-/// The lines of a CRIU log that say what went wrong (the last two errors,
-/// or the last two lines).
-pub fn log_tail(log: &str) -> String {
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains("Error")).collect();
-    let mut pick: Vec<&str> = if errors.is_empty() {
-        log.lines().rev().take(2).collect()
-    } else {
-        errors.into_iter().rev().take(2).collect()
-    };
-    pick.reverse();
-    let text = pick.join(" / ");
-    if text.is_empty() {
-        "criu wrote no log".into()
-    } else {
-        text
-    }
-}
+pub use job_holder::criu_log_tail as log_tail;
 
 /// Where CRIU's parasite mounts a /proc of the job's PID namespace: the
 /// name is relative to the dumped init's working directory, which is `/`

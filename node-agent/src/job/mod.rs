@@ -1,5 +1,5 @@
 //! A cluster job's processes on the node that runs it, as the agent handles
-//! them: started under a holder in a PID namespace of their own ([`holder`]),
+//! them: started under a holder in a PID namespace of their own (the [`job_holder`] crate),
 //! stopped and resumed as a whole, checked for what would keep them from
 //! moving ([`movable`]), dumped and restored with CRIU ([`criu`]), measured
 //! for the balancer ([`usage`]).
@@ -9,7 +9,6 @@
 //! new ones on the target by their inodes.
 
 pub mod criu;
-pub mod holder;
 pub mod movable;
 pub mod usage;
 
@@ -24,7 +23,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
-use holder::{Report, Stage, INHERIT_BASE_FD, REPORT_FD};
+use job_holder::{Report, Stage, INHERIT_BASE_FD, REPORT_FD};
 
 /// The agent's ends of a job's stdio pipes.
 #[derive(Debug)]

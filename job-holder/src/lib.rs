@@ -1,6 +1,10 @@
-//! The processes that carry one cluster job on its node, in the `omnode`
-//! binary (`omnode job-run`, `omnode job-restore`; hidden subcommands the
-//! agent starts). Synchronous and single-threaded: they fork without exec.
+//! The job holder: the processes that carry one cluster job on its node, in
+//! the `omnode` binary (`omnode job-run`, `omnode job-restore`; hidden
+//! subcommands the agent starts). Synchronous and single-threaded: they
+//! fork without exec. A crate of its own, out of the daemon: it knows only
+//! the job's spec (its arguments), the report it writes, and `omctl`'s exit
+//! statuses ([`agent_control`]); the agent (`node_agent::job`) starts it and
+//! reads its report.
 //!
 //! ```text
 //!  agent ── holder (root PID namespace; the agent's child, waits, forwards signals)
@@ -28,6 +32,7 @@ use std::path::PathBuf;
 
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use agent_control::EXIT_CANNOT_RUN;
 use nix::unistd::{fork, ForkResult, Pid};
 
 /// The descriptor a holder reports on.
@@ -257,7 +262,7 @@ pub fn run(args: RunArgs) -> i32 {
     let set = take_signals();
     let fail = |stage: Stage, e: i32| {
         report(REPORT_FD, &Report::Failed(stage, e));
-        agent_control::EXIT_CANNOT_RUN
+        EXIT_CANNOT_RUN
     };
     let argv: Vec<CString> = match args
         .argv
@@ -300,7 +305,7 @@ fn job_init(args: &RunArgs, argv: &[CString], cwd: &CString, set: &SigSet) -> i3
     let fail = |stage: Stage, e: i32| -> ! {
         report(REPORT_FD, &Report::Failed(stage, e));
         // SAFETY: leaving without running the parent's destructors.
-        unsafe { libc::_exit(agent_control::EXIT_CANNOT_RUN) }
+        unsafe { libc::_exit(EXIT_CANNOT_RUN) }
     };
     let _ = nix::unistd::setsid();
     if let Err(e) = enter_cgroup(&args.cgroup) {
@@ -406,7 +411,7 @@ pub fn restore(args: RestoreArgs) -> i32 {
             Err(e) => format!("cannot run {}: {e}", args.criu.display()),
             Ok(s) => format!(
                 "criu restore failed ({s}): {}",
-                super::criu::log_tail(
+                criu_log_tail(
                     &std::fs::read_to_string(args.dir.join("restore.log")).unwrap_or_default()
                 )
             ),
@@ -426,6 +431,24 @@ pub fn restore(args: RestoreArgs) -> i32 {
     wait_loop(&set, init, |s| {
         let _ = signal::kill(init, s);
     })
+}
+
+/// The lines of a CRIU log that say what went wrong (the last two errors,
+/// or the last two lines).
+pub fn criu_log_tail(log: &str) -> String {
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("Error")).collect();
+    let mut pick: Vec<&str> = if errors.is_empty() {
+        log.lines().rev().take(2).collect()
+    } else {
+        errors.into_iter().rev().take(2).collect()
+    };
+    pick.reverse();
+    let text = pick.join(" / ");
+    if text.is_empty() {
+        "criu wrote no log".into()
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]
