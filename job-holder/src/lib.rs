@@ -30,9 +30,9 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
+use agent_control::EXIT_CANNOT_RUN;
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use agent_control::EXIT_CANNOT_RUN;
 use nix::unistd::{fork, ForkResult, Pid};
 
 /// The descriptor a holder reports on.

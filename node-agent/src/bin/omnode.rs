@@ -237,9 +237,7 @@ fn main() -> ExitCode {
             Command::Halt => init::request_power(init::PowerAction::Halt).map_err(Into::into),
             // The job holders report through their exit code, nothing else.
             Command::JobRun(a) => return ExitCode::from(job_holder::run(a) as u8),
-            Command::JobRestore(a) => {
-                return ExitCode::from(job_holder::restore(a) as u8)
-            }
+            Command::JobRestore(a) => return ExitCode::from(job_holder::restore(a) as u8),
         }
     };
     match result {
