@@ -217,3 +217,16 @@ pub async fn key(
         other => Err(unexpected(other)),
     }
 }
+
+/// Asks the local agent for a login link to its web view: the link and
+/// what it allows (`read` or `steer`), or the refusal.
+pub async fn web(
+    path: &Path,
+    read_only: bool,
+) -> Result<Result<(String, String), Refusal>, ControlError> {
+    match request(path, &ControlRequest::Web { read_only }).await? {
+        ControlReply::WebLink { url, access } => Ok(Ok((url, access))),
+        ControlReply::Failed { code, message } => Ok(Err((code, message))),
+        other => Err(unexpected(other)),
+    }
+}

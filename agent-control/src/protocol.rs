@@ -28,7 +28,7 @@ use crate::model::{ClusterStatus, ExitInfo, JobInfo, MigrateDone, RunRequest};
 
 /// The control protocol's number: up by one with every change to
 /// [`ControlRequest`], [`ControlReply`] or what they carry.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// This build's release, as hellos carry it.
 pub const RELEASE: &str = env!("CARGO_PKG_VERSION");
@@ -93,6 +93,12 @@ pub enum ControlRequest {
         /// `Some(window_ms)` to rotate.
         rotate: Option<u64>,
     },
+    /// A one-time login link to the web view this agent serves (`omctl
+    /// web`): one that can steer (root only), or only look.
+    Web {
+        /// Whether the session may only look.
+        read_only: bool,
+    },
 }
 
 /// agent → omctl.
@@ -144,6 +150,14 @@ pub enum ControlReply {
     },
     /// What `Key` found or did, a line each.
     KeyDone(Vec<String>),
+    /// The web view's login link (its one-time token included: this reply
+    /// only crosses the local control socket).
+    WebLink {
+        /// `http://HOST:PORT/#login=TOKEN`.
+        url: String,
+        /// `read` or `steer`.
+        access: String,
+    },
 }
 
 /// The first frame each way: who speaks which protocol.

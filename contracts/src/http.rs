@@ -7,7 +7,8 @@
 //! writes an HTTP/1.0 request and [`parse_response`] reads a whole
 //! HTTP/1.x answer; the callers own the sockets. [`Checkin`] is the
 //! check-in body, the one type the agent serialises and `omboot`
-//! deserialises, and [`CHECKIN_PATH`] its endpoint.
+//! deserialises, and [`CHECKIN_PATH`] its endpoint. [`WEB_VIEW_PORT`] is
+//! where a head's agent serves the web view.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -19,6 +20,9 @@ use crate::mac::MacAddr;
 
 /// The path of the agent's check-in endpoint on `omboot`'s HTTP server.
 pub const CHECKIN_PATH: &str = "/api/v1/checkin";
+
+/// The port of the web view a head's agent serves (`omnode agent --web`).
+pub const WEB_VIEW_PORT: u16 = 7947;
 
 /// Body of `POST /api/v1/checkin`, JSON.
 ///

@@ -193,6 +193,8 @@ impl ClusterLab {
             .args(["agent", "--name", "head", "--interface", "br0"])
             .arg("--allow-root-jobs")
             .args(["--cluster", &config.cluster])
+            .arg("--web")
+            .arg(format!("{LAB_HEAD}:{}", contracts::http::WEB_VIEW_PORT))
             .arg("--key-file")
             .arg(&key_file)
             .arg("--socket")

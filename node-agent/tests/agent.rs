@@ -18,8 +18,8 @@ use crate::util::{self, bin, wait_for, Lan, Reaped};
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// Agents of one cluster on one [`Lan`].
-struct Cluster {
-    lan: Lan,
+pub(crate) struct Cluster {
+    pub(crate) lan: Lan,
     dir: tempfile::TempDir,
     id: String,
     key: PathBuf,
@@ -28,7 +28,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new(tag: &str, net: u8, n: usize) -> Self {
+    pub(crate) fn new(tag: &str, net: u8, n: usize) -> Self {
         let lan = Lan::new(tag, net, n);
         let dir = util::shared_tempdir();
         let key = dir.path().join("cluster.key");
@@ -52,15 +52,15 @@ impl Cluster {
         }
     }
 
-    fn name(i: usize) -> String {
+    pub(crate) fn name(i: usize) -> String {
         format!("n{i}")
     }
 
-    fn socket(&self, i: usize) -> PathBuf {
+    pub(crate) fn socket(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("n{i}.sock"))
     }
 
-    fn start_with(&mut self, i: usize, key: &std::path::Path, extra: &[&str]) {
+    pub(crate) fn start_with(&mut self, i: usize, key: &std::path::Path, extra: &[&str]) {
         let log = std::fs::File::create(self.dir.path().join(format!("n{i}.log"))).unwrap();
         let mut child = util::netns_command(&self.lan.nodes[i], bin("omnode"))
             .arg("agent")
@@ -98,7 +98,7 @@ impl Cluster {
     }
 
     /// Starts agent `i` as a cluster node: root's jobs run there.
-    fn start(&mut self, i: usize, extra: &[&str]) {
+    pub(crate) fn start(&mut self, i: usize, extra: &[&str]) {
         let key = self.key.clone();
         let mut args = vec!["--allow-root-jobs"];
         args.extend_from_slice(extra);
@@ -106,20 +106,20 @@ impl Cluster {
     }
 
     /// Starts agent `i` as a workstation: without `--allow-root-jobs`.
-    fn start_workstation(&mut self, i: usize, extra: &[&str]) {
+    pub(crate) fn start_workstation(&mut self, i: usize, extra: &[&str]) {
         let key = self.key.clone();
         self.start_with(i, &key, extra);
     }
 
-    fn kill(&mut self, i: usize) {
+    pub(crate) fn kill(&mut self, i: usize) {
         self.agents[i] = None;
     }
 
-    fn log(&self, i: usize) -> String {
+    pub(crate) fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("n{i}.log"))).unwrap_or_default()
     }
 
-    fn join_line(&self, i: usize) -> String {
+    pub(crate) fn join_line(&self, i: usize) -> String {
         self.joined[i]
             .as_ref()
             .unwrap()
@@ -127,13 +127,13 @@ impl Cluster {
             .unwrap_or_else(|_| panic!("n{i} printed no join line; log:\n{}", self.log(i)))
     }
 
-    fn omctl(&self, i: usize) -> Command {
+    pub(crate) fn omctl(&self, i: usize) -> Command {
         let mut c = Command::new(bin("omctl"));
         c.arg("--socket").arg(self.socket(i));
         c
     }
 
-    fn status(&self, i: usize) -> Result<ClusterStatus, String> {
+    pub(crate) fn status(&self, i: usize) -> Result<ClusterStatus, String> {
         let out = self
             .omctl(i)
             .args(["status", "--json"])
@@ -146,7 +146,7 @@ impl Cluster {
     }
 
     /// Waits until agent `i` sees exactly the nodes `alive` as alive (and no other).
-    fn wait_view(&self, i: usize, alive: &[usize], what: &str) -> ClusterStatus {
+    pub(crate) fn wait_view(&self, i: usize, alive: &[usize], what: &str) -> ClusterStatus {
         let want: Vec<String> = alive.iter().map(|&j| Self::name(j)).collect();
         wait_for(&format!("n{i} to see {what} ({want:?})"), LIMIT, || {
             let s = self.status(i)?;
@@ -504,7 +504,7 @@ fn capture(ns: &str, port: u16, count: usize, skip: &str) -> Vec<Vec<u8>> {
     .unwrap()
 }
 
-fn enter_netns(ns: &str) {
+pub(crate) fn enter_netns(ns: &str) {
     let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
     nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
 }
@@ -521,7 +521,7 @@ fn send_from(ns: &str, to: &str, data: &[u8]) {
     .unwrap();
 }
 
-fn run_on(c: &Cluster, i: usize, args: &[&str], stdin: &str) -> Output {
+pub(crate) fn run_on(c: &Cluster, i: usize, args: &[&str], stdin: &str) -> Output {
     use std::io::Write;
     let mut cmd = c.omctl(i);
     cmd.arg("run")
@@ -537,7 +537,7 @@ fn run_on(c: &Cluster, i: usize, args: &[&str], stdin: &str) -> Output {
 }
 
 /// `omctl SUB ARGS…` on node `i` as `uid`, with no input.
-fn omctl_as(c: &Cluster, i: usize, sub: &str, args: &[&str], uid: u32) -> Output {
+pub(crate) fn omctl_as(c: &Cluster, i: usize, sub: &str, args: &[&str], uid: u32) -> Output {
     c.omctl(i)
         .arg(sub)
         .args(args)

@@ -143,6 +143,14 @@ enum Command {
         #[command(subcommand)]
         action: Option<KeyAction>,
     },
+    /// Print a one-time link that logs a browser into the web view the
+    /// local agent serves (openMosixView: nodes, jobs, migrations, history).
+    Web {
+        /// A link that can look but not act (for a wall screen); without
+        /// it the link can steer, which takes root.
+        #[arg(long)]
+        read_only: bool,
+    },
     /// Join this machine to a cluster with a token from `omctl token
     /// create`: fetches the cluster key (sealed to this machine, never in
     /// the clear), writes it 0600 with the agent's settings, and starts
@@ -314,6 +322,22 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
         Command::Key { action } => {
             let rotate = action.map(|KeyAction::Rotate { window }| window.saturating_mul(1000));
             return Ok(lines_or_failure(control::key(&socket, rotate).await?));
+        }
+        Command::Web { read_only } => {
+            return Ok(match control::web(&socket, read_only).await? {
+                Ok((url, access)) => {
+                    println!("{url}");
+                    eprintln!(
+                        "omctl: open the link above in a browser within 15 minutes; it works once and its session can {}",
+                        if access == "steer" { "look and steer" } else { "look but not act" }
+                    );
+                    0
+                }
+                Err((code, message)) => {
+                    eprintln!("omctl: {message}");
+                    code
+                }
+            });
         }
         Command::Shell { args } => return shell(&socket, args).await,
         Command::Nodes { pending, json } => {

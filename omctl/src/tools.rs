@@ -626,7 +626,8 @@ pub async fn run(socket: &Path, node: Option<String>, lock: bool, argv: Vec<Stri
             | ControlReply::KnobDone(_)
             | ControlReply::AdmissionDone(_)
             | ControlReply::TokenMade { .. }
-            | ControlReply::KeyDone(_)) => {
+            | ControlReply::KeyDone(_)
+            | ControlReply::WebLink { .. }) => {
                 tracing::debug!(reply = ?other, "ignored a reply that is not the job's");
             }
         }

@@ -75,11 +75,13 @@ pub(super) struct Controller {
     pub(super) counter: Arc<AtomicU64>,
     /// Where admission requests go (from `--checkin`).
     pub(super) boot_server: Option<admission::BootServer>,
+    /// The web view's login links (with `--web`).
+    pub(super) web: Option<web_view::Gate>,
 }
 
 impl Controller {
     /// The cluster as `omctl status` shows it.
-    fn status(&self) -> ClusterStatus {
+    pub(super) fn status(&self) -> ClusterStatus {
         let local = self.load.sample();
         self.state.view().status(local)
     }
@@ -98,7 +100,7 @@ impl Controller {
 
     /// Jobs of every live node: ours, and each other node's answer to `Ps`
     /// (asked in parallel; a node that does not answer is left out).
-    async fn cluster_jobs(&self) -> Vec<JobInfo> {
+    pub(super) async fn cluster_jobs(&self) -> Vec<JobInfo> {
         let peers = self.state.view().live_peers();
         let stream_key = self.keys.stream();
         let asks = peers
@@ -170,6 +172,13 @@ impl Controller {
                     Err(e) => failed(e),
                 }
             }
+            ControlRequest::Web { read_only } => {
+                self.web_link(read_only, cred.uid())
+                    .map_or_else(failed, |(url, access)| ControlReply::WebLink {
+                        url,
+                        access,
+                    })
+            }
             ControlRequest::Run(req) => return self.run_for(req, cred, rd, wr).await,
             ControlRequest::Stdin(_) | ControlRequest::StdinEof | ControlRequest::Signal(_) => {
                 failed((
@@ -209,7 +218,8 @@ impl Controller {
                     | ControlRequest::Knob { .. }
                     | ControlRequest::Admission { .. }
                     | ControlRequest::Token { .. }
-                    | ControlRequest::Key { .. }) => {
+                    | ControlRequest::Key { .. }
+                    | ControlRequest::Web { .. }) => {
                         debug!(request = ?other, "ignored a second request during a job");
                         continue;
                     }
@@ -244,9 +254,36 @@ impl Controller {
         tokio::join!(writer, job);
     }
 
+    /// A login link to the web view for the caller `uid`: one that steers
+    /// for root, one that only looks for anyone.
+    fn web_link(&self, read_only: bool, uid: u32) -> Result<(String, String), (i32, String)> {
+        let Some(gate) = &self.web else {
+            return Err((
+                exec::EXIT_NO_AGENT,
+                "this agent serves no web view (start it with --web ADDR:PORT; the head's does on port 7947)".into(),
+            ));
+        };
+        let access = if read_only {
+            web_view::Access::Read
+        } else if uid == 0 {
+            web_view::Access::Steer
+        } else {
+            return Err((
+                exec::EXIT_NO_PERMISSION,
+                "a link that can steer the cluster takes root; omctl web --read-only makes one that only looks".into(),
+            ));
+        };
+        Ok((gate.login_url(access), access.as_str().to_string()))
+    }
+
     /// Moves the job `what` (id, or pid as `ps` shows it) to `to` (a node,
     /// `home` or `best`) for the caller `uid`.
-    async fn migrate(&self, what: &str, to: &str, uid: u32) -> Result<MigrateDone, (i32, String)> {
+    pub(super) async fn migrate(
+        &self,
+        what: &str,
+        to: &str,
+        uid: u32,
+    ) -> Result<MigrateDone, (i32, String)> {
         let bad = |m: String| (exec::EXIT_CANNOT_RUN, m);
         let jobs = self.cluster_jobs().await;
         let found: Vec<&JobInfo> = jobs
@@ -499,6 +536,7 @@ mod tests {
             keys,
             counter: Arc::default(),
             boot_server: None,
+            web: None,
         };
         (path, tokio::spawn(serve(listener, ctl, stop.clone())))
     }

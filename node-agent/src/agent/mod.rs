@@ -22,6 +22,8 @@
 //!   themselves, two during a rotation, are a [`Keys`] every part shares.
 //! - [`crate::checkin`]: with `--checkin`, the check-in with the boot server,
 //!   which waits until the gossip loop reports the join.
+//! - `web`: with `--web`, the web view ([`web_view`]) over this agent's
+//!   controller and change stream; `omctl web` gets its login links here.
 //!
 //! They share the node's state ([`State`]: jobs, moves, knobs, the
 //! membership view), each through its methods; the listeners and the check-in are
@@ -48,6 +50,7 @@ mod gossip;
 mod local_load;
 mod rotation;
 mod timers;
+mod web;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -122,6 +125,10 @@ pub struct AgentConfig {
     pub knobs: crate::balance::Knobs,
     /// Whether root's jobs may run here (`--allow-root-jobs`).
     pub allow_root_jobs: bool,
+    /// Where to serve the web view (`--web`), if anywhere.
+    pub web: Option<SocketAddr>,
+    /// Whether the web view's `/metrics` needs no session (`--metrics-open`).
+    pub metrics_open: bool,
 }
 
 /// Errors starting the agent.
@@ -153,6 +160,7 @@ pub struct Agent {
     iface: Interface,
     cgroup: Option<JobCgroup>,
     speed: f32,
+    web: Option<TcpListener>,
 }
 
 impl Agent {
@@ -196,6 +204,19 @@ impl Agent {
                 None
             }
         };
+        let web = match cfg.web {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| AgentError::Listen {
+                            what: format!("the web view's address {addr}"),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let speed = cfg.speed.unwrap_or_else(load::calibrate);
         let me = NodeId {
             name: cfg.name.clone(),
@@ -213,6 +234,7 @@ impl Agent {
             iface,
             cgroup,
             speed,
+            web,
         })
     }
 
@@ -236,6 +258,7 @@ impl Agent {
             iface,
             cgroup,
             speed,
+            web,
         } = self;
         let keys = Keys::new(cfg.key.clone(), &cfg.cluster, cfg.key_file.clone());
         let share_probe = Arc::new(crate::share::Probe::start(cfg.share.clone()).map_err(
@@ -280,7 +303,12 @@ impl Agent {
             criu.set_criu(r);
         });
         tasks.spawn(exec_listener::serve(tcp, exec_ctx, stop.clone()));
+        let web = web.map(|listener| {
+            let gate = web::gate(&listener, iface.addr);
+            (listener, gate)
+        });
         let ctl = Controller {
+            web: web.as_ref().map(|(_, gate)| gate.clone()),
             state: state.clone(),
             load: load.clone(),
             down: down.clone(),
@@ -293,6 +321,16 @@ impl Agent {
         };
         tasks.spawn(control_server::serve(control, ctl.clone(), stop.clone()));
         tasks.spawn(admin::serve(admin_rx, ctl.clone(), stop.clone()));
+        if let Some((listener, gate)) = web {
+            info!(url = %gate.base(), "serving the web view");
+            tasks.spawn(web::serve(
+                listener,
+                gate,
+                ctl.clone(),
+                cfg.metrics_open,
+                stop.clone(),
+            ));
+        }
         tasks.spawn(balancer::run(
             balancer::Balancer::new(load.clone()),
             stop.clone(),

@@ -109,6 +109,14 @@ struct AgentArgs {
     /// which belong to the cluster.
     #[arg(long)]
     allow_root_jobs: bool,
+    /// Serve the web view (openMosixView) on ADDR:PORT, e.g. `0.0.0.0:7947`
+    /// (the head's agent does by default); `omctl web` prints the link.
+    #[arg(long, value_name = "ADDR:PORT")]
+    web: Option<SocketAddr>,
+    /// Answer `GET /metrics` of the web view without a session, for a
+    /// Prometheus scraper on a trusted network.
+    #[arg(long, requires = "web")]
+    metrics_open: bool,
 }
 
 fn resolve_seed(s: &str, port: u16) -> anyhow::Result<SocketAddr> {
@@ -187,6 +195,8 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         speed: args.speed,
         checkin: args.checkin,
         share: args.share,
+        web: args.web,
+        metrics_open: args.metrics_open,
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {

@@ -156,6 +156,11 @@ fn agent_argv(
         argv.push("--share".into());
         argv.push(tree.into());
     }
+    // The head shows the cluster in a browser (the web view).
+    if settings.role == cmdline::Role::Head {
+        argv.push("--web".into());
+        argv.push(format!("0.0.0.0:{}", contracts::http::WEB_VIEW_PORT));
+    }
     let serving = settings.role == cmdline::Role::Head && settings.pxe != cmdline::PxeMode::Off;
     if let Some(net) = net.filter(|_| serving) {
         // The head checks in with its own boot server, so the nodes
@@ -218,12 +223,12 @@ mod tests {
         check_agent_argv(
             "om.role=head om.server=10.0.0.9 om.http=8080",
             Some("10.77.0.1"),
-            expect!["/bin/omnode agent --allow-root-jobs --key-file /run/omcluster.key --name n1 --cluster omcluster --interface eth0 --share /cluster --checkin http://10.77.0.1:8080/api/v1/checkin"],
+            expect!["/bin/omnode agent --allow-root-jobs --key-file /run/omcluster.key --name n1 --cluster omcluster --interface eth0 --share /cluster --web 0.0.0.0:7947 --checkin http://10.77.0.1:8080/api/v1/checkin"],
         );
         check_agent_argv(
             "om.role=head om.pxe=off om.server=10.0.0.9",
             Some("10.77.0.1"),
-            expect!["/bin/omnode agent --allow-root-jobs --key-file /run/omcluster.key --name n1 --cluster omcluster --interface eth0 --share /cluster --seed 10.0.0.9 --checkin http://10.0.0.9:80/api/v1/checkin"],
+            expect!["/bin/omnode agent --allow-root-jobs --key-file /run/omcluster.key --name n1 --cluster omcluster --interface eth0 --share /cluster --web 0.0.0.0:7947 --seed 10.0.0.9 --checkin http://10.0.0.9:80/api/v1/checkin"],
         );
     }
 }

@@ -1,0 +1,571 @@
+//! The web view (`omnode agent --web`) against eight agents in network
+//! namespaces, through its HTTP API as the page uses it: `omctl web` links,
+//! sessions (steer and read-only), every endpoint with each kind of bad
+//! input, the event stream following a job and a death, knobs taking
+//! effect, a refused move with its reason, and `/metrics` accepted by
+//! Prometheus' own checker. Gated like the other namespace tests.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::agent::{enter_netns, omctl_as, Cluster};
+use crate::util;
+
+/// One HTTP answer.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The one-line error of a refusal.
+    fn error(&self) -> String {
+        let e = self.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            !e.is_empty() && !e.contains('\n'),
+            "error body: {}",
+            self.body
+        );
+        e
+    }
+}
+
+/// An HTTP client inside the namespace of the node serving the view.
+struct Web {
+    ns: String,
+    addr: String,
+}
+
+impl Web {
+    /// `METHOD PATH` with `headers` and `body`, from inside the namespace.
+    fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+        let (ns, addr) = (self.ns.clone(), self.addr.clone());
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        std::thread::spawn(move || {
+            enter_netns(&ns);
+            let mut s = TcpStream::connect(&addr).expect("connect to the web view");
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s.write_all(req.as_bytes()).unwrap();
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw).unwrap();
+            parse(&raw)
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn get(&self, path: &str, cookie: Option<&str>) -> Answer {
+        let c = cookie.map(|c| format!("om_session={c}"));
+        let h: Vec<(&str, &str)> = c.iter().map(|c| ("Cookie", c.as_str())).collect();
+        self.call("GET", path, &h, "")
+    }
+
+    fn post(&self, path: &str, cookie: Option<&str>, body: &str) -> Answer {
+        let c = cookie.map(|c| format!("om_session={c}"));
+        let mut h = vec![("Content-Type", "application/json")];
+        if let Some(c) = &c {
+            h.push(("Cookie", c.as_str()));
+        }
+        self.call("POST", path, &h, body)
+    }
+
+    /// Logs in with the token of an `omctl web` link; the session id.
+    fn login(&self, url: &str) -> String {
+        let token = url.split_once("#login=").expect("a login link").1;
+        let a = self.post("/api/login", None, &format!(r#"{{"token":"{token}"}}"#));
+        assert_eq!(a.status, 200, "login: {}", a.body);
+        let cookie = a
+            .header("set-cookie")
+            .expect("a session cookie")
+            .to_string();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "cookie: {cookie}"
+        );
+        cookie
+            .split(';')
+            .next()
+            .and_then(|kv| kv.strip_prefix("om_session="))
+            .expect("om_session=")
+            .to_string()
+    }
+
+    /// The event stream's events (name, data), as they come.
+    fn events(&self, cookie: &str) -> mpsc::Receiver<(String, Value)> {
+        let (ns, addr, cookie) = (self.ns.clone(), self.addr.clone(), cookie.to_string());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            enter_netns(&ns);
+            let mut s = TcpStream::connect(&addr).unwrap();
+            write!(
+                s,
+                "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nCookie: om_session={cookie}\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            .unwrap();
+            let mut name = String::new();
+            for line in BufReader::new(s).lines().map_while(Result::ok) {
+                // Chunked framing lines are not event lines; skip them.
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_string();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    let v: Value = serde_json::from_str(d).unwrap_or(Value::Null);
+                    if tx.send((name.clone(), v)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        rx
+    }
+}
+
+/// An HTTP/1.1 answer (plain or chunked body).
+fn parse(raw: &[u8]) -> Answer {
+    let text = String::from_utf8_lossy(raw);
+    let (head, rest) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        let mut out = String::new();
+        let mut r = rest;
+        while let Some((size, tail)) = r.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            r = tail[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        rest.to_string()
+    };
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// `omctl web [--read-only]` on node `i` as `uid`.
+fn link(c: &Cluster, i: usize, read_only: bool, uid: u32) -> Result<String, String> {
+    let args: &[&str] = if read_only { &["--read-only"] } else { &[] };
+    let out = omctl_as(c, i, "web", args, uid);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Waits for `check` on the answers to `GET path`.
+fn wait_get(
+    web: &Web,
+    path: &str,
+    cookie: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    util::wait_for(what, Duration::from_secs(20), || {
+        let a = web.get(path, Some(cookie));
+        if a.status != 200 {
+            return Err(format!("{}: {}", a.status, a.body));
+        }
+        let v = a.json();
+        if check(&v) {
+            Ok(v)
+        } else {
+            Err(format!(
+                "not yet: {}",
+                a.body.chars().take(300).collect::<String>()
+            ))
+        }
+    })
+}
+
+#[test]
+fn web_view_api_sessions_actions_stream_and_metrics_on_eight_agents() {
+    if !util::netns_tests() {
+        return;
+    }
+    let n = 8;
+    let mut c = Cluster::new("web", 88, n);
+    c.start(0, &["--web", "0.0.0.0:7947"]);
+    c.start(1, &["--web", "0.0.0.0:7947", "--metrics-open"]);
+    for i in 2..n {
+        c.start(i, &[]);
+    }
+    let all: Vec<usize> = (0..n).collect();
+    c.wait_view(0, &all, "everyone");
+    let web = Web {
+        ns: c.lan.nodes[0].clone(),
+        addr: format!("{}:7947", c.lan.addr(0)),
+    };
+
+    // Links: root steers, anyone may look, and an agent without --web says so.
+    let steer_url = link(&c, 0, false, 0).expect("omctl web as root");
+    assert!(
+        steer_url.starts_with(&format!("http://{}:7947/#login=omw1.", c.lan.addr(0))),
+        "{steer_url}"
+    );
+    let read_url = link(&c, 0, true, 1000).expect("omctl web --read-only as a user");
+    let refused = link(&c, 0, false, 1000).unwrap_err();
+    assert!(refused.contains("takes root"), "{refused}");
+    let none = link(&c, 2, false, 0).unwrap_err();
+    assert!(none.contains("serves no web view"), "{none}");
+
+    // The page and its files need no session; the API does.
+    let page = web.get("/", None);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<title>omcluster</title>"));
+    assert!(page
+        .header("content-security-policy")
+        .is_some_and(|p| p.contains("default-src 'self'")));
+    assert_eq!(web.get("/ui/app.js", None).status, 200);
+    assert_eq!(web.get("/ui/uPlot.esm.js", None).status, 200);
+    assert_eq!(web.get("/ui/nope.js", None).status, 404);
+    let anon = web.get("/api/cluster", None);
+    assert_eq!(anon.status, 401);
+    assert!(anon.error().contains("omctl web"));
+    assert_eq!(web.get("/metrics", None).status, 401);
+    assert_eq!(web.get("/api/nowhere", None).status, 404);
+
+    // Logging in: bad bodies, bad tokens, a token used twice, a form post.
+    assert_eq!(web.post("/api/login", None, "{").status, 400);
+    assert_eq!(web.post("/api/login", None, r#"{"tok":"x"}"#).status, 400);
+    let malformed = web.post("/api/login", None, r#"{"token":"hello"}"#);
+    assert_eq!(malformed.status, 401);
+    assert!(malformed.error().contains("not a login token"));
+    let forged = format!(r#"{{"token":"omw1.{}"}}"#, "ab".repeat(32));
+    assert_eq!(web.post("/api/login", None, &forged).status, 401);
+    let form = web.call(
+        "POST",
+        "/api/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        "token=x",
+    );
+    assert_eq!(form.status, 415);
+    let steer = web.login(&steer_url);
+    let token = steer_url.split_once("#login=").unwrap().1;
+    let again = web.post("/api/login", None, &format!(r#"{{"token":"{token}"}}"#));
+    assert_eq!(again.status, 401, "a token works once");
+    let read = web.login(&read_url);
+    assert_eq!(
+        web.get("/api/session", Some(&read)).json()["access"],
+        "read"
+    );
+    assert_eq!(
+        web.get("/api/session", Some(&steer)).json()["access"],
+        "steer"
+    );
+    assert_eq!(web.get("/api/session", Some("0123")).status, 401);
+
+    // The cluster: eight nodes, alive.
+    let cluster = wait_get(
+        &web,
+        "/api/cluster",
+        &steer,
+        "eight live nodes in the view",
+        |v| {
+            v["status"]["nodes"]
+                .as_array()
+                .is_some_and(|ns| ns.len() == n && ns.iter().all(|n| n["state"] == "alive"))
+        },
+    );
+    assert!(cluster["efficiency"].as_f64().is_some());
+    let events = web.events(&read);
+    let (first, _) = events
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a first event");
+    assert!(first == "status" || first == "jobs", "{first}");
+
+    // A job started with omctl appears with its node, on the stream too.
+    let mut job = c
+        .omctl(0)
+        .args(["run", "--node", "n3", "--", "sleep", "120"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let seen = loop {
+        let (name, data) = events
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the stream goes on");
+        if name == "jobs" {
+            if let Some(j) = data["jobs"]
+                .as_array()
+                .and_then(|js| js.iter().find(|j| j["argv"][0] == "sleep"))
+            {
+                break j.clone();
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the job never showed"
+        );
+    };
+    assert_eq!(seen["node"], "n3");
+    let id = seen["job"].as_str().unwrap().to_string();
+    eprintln!(
+        "job {id} on the stream {:.1} s after omctl run",
+        t0.elapsed().as_secs_f64()
+    );
+    let on_n3 = web.get("/api/nodes/n3", Some(&read)).json();
+    assert!(on_n3["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|j| j["job"] == id.as_str()));
+    assert_eq!(
+        web.get("/api/jobs?node=n3", Some(&read)).json()["jobs"][0]["job"],
+        id.as_str()
+    );
+    assert_eq!(web.get("/api/jobs?node=zz", Some(&read)).status, 404);
+    assert_eq!(web.get("/api/nodes/zz", Some(&read)).status, 404);
+
+    // Actions: a read-only session may not; another site may not; bad
+    // words, nodes and jobs are named.
+    let ro = web.post("/api/nodes/n4/knob", Some(&read), r#"{"word":"block"}"#);
+    assert_eq!(ro.status, 403);
+    assert!(ro.error().contains("look but not act"));
+    let cross = web.call(
+        "POST",
+        "/api/nodes/n4/knob",
+        &[
+            ("Content-Type", "application/json"),
+            ("Cookie", &format!("om_session={steer}")),
+            ("Origin", "http://evil.example"),
+        ],
+        r#"{"word":"block"}"#,
+    );
+    assert_eq!(cross.status, 403);
+    let bad_word = web.post(
+        "/api/nodes/n4/knob",
+        Some(&steer),
+        r#"{"word":"frobnicate"}"#,
+    );
+    assert_eq!(bad_word.status, 400);
+    assert!(bad_word.error().contains("frobnicate"));
+    assert_eq!(
+        web.post("/api/nodes/zz/knob", Some(&steer), r#"{"word":"block"}"#)
+            .status,
+        404
+    );
+    assert_eq!(
+        web.post("/api/nodes/n4/knob", Some(&steer), r#"{"word":1}"#)
+            .status,
+        400
+    );
+    assert_eq!(
+        web.post("/api/jobs/nope-1/migrate", Some(&steer), r#"{"to":"n1"}"#)
+            .status,
+        404
+    );
+    let to_nowhere = web.post(
+        &format!("/api/jobs/{id}/migrate"),
+        Some(&steer),
+        r#"{"to":"zz"}"#,
+    );
+    assert_eq!(to_nowhere.status, 404);
+    assert!(to_nowhere.error().contains("no node zz"));
+
+    // block from the page takes effect: omctl status shows it.
+    let blocked = web.post("/api/nodes/n4/knob", Some(&steer), r#"{"word":"block"}"#);
+    assert_eq!(blocked.status, 200, "{}", blocked.body);
+    util::wait_for(
+        "n4 blocked in omctl status",
+        Duration::from_secs(10),
+        || {
+            let s = c.status(0)?;
+            let n4 = s.nodes.iter().find(|n| n.name == "n4").ok_or("no n4")?;
+            match &n4.load {
+                Some(l) if l.knobs.block => Ok(()),
+                _ => Err("not yet".to_string()),
+            }
+        },
+    );
+
+    // A move this host's kernel cannot make is refused with its reason
+    // (409), the job stays, and the history marks it.
+    let mv = web.post(
+        &format!("/api/jobs/{id}/migrate"),
+        Some(&steer),
+        r#"{"to":"n5"}"#,
+    );
+    assert_eq!(mv.status, 409, "{}", mv.body);
+    let why = mv.error();
+    assert!(why.contains(&id), "{why}");
+    let marks = web.get("/api/history/markers?since=0", Some(&read)).json();
+    assert!(
+        marks["markers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["kind"] == "move-failed" && m["job"] == id.as_str()),
+        "{marks}"
+    );
+    assert_eq!(
+        web.get("/api/nodes/n3", Some(&read)).json()["jobs"][0]["job"],
+        id.as_str()
+    );
+
+    // History: a series for every node, bad parameters named, the CSV.
+    let h = wait_get(
+        &web,
+        "/api/history?metric=jobs",
+        &read,
+        "history of every node",
+        |v| {
+            v["series"]["nodes"]
+                .as_object()
+                .is_some_and(|o| o.len() == n)
+        },
+    );
+    assert_eq!(h["series"]["step_s"], 1);
+    assert!(web
+        .get("/api/history?metric=bogus", Some(&read))
+        .error()
+        .contains("bogus"));
+    assert_eq!(
+        web.get("/api/history?since=10&until=5", Some(&read)).status,
+        400
+    );
+    assert_eq!(web.get("/api/history?since=x", Some(&read)).status, 400);
+    assert_eq!(web.get("/api/history/jobs?at=abc", Some(&read)).status, 400);
+    assert_eq!(web.get("/api/history/jobs", Some(&read)).status, 400);
+    let now_ms = contracts::clock::unix_millis();
+    let stays = web
+        .get(&format!("/api/history/jobs?at={now_ms}"), Some(&read))
+        .json();
+    assert!(stays["stays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["job"] == id.as_str() && s["node"] == "n3"));
+    let csv = web.get("/api/history.csv", Some(&read));
+    assert_eq!(csv.status, 200);
+    assert!(csv
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/csv")));
+    assert!(csv
+        .body
+        .starts_with("time_unix_s,node,load_cpus,memory_used_mib,jobs\n"));
+    assert!(csv.body.lines().count() > n);
+
+    // Metrics: with a session here, open on n1 (--metrics-open); both
+    // pass promtool.
+    // The view samples the cluster each second: wait for n4's new vector.
+    let blocked_line = "omcluster_node_knob{cluster=\"test-web\",node=\"n4\",knob=\"block\"} 1";
+    let m = util::wait_for("n4 blocked in /metrics", Duration::from_secs(10), || {
+        let m = web.get("/metrics", Some(&read));
+        match m.status {
+            200 if m.body.contains(blocked_line) => Ok(m),
+            200 => Err("not yet".to_string()),
+            code => Err(format!("{code}: {}", m.body)),
+        }
+    });
+    assert!(
+        m.body
+            .contains("omcluster_node_up{cluster=\"test-web\",node=\"n7\"} 1"),
+        "{}",
+        m.body
+    );
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; .ci/run installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(m.body.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let open = Web {
+        ns: c.lan.nodes[1].clone(),
+        addr: format!("{}:7947", c.lan.addr(1)),
+    };
+    assert_eq!(open.get("/metrics", None).status, 200);
+    assert_eq!(open.get("/api/cluster", None).status, 401);
+
+    // A death reaches the stream within 5 s of the agent's end.
+    c.kill(7);
+    let t1 = Instant::now();
+    loop {
+        let (name, data) = events
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the stream goes on");
+        let n7 = data["status"]["nodes"]
+            .as_array()
+            .and_then(|ns| ns.iter().find(|x| x["name"] == "n7").cloned());
+        if name == "status" && n7.is_some_and(|x| x["state"] != "alive") {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(20),
+            "n7's death never showed"
+        );
+    }
+    eprintln!(
+        "n7 not alive on the stream {:.1} s after it was killed",
+        t1.elapsed().as_secs_f64()
+    );
+    assert!(
+        t1.elapsed() < Duration::from_secs(5),
+        "n7 showed dead after {:?}",
+        t1.elapsed()
+    );
+
+    // Logging out ends the session.
+    assert_eq!(web.post("/api/logout", Some(&steer), "{}").status, 200);
+    assert_eq!(web.get("/api/cluster", Some(&steer)).status, 401);
+    let _ = job.kill();
+    let _ = job.wait();
+}
