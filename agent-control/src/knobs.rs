@@ -68,17 +68,29 @@ pub enum KnobAction {
     Expel,
     /// Bring every job whose home is this node back home.
     Bring,
+    /// Set the share of the node's CPUs cluster jobs may use, percent
+    /// (`quota=N`; openMosixView's speed slider).
+    Quota(u32),
 }
 
 /// Every word `omctl knob` (and `mosctl`) takes.
 pub const KNOB_WORDS: &[&str] = &[
     "block", "noblock", "stay", "nostay", "lstay", "nolstay", "quiet", "noquiet", "expel", "bring",
+    "quota=N",
 ];
 
 impl KnobAction {
     /// Parses a `mosctl` word: `block`/`noblock`, `stay`/`nostay`,
-    /// `lstay`/`nolstay`, `quiet`/`noquiet`, `expel`, `bring`.
+    /// `lstay`/`nolstay`, `quiet`/`noquiet`, `expel`, `bring`, or
+    /// `quota=N` (N from 1 to 100).
     pub fn parse(word: &str) -> Option<Self> {
+        if let Some(n) = word.strip_prefix("quota=") {
+            return n
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .map(KnobAction::Quota);
+        }
         match word {
             "expel" => Some(KnobAction::Expel),
             "bring" => Some(KnobAction::Bring),
@@ -101,6 +113,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn quota_words_take_one_to_a_hundred() {
+        assert_eq!(KnobAction::parse("quota=50"), Some(KnobAction::Quota(50)));
+        assert_eq!(KnobAction::parse("quota=100"), Some(KnobAction::Quota(100)));
+        for bad in ["quota=0", "quota=101", "quota=", "quota=x", "quota"] {
+            assert_eq!(KnobAction::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn knob_words() {
         assert_eq!(
             KnobAction::parse("noblock"),
@@ -113,7 +134,8 @@ mod tests {
         assert_eq!(KnobAction::parse("nobring"), None);
         assert_eq!(KnobAction::parse("fast"), None);
         for w in KNOB_WORDS {
-            assert!(KnobAction::parse(w).is_some(), "{w}");
+            let w = w.replace("=N", "=50");
+            assert!(KnobAction::parse(&w).is_some(), "{w}");
         }
         let mut k = Knobs::default();
         assert_eq!(k.describe(), "-");

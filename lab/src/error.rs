@@ -67,6 +67,14 @@ pub enum LabError {
         /// The last view (or the error getting it).
         seen: String,
     },
+    /// The browser (or its WebDriver) refused or failed a step.
+    #[error("browser: {what}: {cause}")]
+    Browser {
+        /// The step.
+        what: String,
+        /// What WebDriver said.
+        cause: String,
+    },
     /// A machine's qemu process exited while the lab waited for it.
     #[error("{node}: qemu exited ({status}) before {wanted:?} appeared (log: {log})")]
     QemuExited {

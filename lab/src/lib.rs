@@ -11,6 +11,8 @@
 //!   and [`LanRouter`], an "existing LAN" DHCP server beside it.
 //! - [`demo`]: `omlab demo`, a virtual cluster for a person to watch.
 //! - [`netns`]: network namespaces, bridges, veth pairs and taps.
+//! - [`browser`]: a headless Chromium over WebDriver inside a namespace,
+//!   for the web view's tests.
 //! - [`qemu`]: qemu machines on three firmware paths, boot media.
 //! - [`process`]: running host programs; children killed on drop.
 //! - [`gate`]: the environment switches of the slow and privileged tests.
@@ -19,6 +21,7 @@
 //! - [`pattern`]: reproducible test data.
 //! - [`error`]: the error type, [`LabError`].
 
+pub mod browser;
 pub mod build;
 pub mod cluster;
 pub mod demo;

@@ -123,6 +123,19 @@ pub fn find_mounts(mountinfo: &str) -> (Vec<PathBuf>, Option<PathBuf>) {
     (v2, v1)
 }
 
+/// `cpu.max` for a quota of `quota` µs per period (`None`: uncapped).
+fn v2_max(quota: Option<u64>) -> String {
+    match quota {
+        Some(q) => format!("{q} {PERIOD_US}"),
+        None => format!("max {PERIOD_US}"),
+    }
+}
+
+/// `cpu.cfs_quota_us` for a quota of `quota` µs per period.
+fn v1_quota(quota: Option<u64>) -> String {
+    quota.map_or("-1".to_string(), |q| q.to_string())
+}
+
 /// Creates (or reuses) the job cgroup of agent `agent` in the hierarchies
 /// this process sees mounted, and applies the quota.
 pub fn setup(agent: &str, percent: u32, cpus: u32) -> Result<JobCgroup, CgroupError> {
@@ -157,11 +170,7 @@ pub fn setup_at(
             source,
         })?;
         write(&slice.join("cgroup.subtree_control"), "+cpu")?;
-        let value = match quota {
-            Some(q) => format!("{q} {PERIOD_US}"),
-            None => format!("max {PERIOD_US}"),
-        };
-        write(&dir.join("cpu.max"), &value)?;
+        write(&dir.join("cpu.max"), &v2_max(quota))?;
         // On the slice, beside the agent and the node's own processes in
         // the parent; best effort: a kernel without weights still runs jobs.
         let _ = write(&slice.join("cpu.weight"), &JOBS_WEIGHT.to_string());
@@ -177,8 +186,7 @@ pub fn setup_at(
             source,
         })?;
         write(&dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
-        let value = quota.map_or("-1".to_string(), |q| q.to_string());
-        write(&dir.join("cpu.cfs_quota_us"), &value)?;
+        write(&dir.join("cpu.cfs_quota_us"), &v1_quota(quota))?;
         let shares = (JOBS_WEIGHT * 1024 / 100).to_string();
         let _ = write(&mount.join("omcluster").join("cpu.shares"), &shares);
         return Ok(JobCgroup {
@@ -202,6 +210,18 @@ impl JobCgroup {
     /// The file a process writes `0` to in order to join.
     pub fn procs_file(&self) -> PathBuf {
         self.dir.join("cgroup.procs")
+    }
+
+    /// Caps the jobs at `percent` of `cpus` CPUs from now on.
+    pub fn set_quota(&self, percent: u32, cpus: u32) -> Result<(), CgroupError> {
+        if percent == 0 || percent > 100 {
+            return Err(CgroupError::BadQuota(percent));
+        }
+        let quota = quota_us(percent, cpus);
+        match self.version {
+            Version::V2 => write(&self.dir.join("cpu.max"), &v2_max(quota)),
+            Version::V1 => write(&self.dir.join("cpu.cfs_quota_us"), &v1_quota(quota)),
+        }
     }
 
     /// The quota as configured, read back (µs per period, `None` if uncapped).

@@ -111,6 +111,16 @@ impl Cluster {
         self.start_with(i, &key, extra);
     }
 
+    /// The process id of agent `i`.
+    pub(crate) fn agent_pid(&self, i: usize) -> i32 {
+        self.agents[i].as_ref().expect("agent running").0.id() as i32
+    }
+
+    /// The directory of the cluster's files (key, sockets, logs).
+    pub(crate) fn dir_path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     pub(crate) fn kill(&mut self, i: usize) {
         self.agents[i] = None;
     }

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::agent::{enter_netns, omctl_as, Cluster};
 use crate::util;
@@ -568,4 +568,266 @@ fn web_view_api_sessions_actions_stream_and_metrics_on_eight_agents() {
     assert_eq!(web.get("/api/cluster", Some(&steer)).status, 401);
     let _ = job.kill();
     let _ = job.wait();
+}
+
+/// Where the browser tests put their screenshots (`OM_SCREENSHOTS`, else
+/// the test target's scratch directory); the README's come from there.
+fn screenshot_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("OM_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-view-screenshots")
+        });
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Width and height of a PNG.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let h = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    (w, h)
+}
+
+mod browser {
+    //! The steps of the browser test, in the namespace of the serving node.
+
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, Instant};
+
+    use fantoccini::{Client, Locator};
+    use serde_json::{json, Value};
+
+    /// Runs `script` (a function body returning a value) in the page.
+    pub async fn js(c: &Client, script: &str) -> Value {
+        c.execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("{script}: {e}"))
+    }
+
+    /// Waits until `script` returns true; panics naming `what` after `limit`.
+    pub async fn until(c: &Client, what: &str, limit: Duration, script: &str) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            if js(c, script).await == json!(true) {
+                return t0.elapsed();
+            }
+            if t0.elapsed() > limit {
+                let body = js(c, "return document.body.innerText.slice(0, 2000)").await;
+                panic!("{what}: not within {limit:?}; the page says: {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Clicks the element `css`.
+    pub async fn click(c: &Client, css: &str) {
+        c.find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    }
+
+    /// Presses `keys` one after the other on the focused element, as a
+    /// keyboard would.
+    pub async fn press(c: &Client, keys: &[fantoccini::key::Key]) {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let mut a = KeyActions::new("keyboard".into());
+        for k in keys {
+            let value = char::from(*k);
+            a = a
+                .then(KeyAction::Down { value })
+                .then(KeyAction::Up { value });
+        }
+        c.perform_actions(a).await.expect("pressing keys");
+    }
+
+    /// Shows view `view` (its tab), and waits for `ready`.
+    pub async fn tab(c: &Client, view: &str, ready: &str) {
+        click(c, &format!("nav [data-view={view}]")).await;
+        until(
+            c,
+            &format!("the {view} view"),
+            Duration::from_secs(10),
+            ready,
+        )
+        .await;
+    }
+
+    /// Saves the window as `dir/name.png`, once `expect` (a script) says
+    /// the view's elements are there; checks its size.
+    pub async fn shot(
+        c: &Client,
+        dir: &Path,
+        name: &str,
+        size: (u32, u32),
+        expect: &str,
+    ) -> PathBuf {
+        until(
+            c,
+            &format!("{name}'s elements"),
+            Duration::from_secs(10),
+            expect,
+        )
+        .await;
+        // Let the last event's drawing settle.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let png = c.screenshot().await.unwrap();
+        assert_eq!(super::png_size(&png), size, "{name}: screenshot size");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+
+    /// The output of `omctl --socket SOCKET ARGS…`.
+    pub fn run_omctl(omctl: &Path, socket: &Path, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(omctl)
+            .arg("--socket")
+            .arg(socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+#[test]
+fn web_view_in_chromium_lists_nodes_follows_jobs_and_a_death_and_steers() {
+    if !util::netns_tests() || !lab::gate::require(&lab::browser::NEEDS) {
+        return;
+    }
+    let n = 8;
+    let mut c = Cluster::new("wbr", 89, n);
+    c.start(0, &["--web", "0.0.0.0:7947"]);
+    for i in 1..n {
+        c.start(i, &[]);
+    }
+    let all: Vec<usize> = (0..n).collect();
+    c.wait_view(0, &all, "everyone");
+    let steer_url = link(&c, 0, false, 0).unwrap();
+    let read_url = link(&c, 0, true, 0).unwrap();
+    let base = steer_url.split_once("/#").unwrap().0.to_string();
+    let victim = c.agent_pid(7);
+    let (socket, omctl) = (c.socket(0), util::bin("omctl"));
+    let dir = screenshot_dir();
+    let shots = dir.clone();
+    let log = c.dir_path().join("chromedriver.log");
+    let ns = c.lan.nodes[0].clone();
+
+    let result = lab::browser::in_netns(&ns.clone(), move |rt| {
+        let driver = lab::browser::Driver::start(&ns, 9515, &log).expect("chromedriver");
+        rt.block_on(async {
+            use browser::*;
+            let desk = driver.session(1280, 800, false).await.unwrap();
+            desk.goto(&steer_url).await.unwrap();
+            // The token leaves the address bar once taken.
+            until(&desk, "eight nodes listed", Duration::from_secs(20),
+                "return document.querySelectorAll('#nodes tbody tr').length === 8").await;
+            assert_eq!(js(&desk, "return location.hash").await, json!(""));
+            assert_eq!(js(&desk, "return document.querySelector('#access').textContent").await, json!("can steer"));
+
+            // A job started with omctl shows with its node.
+            let mut job = std::process::Command::new(&omctl)
+                .arg("--socket").arg(&socket)
+                .args(["run", "--node", "n3", "--", "sleep", "300"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            tab(&desk, "jobs", "return !document.querySelector('#view-jobs').hidden").await;
+            let shown = until(&desk, "the job's row on n3", Duration::from_secs(10),
+                "return [...document.querySelectorAll('#jobs tbody tr')].some(r => r.cells[5]?.textContent === 'n3' && r.cells[2].textContent.startsWith('sleep'))").await;
+            eprintln!("job row on the page {:.1} s after the jobs view opened", shown.as_secs_f64());
+            shot(&desk, &dir, "jobs-1280x800", (1280, 800), "return document.querySelectorAll('#jobs tbody tr').length >= 1").await;
+
+            // The quota slider sets n2's quota: 50 % by keyboard.
+            tab(&desk, "nodes", "return !document.querySelector('#view-nodes').hidden").await;
+            js(&desk, "document.querySelector('tr[data-node=n2] input.quota').focus(); return true").await;
+            press(&desk, &[fantoccini::key::Key::Home]).await;
+            press(&desk, &[fantoccini::key::Key::Right; 9]).await;
+            let t0 = Instant::now();
+            loop {
+                let out = omctl_status(&omctl, &socket);
+                let q = out["nodes"].as_array().unwrap().iter().find(|x| x["name"] == "n2").map(|x| x["load"]["cpu_quota"].clone());
+                if q == Some(json!(50)) {
+                    break;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(15), "n2's quota never became 50: {q:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+
+            // block from its button shows and takes effect.
+            click(&desk, "tr[data-node=n4] button[aria-pressed=false]").await;
+            until(&desk, "n4 shown blocked", Duration::from_secs(10),
+                "return [...document.querySelectorAll('tr[data-node=n4] .knob')].some(k => k.textContent === 'block')").await;
+            let st = omctl_status(&omctl, &socket);
+            let n4 = st["nodes"].as_array().unwrap().iter().find(|x| x["name"] == "n4").unwrap().clone();
+            assert_eq!(n4["load"]["knobs"]["block"], json!(true), "{n4}");
+            shot(&desk, &dir, "nodes-1280x800", (1280, 800), "return document.querySelectorAll('#nodes tbody tr').length === 8").await;
+
+            tab(&desk, "monitor", "return document.querySelectorAll('#monitor .node').length === 8").await;
+            shot(&desk, &dir, "monitor-1280x800", (1280, 800), "return document.querySelectorAll('#monitor .job').length >= 1").await;
+            tab(&desk, "history", "return !!document.querySelector('#chart canvas')").await;
+            shot(&desk, &dir, "history-1280x800", (1280, 800), "return document.querySelectorAll('#moment-jobs tbody tr').length >= 1").await;
+            click(&desk, "nav [data-view=nodes]").await;
+            click(&desk, "tr[data-node=n3] button.link").await;
+            until(&desk, "n3's page lists its job", Duration::from_secs(10),
+                "return [...document.querySelectorAll('#node-jobs tbody tr')].some(r => r.textContent.includes('sleep'))").await;
+            shot(&desk, &dir, "node-1280x800", (1280, 800), "return document.querySelector('#node-title').textContent === 'Node n3'").await;
+
+            // A killed agent shows down (or suspect, on its way) within 5 s.
+            click(&desk, "nav [data-view=nodes]").await;
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), nix::sys::signal::Signal::SIGKILL).unwrap();
+            let dead = until(&desk, "n7 shown not alive", Duration::from_secs(20),
+                "return document.querySelector('tr[data-node=n7] .state').textContent !== 'alive'").await;
+            eprintln!("n7 shown {} {:.1} s after SIGKILL",
+                js(&desk, "return document.querySelector('tr[data-node=n7] .state').textContent").await,
+                dead.as_secs_f64());
+            assert!(dead < Duration::from_secs(5), "n7 shown dead after {dead:?}");
+            desk.close().await.unwrap();
+
+            // A phone with a read-only link: looks, cannot act.
+            let phone = driver.session(390, 844, true).await.unwrap();
+            phone.goto(&read_url).await.unwrap();
+            until(&phone, "the read-only page", Duration::from_secs(20),
+                "return document.body.classList.contains('read-only') && document.querySelectorAll('#nodes tbody tr').length === 8").await;
+            assert_eq!(js(&phone, "return getComputedStyle(document.querySelector('tr[data-node=n1] td.steer')).display").await, json!("none"));
+            let tried = js(&phone, "return fetch('/api/nodes/n1/knob', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({word: 'block'})}).then(r => r.status)").await;
+            assert_eq!(tried, json!(403));
+            shot(&phone, &dir, "nodes-390x844", (390, 844), "return document.querySelectorAll('#nodes tbody tr').length === 8").await;
+            tab(&phone, "jobs", "return document.querySelectorAll('#jobs tbody tr').length >= 1").await;
+            shot(&phone, &dir, "jobs-390x844", (390, 844), "return true").await;
+            tab(&phone, "monitor", "return document.querySelectorAll('#monitor .node').length === 8").await;
+            shot(&phone, &dir, "monitor-390x844", (390, 844), "return document.querySelectorAll('#monitor .job').length >= 1").await;
+            tab(&phone, "history", "return !!document.querySelector('#chart canvas')").await;
+            shot(&phone, &dir, "history-390x844", (390, 844), "return true").await;
+            phone.close().await.unwrap();
+
+            // A wrong token: the login form and why.
+            let stranger = driver.session(1280, 800, false).await.unwrap();
+            stranger.goto(&format!("{base}/#login=omw1.{}", "0".repeat(64))).await.unwrap();
+            until(&stranger, "the login form with the refusal", Duration::from_secs(10),
+                "return !document.querySelector('#login').hidden && document.querySelector('#login-error').textContent.includes('unknown')").await;
+            assert_eq!(js(&stranger, "return fetch('/api/jobs').then(r => r.status)").await, json!(401));
+            stranger.close().await.unwrap();
+            let _ = job.kill();
+            let _ = job.wait();
+        });
+        drop(driver);
+    });
+    result.expect("the browser's namespace");
+    eprintln!("screenshots in {}", shots.display());
+}
+
+/// `omctl status --json` on the serving node.
+fn omctl_status(omctl: &std::path::Path, socket: &std::path::Path) -> Value {
+    let out = browser::run_omctl(omctl, socket, &["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

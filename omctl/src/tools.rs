@@ -64,7 +64,7 @@ pub fn classic_argv(argv: Vec<String>) -> Vec<String> {
                 return replace_first(argv);
             }
             // `mosctl block`, `mosctl expel`…: the knobs.
-            if first.is_some_and(|w| agent_control::knobs::KNOB_WORDS.contains(&w)) {
+            if first.is_some_and(|w| agent_control::knobs::KnobAction::parse(w).is_some()) {
                 "knob"
             } else {
                 "status"

@@ -41,6 +41,15 @@ function bar(fraction, cls, title) {
   return el("span", { class: `bar ${cls}${fraction > 1 ? " over" : ""}`, title, role: "img", "aria-label": title }, fill);
 }
 
+/** Puts `rows` in `tbody`, except that the row holding the keyboard focus
+ *  (or a slider being dragged) stays as it is until the focus leaves. */
+function replaceRows(tbody, rows, key) {
+  const active = document.activeElement;
+  const kept = active && tbody.contains(active) ? active.closest("tr") : null;
+  if (kept) rows = rows.map((r) => (r.getAttribute(key) === kept.getAttribute(key) ? kept : r));
+  tbody.replaceChildren(...rows);
+}
+
 // --- actions ---------------------------------------------------------------
 
 async function knob(node, word) {
@@ -79,10 +88,24 @@ function knobButtons(n) {
     title: `turn ${name} ${k[name] ? "off" : "on"} on ${n.name}`,
     onclick: () => knob(n.name, k[name] ? `no${name}` : name),
   }, k[name] ? `un${name}` : name);
-  return el("td", { class: "steer" },
+  return el("td", { class: "steer actions" },
     toggle("block"), " ", toggle("stay"), " ", toggle("quiet"), " ",
     el("button", { type: "button", title: `send every guest on ${n.name} elsewhere`, onclick: () => knob(n.name, "expel") }, "expel"), " ",
     el("button", { type: "button", title: `bring every job launched from ${n.name} back`, onclick: () => knob(n.name, "bring") }, "bring"));
+}
+
+/** The quota, and for a steering session a slider that sets it
+ *  (openMosixView's speed slider): the share of the node's CPUs cluster
+ *  jobs may use. */
+function quotaCell(node, quota) {
+  const label = el("span", { class: "quota-value" }, `${quota} %`);
+  const slider = el("input", {
+    type: "range", min: 5, max: 100, step: 5, value: quota, class: "steer quota",
+    "aria-label": `CPU quota of ${node}, percent`, title: `share of ${node}'s CPUs cluster jobs may use`,
+  });
+  slider.addEventListener("input", () => { label.textContent = `${slider.value} %`; });
+  slider.addEventListener("change", () => knob(node, `quota=${slider.value}`));
+  return el("td", {}, slider, " ", label);
 }
 
 function nodeRow(n) {
@@ -92,8 +115,10 @@ function nodeRow(n) {
     el("td", {}, el("button", { type: "button", class: "link", title: `the jobs on ${n.name}`, onclick: () => show("node", n.name) }, n.name)),
     el("td", { class: "wide" }, n.addr),
   ];
-  if (!l) {
-    cells.push(el("td", { colspan: 7 }, "no load vector yet"));
+  if (!l || n.state === "down") {
+    cells.push(el("td", { colspan: 7 }, n.state === "down"
+      ? `down${n.load_age_ms != null ? `; last heard ${ago(Date.now() - n.load_age_ms)} ago` : ""}`
+      : "no load vector yet"));
   } else {
     const load = l.demand / capacity(l);
     const mem = l.mem_total_kib ? 1 - l.mem_free_kib / l.mem_total_kib : 0;
@@ -103,7 +128,7 @@ function nodeRow(n) {
       el("td", {}, bar(load, "load", `${l.demand.toFixed(2)} CPUs wanted of ${capacity(l).toFixed(2)}`), " ", pct(load)),
       el("td", {}, bar(mem, "mem", `${mib(l.mem_total_kib - l.mem_free_kib)} of ${mib(l.mem_total_kib)}`), " ", pct(mem)),
       el("td", {}, `${l.jobs} / ${l.guests}`),
-      el("td", {}, `${l.cpu_quota} %`),
+      quotaCell(n.name, l.cpu_quota),
       el("td", {}, knobNames(l.knobs).map((k) => el("span", { class: "knob" }, k))),
     );
   }
@@ -131,7 +156,7 @@ function clusterRow(status, efficiency) {
 
 function renderNodes(state) {
   if (!state.status) return;
-  $("#nodes tbody").replaceChildren(...state.status.nodes.map(nodeRow));
+  replaceRows($("#nodes tbody"), state.status.nodes.map(nodeRow), "data-node");
   clusterRow(state.status, state.efficiency);
 }
 
@@ -165,7 +190,9 @@ function jobHead(table, withSelect) {
   if (withSelect) cells.unshift(el("th", { class: "steer" }, el("input", { type: "checkbox", "aria-label": "select every job shown", onchange: (e) => {
     for (const cb of table.querySelectorAll("tbody input[type=checkbox]")) { cb.checked = e.target.checked; cb.dispatchEvent(new Event("change")); }
   } })));
+  const focused = table.querySelector("thead").contains(document.activeElement) ? document.activeElement.dataset.key : null;
   table.querySelector("thead").replaceChildren(el("tr", {}, cells));
+  if (focused) table.querySelector(`thead th[data-key="${focused}"]`)?.focus();
 }
 
 function jobRow(j, withSelect) {
@@ -195,7 +222,7 @@ function renderJobs(state) {
     [j.job, j.argv.join(" "), String(j.uid), j.node, j.home].some((s) => s.toLowerCase().includes(f)));
   for (const id of [...selected]) if (!state.jobs.some((j) => j.job === id)) selected.delete(id);
   jobHead($("#jobs"), true);
-  $("#jobs tbody").replaceChildren(...shown.map((j) => jobRow(j, true)));
+  replaceRows($("#jobs tbody"), shown.map((j) => jobRow(j, true)), "data-job");
   $("#job-count").textContent = `${shown.length} of ${state.jobs.length} jobs`;
   const target = $("#job-target");
   const keep = target.value;
@@ -261,8 +288,11 @@ function nodeAt(x, y) {
 }
 
 let picked = null; // a job chosen by keyboard, waiting for a node
+let drag = null; // a job being dragged: { job, dot, from }
 
 function renderMonitor(state) {
+  // A dot being dragged stays where the pointer has it.
+  if (drag) return;
   const svg = $("#monitor");
   const nodes = state.status?.nodes ?? [];
   layout(nodes);
@@ -328,7 +358,6 @@ function animateMoves(state, old) {
 
 function monitorInput(state) {
   const svg = $("#monitor");
-  let drag = null;
   svg.addEventListener("pointerdown", (e) => {
     const job = e.target.dataset?.job;
     if (!job || state.access !== "steer") return;

@@ -100,6 +100,29 @@ impl Controller {
         }
     }
 
+    /// Caps the cluster jobs here at `percent` of the CPUs: the job cgroup
+    /// first, then the load vector.
+    fn set_quota(&self, percent: u32) -> Result<String, (i32, String)> {
+        let me = &self.load.exec.node;
+        match &self.load.exec.cgroup {
+            Some(cg) => cg
+                .set_quota(percent, crate::load::cpu_count())
+                .map_err(|e| (EXIT_CANNOT_RUN, format!("node {me}: {e}")))?,
+            None if percent < 100 => {
+                return Err((
+                    EXIT_CANNOT_RUN,
+                    format!(
+                        "node {me} runs jobs without a cgroup of their own, so it cannot cap them"
+                    ),
+                ))
+            }
+            None => {}
+        }
+        self.state.set_quota(percent);
+        info!(percent, "cpu quota changed");
+        Ok(format!("node {me}: cpu quota {percent} %"))
+    }
+
     /// Carries out a knob request on this node.
     pub(super) async fn knob_here(&self, action: KnobAction) -> Result<Vec<String>, (i32, String)> {
         let me = self.load.exec.node.clone();
@@ -117,6 +140,7 @@ impl Controller {
             }
             KnobAction::Expel => Ok(self.expel().await),
             KnobAction::Bring => Ok(self.bring().await),
+            KnobAction::Quota(percent) => self.set_quota(percent).map(|line| vec![line]),
         }
     }
 

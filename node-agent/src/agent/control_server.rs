@@ -527,7 +527,6 @@ mod tests {
             state: state.clone(),
             load: LocalLoad {
                 speed: 1.0,
-                cpu_quota: 100,
                 cpu_features: Default::default(),
                 exec: exec::ExecContext::new("a".into(), me.addr, keys.clone(), None, state),
                 share: Arc::new(crate::share::Probe::start(None).unwrap()),

@@ -268,6 +268,7 @@ impl Agent {
             },
         )?);
         let state = State::new(cfg.cluster.clone(), me.clone(), cfg.knobs);
+        state.set_quota(cfg.cpu_quota);
         let (admin_tx, admin_rx) = mpsc::channel(8);
         let (down, _) = broadcast::channel::<NodeId>(64);
         let mut exec_ctx = ExecContext::new(
@@ -282,7 +283,6 @@ impl Agent {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let load = LocalLoad {
             speed,
-            cpu_quota: cfg.cpu_quota,
             cpu_features: crate::cpu::Features::from_cpuinfo(&cpuinfo),
             exec: exec_ctx.clone(),
             share: share_probe,

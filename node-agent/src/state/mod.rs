@@ -94,6 +94,8 @@ pub enum Change {
     },
     /// The knobs changed.
     Knobs(Knobs),
+    /// The CPU quota of cluster jobs changed (percent).
+    Quota(u32),
     /// The CRIU probe gave its verdict.
     Criu(Result<(), String>),
     /// A member's liveness changed (or it appeared).
@@ -122,6 +124,7 @@ struct Inner {
     attempts: u64,
     moves: VecDeque<(Instant, bool)>,
     knobs: Knobs,
+    quota: u32,
     criu: Criu,
     demand: Option<f32>,
     view: View,
@@ -137,7 +140,7 @@ pub struct State {
 
 impl State {
     /// The state of node `me` in `cluster`: no jobs, no moves, `knobs`,
-    /// CRIU not probed yet.
+    /// no CPU quota, CRIU not probed yet.
     pub fn new(cluster: String, me: NodeId, knobs: Knobs) -> Self {
         State {
             inner: Arc::new(Mutex::new(Inner {
@@ -150,6 +153,7 @@ impl State {
                 attempts: 0,
                 moves: VecDeque::new(),
                 knobs,
+                quota: 100,
                 criu: None,
                 demand: None,
                 view: View::new(cluster, me),
@@ -352,6 +356,22 @@ impl State {
             self.publish([Change::Knobs(knobs)]);
         }
         known
+    }
+
+    /// The share of the CPUs cluster jobs may use here, percent.
+    pub fn quota(&self) -> u32 {
+        self.lock().quota
+    }
+
+    /// Records a new quota (the job cgroup has it already).
+    pub fn set_quota(&self, percent: u32) {
+        let changed = {
+            let mut s = self.lock();
+            std::mem::replace(&mut s.quota, percent) != percent
+        };
+        if changed {
+            self.publish([Change::Quota(percent)]);
+        }
     }
 
     /// CRIU's verdict here, once the probe has run.
