@@ -305,6 +305,11 @@ impl ClusterLab {
         Some(self.config.work_dir.join("lan.pcap"))
     }
 
+    /// The directory of the lab's logs, consoles and state.
+    pub fn work_dir(&self) -> &Path {
+        &self.config.work_dir
+    }
+
     /// The namespace everything runs in.
     pub fn lan(&self) -> &VirtualLan {
         &self.lan

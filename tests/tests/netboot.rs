@@ -180,6 +180,8 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
 
     check_shared_tree(&mut lab)?;
     crate::migrate::check_migration(&mut lab)?;
+    let (first, second) = (lab.nodes[0].node_name(), lab.nodes[1].node_name());
+    crate::web::check_drag_migration(&lab, &first, &second)?;
     crate::balance::check_balancing(&mut lab)?;
 
     // Pull the plug on the last machine right after it fsync'd a file: the

@@ -12,6 +12,9 @@
 //!   from `netboot`'s test, which boots them once).
 //! - `balance`: automatic rebalancing, the knobs and `omctl shell` on the
 //!   same machines (called from `netboot`'s test too).
+//! - `web`: the web view in a browser on the same machines: a job dragged
+//!   onto another node in the migration monitor moves (called from
+//!   `netboot`'s test too).
 //! - `system`: the render image's system layer: a 1 GiB machine netboots
 //!   it and runs POV-Ray, ffmpeg, Python and Blender through `omctl run`.
 
@@ -23,3 +26,4 @@ mod migrate;
 mod netboot;
 mod package;
 mod system;
+mod web;

@@ -323,6 +323,11 @@ impl Agent {
         tasks.spawn(admin::serve(admin_rx, ctl.clone(), stop.clone()));
         if let Some((listener, gate)) = web {
             info!(url = %gate.base(), "serving the web view");
+            // On a head's console: where to point a browser.
+            eprintln!(
+                "omnode: web view at {} (run omctl web for a login link)",
+                gate.base()
+            );
             tasks.spawn(web::serve(
                 listener,
                 gate,
