@@ -200,8 +200,71 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
     Ok(())
 }
 
+/// Where `omlab demo --keep` serves the head's web view on the host.
+pub const WEB_ON_HOST: &str = "127.0.0.1:7947";
+/// The pid of the forwarder to it, for `--stop`.
+const FORWARD_PID: &str = "/run/omlab-demo-forward.pid";
+
+/// Starts `omlab forward` from the host's [`WEB_ON_HOST`] to the head's web
+/// view, detached (it outlives the demo, until `--stop`); a login link
+/// through it.
+fn forward_web(lab: &ClusterLab, options: &DemoOptions) -> Result<String, String> {
+    use std::os::unix::process::CommandExt;
+    stop_forward();
+    let omlab = std::env::current_exe().map_err(|e| e.to_string())?;
+    let log =
+        std::fs::File::create(options.work_dir.join("forward.log")).map_err(|e| e.to_string())?;
+    let child = std::process::Command::new(omlab)
+        .args([
+            "forward",
+            "--netns",
+            DEMO_NAMESPACE,
+            "--listen",
+            WEB_ON_HOST,
+            "--to",
+        ])
+        .arg(format!(
+            "{}:{}",
+            cluster::LAB_HEAD,
+            contracts::http::WEB_VIEW_PORT
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("starting omlab forward: {e}"))?;
+    let _ = std::fs::write(FORWARD_PID, child.id().to_string());
+    let out = lab
+        .omctl()
+        .arg("web")
+        .output()
+        .map_err(|e| format!("omctl web: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let path = link.split_once("/#").map_or("", |(_, p)| p);
+    Ok(format!("http://{WEB_ON_HOST}/#{path}"))
+}
+
+/// Ends the web view's forwarder of an earlier `--keep` demo, if any.
+fn stop_forward() {
+    if let Some(pid) = std::fs::read_to_string(FORWARD_PID)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = std::fs::remove_file(FORWARD_PID);
+    }
+}
+
 /// Removes a cluster left running by `omlab demo --keep`.
 pub fn stop() {
+    stop_forward();
     remove_namespace(DEMO_NAMESPACE);
     remove_namespace(&format!("{DEMO_NAMESPACE}-rtr"));
 }
@@ -660,6 +723,12 @@ fn print_keep_instructions(lab: &ClusterLab, options: &DemoOptions) {
             shell.display()
         ),
         Err(e) => println!("  (cannot write the /cluster shell script: {e})"),
+    }
+    match forward_web(lab, options) {
+        Ok(link) => println!(
+            "  the web view (openMosixView): {link}\n                               (open it in a browser on this machine within 15 min; `omctl --socket {socket} web` makes another)"
+        ),
+        Err(e) => println!("  (the web view is not reachable from this machine: {e})"),
     }
     println!(
         "  watch it like mosmon:        {} --socket {socket} mon",

@@ -10,6 +10,7 @@
 //!   serve` and the head's agent in a namespace, qemu machines netbooting),
 //!   and [`LanRouter`], an "existing LAN" DHCP server beside it.
 //! - [`demo`]: `omlab demo`, a virtual cluster for a person to watch.
+//! - [`forward`]: `omlab forward`, the host's way into the demo's web view.
 //! - [`netns`]: network namespaces, bridges, veth pairs and taps.
 //! - [`browser`]: a headless Chromium over WebDriver inside a namespace,
 //!   for the web view's tests.
@@ -26,6 +27,7 @@ pub mod build;
 pub mod cluster;
 pub mod demo;
 pub mod error;
+pub mod forward;
 pub mod gate;
 pub mod kernel;
 pub mod netns;

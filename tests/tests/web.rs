@@ -102,6 +102,11 @@ pub fn check_drag_migration(lab: &ClusterLab, from: &str, to: &str) -> Result<()
             until(&c, "the move's line", Duration::from_secs(90),
                 &format!("return document.querySelector('#notice').textContent.includes('moved from {from_s} to {to_s}')")).await?;
             let moved = t0.elapsed();
+            // The next job table puts the dot beside its new node.
+            until(&c, "the dot at its new node", Duration::from_secs(20), &format!(
+                "const d = document.querySelector({dot:?})?.getBoundingClientRect(); \
+                 const t = document.querySelector({target:?}).getBoundingClientRect(); \
+                 return !!d && Math.hypot(d.x + d.width / 2 - t.x - t.width / 2, d.y + d.height / 2 - t.y - t.height / 2) < 90")).await?;
             let png = c.screenshot().await?;
             std::fs::write(shots.join("monitor-lab-1280x800.png"), png)?;
             js(&c, "document.querySelector('nav [data-view=history]').click(); return true").await?;

@@ -33,6 +33,8 @@ pub const MAX_NODES: usize = 128;
 pub const MAX_STAYS: usize = 50_000;
 /// Markers kept, at most.
 pub const MAX_MARKERS: usize = 10_000;
+/// Points a series has at most (a chart's width, about).
+pub const MAX_POINTS: usize = 720;
 /// What the history may hold at most, in bytes (its tables full, with
 /// names and commands of ordinary length).
 pub const CEILING_BYTES: usize = 32 << 20;
@@ -335,12 +337,16 @@ impl History {
             .collect()
     }
 
-    /// `metric` between Unix seconds `since` and `until`: each second
-    /// while the window lies within the last hour kept, each minute
-    /// otherwise.
+    /// `metric` between Unix seconds `since` and `until`: from the
+    /// seconds kept when the window is an hour or less (or nothing older
+    /// is kept), else from the minutes; at most [`MAX_POINTS`] points, a
+    /// point averaging several samples when there are more.
     pub fn series(&self, metric: Metric, since: u64, until: u64) -> Series {
         let fine_from = self.fine.t.front().copied().unwrap_or(u64::MAX);
-        let (tier, step_s) = if since >= fine_from || self.coarse.t.is_empty() {
+        let older = self.coarse.t.front().is_some_and(|t| *t < fine_from);
+        let newest = self.fine.t.back().copied().unwrap_or(0);
+        let short = until.min(newest).saturating_sub(since) <= FINE_SAMPLES as u64;
+        let (tier, step_s) = if short || since >= fine_from || !older {
             (&self.fine, 1)
         } else {
             (&self.coarse, 60)
@@ -352,13 +358,22 @@ impl History {
             .filter(|(_, t)| **t >= since && **t <= until)
             .map(|(i, _)| i)
             .collect();
-        let t = idx.iter().map(|i| tier.t[*i]).collect();
-        let mut total = vec![0.0; idx.len()];
+        // Samples per point: enough to stay within MAX_POINTS.
+        let per = idx.len().div_ceil(MAX_POINTS).max(1);
+        let buckets: Vec<&[usize]> = idx.chunks(per).collect();
+        let t = buckets.iter().map(|b| tier.t[b[0]]).collect();
+        let mut total = vec![0.0; buckets.len()];
         let mut nodes = BTreeMap::new();
         for (name, col) in &tier.cols {
-            let v: Vec<Option<f32>> = idx
+            let v: Vec<Option<f32>> = buckets
                 .iter()
-                .map(|i| col.v[*i].map(|p| metric.of(&p)))
+                .map(|b| {
+                    let xs: Vec<f32> = b
+                        .iter()
+                        .filter_map(|i| col.v[*i].map(|p| metric.of(&p)))
+                        .collect();
+                    (!xs.is_empty()).then(|| xs.iter().sum::<f32>() / xs.len() as f32)
+                })
                 .collect();
             if v.iter().all(Option::is_none) {
                 continue;
@@ -372,7 +387,7 @@ impl History {
             t,
             nodes,
             total,
-            step_s,
+            step_s: step_s * per as u64,
         }
     }
 
@@ -527,6 +542,22 @@ mod tests {
             rows,
             old.t.iter().filter(|t| **t < h.fine.t[0]).count() + FINE_SAMPLES
         );
+    }
+
+    #[test]
+    fn the_last_hour_comes_from_the_seconds_at_most_max_points_of_them() {
+        let mut h = History::default();
+        for i in 0..1800u64 {
+            h.sample(10_000 + i, &status(&[("a", (i % 2) as f32 * 2.0, 1)]));
+        }
+        let s = h.series(Metric::Load, 10_000 + 1800 - 3600, u64::MAX);
+        assert_eq!(s.step_s, 3);
+        assert_eq!(s.t.len(), 600);
+        // Three samples a point: 0, 2, 0 or 2, 0, 2.
+        let third = |x: f32, k: f32| (x - k * 2.0 / 3.0).abs() < 1e-6;
+        assert!(s.nodes["a"]
+            .iter()
+            .all(|v| v.is_some_and(|x| third(x, 1.0) || third(x, 2.0))));
     }
 
     #[test]

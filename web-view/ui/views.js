@@ -306,7 +306,7 @@ function renderMonitor(state) {
     const g = el("svg:g", { class: `node ${n.state}`, "data-node": n.name, tabindex: 0, role: "button",
       "aria-label": `node ${n.name}, ${n.state}${picked ? `: press Enter to move ${picked} here` : ""}` },
       el("svg:circle", { cx: x, cy: y, r: 40 }),
-      el("svg:text", { x, y: y + 5 }, n.name.replace(/^node-/, "")),
+      el("svg:text", { x, y: y + 5 }, n.name.length > 9 ? `…${n.name.slice(-8)}` : n.name),
       el("svg:title", {}, `${n.name} (${n.state})`));
     g.addEventListener("keydown", (e) => {
       if (e.key === "Enter" && picked && state.access === "steer") { const job = picked; picked = null; migrate([job], n.name); }

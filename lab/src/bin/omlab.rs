@@ -27,6 +27,20 @@ enum Cmd {
     /// Boot a virtual cluster of qemu machines from omboot and watch it
     /// share work (needs root and qemu).
     Demo(DemoArgs),
+    /// Forward TCP connections from the host into a network namespace
+    /// (`demo --keep` starts one for the head's web view).
+    #[command(hide = true)]
+    Forward {
+        /// The namespace.
+        #[arg(long)]
+        netns: String,
+        /// Where to listen on the host.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Where to connect inside the namespace.
+        #[arg(long)]
+        to: std::net::SocketAddr,
+    },
 }
 
 #[derive(Args)]
@@ -68,6 +82,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Demo(a) => run_demo(a),
+        Cmd::Forward { netns, listen, to } => {
+            lab::forward::run(listen, &netns, to).map_err(anyhow::Error::from)
+        }
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
