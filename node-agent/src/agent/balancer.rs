@@ -11,6 +11,11 @@
 //! the balancer made counts on its target until the target's own vector
 //! has had time to show it. A job whose move failed is left alone for
 //! [`RETRY_AFTER`].
+//!
+//! Speed: the calibration at start is slowed by whatever else the machine
+//! (or, under emulation, its host) does at that moment, and three machines
+//! booting together can measure themselves 5× apart. So an idle node
+//! measures itself again now and then and keeps the fastest figure.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -34,6 +39,14 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(60);
 const PENDING_FOR: Duration = Duration::from_secs(4);
 /// A load vector older than this is not acted on.
 const FRESH: Duration = Duration::from_secs(3);
+/// While the agent is young, an idle node measures its speed again this
+/// often (a machine booting beside others measures itself slow)…
+const RECALIBRATE_EARLY: Duration = Duration::from_secs(30);
+/// …for this long after the start; then this often.
+const EARLY: Duration = Duration::from_secs(600);
+const RECALIBRATE_LATER: Duration = Duration::from_secs(600);
+/// A node wanting fewer CPUs than this, with no cluster job, is idle.
+const IDLE_DEMAND: f64 = 0.3;
 
 /// The balancer's state between rounds.
 pub(super) struct Balancer {
@@ -47,6 +60,11 @@ pub(super) struct Balancer {
     pending: Vec<(String, f64, Instant)>,
     /// Jobs whose move failed, and when.
     failed: HashMap<String, Instant>,
+    /// Whether to measure the speed again when idle (not with `--speed`),
+    /// since when, and when it was last measured.
+    recalibrate: bool,
+    started: Instant,
+    calibrated: Instant,
 }
 
 /// (busy, total) jiffies of the whole machine, from `/proc/stat`'s `cpu` line.
@@ -63,7 +81,7 @@ fn cpu_jiffies(stat: &str) -> Option<(u64, u64)> {
 }
 
 impl Balancer {
-    pub(super) fn new(load: LocalLoad) -> Self {
+    pub(super) fn new(load: LocalLoad, recalibrate: bool) -> Self {
         Balancer {
             load,
             params: Params::default(),
@@ -71,6 +89,38 @@ impl Balancer {
             cpu: None,
             pending: Vec::new(),
             failed: HashMap::new(),
+            recalibrate,
+            started: Instant::now(),
+            calibrated: Instant::now(),
+        }
+    }
+
+    /// On an idle node, now and then, the speed measured again; a faster
+    /// measurement replaces the one from the start (see
+    /// [`crate::state::State::raise_speed`]).
+    async fn maybe_recalibrate(&mut self, demand: f64, jobs: usize) {
+        let every = if self.started.elapsed() < EARLY {
+            RECALIBRATE_EARLY
+        } else {
+            RECALIBRATE_LATER
+        };
+        if !self.recalibrate
+            || jobs > 0
+            || demand >= IDLE_DEMAND
+            || self.calibrated.elapsed() < every
+        {
+            return;
+        }
+        self.calibrated = Instant::now();
+        let Ok(speed) = tokio::task::spawn_blocking(crate::load::calibrate).await else {
+            return;
+        };
+        let before = self.load.exec.state.speed();
+        if self.load.exec.state.raise_speed(speed) {
+            info!(
+                before,
+                speed, "speed measured again while idle: faster than at start"
+            );
         }
     }
 
@@ -185,6 +235,8 @@ impl Balancer {
     /// One round: measure, decide, and carry out the move if there is one.
     async fn round(&mut self) {
         let (demand, jobs) = self.sample();
+        let running = self.load.exec.state.job_counts().0 as usize;
+        self.maybe_recalibrate(demand, running).await;
         let knobs = self.load.exec.state.knobs();
         let (me, others) = self.nodes(demand);
         let plain: Vec<balance::Node> = others.iter().map(|(n, _)| n.clone()).collect();

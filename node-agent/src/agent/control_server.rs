@@ -526,7 +526,6 @@ mod tests {
         let ctl = Controller {
             state: state.clone(),
             load: LocalLoad {
-                speed: 1.0,
                 cpu_features: Default::default(),
                 exec: exec::ExecContext::new("a".into(), me.addr, keys.clone(), None, state),
                 share: Arc::new(crate::share::Probe::start(None).unwrap()),

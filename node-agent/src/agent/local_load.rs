@@ -8,11 +8,10 @@ use std::sync::Arc;
 use crate::exec::ExecContext;
 use crate::load::{self, LoadVector};
 
-/// What sampling our load needs: the calibrated speed, the job tables,
-/// knobs and quota of the node's state, and what the balancer measured.
+/// What sampling our load needs: the speed, job tables, knobs and quota of
+/// the node's state, and what the balancer measured.
 #[derive(Debug, Clone)]
 pub(super) struct LocalLoad {
-    pub(super) speed: f32,
     /// What this CPU offers a job (read once at start).
     pub(super) cpu_features: crate::cpu::Features,
     /// The node's state (jobs, CRIU's verdict, knobs, the balancer's
@@ -27,7 +26,7 @@ impl LocalLoad {
     pub(super) fn sample(&self) -> LoadVector {
         let x = &self.exec;
         let (jobs, started) = x.state.job_counts();
-        let mut vector = load::sample(self.speed, jobs, started, x.state.quota());
+        let mut vector = load::sample(x.state.speed(), jobs, started, x.state.quota());
         vector.share = self.share.view();
         vector.criu = matches!(x.state.criu(), Some(Ok(())));
         if let Some(d) = x.state.demand() {

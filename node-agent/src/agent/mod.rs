@@ -269,6 +269,7 @@ impl Agent {
         )?);
         let state = State::new(cfg.cluster.clone(), me.clone(), cfg.knobs);
         state.set_quota(cfg.cpu_quota);
+        state.raise_speed(speed);
         let (admin_tx, admin_rx) = mpsc::channel(8);
         let (down, _) = broadcast::channel::<NodeId>(64);
         let mut exec_ctx = ExecContext::new(
@@ -282,7 +283,6 @@ impl Agent {
         exec_ctx.allow_root_jobs = cfg.allow_root_jobs;
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let load = LocalLoad {
-            speed,
             cpu_features: crate::cpu::Features::from_cpuinfo(&cpuinfo),
             exec: exec_ctx.clone(),
             share: share_probe,
@@ -337,7 +337,7 @@ impl Agent {
             ));
         }
         tasks.spawn(balancer::run(
-            balancer::Balancer::new(load.clone()),
+            balancer::Balancer::new(load.clone(), cfg.speed.is_none()),
             stop.clone(),
         ));
         // A node that leaves sends its guests elsewhere first; the gossip

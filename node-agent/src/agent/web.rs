@@ -53,9 +53,11 @@ fn nudge(c: &Change) -> Option<Nudge> {
         | Change::Launched { .. }
         | Change::LaunchRuns { .. }
         | Change::LaunchEnded { .. } => Some(Nudge::Jobs),
-        Change::Knobs(_) | Change::Quota(_) | Change::Criu(_) | Change::Member { .. } => {
-            Some(Nudge::Nodes)
-        }
+        Change::Knobs(_)
+        | Change::Quota(_)
+        | Change::Speed(_)
+        | Change::Criu(_)
+        | Change::Member { .. } => Some(Nudge::Nodes),
         // Load vectors arrive twice a second from every node; the view
         // samples them each second anyway.
         Change::Load { .. } => None,

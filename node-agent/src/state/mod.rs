@@ -96,6 +96,8 @@ pub enum Change {
     Knobs(Knobs),
     /// The CPU quota of cluster jobs changed (percent).
     Quota(u32),
+    /// The node's calibrated speed went up (a quieter measurement).
+    Speed(f32),
     /// The CRIU probe gave its verdict.
     Criu(Result<(), String>),
     /// A member's liveness changed (or it appeared).
@@ -125,6 +127,7 @@ struct Inner {
     moves: VecDeque<(Instant, bool)>,
     knobs: Knobs,
     quota: u32,
+    speed: f32,
     criu: Criu,
     demand: Option<f32>,
     view: View,
@@ -154,6 +157,7 @@ impl State {
                 moves: VecDeque::new(),
                 knobs,
                 quota: 100,
+                speed: 0.0,
                 criu: None,
                 demand: None,
                 view: View::new(cluster, me),
@@ -372,6 +376,29 @@ impl State {
         if changed {
             self.publish([Change::Quota(percent)]);
         }
+    }
+
+    /// This node's relative speed (0 until calibrated).
+    pub fn speed(&self) -> f32 {
+        self.lock().speed
+    }
+
+    /// Takes `speed` if it is higher than the one known: a calibration
+    /// can only be slowed by whatever else runs, never sped up, so the
+    /// fastest measurement is the truest. Whether it was taken.
+    pub fn raise_speed(&self, speed: f32) -> bool {
+        let raised = {
+            let mut s = self.lock();
+            let raised = speed.is_finite() && speed > s.speed;
+            if raised {
+                s.speed = speed;
+            }
+            raised
+        };
+        if raised {
+            self.publish([Change::Speed(speed)]);
+        }
+        raised
     }
 
     /// CRIU's verdict here, once the probe has run.
@@ -610,6 +637,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(orders.recv().await.unwrap().order.to, "b");
+    }
+
+    #[test]
+    fn the_speed_only_goes_up_and_each_rise_is_published() {
+        let state = State::new("c".into(), me(), Knobs::default());
+        let mut rx = state.subscribe();
+        assert!(state.raise_speed(0.2));
+        assert!(!state.raise_speed(0.1), "a slower measurement is noise");
+        assert!(!state.raise_speed(f32::NAN));
+        assert!(state.raise_speed(0.8));
+        assert_eq!(state.speed(), 0.8);
+        assert_eq!(rx.try_recv().unwrap(), Change::Speed(0.2));
+        assert_eq!(rx.try_recv().unwrap(), Change::Speed(0.8));
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]
