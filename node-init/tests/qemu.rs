@@ -631,7 +631,7 @@ fn init_as_head_with_an_uplink_serves_on_the_nic_no_dhcp_server_answers() {
         0,
     ));
     at = vm.wait_for(
-        "omnode: starting agent: /bin/omnode agent --allow-root-jobs --key-file /run/omcluster.key --name head-525400771202 --cluster qup --interface eth1 --checkin http://10.77.0.1:80/api/v1/checkin",
+        "omnode: starting agent: /bin/omnode agent --allow-root-jobs --key-file /run/omcluster.key --name head-525400771202 --cluster qup --interface eth1 --web 0.0.0.0:7947 --checkin http://10.77.0.1:80/api/v1/checkin",
         at,
     );
     // No boot medium in this machine: init keeps looking for it and starts
