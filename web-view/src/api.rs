@@ -203,6 +203,19 @@ async fn node<C: Cluster>(
     Ok(Json(json!({ "node": node, "jobs": jobs })))
 }
 
+/// What every action starts with: a steering session and a same-site
+/// request, then the one name in its path and its JSON body.
+fn action<C, T: for<'de> Deserialize<'de>>(
+    ctx: &Ctx<C>,
+    headers: &HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    b: &Bytes,
+) -> ApiResult<(String, T)> {
+    steer(ctx, headers)?;
+    let Path(name) = path?;
+    Ok((name, body(b)?))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MigrateBody {
@@ -215,9 +228,7 @@ async fn migrate<C: Cluster>(
     p: Result<Path<String>, PathRejection>,
     b: Bytes,
 ) -> ApiResult<Json<serde_json::Value>> {
-    steer(&ctx, &headers)?;
-    let Path(job) = p?;
-    let MigrateBody { to } = body(&b)?;
+    let (job, MigrateBody { to }) = action(&ctx, &headers, p, &b)?;
     let mut board = ctx.store.board();
     if !board.jobs.iter().any(|j| j.job == job) {
         // It may have started since the last refresh.
@@ -255,9 +266,7 @@ async fn knob<C: Cluster>(
     p: Result<Path<String>, PathRejection>,
     b: Bytes,
 ) -> ApiResult<Json<serde_json::Value>> {
-    steer(&ctx, &headers)?;
-    let Path(node) = p?;
-    let KnobBody { word } = body(&b)?;
+    let (node, KnobBody { word }) = action(&ctx, &headers, p, &b)?;
     let action = KnobAction::parse(&word).ok_or_else(|| {
         err(
             StatusCode::BAD_REQUEST,
