@@ -622,13 +622,23 @@ mod browser {
     }
 
     /// Clicks the element `css`.
+    /// Clicks the element `css`. The page redraws its tables as events
+    /// arrive, so the element found may be replaced before the click
+    /// lands: then it is found again (a few times at most).
     pub async fn click(c: &Client, css: &str) {
-        c.find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+        for attempt in 1.. {
+            let el = c
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            match el.click().await {
+                Ok(()) => return,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                        && attempt < 5 => {}
+                Err(e) => panic!("clicking {css}: {e}"),
+            }
+        }
     }
 
     /// Presses `keys` one after the other on the focused element, as a
