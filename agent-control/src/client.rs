@@ -141,6 +141,24 @@ pub async fn migrate(
     }
 }
 
+/// Asks the local agent to signal or renice a job wherever it runs: the
+/// line to print, or the refusal.
+pub async fn steer(
+    path: &Path,
+    job: &str,
+    order: crate::steer::JobOrder,
+) -> Result<Result<String, Refusal>, ControlError> {
+    let req = ControlRequest::Steer {
+        job: job.to_string(),
+        order,
+    };
+    match request(path, &req).await? {
+        ControlReply::Steered(line) => Ok(Ok(line)),
+        ControlReply::Failed { code, message } => Ok(Err((code, message))),
+        other => Err(unexpected(other)),
+    }
+}
+
 /// Asks the local agent to turn a knob or carry out `expel`/`bring`, on
 /// itself or on `node`: the lines to print, or the refusal.
 pub async fn knob(

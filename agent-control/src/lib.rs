@@ -6,6 +6,7 @@
 //!   cluster and job views, a job to run and how it ended, a finished
 //!   migration, `omctl`'s exit statuses.
 //! - [`knobs`]: the admin knobs with openMosix's `mosctl` names.
+//! - [`steer`]: orders for one running job: a signal, a nice value.
 //! - [`cpu`]: the CPU features a moved job may rely on (carried in the load
 //!   vector), and the rule comparing two nodes'.
 //! - [`framing`]: length-prefixed frames on a byte stream (the agents'
@@ -20,6 +21,7 @@ pub mod framing;
 pub mod knobs;
 pub mod model;
 pub mod protocol;
+pub mod steer;
 
 pub use model::{
     ClusterStatus, ExitInfo, JobInfo, LoadVector, MigrateDone, NodeStatus, RunRequest, ShareView,

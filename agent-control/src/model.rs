@@ -235,11 +235,81 @@ pub struct JobInfo {
     /// When it started or arrived on `node`, ms since the Unix epoch.
     #[serde(default)]
     pub since_ms: u64,
+    /// What it used lately, as the node running it measured (`None` until
+    /// measured).
+    #[serde(default)]
+    pub usage: Option<JobUsage>,
+}
+
+/// What a running job uses, measured each second by the node running it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobUsage {
+    /// CPU over the last second, percent of one CPU (200 for two busy
+    /// threads).
+    pub cpu_pct: u32,
+    /// Resident memory of all its processes, bytes.
+    pub rss_bytes: u64,
+    /// `running`, `sleeping`, `disk` (uninterruptible), `stopped`, or
+    /// `zombie`: its busiest process's.
+    pub state: RunState,
+    /// The nice value of its first process.
+    pub nice: i32,
+}
+
+/// A job's scheduling state, from its processes' `/proc/PID/stat`;
+/// ordered busiest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// A process runs or waits for a CPU.
+    Running,
+    /// A process waits for the disk or the kernel.
+    Disk,
+    /// Every process sleeps.
+    Sleeping,
+    /// Every process is stopped (SIGSTOP).
+    Stopped,
+    /// Every process has ended, not yet reaped.
+    Zombie,
+}
+
+impl RunState {
+    /// The job's state from its processes' state letters: the busiest
+    /// wins (`R`, then `D`, then sleeping; stopped or zombie only if all
+    /// are).
+    pub fn of(letters: impl IntoIterator<Item = char>) -> Option<Self> {
+        let mut best: Option<RunState> = None;
+        for c in letters {
+            let s = match c {
+                'R' => RunState::Running,
+                'D' => RunState::Disk,
+                'T' | 't' => RunState::Stopped,
+                'Z' | 'X' => RunState::Zombie,
+                _ => RunState::Sleeping,
+            };
+            best = Some(match best {
+                None => s,
+                Some(b) => b.min(s),
+            });
+        }
+        best
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_is_as_busy_as_its_busiest_process() {
+        assert_eq!(RunState::of("SRS".chars()), Some(RunState::Running));
+        assert_eq!(RunState::of("SD".chars()), Some(RunState::Disk));
+        assert_eq!(RunState::of("SI".chars()), Some(RunState::Sleeping));
+        assert_eq!(RunState::of("TT".chars()), Some(RunState::Stopped));
+        assert_eq!(RunState::of("TS".chars()), Some(RunState::Sleeping));
+        assert_eq!(RunState::of("Z".chars()), Some(RunState::Zombie));
+        assert_eq!(RunState::of("".chars()), None);
+    }
 
     #[test]
     fn problems_name_what_is_missing() {

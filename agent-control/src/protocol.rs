@@ -28,7 +28,7 @@ use crate::model::{ClusterStatus, ExitInfo, JobInfo, MigrateDone, RunRequest};
 
 /// The control protocol's number: up by one with every change to
 /// [`ControlRequest`], [`ControlReply`] or what they carry.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
 /// This build's release, as hellos carry it.
 pub const RELEASE: &str = env!("CARGO_PKG_VERSION");
@@ -93,6 +93,14 @@ pub enum ControlRequest {
         /// `Some(window_ms)` to rotate.
         rotate: Option<u64>,
     },
+    /// Signal or renice one job wherever it runs (`omctl kill`, `omctl
+    /// renice`); its owner or root.
+    Steer {
+        /// Job id or pid.
+        job: String,
+        /// What to do.
+        order: crate::steer::JobOrder,
+    },
     /// A one-time login link to the web view this agent serves (`omctl
     /// web`): one that can steer (root only), or only look.
     Web {
@@ -133,6 +141,8 @@ pub enum ControlReply {
     Migrated(MigrateDone),
     /// What a `Knob` request did, a line each.
     KnobDone(Vec<String>),
+    /// What a `Steer` request did, one line.
+    Steered(String),
     /// `omboot`'s JSON answer: an `AdmissionList` or the decided `Machine`.
     AdmissionDone(String),
     /// The token (its secret included: this reply only crosses the local

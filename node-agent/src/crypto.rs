@@ -43,7 +43,7 @@ pub const STREAM_MAGIC: &[u8; 3] = b"OMS";
 /// hellos): up by one with every change to them. It travels as one ASCII
 /// digit after [`STREAM_MAGIC`]; release 0.1.0's agents sent `OMS1` and
 /// knew no version check.
-pub const PEER_PROTOCOL: u8 = 3;
+pub const PEER_PROTOCOL: u8 = 4;
 /// Sealed datagram header length.
 pub const HEADER_LEN: usize = 4 + 8 + 8 + 8;
 /// Poly1305 tag length.

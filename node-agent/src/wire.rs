@@ -127,9 +127,22 @@ pub struct MigrateOrder {
     pub uid: u32,
 }
 
+/// A signal or nice value for a job, as an agent asks the node running it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SteerOrder {
+    /// The job.
+    pub job: String,
+    /// What to do.
+    pub order: agent_control::steer::JobOrder,
+    /// Who asks (only the job's owner and root may steer it; only root may
+    /// lower its nice value).
+    pub uid: u32,
+}
+
 /// What one agent says to another on an exec stream (sealed, see
 /// [`crate::crypto`]). The first frame of a stream is its request (`Exec`,
-/// `Ps`, `MigrateJob`, `Immigrate`, `Attach`, `Outcome`, `Knob`, `NewKey`),
+/// `Ps`, `MigrateJob`, `Immigrate`, `Attach`, `Outcome`, `Knob`, `NewKey`,
+/// `Steer`),
 /// which the exec listener dispatches; the rest belong to the exchange it
 /// opened. [`crate::crypto::PEER_PROTOCOL`] goes up with every change here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,6 +263,11 @@ pub enum PeerFrame {
         /// From the switch to the old key's end, ms.
         window_ms: u64,
     },
+    /// agent → the agent running the job: signal or renice it. Answered
+    /// with `Steered` or `Failed`.
+    Steer(SteerOrder),
+    /// What a `Steer` did, one line.
+    Steered(String),
 }
 
 /// A frame of a running job's stream, by the side that sends it: what
@@ -370,7 +388,9 @@ impl PeerFrame {
             | PeerFrame::Knob { .. }
             | PeerFrame::KnobDone(_)
             | PeerFrame::KeyDone(_)
-            | PeerFrame::NewKey { .. }) => return Err(Box::new(other)),
+            | PeerFrame::NewKey { .. }
+            | PeerFrame::Steer(_)
+            | PeerFrame::Steered(_)) => return Err(Box::new(other)),
         })
     }
 }

@@ -490,6 +490,92 @@ fn web_view_api_sessions_actions_stream_and_metrics_on_eight_agents() {
         .starts_with("time_unix_s,node,load_cpus,memory_used_mib,jobs\n"));
     assert!(csv.body.lines().count() > n);
 
+    // The process list's figures and signals: the job's CPU, memory and
+    // state are measured on n3; SIGSTOP holds it, SIGCONT (omctl kill)
+    // lets it go; renice reaches every thread; bad orders are named.
+    let job_now = |check: &dyn Fn(&Value) -> bool, what: &str| {
+        wait_get(&web, "/api/jobs?node=n3", &read, what, |v| {
+            v["jobs"][0]["job"] == id.as_str() && check(&v["jobs"][0])
+        })["jobs"][0]
+            .clone()
+    };
+    let j = job_now(&|j| j["usage"]["state"] == "sleeping", "the job measured");
+    assert!(j["usage"]["rss_bytes"].as_u64().unwrap() > 0, "{j}");
+    assert_eq!(j["usage"]["nice"], 0, "{j}");
+    let stop = web.post(
+        &format!("/api/jobs/{id}/signal"),
+        Some(&steer),
+        r#"{"signal":"STOP"}"#,
+    );
+    assert_eq!(stop.status, 200, "{}", stop.body);
+    assert!(stop.json()["line"].as_str().unwrap().contains("stopped"));
+    let j = job_now(
+        &|j| j["usage"]["state"] == "stopped",
+        "the job stopped in the view",
+    );
+    assert!(
+        j["cantmove"].as_str().unwrap().contains("SIGSTOP"),
+        "a stopped job says it stays: {j}"
+    );
+    let cont = omctl_as(&c, 0, "kill", &["-s", "CONT", &id], 0);
+    assert!(cont.status.success(), "{cont:?}");
+    assert!(String::from_utf8_lossy(&cont.stdout).contains("continued"));
+    job_now(
+        &|j| j["usage"]["state"] == "sleeping" && !j["cantmove"].to_string().contains("SIGSTOP"),
+        "the job running again",
+    );
+    let nice = web.post(
+        &format!("/api/jobs/{id}/renice"),
+        Some(&steer),
+        r#"{"nice":7}"#,
+    );
+    assert_eq!(nice.status, 200, "{}", nice.body);
+    job_now(&|j| j["usage"]["nice"] == 7, "nice 7 in the view");
+    let not_owner = omctl_as(&c, 0, "renice", &["1", &id], 1000);
+    assert_eq!(not_owner.status.code(), Some(126), "{not_owner:?}");
+    assert!(String::from_utf8_lossy(&not_owner.stderr).contains("only its owner or root"));
+    let bad_sig = web.post(
+        &format!("/api/jobs/{id}/signal"),
+        Some(&steer),
+        r#"{"signal":"BOGUS"}"#,
+    );
+    assert_eq!(bad_sig.status, 400);
+    assert!(bad_sig.error().contains("BOGUS"));
+    let bad_nice = web.post(
+        &format!("/api/jobs/{id}/renice"),
+        Some(&steer),
+        r#"{"nice":40}"#,
+    );
+    assert_eq!(bad_nice.status, 400);
+    assert!(bad_nice.error().contains("-20..19"));
+    assert_eq!(
+        web.post(
+            &format!("/api/jobs/{id}/renice"),
+            Some(&steer),
+            r#"{"nice":"x"}"#
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        web.post(
+            "/api/jobs/nope-1/signal",
+            Some(&steer),
+            r#"{"signal":"TERM"}"#
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        web.post(
+            &format!("/api/jobs/{id}/signal"),
+            Some(&read),
+            r#"{"signal":"TERM"}"#
+        )
+        .status,
+        403
+    );
+
     // Metrics: with a session here, open on n1 (--metrics-open); both
     // pass promtool.
     // The view samples the cluster each second: wait for n4's new vector.
@@ -563,11 +649,23 @@ fn web_view_api_sessions_actions_stream_and_metrics_on_eight_agents() {
         t1.elapsed()
     );
 
+    // SIGKILL from the page ends the job; omctl run says how.
+    let kill = web.post(
+        &format!("/api/jobs/{id}/signal"),
+        Some(&steer),
+        r#"{"signal":"KILL"}"#,
+    );
+    assert_eq!(kill.status, 200, "{}", kill.body);
+    let ended = util::wait_for("omctl run to end", Duration::from_secs(20), || {
+        job.try_wait()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "still running".to_string())
+    });
+    assert_eq!(ended.code(), Some(128 + 9), "{ended:?}");
+
     // Logging out ends the session.
     assert_eq!(web.post("/api/logout", Some(&steer), "{}").status, 200);
     assert_eq!(web.get("/api/cluster", Some(&steer)).status, 401);
-    let _ = job.kill();
-    let _ = job.wait();
 }
 
 /// Where the browser tests put their screenshots (`OM_SCREENSHOTS`, else

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use agent_control::client::{self as control, DEFAULT_SOCKET};
 use agent_control::knobs::{KnobAction, KNOB_WORDS};
+use agent_control::steer::JobOrder;
 use agent_control::EXIT_NO_AGENT;
 use clap::{Parser, Subcommand};
 use contracts::admit::Verdict;
@@ -182,6 +183,37 @@ enum Command {
         /// A node (name, number or address), `home` or `best`.
         to: String,
     },
+    /// Send a signal to running jobs wherever they run (every process of
+    /// each): STOP holds a job where it is until CONT. Its owner or root.
+    Kill {
+        /// The signal: a name (TERM, SIGSTOP, cont…) or a number.
+        #[arg(short, long, default_value = "TERM", value_parser = parse_signal)]
+        signal: JobOrder,
+        /// The jobs, by id or by pid as `omctl ps` shows them.
+        #[arg(required = true)]
+        jobs: Vec<String>,
+    },
+    /// Set the nice value of running jobs (every thread of each), wherever
+    /// they run; only root may lower one.
+    Renice {
+        /// The nice value, -20 (first) to 19 (last).
+        #[arg(allow_hyphen_values = true, value_parser = parse_nice)]
+        nice: JobOrder,
+        /// The jobs, by id or by pid as `omctl ps` shows them.
+        #[arg(required = true)]
+        jobs: Vec<String>,
+    },
+}
+
+fn parse_signal(s: &str) -> Result<JobOrder, String> {
+    JobOrder::signal(s)
+}
+
+fn parse_nice(s: &str) -> Result<JobOrder, String> {
+    let n: i32 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
+    JobOrder::renice(n)
 }
 
 #[derive(Subcommand)]
@@ -393,6 +425,23 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
         } => return join(url, token, name, key_file, env_file, !no_service).await,
         Command::Admit { machine } => return decide(&socket, machine, Verdict::Admit).await,
         Command::Reject { machine } => return decide(&socket, machine, Verdict::Reject).await,
+        Command::Kill {
+            signal: order,
+            jobs,
+        }
+        | Command::Renice { nice: order, jobs } => {
+            let mut status = 0;
+            for job in jobs {
+                match control::steer(&socket, &job, order).await? {
+                    Ok(line) => println!("{line}"),
+                    Err((code, message)) => {
+                        eprintln!("omctl: {message}");
+                        status = code;
+                    }
+                }
+            }
+            return Ok(status);
+        }
         Command::Migrate { job, to } => {
             return Ok(match control::migrate(&socket, &job, &to).await? {
                 Ok(done) => {

@@ -623,6 +623,7 @@ pub async fn run(socket: &Path, node: Option<String>, lock: bool, argv: Vec<Stri
             other @ (ControlReply::Status(_)
             | ControlReply::Ps(_)
             | ControlReply::Migrated(_)
+            | ControlReply::Steered(_)
             | ControlReply::KnobDone(_)
             | ControlReply::AdmissionDone(_)
             | ControlReply::TokenMade { .. }

@@ -13,6 +13,8 @@
 //! | `GET /api/jobs[?node=N]` | every cluster job (on node N) |
 //! | `GET /api/nodes/{node}` | one node and the jobs on it |
 //! | `POST /api/jobs/{job}/migrate` `{"to"}` | move a job to a node, `home` or `best` |
+//! | `POST /api/jobs/{job}/signal` `{"signal"}` | `STOP`, `CONT`, `TERM`, `KILL`, `HUP`, `INT`, … |
+//! | `POST /api/jobs/{job}/renice` `{"nice"}` | a nice value, -20 to 19 |
 //! | `POST /api/nodes/{node}/knob` `{"word"}` | `block`, `noblock`, `stay`, … `expel`, `bring` |
 //! | `GET /api/events` | the live stream (see [`crate::events`]) |
 //! | `GET /api/history?metric=&since=&until=` | one metric, every node and the total |
@@ -24,6 +26,7 @@
 use std::collections::HashMap;
 
 use agent_control::knobs::KnobAction;
+use agent_control::steer::JobOrder;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -50,6 +53,8 @@ pub fn router<C: Cluster>(ctx: Ctx<C>) -> Router {
         .route("/api/jobs", get(jobs::<C>))
         .route("/api/nodes/{node}", get(node::<C>))
         .route("/api/jobs/{job}/migrate", post(migrate::<C>))
+        .route("/api/jobs/{job}/signal", post(signal::<C>))
+        .route("/api/jobs/{job}/renice", post(renice::<C>))
         .route("/api/nodes/{node}/knob", post(knob::<C>))
         .route("/api/events", get(events::stream::<C>))
         .route("/api/history", get(history_series::<C>))
@@ -229,17 +234,9 @@ async fn migrate<C: Cluster>(
     b: Bytes,
 ) -> ApiResult<Json<serde_json::Value>> {
     let (job, MigrateBody { to }) = action(&ctx, &headers, p, &b)?;
-    let mut board = ctx.store.board();
-    if !board.jobs.iter().any(|j| j.job == job) {
-        // It may have started since the last refresh.
-        ctx.store.jobs_now(ctx.cluster.jobs().await);
-        board = ctx.store.board();
-    }
-    let Some(info) = board.jobs.iter().find(|j| j.job == job) else {
-        return Err(err(StatusCode::NOT_FOUND, format!("no running job {job}")));
-    };
+    let info = running(&ctx, &job).await?;
     if to != "home" && to != "best" {
-        known_node(&board.status, &to)?;
+        known_node(&ctx.store.board().status, &to)?;
     }
     info!(%job, %to, "web view: migration asked for");
     match ctx.cluster.migrate(job.clone(), to.clone()).await {
@@ -252,6 +249,73 @@ async fn migrate<C: Cluster>(
             Err(err(StatusCode::CONFLICT, why))
         }
     }
+}
+
+/// The running job `job`, refreshing the table once if it is not there
+/// (it may have started since); 404 if it still is not.
+async fn running<C: Cluster>(ctx: &Ctx<C>, job: &str) -> ApiResult<agent_control::JobInfo> {
+    let mut board = ctx.store.board();
+    if !board.jobs.iter().any(|j| j.job == job) {
+        ctx.store.jobs_now(ctx.cluster.jobs().await);
+        board = ctx.store.board();
+    }
+    board
+        .jobs
+        .iter()
+        .find(|j| j.job == job)
+        .cloned()
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no running job {job}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignalBody {
+    signal: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReniceBody {
+    nice: i32,
+}
+
+async fn signal<C: Cluster>(
+    State(ctx): State<Ctx<C>>,
+    headers: HeaderMap,
+    p: Result<Path<String>, PathRejection>,
+    b: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (job, SignalBody { signal }) = action(&ctx, &headers, p, &b)?;
+    let order = JobOrder::signal(&signal).map_err(|e| err(StatusCode::BAD_REQUEST, e))?;
+    steer_job(&ctx, job, order).await
+}
+
+async fn renice<C: Cluster>(
+    State(ctx): State<Ctx<C>>,
+    headers: HeaderMap,
+    p: Result<Path<String>, PathRejection>,
+    b: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (job, ReniceBody { nice }) = action(&ctx, &headers, p, &b)?;
+    let order = JobOrder::renice(nice).map_err(|e| err(StatusCode::BAD_REQUEST, e))?;
+    steer_job(&ctx, job, order).await
+}
+
+/// Carries out a signal or renice on a running job.
+async fn steer_job<C: Cluster>(
+    ctx: &Ctx<C>,
+    job: String,
+    order: JobOrder,
+) -> ApiResult<Json<serde_json::Value>> {
+    running(ctx, &job).await?;
+    info!(%job, order = %order.describe(), "web view: job steered");
+    let line = ctx
+        .cluster
+        .steer(job, order)
+        .await
+        .map_err(|(_, why)| err(StatusCode::CONFLICT, why))?;
+    ctx.store.poke(Nudge::Jobs);
+    Ok(Json(json!({ "line": line })))
 }
 
 #[derive(Deserialize)]

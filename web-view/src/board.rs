@@ -251,6 +251,7 @@ mod tests {
             moves: 0,
             cantmove: None,
             since_ms: 0,
+            usage: None,
         };
         let moved = job_markers(
             &[job("j1", "a"), job("j2", "a")],

@@ -500,6 +500,7 @@ mod tests {
             moves: 0,
             cantmove: None,
             since_ms: 0,
+            usage: None,
         }
     }
 

@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex};
 
 use agent_control::knobs::KnobAction;
 use agent_control::model::{ClusterStatus, JobInfo, MigrateDone};
+use agent_control::steer::JobOrder;
 use futures::stream::BoxStream;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -82,6 +83,12 @@ pub trait Cluster: Clone + Send + Sync + 'static {
         node: String,
         action: KnobAction,
     ) -> impl Future<Output = Result<Vec<String>, Refusal>> + Send;
+    /// Signals or renices `job` (its id), as root: the line it said.
+    fn steer(
+        &self,
+        job: String,
+        order: JobOrder,
+    ) -> impl Future<Output = Result<String, Refusal>> + Send;
     /// The serving agent's changes, from now on.
     fn nudges(&self) -> BoxStream<'static, Nudge>;
 }

@@ -78,6 +78,24 @@ export async function migrate(jobs, to) {
   notice(lines.join("; "), failed);
 }
 
+/** Sends a signal or a nice value to jobs one after the other; says what
+ *  each did. `what` is `{ signal }` or `{ nice }`. */
+export async function steerJobs(jobs, what) {
+  const path = what.signal ? "signal" : "renice";
+  const lines = [];
+  let failed = false;
+  for (const job of jobs) {
+    try {
+      const r = await api("POST", `/api/jobs/${encodeURIComponent(job)}/${path}`, what);
+      lines.push(r.line);
+    } catch (e) {
+      failed = true;
+      lines.push(e.message);
+    }
+  }
+  notice(lines.join("; "), failed);
+}
+
 // --- nodes -----------------------------------------------------------------
 
 function knobButtons(n) {
@@ -169,6 +187,10 @@ const jobColumns = [
   { key: "home", label: "Home", title: "the node it was launched from" },
   { key: "node", label: "Node", title: "where it runs now" },
   { key: "pid", label: "PID", get: (j) => j.pid ?? "" },
+  { key: "cpu", label: "CPU", title: "CPU over the last second, percent of one CPU", get: (j) => j.usage?.cpu_pct ?? -1, show: (j) => (j.usage ? `${j.usage.cpu_pct} %` : "") },
+  { key: "rss", label: "Memory", title: "resident memory of all its processes", get: (j) => j.usage?.rss_bytes ?? -1, show: (j) => (j.usage ? mib(j.usage.rss_bytes / 1024) : "") },
+  { key: "state", label: "State", title: "running, sleeping, disk (waiting on I/O), stopped (SIGSTOP) or zombie", get: (j) => j.usage?.state ?? "" },
+  { key: "nice", label: "Nice", title: "scheduling priority, -20 (first) to 19 (last)", get: (j) => j.usage?.nice ?? "", show: (j) => (j.usage ? String(j.usage.nice) : "") },
   { key: "since_ms", label: "Here for", get: (j) => j.since_ms, show: (j) => (j.since_ms ? ago(j.since_ms) : "") },
   { key: "moves", label: "Moves" },
   { key: "cantmove", label: "Cannot move because", get: (j) => j.cantmove ?? "", cls: "wide" },
@@ -467,6 +489,18 @@ export function init(state) {
   $("#job-move").addEventListener("click", () => {
     if (!selected.size) { notice("select jobs first", true); return; }
     migrate([...selected], $("#job-target").value);
+  });
+  for (const b of document.querySelectorAll("#view-jobs button[data-signal]")) {
+    b.addEventListener("click", () => {
+      if (!selected.size) { notice("select jobs first", true); return; }
+      const sig = b.dataset.signal;
+      if ((sig === "KILL" || sig === "TERM") && !confirm(`Send SIG${sig} to ${selected.size} job(s)? They will end.`)) return;
+      steerJobs([...selected], { signal: sig });
+    });
+  }
+  $("#job-renice").addEventListener("click", () => {
+    if (!selected.size) { notice("select jobs first", true); return; }
+    steerJobs([...selected], { nice: Number($("#job-nice").value) });
   });
   $("#metric").addEventListener("change", loadHistory);
   $("#range").addEventListener("change", loadHistory);

@@ -6,7 +6,8 @@
 //! decision waits until that move is over: one at a time per node.
 //!
 //! Measuring: a job's demand is the growth of its threads' run and wait
-//! time ([`job::usage`]) between two samples, per second; the node's demand
+//! time ([`job::usage`]) between two samples, per second (its CPU, memory
+//! and state go to the node's state for `ps` and the web view); the node's demand
 //! is its jobs' plus whatever else kept its CPUs busy (`/proc/stat`). A move
 //! the balancer made counts on its target until the target's own vector
 //! has had time to show it. A job whose move failed is left alone for
@@ -20,6 +21,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use agent_control::model::JobUsage;
 use contracts::clock::unix_millis;
 use rand10::RngExt;
 use tokio::sync::oneshot;
@@ -143,7 +145,19 @@ impl Balancer {
                 let wanted = (u.run_ns + u.wait_ns).saturating_sub(prev.run_ns + prev.wait_ns);
                 let d = wanted as f64 / dt;
                 demand += d;
-                ran += u.run_ns.saturating_sub(prev.run_ns) as f64 / dt;
+                let r = u.run_ns.saturating_sub(prev.run_ns) as f64 / dt;
+                ran += r;
+                if let (Some(state), Some(nice)) = (u.state, u.nice) {
+                    x.state.set_usage(
+                        &info.job,
+                        JobUsage {
+                            cpu_pct: (r * 100.0).round() as u32,
+                            rss_bytes: u.rss,
+                            state,
+                            nice,
+                        },
+                    );
+                }
                 let failed = self
                     .failed
                     .get(&info.job)

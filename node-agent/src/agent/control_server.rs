@@ -19,14 +19,17 @@ use tracing::{debug, info, warn};
 
 use super::admission;
 use super::local_load::LocalLoad;
+use crate::exec::target::steer;
 use crate::exec::{self, RelayEnd, RelayEvent};
 use crate::membership::NodeId;
 use crate::placement;
 use crate::state::State;
 use crate::wire::{
     ClusterStatus, ExecRequest, HomeFrame, JobInfo, MigrateDone, MigrateOrder, RunRequest,
+    SteerOrder,
 };
 use agent_control::protocol::{self, Hello};
+use agent_control::steer::JobOrder;
 use agent_control::{ControlReply, ControlRequest};
 
 /// Accepts control connections until `stop`, then waits for the open ones,
@@ -153,6 +156,10 @@ impl Controller {
                 .knob(node, action, cred.uid())
                 .await
                 .map_or_else(failed, ControlReply::KnobDone),
+            ControlRequest::Steer { job, order } => self
+                .steer(&job, order, cred.uid())
+                .await
+                .map_or_else(failed, ControlReply::Steered),
             ControlRequest::Admission { verdict } => {
                 match admission::for_caller(self.boot_server.as_ref(), cred.uid()) {
                     Ok(server) => server
@@ -216,6 +223,7 @@ impl Controller {
                     | ControlRequest::Run(_)
                     | ControlRequest::Migrate { .. }
                     | ControlRequest::Knob { .. }
+                    | ControlRequest::Steer { .. }
                     | ControlRequest::Admission { .. }
                     | ControlRequest::Token { .. }
                     | ControlRequest::Key { .. }
@@ -285,25 +293,7 @@ impl Controller {
         uid: u32,
     ) -> Result<MigrateDone, (i32, String)> {
         let bad = |m: String| (exec::EXIT_CANNOT_RUN, m);
-        let jobs = self.cluster_jobs().await;
-        let found: Vec<&JobInfo> = jobs
-            .iter()
-            .filter(|j| j.job == what || j.pid.is_some_and(|p| p.to_string() == what))
-            .collect();
-        let job = match found.as_slice() {
-            [] => return Err(bad(format!("no running job {what} (see omctl ps --all)"))),
-            [one] => *one,
-            several => {
-                let names: Vec<String> = several
-                    .iter()
-                    .map(|j| format!("{} on {}", j.job, j.node))
-                    .collect();
-                return Err(bad(format!(
-                    "pid {what} names several jobs ({}); name the job",
-                    names.join(", ")
-                )));
-            }
-        };
+        let job = &self.find_job(what).await?;
         if uid != 0 && uid != job.uid {
             return Err((
                 exec::EXIT_NO_PERMISSION,
@@ -394,6 +384,69 @@ impl Controller {
         .await
     }
 
+    /// The running job `what` names (its id, or a pid `ps` shows).
+    async fn find_job(&self, what: &str) -> Result<JobInfo, (i32, String)> {
+        let bad = |m: String| (exec::EXIT_CANNOT_RUN, m);
+        let jobs = self.cluster_jobs().await;
+        let found: Vec<&JobInfo> = jobs
+            .iter()
+            .filter(|j| j.job == what || j.pid.is_some_and(|p| p.to_string() == what))
+            .collect();
+        match found.as_slice() {
+            [] => Err(bad(format!("no running job {what} (see omctl ps --all)"))),
+            [one] => Ok((*one).clone()),
+            several => {
+                let names: Vec<String> = several
+                    .iter()
+                    .map(|j| format!("{} on {}", j.job, j.node))
+                    .collect();
+                Err(bad(format!(
+                    "pid {what} names several jobs ({}); name the job",
+                    names.join(", ")
+                )))
+            }
+        }
+    }
+
+    /// Signals or renices job `what` for the caller `uid`, on the node
+    /// running it (`omctl kill`, `omctl renice`, the web view).
+    pub(super) async fn steer(
+        &self,
+        what: &str,
+        order: JobOrder,
+        uid: u32,
+    ) -> Result<String, (i32, String)> {
+        order.valid().map_err(|e| (exec::EXIT_CANNOT_RUN, e))?;
+        let job = self.find_job(what).await?;
+        let o = SteerOrder {
+            job: job.job.clone(),
+            order,
+            uid,
+        };
+        let node = {
+            let v = self.state.view();
+            if job.node == v.me().name {
+                None
+            } else {
+                Some(
+                    placement::named(&v.known(), &job.node)
+                        .cloned()
+                        .ok_or_else(|| {
+                            (
+                                exec::EXIT_CANNOT_RUN,
+                                format!("node {} running job {} is not alive", job.node, job.job),
+                            )
+                        })?,
+                )
+            }
+        };
+        info!(job = %job.job, node = %job.node, order = %order.describe(), uid, "steering a job");
+        match node {
+            None => steer::steer_here(o, &self.load.exec).await,
+            Some(n) => exec::steer_job(&n, &self.keys.stream(), o).await,
+        }
+    }
+
     /// Picks the node for a job of `uid`: the one named, or by placement
     /// (among the nodes that run root's jobs, for root).
     fn pick(&self, want: Option<&str>, uid: u32) -> Result<NodeId, String> {
@@ -451,6 +504,7 @@ impl Controller {
             moves: 0,
             cantmove: None,
             since_ms: unix_millis(),
+            usage: None,
         });
         let exec_req = ExecRequest {
             job: job.clone(),

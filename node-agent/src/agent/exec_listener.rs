@@ -99,6 +99,7 @@ pub(crate) async fn dispatch(stream: TcpStream, ctx: ExecContext) {
             switch_in_ms,
             window_ms,
         } => rotation::take_key(&ctx, key, switch_in_ms, window_ms, peer),
+        PeerFrame::Steer(order) => target::steer::steer(order, &ctx).await,
         // The frames of an exchange already open, never a request.
         other @ (PeerFrame::PsReply(_)
         | PeerFrame::Started { .. }
@@ -120,7 +121,8 @@ pub(crate) async fn dispatch(stream: TcpStream, ctx: ExecContext) {
         | PeerFrame::Resumed
         | PeerFrame::Moved { .. }
         | PeerFrame::KnobDone(_)
-        | PeerFrame::KeyDone(_)) => {
+        | PeerFrame::KeyDone(_)
+        | PeerFrame::Steered(_)) => {
             warn!(?peer, frame = ?other, "exec stream did not start with a request");
             return;
         }

@@ -1,6 +1,6 @@
 //! The web view over this agent (`--web`): [`web_view::Cluster`] as the
 //! control server's [`Controller`] sees the cluster (its status, `ps
-//! --cluster`, `migrate` and `knob` as root), and the node's change stream
+//! --cluster`, `migrate`, `knob`, `kill` and `renice` as root), and the node's change stream
 //! as the view's nudges.
 
 use std::net::Ipv4Addr;
@@ -16,6 +16,7 @@ use super::control_server::Controller;
 use crate::balance::KnobAction;
 use crate::state::Change;
 use crate::wire::{ClusterStatus, JobInfo, MigrateDone};
+use agent_control::steer::JobOrder;
 use web_view::{Nudge, Refusal};
 
 /// The gate of a view listening on `listener`: its links name the node's
@@ -50,6 +51,7 @@ fn nudge(c: &Change) -> Option<Nudge> {
         | Change::JobArrived(_)
         | Change::JobLeft { .. }
         | Change::JobEnded { .. }
+        | Change::JobHeld { .. }
         | Change::Launched { .. }
         | Change::LaunchRuns { .. }
         | Change::LaunchEnded { .. } => Some(Nudge::Jobs),
@@ -79,6 +81,10 @@ impl web_view::Cluster for Controller {
 
     async fn knob(&self, node: String, action: KnobAction) -> Result<Vec<String>, Refusal> {
         Controller::knob(self, Some(node), action, 0).await
+    }
+
+    async fn steer(&self, job: String, order: JobOrder) -> Result<String, Refusal> {
+        Controller::steer(self, &job, order, 0).await
     }
 
     fn nudges(&self) -> BoxStream<'static, Nudge> {

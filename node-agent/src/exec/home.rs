@@ -446,6 +446,27 @@ pub async fn hand_key(
     }
 }
 
+/// Asks `peer`'s agent, which runs the job, to signal or renice it; what
+/// it did, one line.
+pub async fn steer_job(
+    peer: &NodeId,
+    stream_key: &[u8; 32],
+    order: crate::wire::SteerOrder,
+) -> Result<String, (i32, String)> {
+    // SIGSTOP waits up to 5 s for every process to stop.
+    match ask(
+        peer,
+        stream_key,
+        &PeerFrame::Steer(order),
+        Duration::from_secs(15),
+    )
+    .await?
+    {
+        PeerFrame::Steered(line) => Ok(line),
+        other => Err(odd_answer(peer, &other)),
+    }
+}
+
 /// Asks `peer`'s agent to turn a knob or carry out `expel`/`bring`; what
 /// it did, a line each.
 pub async fn remote_knob(

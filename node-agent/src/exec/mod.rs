@@ -40,7 +40,9 @@ use crate::cgroup::JobCgroup;
 use crate::state::State;
 
 pub use crate::stream::{accept, connect, SecureStream};
-pub use home::{hand_key, order_migration, relay, remote_jobs, remote_knob, RelayEnd, RelayEvent};
+pub use home::{
+    hand_key, order_migration, relay, remote_jobs, remote_knob, steer_job, RelayEnd, RelayEvent,
+};
 pub use target::migrate::SPOOL;
 
 pub use agent_control::{EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_AGENT, EXIT_NO_PERMISSION};

@@ -41,6 +41,35 @@ const MOVE_WINDOW: Duration = Duration::from_secs(60);
 /// The result of a migration as the requester gets it.
 pub type MigrateResult = Result<MigrateDone, (i32, String)>;
 
+/// What the driver of a job running here is asked, one at a time (so an
+/// order never lands in the middle of a move).
+#[derive(Debug)]
+pub enum DriverCmd {
+    /// Move the job.
+    Move(MigrateCmd),
+    /// Signal or renice it.
+    Steer(SteerCmd),
+}
+
+/// No driver listens for the job: it does not run here (or just ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotRunning;
+
+/// The outcome of a [`SteerCmd`]: one line, or (exit status, why).
+pub type SteerResult = Result<String, (i32, String)>;
+
+/// A signal or nice value for the driver of a job running here (see
+/// [`State::order_steer`]).
+#[derive(Debug)]
+pub struct SteerCmd {
+    /// What to do.
+    pub order: agent_control::steer::JobOrder,
+    /// Who asks.
+    pub uid: u32,
+    /// Where the outcome goes.
+    pub reply: oneshot::Sender<SteerResult>,
+}
+
 /// A migration order for the driver of a job running here (see
 /// [`State::order_move`]).
 #[derive(Debug)]
@@ -72,6 +101,14 @@ pub enum Change {
     JobEnded {
         /// The job.
         job: String,
+    },
+    /// A job running here was stopped by its owner (`why` says so and it
+    /// stays put) or let go on (`None`).
+    JobHeld {
+        /// The job.
+        job: String,
+        /// Why it cannot move now.
+        why: Option<String>,
     },
     /// A job launched from here was placed on `node`.
     Launched {
@@ -119,7 +156,7 @@ pub enum Change {
 struct Inner {
     running: BTreeMap<String, JobInfo>,
     started: u64,
-    drivers: HashMap<String, mpsc::Sender<MigrateCmd>>,
+    drivers: HashMap<String, mpsc::Sender<DriverCmd>>,
     launched: BTreeMap<String, JobInfo>,
     parked: HashMap<String, oneshot::Sender<SecureStream>>,
     ledger: Ledger,
@@ -191,7 +228,7 @@ impl State {
     /// A job runs here now, driven by the task listening on `driver`
     /// (`arrived`: it moved in). Returns its sequence number among the jobs
     /// started here (a load vector's `started` counts it from then on).
-    pub fn job_runs(&self, info: JobInfo, driver: mpsc::Sender<MigrateCmd>, arrived: bool) -> u64 {
+    pub fn job_runs(&self, info: JobInfo, driver: mpsc::Sender<DriverCmd>, arrived: bool) -> u64 {
         let seq = {
             let mut s = self.lock();
             s.drivers.insert(info.job.clone(), driver);
@@ -273,15 +310,44 @@ impl State {
             .count() as u32
     }
 
-    /// Hands a migration order to the driver of `job`; `Err` gives the
-    /// order back when no driver listens (the job is not running here, or
-    /// just ended).
-    pub async fn order_move(&self, job: &str, cmd: MigrateCmd) -> Result<(), MigrateCmd> {
-        let driver = self.lock().drivers.get(job).cloned();
-        match driver {
-            Some(d) => d.send(cmd).await.map_err(|e| e.0),
-            None => Err(cmd),
+    /// Hands a migration order to the driver of `job`; `Err` when no
+    /// driver listens (the job is not running here, or just ended).
+    pub async fn order_move(&self, job: &str, cmd: MigrateCmd) -> Result<(), NotRunning> {
+        self.order(job, DriverCmd::Move(cmd)).await
+    }
+
+    /// Hands a signal or nice value to the driver of `job`; `Err` when no
+    /// driver listens.
+    pub async fn order_steer(&self, job: &str, cmd: SteerCmd) -> Result<(), NotRunning> {
+        self.order(job, DriverCmd::Steer(cmd)).await
+    }
+
+    async fn order(&self, job: &str, cmd: DriverCmd) -> Result<(), NotRunning> {
+        let driver = self.lock().drivers.get(job).cloned().ok_or(NotRunning)?;
+        driver.send(cmd).await.map_err(|_| NotRunning)
+    }
+
+    /// What job `job` used lately, as the balancer measured it.
+    pub fn set_usage(&self, job: &str, usage: agent_control::model::JobUsage) {
+        if let Some(j) = self.lock().running.get_mut(job) {
+            j.usage = Some(usage);
         }
+    }
+
+    /// Job `job` was stopped by its owner and cannot move (`why`), or was
+    /// let go on (`None`).
+    pub fn hold(&self, job: &str, why: Option<String>) {
+        {
+            let mut s = self.lock();
+            let Some(j) = s.running.get_mut(job) else {
+                return;
+            };
+            j.cantmove.clone_from(&why);
+        }
+        self.publish([Change::JobHeld {
+            job: job.to_string(),
+            why,
+        }]);
     }
 
     // --- Moves -------------------------------------------------------------
@@ -556,6 +622,7 @@ mod tests {
             moves: 0,
             cantmove: None,
             since_ms: 1,
+            usage: None,
         }
     }
 
@@ -636,7 +703,47 @@ mod tests {
             .order_move("a-2", MigrateCmd { order, reply })
             .await
             .unwrap();
-        assert_eq!(orders.recv().await.unwrap().order.to, "b");
+        match orders.recv().await.unwrap() {
+            DriverCmd::Move(m) => assert_eq!(m.order.to, "b"),
+            other => panic!("{other:?}"),
+        }
+        let (reply, _) = oneshot::channel();
+        let steer = SteerCmd {
+            order: agent_control::steer::JobOrder::Signal(19),
+            uid: 0,
+            reply,
+        };
+        state.order_steer("a-2", steer).await.unwrap();
+        assert!(matches!(orders.recv().await, Some(DriverCmd::Steer(_))));
+        let (reply, _) = oneshot::channel();
+        let lost = SteerCmd {
+            order: agent_control::steer::JobOrder::Renice(1),
+            uid: 0,
+            reply,
+        };
+        assert_eq!(state.order_steer("zz-9", lost).await, Err(NotRunning));
+    }
+
+    #[test]
+    fn a_stopped_job_is_held_and_the_hold_published() {
+        let state = State::new("c".into(), me(), Knobs::default());
+        let (driver, _orders) = mpsc::channel(1);
+        state.job_runs(info("a-3", "a"), driver, false);
+        let mut rx = state.subscribe();
+        state.hold("a-3", Some("stopped".into()));
+        assert_eq!(
+            state.job("a-3").unwrap().cantmove.as_deref(),
+            Some("stopped")
+        );
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Change::JobHeld {
+                job: "a-3".into(),
+                why: Some("stopped".into())
+            }
+        );
+        state.hold("a-3", None);
+        assert_eq!(state.job("a-3").unwrap().cantmove, None);
     }
 
     #[test]

@@ -17,11 +17,12 @@ use tokio::task::JoinSet;
 use tracing::{debug, info};
 
 pub mod migrate;
+pub mod steer;
 
 use super::{ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_PERMISSION, HEARTBEAT};
 use crate::crypto::FrameCipher;
 use crate::job::{self, Started};
-use crate::state::MigrateCmd;
+use crate::state::{DriverCmd, MigrateCmd, SteerCmd};
 use crate::stream::{sealed_reader, SecureStream};
 use crate::wire::{self, ExecRequest, ExitInfo, JobInfo, PeerFrame, WireError};
 use crate::wire::{HomeFrame, JobFrame};
@@ -123,6 +124,7 @@ pub(crate) async fn run_job(req: ExecRequest, ctx: ExecContext, s: SecureStream)
             started.cantmove.clone()
         },
         since_ms: unix_millis(),
+        usage: None,
     };
     let job = RunningJob {
         info,
@@ -222,7 +224,7 @@ enum End {
 /// input and signals to the job, migration orders. Its steps are
 /// [`Driver`]'s methods, one per event.
 pub(super) async fn drive(job: RunningJob, home: Home, ctx: ExecContext) {
-    let (ctl_tx, mut orders) = mpsc::channel::<MigrateCmd>(1);
+    let (ctl_tx, mut orders) = mpsc::channel::<DriverCmd>(1);
     let arrived = matches!(home, Home::Awaiting(_));
     let seq = ctx.state.job_runs(job.info.clone(), ctl_tx, arrived);
     let (home, mut attach_rx, waiting_attach) = match home {
@@ -262,10 +264,12 @@ pub(super) async fn drive(job: RunningJob, home: Home, ctx: ExecContext) {
             f = d.home.frames.recv(), if d.home.open && !d.waiting_attach => d.home_said(f),
             s = &mut attach_rx, if d.waiting_attach => d.attached(s).await,
             () = &mut attach_deadline, if d.waiting_attach => d.never_attached(),
-            cmd = orders.recv() => if let Some(cmd) = cmd {
-                if let Some(to) = d.ordered(cmd).await {
+            cmd = orders.recv() => match cmd {
+                Some(DriverCmd::Move(cmd)) => if let Some(to) = d.ordered(cmd).await {
                     break End::Moved(to);
-                }
+                },
+                Some(DriverCmd::Steer(cmd)) => d.steered(cmd).await,
+                None => {}
             },
             st = d.job.started.holder.wait(), if d.exited.is_none() => d.holder_exited(st),
             _ = beat.tick() => {
@@ -303,6 +307,8 @@ struct Driver {
     drain_deadline: Option<tokio::time::Instant>,
     /// What tells home where the job runs (again after an attach).
     started_frame: PeerFrame,
+    /// Its owner stopped it (SIGSTOP): it stays here until SIGCONT.
+    held: bool,
 }
 
 impl Driver {
@@ -334,6 +340,7 @@ impl Driver {
             exited: None,
             drain_deadline: None,
             started_frame,
+            held: false,
         }
     }
 
@@ -423,11 +430,33 @@ impl Driver {
             let _ = cmd.reply.send(Err((EXIT_CANNOT_RUN, why)));
             return None;
         }
+        if self.held {
+            let why = format!("job {} cannot move: {}", self.name, steer::HELD);
+            let _ = cmd.reply.send(Err((EXIT_CANNOT_RUN, why)));
+            return None;
+        }
         let stdin_closed = self.stdin.is_none() || self.job.stdin_eof;
         let to = cmd.order.to.clone();
         migrate::out(&mut self.job, &mut self.home, &self.ctx, cmd, stdin_closed)
             .await
             .then_some(to)
+    }
+
+    /// A signal or nice value for the job, between two moves.
+    async fn steered(&mut self, cmd: SteerCmd) {
+        let r = if self.exited.is_some() {
+            Err((EXIT_CANNOT_RUN, format!("job {} has ended", self.name)))
+        } else {
+            let init = self.job.started.init;
+            steer::carry_out(&self.name, &self.ctx.node, init, cmd.order, cmd.uid).await
+        };
+        if r.is_ok() {
+            if let Some(why) = steer::held_after(cmd.order, &self.job.info.cantmove) {
+                self.held = why.as_deref() == Some(steer::HELD);
+                self.ctx.state.hold(&self.name, why);
+            }
+        }
+        let _ = cmd.reply.send(r);
     }
 
     /// The holder exited: the job ended so.
