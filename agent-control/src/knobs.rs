@@ -71,12 +71,18 @@ pub enum KnobAction {
     /// Set the share of the node's CPUs cluster jobs may use, percent
     /// (`quota=N`; openMosixView's speed slider).
     Quota(u32),
+    /// Power the node off (`poweroff`) or reboot it (`reboot`), once its
+    /// guests have left; only a node `omnode init` booted does.
+    Power {
+        /// Reboot rather than power off.
+        reboot: bool,
+    },
 }
 
 /// Every word `omctl knob` (and `mosctl`) takes.
 pub const KNOB_WORDS: &[&str] = &[
     "block", "noblock", "stay", "nostay", "lstay", "nolstay", "quiet", "noquiet", "expel", "bring",
-    "quota=N",
+    "quota=N", "poweroff", "reboot",
 ];
 
 impl KnobAction {
@@ -94,6 +100,8 @@ impl KnobAction {
         match word {
             "expel" => Some(KnobAction::Expel),
             "bring" => Some(KnobAction::Bring),
+            "poweroff" => Some(KnobAction::Power { reboot: false }),
+            "reboot" => Some(KnobAction::Power { reboot: true }),
             _ => {
                 let (knob, on) = match word.strip_prefix("no") {
                     Some(k) => (k, false),
@@ -131,6 +139,10 @@ mod tests {
             })
         );
         assert_eq!(KnobAction::parse("expel"), Some(KnobAction::Expel));
+        assert_eq!(
+            KnobAction::parse("reboot"),
+            Some(KnobAction::Power { reboot: true })
+        );
         assert_eq!(KnobAction::parse("nobring"), None);
         assert_eq!(KnobAction::parse("fast"), None);
         for w in KNOB_WORDS {

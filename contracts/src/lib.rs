@@ -22,6 +22,7 @@
 //! - [`announce`]: the head's multicast announcement, how a machine booted
 //!   from the ISO or a USB stick finds the head on its LAN.
 //! - [`mac`]: the one MAC address type.
+//! - [`boot`]: each machine's boot stage as `omboot` records and serves it.
 //! - [`share`]: the shared tree at `/cluster`: `om.share=` and `--share`
 //!   ([`share::Share`]), and the kernel NFS mount a node makes of it.
 //! - [`modules`]: the kernel module index in the initramfs (`modules.dep`,
@@ -35,6 +36,7 @@
 
 pub mod admit;
 pub mod announce;
+pub mod boot;
 pub mod clock;
 pub mod cmdline;
 pub mod http;

@@ -347,6 +347,12 @@ impl QemuNode {
         }
     }
 
+    /// Whether the machine has stopped by itself (powered off, or, with
+    /// `-no-reboot`, rebooted): its qemu has exited.
+    pub fn has_stopped(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Pulls the plug: kills qemu at once.
     pub fn power_off(&mut self) {
         let _ = self.child.kill();

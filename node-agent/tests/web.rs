@@ -490,6 +490,31 @@ fn web_view_api_sessions_actions_stream_and_metrics_on_eight_agents() {
         .starts_with("time_unix_s,node,load_cpus,memory_used_mib,jobs\n"));
     assert!(csv.body.lines().count() > n);
 
+    // Machines at the boot server: these agents know none, and say so;
+    // power off is only for a node omnode init booted.
+    let m = web.get("/api/machines", Some(&read)).json();
+    assert!(m["machines"].is_null(), "{m}");
+    assert!(m["why"].as_str().unwrap().contains("no boot server"), "{m}");
+    let admit = web.post("/api/machines/52:54:00:00:00:09/admit", Some(&steer), "{}");
+    assert_eq!(admit.status, 409, "{}", admit.body);
+    assert_eq!(
+        web.post("/api/machines/52:54:00:00:00:09/frob", Some(&steer), "{}")
+            .status,
+        404
+    );
+    assert_eq!(
+        web.post("/api/machines/52:54:00:00:00:09/admit", Some(&read), "{}")
+            .status,
+        403
+    );
+    let off = web.post("/api/nodes/n5/knob", Some(&steer), r#"{"word":"poweroff"}"#);
+    assert_eq!(off.status, 409, "{}", off.body);
+    assert!(
+        off.error().contains("not booted by omnode init"),
+        "{}",
+        off.body
+    );
+
     // The process list's figures and signals: the job's CPU, memory and
     // state are measured on n3; SIGSTOP holds it, SIGCONT (omctl kill)
     // lets it go; renice reaches every thread; bad orders are named.
@@ -884,7 +909,18 @@ fn web_view_in_chromium_lists_nodes_follows_jobs_and_a_death_and_steers() {
             let shown = until(&desk, "the job's row on n3", Duration::from_secs(10),
                 "return [...document.querySelectorAll('#jobs tbody tr')].some(r => r.cells[5]?.textContent === 'n3' && r.cells[2].textContent.startsWith('sleep'))").await;
             eprintln!("job row on the page {:.1} s after the jobs view opened", shown.as_secs_f64());
+            // Its CPU, memory and state arrive; Stop holds it, Continue
+            // lets it go (the state column follows).
+            let state_is = |want: &str| format!("return [...document.querySelectorAll('#jobs tbody tr')].some(r => r.cells[9]?.textContent === '{want}' && r.cells[8].textContent.endsWith('MiB'))");
+            until(&desk, "the job measured", Duration::from_secs(10), &state_is("sleeping")).await;
+            click(&desk, "#jobs tbody tr input[type=checkbox]").await;
+            click(&desk, "#view-jobs button[data-signal=STOP]").await;
+            until(&desk, "the job shown stopped", Duration::from_secs(10), &state_is("stopped")).await;
+            until(&desk, "the stopped job says why it stays", Duration::from_secs(10),
+                "return document.querySelector('#jobs tbody tr').textContent.includes('SIGSTOP')").await;
             shot(&desk, &dir, "jobs-1280x800", (1280, 800), "return document.querySelectorAll('#jobs tbody tr').length >= 1").await;
+            click(&desk, "#view-jobs button[data-signal=CONT]").await;
+            until(&desk, "the job shown running again", Duration::from_secs(10), &state_is("sleeping")).await;
 
             // The quota slider sets n2's quota: 50 % by keyboard.
             tab(&desk, "nodes", "return !document.querySelector('#view-nodes').hidden").await;

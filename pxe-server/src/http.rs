@@ -116,7 +116,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/boot.ipxe", get(boot_script))
         .route("/api/v1/leases", get(leases))
-        .route("/api/v1/nodes", get(nodes))
+        .route(contracts::boot::NODES_PATH, get(nodes))
         .route(CHECKIN_PATH, post(checkin))
         .route(ADMIT_PATH, post(admit_machine))
         .route(ADMISSION_PATH, get(admission_list).post(admission_decide))

@@ -15,67 +15,7 @@ use contracts::clock::unix_seconds;
 use contracts::mac::MacAddr;
 use serde::{Deserialize, Serialize};
 
-/// How far a node got on its way from firmware to a running cluster agent.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BootStage {
-    /// The firmware (or iPXE) talked DHCP to us.
-    Dhcp,
-    /// A file was requested over TFTP (normally the iPXE binary).
-    Tftp,
-    /// iPXE fetched its per-MAC boot script.
-    Script,
-    /// The kernel was requested over HTTP.
-    Kernel,
-    /// The initrd was requested over HTTP.
-    Initrd,
-    /// The node's agent checked in: the node is up.
-    Agent,
-}
-
-/// Everything known about one node.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct NodeRecord {
-    /// The node's MAC address: the key of the registry.
-    pub mac: MacAddr,
-    /// The last IP address seen for the node.
-    pub address: Option<IpAddr>,
-    /// Client system architecture (RFC 4578 option 93 code), when known.
-    pub architecture: Option<u16>,
-    /// A readable name of `architecture` (`bios`, `uefi-x64`, …).
-    pub architecture_name: Option<String>,
-    /// Hostname from DHCP or the agent's check-in.
-    pub hostname: Option<String>,
-    /// Unix seconds of the first observation.
-    pub first_seen: u64,
-    /// Unix seconds of the latest observation.
-    pub last_seen: u64,
-    /// The latest boot stage seen.
-    pub stage: BootStage,
-    /// Unix seconds of the latest fetch of its boot script, kernel or
-    /// initrd from this server, or of the latest lease this server granted
-    /// a machine that booted from a medium: when it last booted from this
-    /// head (admission trusts that, see `admission`).
-    #[serde(default)]
-    pub booted_at: Option<u64>,
-}
-
-impl NodeRecord {
-    /// A machine first seen at `now`, at `stage`.
-    fn first(mac: MacAddr, stage: BootStage, now: u64) -> Self {
-        NodeRecord {
-            mac,
-            address: None,
-            architecture: None,
-            architecture_name: None,
-            hostname: None,
-            first_seen: now,
-            last_seen: now,
-            stage,
-            booted_at: None,
-        }
-    }
-}
+pub use contracts::boot::{BootStage, NodeRecord};
 
 /// The readable name of an RFC 4578 client architecture code.
 pub fn arch_name(code: u16) -> &'static str {
@@ -160,7 +100,10 @@ impl NodeRegistry {
             .or_insert_with(|| NodeRecord::first(mac, stage.unwrap_or(BootStage::Dhcp), now));
         rec.last_seen = now;
         if let Some(stage) = stage {
-            rec.stage = stage;
+            if rec.stage != stage {
+                rec.stage = stage;
+                rec.stage_since = now;
+            }
         }
         if booted {
             rec.booted_at = Some(now);

@@ -226,6 +226,7 @@ fn qemu_three_firmwares_netboot_join_and_share_the_awk_batch() -> Result<()> {
         took.as_secs_f64(),
         ClusterLab::nodes_in_state(&after, "alive")
     );
+    crate::web::check_power_off(&mut lab, 0)?;
     eprintln!("logs in {}", lab.config().work_dir.display());
     Ok(())
 }

@@ -2,7 +2,9 @@
 //! from it, after the migration checks, while automatic balancing is off):
 //! in headless Chromium on the lab's LAN, a job's dot dragged onto another
 //! node in the migration monitor moves the job (checked with `omctl ps`),
-//! and the history lists the move.
+//! and the history lists the move; the nodes view lists the boot server's
+//! machines. At the end of the test, through the API: the machines and
+//! their boot stages, and a node powered off from the view.
 
 use std::time::{Duration, Instant};
 
@@ -84,6 +86,11 @@ pub fn check_drag_migration(lab: &ClusterLab, from: &str, to: &str) -> Result<()
             let c = driver.session(1280, 800, false).await?;
             c.goto(&url).await?;
             until(&c, "the nodes", Duration::from_secs(30), "return document.querySelectorAll('#nodes tbody tr').length === 4").await?;
+            // The boot server's machines: the head and three nodes, all up.
+            until(&c, "the machines at the boot server", Duration::from_secs(30),
+                "return [...document.querySelectorAll('#machines tbody tr')].filter(r => r.textContent.includes('agent (up)')).length >= 4").await?;
+            let png = c.screenshot().await?;
+            std::fs::write(shots.join("nodes-lab-1280x800.png"), png)?;
             js(&c, "document.querySelector('nav [data-view=monitor]').click(); return true").await?;
             let dot = format!("#monitor [data-job=\"{id_s}\"]");
             until(&c, "the job's dot", Duration::from_secs(20), &format!("return !!document.querySelector({dot:?})")).await?;
@@ -128,5 +135,134 @@ pub fn check_drag_migration(lab: &ClusterLab, from: &str, to: &str) -> Result<()
         drag.as_secs_f64()
     );
     drop(job);
+    Ok(())
+}
+
+/// The head's web view through its API, from the lab's LAN: the boot
+/// server lists every lab machine at stage `agent` (and `/metrics` counts
+/// them), and `poweroff` on node `i` sends its guests away and halts the
+/// machine (its qemu exits).
+pub fn check_power_off(lab: &mut ClusterLab, i: usize) -> Result<()> {
+    let out = lab.omctl().arg("web").output()?;
+    ensure!(
+        out.status.success(),
+        "omctl web: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout)?.trim().to_string();
+    let (base, token) = url.split_once("/#login=").context("a login link")?;
+    let curl = |args: &[&str]| -> Result<String> {
+        let o = lab
+            .lan()
+            .command("curl")
+            .args(["-s", "--max-time", "120"])
+            .args(args)
+            .output()?;
+        ensure!(
+            o.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(String::from_utf8_lossy(&o.stdout).to_string())
+    };
+    let json = "Content-Type: application/json";
+    let login = curl(&[
+        "-i",
+        "-X",
+        "POST",
+        "-H",
+        json,
+        "-d",
+        &format!("{{\"token\":\"{token}\"}}"),
+        &format!("{base}/api/login"),
+    ])?;
+    let session = login
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|c| c.split(';').next())
+        .with_context(|| format!("no session cookie in {login}"))?
+        .to_string();
+    let get = |path: &str| {
+        curl(&[
+            "-H",
+            &format!("Cookie: {session}"),
+            &format!("{base}{path}"),
+        ])
+    };
+    let machines: Value = serde_json::from_str(&get("/api/machines")?)?;
+    for node in &lab.nodes {
+        let mac = node.spec().mac_text();
+        let m = machines["machines"]
+            .as_array()
+            .and_then(|ms| {
+                ms.iter().find(|m| {
+                    m["mac"]
+                        .as_str()
+                        .is_some_and(|x| x.eq_ignore_ascii_case(&mac))
+                })
+            })
+            .with_context(|| {
+                format!("{} ({mac}) not among the machines: {machines}", node.name())
+            })?;
+        ensure!(
+            m["stage"] == "agent",
+            "{} at stage {}, not agent: {m}",
+            node.name(),
+            m["stage"]
+        );
+    }
+    let metrics = get("/metrics")?;
+    ensure!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("omcluster_boot_machines{")
+                && l.contains("stage=\"agent\"")
+                && !l.ends_with(" 0")),
+        "no machine at stage agent in /metrics"
+    );
+    let name = lab.nodes[i].node_name();
+    let said = curl(&[
+        "-H",
+        &format!("Cookie: {session}"),
+        "-H",
+        json,
+        "-d",
+        r#"{"word":"poweroff"}"#,
+        &format!("{base}/api/nodes/{name}/knob"),
+    ])?;
+    ensure!(said.contains("powering off"), "poweroff on {name}: {said}");
+    let t0 = Instant::now();
+    while !lab.nodes[i].has_stopped() {
+        ensure!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{name} still runs 120 s after poweroff; its console ends: {}",
+            lab.nodes[i]
+                .console()
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let console = lab.nodes[i].console();
+    ensure!(
+        console.contains("power off now"),
+        "{name} stopped without powering off: {}",
+        console
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    eprintln!(
+        "{name} powered off from the web view: {said}; its machine halted {:.1} s later",
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -16,6 +16,8 @@
 //! | `POST /api/jobs/{job}/signal` `{"signal"}` | `STOP`, `CONT`, `TERM`, `KILL`, `HUP`, `INT`, … |
 //! | `POST /api/jobs/{job}/renice` `{"nice"}` | a nice value, -20 to 19 |
 //! | `POST /api/nodes/{node}/knob` `{"word"}` | `block`, `noblock`, `stay`, … `expel`, `bring` |
+//! | `GET /api/machines` | the machines the boot server saw: boot stage, admission |
+//! | `POST /api/machines/{mac}/admit`, `…/reject` `{}` | let a waiting machine in, or turn it away |
 //! | `GET /api/events` | the live stream (see [`crate::events`]) |
 //! | `GET /api/history?metric=&since=&until=` | one metric, every node and the total |
 //! | `GET /api/history/jobs?at=` | which job ran where at a Unix ms |
@@ -56,6 +58,8 @@ pub fn router<C: Cluster>(ctx: Ctx<C>) -> Router {
         .route("/api/jobs/{job}/signal", post(signal::<C>))
         .route("/api/jobs/{job}/renice", post(renice::<C>))
         .route("/api/nodes/{node}/knob", post(knob::<C>))
+        .route("/api/machines", get(machines::<C>))
+        .route("/api/machines/{mac}/{verdict}", post(decide::<C>))
         .route("/api/events", get(events::stream::<C>))
         .route("/api/history", get(history_series::<C>))
         .route("/api/history/jobs", get(history_jobs::<C>))
@@ -351,6 +355,59 @@ async fn knob<C: Cluster>(
     Ok(Json(json!({ "lines": lines })))
 }
 
+async fn machines<C: Cluster>(
+    State(ctx): State<Ctx<C>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    access(&ctx, &headers)?;
+    Ok(Json(events::machines_json(&ctx.store.board().machines)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideBody {}
+
+async fn decide<C: Cluster>(
+    State(ctx): State<Ctx<C>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    b: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    steer(&ctx, &headers)?;
+    let Path((mac, verdict)) = p?;
+    let DecideBody {} = body(&b)?;
+    let admit = match verdict.as_str() {
+        "admit" => true,
+        "reject" => false,
+        other => {
+            return Err(err(
+                StatusCode::NOT_FOUND,
+                format!("no action {other:?} on a machine (admit or reject)"),
+            ))
+        }
+    };
+    let known = match &ctx.store.board().machines {
+        Ok(list) => list
+            .iter()
+            .any(|m| m.mac.eq_ignore_ascii_case(&mac) || m.name.as_deref() == Some(&mac)),
+        Err(why) => return Err(err(StatusCode::CONFLICT, why.clone())),
+    };
+    if !known {
+        return Err(err(
+            StatusCode::NOT_FOUND,
+            format!("no machine {mac} at the boot server"),
+        ));
+    }
+    info!(%mac, %verdict, "web view: admission decided");
+    let line = ctx
+        .cluster
+        .admit(mac, admit)
+        .await
+        .map_err(|(_, why)| err(StatusCode::CONFLICT, why))?;
+    ctx.store.machines_now(ctx.cluster.boot().await);
+    Ok(Json(json!({ "line": line })))
+}
+
 /// A query parameter as a number, or a 400 naming it.
 fn number(q: &HashMap<String, String>, key: &str) -> ApiResult<Option<u64>> {
     q.get(key)
@@ -462,7 +519,12 @@ async fn metrics_text<C: Cluster>(
             )
         })?;
     }
-    let text = metrics::render(&ctx.store.board().status, &ctx.store.counters());
+    let board = ctx.store.board();
+    let text = metrics::render(
+        &board.status,
+        &ctx.store.counters(),
+        board.machines.as_deref().ok(),
+    );
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -67,6 +67,8 @@ pub struct Board {
     pub efficiency: Option<f64>,
     /// The latest markers, oldest first.
     pub markers: Vec<Marker>,
+    /// The machines the boot server saw, or why there are none to show.
+    pub machines: Result<Vec<crate::boot::Machine>, String>,
 }
 
 /// A node's speed-normalised load: CPUs wanted over what its quota and

@@ -1,7 +1,7 @@
 //! `GET /api/events`: the live stream the page follows
 //! (`text/event-stream`), fed by the store's board, which follows the
 //! agent's change stream. Each new board sends a `status` event (nodes,
-//! efficiency, recent markers); a board whose job table changed also sends
+//! efficiency, recent markers, the machines booting); a board whose job table changed also sends
 //! a `jobs` event. A new stream starts with both. The stream ends at
 //! shutdown, and when the session it was opened with ends.
 
@@ -29,8 +29,18 @@ fn status_event(b: &Board) -> Event {
         "status": b.status,
         "efficiency": b.efficiency,
         "markers": b.markers,
+        "machines": machines_json(&b.machines),
     });
     Event::default().event("status").data(data.to_string())
+}
+
+/// The machines as the API gives them: `{"machines": […]}`, or
+/// `{"machines": null, "why": "…"}`.
+pub fn machines_json(m: &Result<Vec<crate::boot::Machine>, String>) -> serde_json::Value {
+    match m {
+        Ok(list) => json!({ "machines": list }),
+        Err(why) => json!({ "machines": null, "why": why }),
+    }
 }
 
 fn jobs_event(b: &Board) -> Event {

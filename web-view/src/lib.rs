@@ -11,6 +11,8 @@
 //!   or steer; pure.
 //! - [`board`]: the picture at one moment, the balance efficiency, and the
 //!   markers found by comparing two pictures; pure.
+//! - [`boot`]: the machines on their way in: boot stage and admission;
+//!   pure.
 //! - [`history`]: the last hour each second, the last day each minute,
 //!   where each job ran, the markers; bounded; pure.
 //! - [`metrics`]: the Prometheus text exposition; pure.
@@ -30,6 +32,7 @@
 pub mod api;
 pub mod assets;
 pub mod board;
+pub mod boot;
 pub mod events;
 pub mod guard;
 pub mod history;
@@ -88,6 +91,15 @@ pub trait Cluster: Clone + Send + Sync + 'static {
         &self,
         job: String,
         order: JobOrder,
+    ) -> impl Future<Output = Result<String, Refusal>> + Send;
+    /// What the boot server knows (`Err`: why it cannot be asked).
+    fn boot(&self) -> impl Future<Output = Result<boot::BootPicture, String>> + Send;
+    /// Admits (`true`) or rejects a machine (MAC or name) waiting at the
+    /// boot server, as root: the line it said.
+    fn admit(
+        &self,
+        machine: String,
+        admit: bool,
     ) -> impl Future<Output = Result<String, Refusal>> + Send;
     /// The serving agent's changes, from now on.
     fn nudges(&self) -> BoxStream<'static, Nudge>;

@@ -70,7 +70,11 @@ impl Family<'_> {
 }
 
 /// The exposition of `status` and `counters`.
-pub fn render(status: &ClusterStatus, counters: &Counters) -> String {
+pub fn render(
+    status: &ClusterStatus,
+    counters: &Counters,
+    machines: Option<&[crate::boot::Machine]>,
+) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
     let cluster = status.cluster.as_str();
@@ -172,6 +176,30 @@ pub fn render(status: &ClusterStatus, counters: &Counters) -> String {
             "omcluster_balance_efficiency_ratio",
             &[("cluster", cluster)],
             e,
+        );
+    }
+    if let Some(machines) = machines {
+        f.head(
+            "omcluster_boot_machines",
+            "gauge",
+            "Machines the boot server saw, by the last boot stage each reached (agent: up).",
+        );
+        for (stage, n) in crate::boot::stage_counts(machines) {
+            f.line(
+                "omcluster_boot_machines",
+                &[("cluster", cluster), ("stage", stage)],
+                n as f64,
+            );
+        }
+        f.head(
+            "omcluster_admission_waiting_machines",
+            "gauge",
+            "Machines waiting for an admin to admit or reject them.",
+        );
+        f.line(
+            "omcluster_admission_waiting_machines",
+            &[("cluster", cluster)],
+            machines.iter().filter(|m| m.waiting).count() as f64,
         );
     }
     f.head(
@@ -321,6 +349,30 @@ mod tests {
             # TYPE omcluster_knob_changes_total counter
             omcluster_knob_changes_total{cluster="lab"} 0
         "#]]
-        .assert_eq(&render(&status, &c));
+        .assert_eq(&render(&status, &c, None));
+    }
+
+    #[test]
+    fn boot_stages_are_counted_when_the_boot_server_answered() {
+        let status = ClusterStatus {
+            cluster: "lab".into(),
+            node: "head".into(),
+            nodes: vec![],
+        };
+        let m = crate::boot::Machine {
+            mac: "52:54:00:00:00:01".into(),
+            name: None,
+            address: None,
+            firmware: None,
+            stage: "tftp".into(),
+            stage_since: 1,
+            last_seen: 1,
+            admission: None,
+            waiting: true,
+        };
+        let text = render(&status, &Counters::default(), Some(&[m]));
+        assert!(text.contains("omcluster_boot_machines{cluster=\"lab\",stage=\"tftp\"} 1\n"));
+        assert!(text.contains("omcluster_boot_machines{cluster=\"lab\",stage=\"agent\"} 0\n"));
+        assert!(text.contains("omcluster_admission_waiting_machines{cluster=\"lab\"} 1\n"));
     }
 }

@@ -7,7 +7,8 @@
 //! (local to the serving agent, so cheap), and the job table, which asks
 //! every node, when the agent's change stream says jobs changed (a burst is
 //! taken as one, after [`COALESCE`]) and at least every [`JOBS_EVERY`]
-//! otherwise (moves between two other nodes reach no stream here).
+//! otherwise (moves between two other nodes reach no stream here); and the
+//! boot server's machines every [`MACHINES_EVERY`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,10 +26,14 @@ use crate::history::History;
 use crate::metrics::Counters;
 use crate::{Cluster, Nudge};
 
+/// What the board says of the machines before the boot server was asked.
+const NOT_ASKED: &str = "the boot server has not been asked yet";
 /// How long a burst of changes is gathered before one refresh.
 pub const COALESCE: Duration = Duration::from_millis(100);
 /// The job table is asked for at least this often.
 pub const JOBS_EVERY: Duration = Duration::from_secs(2);
+/// The boot server is asked this often.
+pub const MACHINES_EVERY: Duration = Duration::from_secs(3);
 /// Markers the board carries (the page's recent events).
 pub const BOARD_MARKERS: usize = 50;
 
@@ -40,6 +45,7 @@ struct Inner {
     jobs: Vec<JobInfo>,
     seq: u64,
     jobs_seq: u64,
+    machines: Option<Result<Vec<crate::boot::Machine>, String>>,
 }
 
 /// What the view knows; cheap to clone.
@@ -72,6 +78,7 @@ impl Store {
             jobs_seq: 0,
             efficiency: None,
             markers: Vec::new(),
+            machines: Err(NOT_ASKED.into()),
         };
         Store {
             inner: Arc::default(),
@@ -160,6 +167,14 @@ impl Store {
         self.publish(&mut s, now);
     }
 
+    /// Takes what the boot server said now.
+    pub fn machines_now(&self, boot: Result<crate::boot::BootPicture, String>) {
+        let now = unix_millis();
+        let mut s = self.lock();
+        s.machines = Some(boot.map(|p| crate::boot::machines(&p)));
+        self.publish(&mut s, now);
+    }
+
     /// A new board from the tables, to every watcher.
     fn publish(&self, s: &mut Inner, now: u64) {
         let Some(status) = s.status.clone() else {
@@ -174,6 +189,7 @@ impl Store {
             jobs: s.jobs.clone(),
             jobs_seq: s.jobs_seq,
             markers: s.history.last_markers(BOARD_MARKERS),
+            machines: s.machines.clone().unwrap_or_else(|| Err(NOT_ASKED.into())),
         };
         self.board.send_replace(Arc::new(board));
     }
@@ -184,6 +200,7 @@ impl Store {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut jobs_at: Option<Instant> = None;
+        let mut machines_at: Option<Instant> = None;
         let mut due: Option<Instant> = None;
         loop {
             tokio::select! {
@@ -194,6 +211,13 @@ impl Store {
                     if jobs_at.is_none_or(|t| t.elapsed() >= JOBS_EVERY) {
                         self.want_jobs.store(true, Ordering::Relaxed);
                         due.get_or_insert_with(Instant::now);
+                    }
+                    if machines_at.is_none_or(|t| t.elapsed() >= MACHINES_EVERY) {
+                        machines_at = Some(Instant::now());
+                        match stop.run_until_cancelled(cluster.boot()).await {
+                            Some(b) => self.machines_now(b),
+                            None => break,
+                        }
                     }
                 }
                 n = nudges.next() => match n {

@@ -90,6 +90,7 @@ function startStream() {
     state.status = d.status;
     state.efficiency = d.efficiency;
     state.markers = d.markers;
+    state.machines = d.machines;
     views.statusChanged(state);
   });
   source.addEventListener("jobs", (ev) => {

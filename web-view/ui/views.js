@@ -112,6 +112,48 @@ function knobButtons(n) {
     el("button", { type: "button", title: `bring every job launched from ${n.name} back`, onclick: () => knob(n.name, "bring") }, "bring"));
 }
 
+function power(node, word) {
+  if (confirm(`${word === "reboot" ? "Reboot" : "Power off"} ${node}? Its guest jobs move away first.`)) knob(node, word);
+}
+
+// --- machines at the boot server ---------------------------------------------
+
+const stageNames = { dhcp: "DHCP", tftp: "TFTP (iPXE)", script: "boot script", kernel: "kernel", initrd: "initrd", agent: "agent (up)", admission: "asked to join" };
+
+async function decide(mac, verdict) {
+  try {
+    const r = await api("POST", `/api/machines/${encodeURIComponent(mac)}/${verdict}`, {});
+    notice(r.line);
+  } catch (e) {
+    notice(e.message, true);
+  }
+}
+
+function machineRow(m) {
+  const since = m.stage_since ? ago(m.stage_since * 1000) : "";
+  const actions = m.waiting || m.admission === "rejected"
+    ? [el("button", { type: "button", title: `let ${m.name ?? m.mac} into the cluster`, onclick: () => decide(m.mac, "admit") }, "admit"), " "]
+    : [];
+  if (m.waiting) actions.push(el("button", { type: "button", title: `turn ${m.name ?? m.mac} away`, onclick: () => decide(m.mac, "reject") }, "reject"));
+  return el("tr", { "data-mac": m.mac, class: m.waiting ? "waiting" : null },
+    el("td", {}, m.name ?? ""),
+    el("td", {}, m.mac),
+    el("td", { class: "wide" }, m.address ?? ""),
+    el("td", {}, m.firmware ?? ""),
+    el("td", {}, el("span", { class: `stage ${m.stage}` }, stageNames[m.stage] ?? m.stage)),
+    el("td", {}, since),
+    el("td", {}, m.admission ?? "not asked yet"),
+    el("td", { class: "steer actions" }, actions));
+}
+
+function renderMachines(state) {
+  const m = state.machines;
+  const why = $("#machines-why");
+  why.hidden = !!m?.machines;
+  why.textContent = m?.why ?? "";
+  replaceRows($("#machines tbody"), (m?.machines ?? []).map(machineRow), "data-mac");
+}
+
 /** The quota, and for a steering session a slider that sets it
  *  (openMosixView's speed slider): the share of the node's CPUs cluster
  *  jobs may use. */
@@ -176,6 +218,7 @@ function renderNodes(state) {
   if (!state.status) return;
   replaceRows($("#nodes tbody"), state.status.nodes.map(nodeRow), "data-node");
   clusterRow(state.status, state.efficiency);
+  renderMachines(state);
 }
 
 // --- jobs ------------------------------------------------------------------
@@ -271,6 +314,7 @@ function renderNode(state) {
     }
   }
   $("#node-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  $("#node-power").hidden = !n || n.state !== "alive";
   const jobs = sortedJobs(state.jobs.filter((j) => j.node === state.node));
   jobHead($("#node-jobs"), false);
   $("#node-jobs tbody").replaceChildren(...(jobs.length ? jobs.map((j) => jobRow(j, false))
@@ -502,6 +546,8 @@ export function init(state) {
     if (!selected.size) { notice("select jobs first", true); return; }
     steerJobs([...selected], { nice: Number($("#job-nice").value) });
   });
+  $("#node-reboot").addEventListener("click", () => power(state.node, "reboot"));
+  $("#node-poweroff").addEventListener("click", () => power(state.node, "poweroff"));
   $("#metric").addEventListener("change", loadHistory);
   $("#range").addEventListener("change", loadHistory);
   $("#moment").addEventListener("input", loadMoment);

@@ -1,7 +1,9 @@
 //! The admin knobs at run time (`omctl knob`, `mosctl block`…): turning
 //! `block`, `stay`, `lstay` and `quiet` on and off, and the two orders,
 //! `expel` (every guest leaves now: home if its home takes it, else to the
-//! best node) and `bring` (every job launched here comes home). A request
+//! best node), `bring` (every job launched here comes home), and
+//! `poweroff` / `reboot` (guests leave, then `omnode init` shuts the node
+//! down, if it booted it and no job would be lost). A request
 //! comes from `omctl` on this node (root only) or, sealed with the cluster
 //! key, from another agent that got it from its `omctl` (`--node`); the
 //! latter reach the [`serve`] task through [`crate::exec::ExecContext::admin`].
@@ -34,6 +36,37 @@ pub(super) async fn serve(
         if let Some(r) = stop.run_until_cancelled(ctl.knob_here(action)).await {
             let _ = reply.send(r);
         }
+    }
+}
+
+/// How long after a power request PID 1 is asked, so that the answer
+/// reaches whoever asked first.
+const POWER_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether PID 1 is `omnode init` (the same program as this agent, which
+/// it started): only then do its signals mean power off and reboot.
+fn booted_by_omnode_init() -> bool {
+    match (
+        std::fs::read_link("/proc/1/exe"),
+        std::fs::read_link("/proc/self/exe"),
+    ) {
+        (Ok(init), Ok(me)) => init == me,
+        _ => false,
+    }
+}
+
+/// Asks PID 1 to power off (`false`) or reboot (`true`) when told, a
+/// moment after; until `stop`. The signals are busybox init's, which
+/// `omnode init` follows: SIGUSR2 powers off, SIGTERM reboots.
+pub(super) async fn power(mut rx: mpsc::Receiver<bool>, stop: CancellationToken) {
+    while let Some(Some(reboot)) = stop.run_until_cancelled(rx.recv()).await {
+        tokio::time::sleep(POWER_DELAY).await;
+        if !booted_by_omnode_init() {
+            continue;
+        }
+        let sig = if reboot { libc::SIGTERM } else { libc::SIGUSR2 };
+        // SAFETY: plain kill(2) on PID 1, checked above to be omnode init.
+        unsafe { libc::kill(1, sig) };
     }
 }
 
@@ -141,7 +174,54 @@ impl Controller {
             KnobAction::Expel => Ok(self.expel().await),
             KnobAction::Bring => Ok(self.bring().await),
             KnobAction::Quota(percent) => self.set_quota(percent).map(|line| vec![line]),
+            KnobAction::Power { reboot } => self.power_down(reboot).await,
         }
+    }
+
+    /// Powers this node off or reboots it once nothing would be lost: its
+    /// guests leave first; a job launched here and still running (its
+    /// output and exit status come here), or one that could not leave,
+    /// keeps it up.
+    async fn power_down(&self, reboot: bool) -> Result<Vec<String>, (i32, String)> {
+        let me = self.load.exec.node.clone();
+        let verb = if reboot { "reboot" } else { "power off" };
+        if !booted_by_omnode_init() {
+            return Err((
+                EXIT_CANNOT_RUN,
+                format!("node {me} was not booted by omnode init, so it cannot {verb} from here; use its own console"),
+            ));
+        }
+        let homed = self.state.launched().len();
+        if homed > 0 {
+            return Err((
+                EXIT_CANNOT_RUN,
+                format!("node {me} is home to {homed} running job(s) (their output and exit status come here); wait for them or end them first"),
+            ));
+        }
+        let mut lines = if self.state.job_counts().0 > 0 {
+            self.expel().await
+        } else {
+            Vec::new()
+        };
+        let left = self.state.job_counts().0;
+        if left > 0 {
+            lines.push(format!(
+                "node {me} still runs {left} job(s) that could not leave; it stays up"
+            ));
+            return Err((EXIT_CANNOT_RUN, lines.join("; ")));
+        }
+        if self.power.send(reboot).await.is_err() {
+            return Err((
+                EXIT_NODE_LOST,
+                format!("node {me} is shutting down already"),
+            ));
+        }
+        info!(reboot, "powering down on request");
+        lines.push(format!(
+            "node {me}: {}",
+            if reboot { "rebooting" } else { "powering off" }
+        ));
+        Ok(lines)
     }
 
     /// Where each guest expelled from here goes (`homes`, one per guest):

@@ -80,6 +80,9 @@ pub(super) struct Controller {
     pub(super) boot_server: Option<admission::BootServer>,
     /// The web view's login links (with `--web`).
     pub(super) web: Option<web_view::Gate>,
+    /// Where a power off (`false`) or reboot (`true`) goes, once asked for
+    /// and allowed (see [`super::admin::power`]).
+    pub(super) power: mpsc::Sender<bool>,
 }
 
 impl Controller {
@@ -589,6 +592,7 @@ mod tests {
             counter: Arc::default(),
             boot_server: None,
             web: None,
+            power: mpsc::channel(1).0,
         };
         (path, tokio::spawn(serve(listener, ctl, stop.clone())))
     }

@@ -307,7 +307,10 @@ impl Agent {
             let gate = web::gate(&listener, iface.addr);
             (listener, gate)
         });
+        let (power, power_rx) = tokio::sync::mpsc::channel(1);
+        tasks.spawn(admin::power(power_rx, stop.clone()));
         let ctl = Controller {
+            power,
             web: web.as_ref().map(|(_, gate)| gate.clone()),
             state: state.clone(),
             load: load.clone(),

@@ -1,6 +1,7 @@
 //! The web view over this agent (`--web`): [`web_view::Cluster`] as the
 //! control server's [`Controller`] sees the cluster (its status, `ps
-//! --cluster`, `migrate`, `knob`, `kill` and `renice` as root), and the node's change stream
+//! --cluster`, `migrate`, `knob`, `kill` and `renice` as root; the boot
+//! server's machines and `admit`/`reject` through its admission relay), and the node's change stream
 //! as the view's nudges.
 
 use std::net::Ipv4Addr;
@@ -17,6 +18,8 @@ use crate::balance::KnobAction;
 use crate::state::Change;
 use crate::wire::{ClusterStatus, JobInfo, MigrateDone};
 use agent_control::steer::JobOrder;
+use contracts::admit::Verdict;
+use contracts::boot::NODES_PATH;
 use web_view::{Nudge, Refusal};
 
 /// The gate of a view listening on `listener`: its links name the node's
@@ -85,6 +88,57 @@ impl web_view::Cluster for Controller {
 
     async fn steer(&self, job: String, order: JobOrder) -> Result<String, Refusal> {
         Controller::steer(self, &job, order, 0).await
+    }
+
+    async fn boot(&self) -> Result<web_view::boot::BootPicture, String> {
+        let Some(server) = &self.boot_server else {
+            return Err(
+                "this agent knows no boot server (it runs without --checkin); the head's view shows the machines booting"
+                    .into(),
+            );
+        };
+        let url = format!("{}{NODES_PATH}", server.base);
+        let (status, body) = crate::checkin::exchange(&url, "GET", &[], &[])
+            .await
+            .map_err(|e| format!("the boot server at {}: {e}", server.base))?;
+        if status != 200 {
+            return Err(format!(
+                "the boot server at {} answered {status} to {NODES_PATH}",
+                server.base
+            ));
+        }
+        let nodes = serde_json::from_slice(&body)
+            .map_err(|e| format!("the boot server's {NODES_PATH} is malformed: {e}"))?;
+        let list = server.admission(None).await.map_err(|(_, why)| why)?;
+        let admission = serde_json::from_str(&list)
+            .map_err(|e| format!("the boot server's admission list is malformed: {e}"))?;
+        Ok(web_view::boot::BootPicture { nodes, admission })
+    }
+
+    async fn admit(&self, machine: String, admit: bool) -> Result<String, Refusal> {
+        let server = super::admission::for_caller(self.boot_server.as_ref(), 0)?;
+        let verdict = if admit {
+            Verdict::Admit
+        } else {
+            Verdict::Reject
+        };
+        let json = server.admission(Some((machine.clone(), verdict))).await?;
+        let m: contracts::admit::Machine = serde_json::from_str(&json).map_err(|e| {
+            (
+                crate::exec::EXIT_NO_AGENT,
+                format!("the boot server's answer is malformed: {e}"),
+            )
+        })?;
+        Ok(format!(
+            "{} ({}) {}",
+            m.mac,
+            m.name.as_deref().unwrap_or("no name"),
+            if admit {
+                "admitted: it gets the cluster key when it next asks"
+            } else {
+                "rejected"
+            }
+        ))
     }
 
     fn nudges(&self) -> BoxStream<'static, Nudge> {
