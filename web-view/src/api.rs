@@ -524,6 +524,7 @@ async fn metrics_text<C: Cluster>(
         &board.status,
         &ctx.store.counters(),
         board.machines.as_deref().ok(),
+        Some(ctx.store.history(|h| h.approx_bytes())),
     );
     Ok((
         [(

@@ -74,6 +74,7 @@ pub fn render(
     status: &ClusterStatus,
     counters: &Counters,
     machines: Option<&[crate::boot::Machine]>,
+    history_bytes: Option<usize>,
 ) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
@@ -200,6 +201,28 @@ pub fn render(
             "omcluster_admission_waiting_machines",
             &[("cluster", cluster)],
             machines.iter().filter(|m| m.waiting).count() as f64,
+        );
+    }
+    if let Some(bytes) = history_bytes {
+        f.head(
+            "omcluster_web_history_bytes",
+            "gauge",
+            "Memory the web view's history takes in the serving agent (its ceiling: omcluster_web_history_ceiling_bytes).",
+        );
+        f.line(
+            "omcluster_web_history_bytes",
+            &[("cluster", cluster)],
+            bytes as f64,
+        );
+        f.head(
+            "omcluster_web_history_ceiling_bytes",
+            "gauge",
+            "The most the web view's history may take.",
+        );
+        f.line(
+            "omcluster_web_history_ceiling_bytes",
+            &[("cluster", cluster)],
+            crate::history::CEILING_BYTES as f64,
         );
     }
     f.head(
@@ -349,7 +372,7 @@ mod tests {
             # TYPE omcluster_knob_changes_total counter
             omcluster_knob_changes_total{cluster="lab"} 0
         "#]]
-        .assert_eq(&render(&status, &c, None));
+        .assert_eq(&render(&status, &c, None, None));
     }
 
     #[test]
@@ -370,9 +393,10 @@ mod tests {
             admission: None,
             waiting: true,
         };
-        let text = render(&status, &Counters::default(), Some(&[m]));
+        let text = render(&status, &Counters::default(), Some(&[m]), Some(1234));
         assert!(text.contains("omcluster_boot_machines{cluster=\"lab\",stage=\"tftp\"} 1\n"));
         assert!(text.contains("omcluster_boot_machines{cluster=\"lab\",stage=\"agent\"} 0\n"));
         assert!(text.contains("omcluster_admission_waiting_machines{cluster=\"lab\"} 1\n"));
+        assert!(text.contains("omcluster_web_history_bytes{cluster=\"lab\"} 1234\n"));
     }
 }

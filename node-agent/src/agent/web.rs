@@ -63,6 +63,11 @@ fn nudge(c: &Change) -> Option<Nudge> {
         | Change::Speed(_)
         | Change::Criu(_)
         | Change::Member { .. } => Some(Nudge::Nodes),
+        // A node's job counts changed: a job started, ended or moved
+        // there, maybe between two other nodes, which no stream here tells.
+        Change::Load {
+            jobs_changed: true, ..
+        } => Some(Nudge::Jobs),
         // Load vectors arrive twice a second from every node; the view
         // samples them each second anyway.
         Change::Load { .. } => None,
@@ -174,6 +179,11 @@ mod tests {
             nudge(&Change::Knobs(Default::default())),
             Some(Nudge::Nodes)
         );
-        assert_eq!(nudge(&Change::Load { node: "b".into() }), None);
+        let load = |jobs_changed| Change::Load {
+            node: "b".into(),
+            jobs_changed,
+        };
+        assert_eq!(nudge(&load(false)), None);
+        assert_eq!(nudge(&load(true)), Some(Nudge::Jobs));
     }
 }

@@ -148,6 +148,8 @@ pub enum Change {
     Load {
         /// The node.
         node: String,
+        /// Its job counts changed: a job started, ended or moved there.
+        jobs_changed: bool,
     },
 }
 
@@ -570,8 +572,8 @@ impl State {
     /// Records a load vector heard from `id`.
     pub fn heard(&self, id: NodeId, load: LoadVector) {
         let node = id.name.clone();
-        self.lock().view.heard(id, load);
-        self.publish([Change::Load { node }]);
+        let jobs_changed = self.lock().view.heard(id, load);
+        self.publish([Change::Load { node, jobs_changed }]);
     }
 
     /// Copies membership's member states into the view; publishes the

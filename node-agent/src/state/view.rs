@@ -101,10 +101,16 @@ impl View {
             .collect()
     }
 
-    /// Records a load vector heard from `id`.
-    pub(super) fn heard(&mut self, id: NodeId, load: LoadVector) {
-        self.loads
-            .insert(id.name.clone(), (id, load, Instant::now()));
+    /// Records a load vector heard from `id`; whether its job counts
+    /// (running, started, moved in or out) differ from the last one's.
+    pub(super) fn heard(&mut self, id: NodeId, load: LoadVector) -> bool {
+        let counts = |l: &LoadVector| (l.jobs, l.started, l.moved_in, l.moved_out);
+        let new = counts(&load);
+        let old = self
+            .loads
+            .insert(id.name.clone(), (id, load, Instant::now()))
+            .map(|(_, l, _)| counts(&l));
+        old != Some(new)
     }
 
     /// The nodes not declared down, besides us.
