@@ -18,9 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use agent_control::client as control;
-use lab::netns::{netns_command, BridgeLan as Lan};
-use lab::process::{shared_tempdir, terminate, Reaped};
+use omcluster_bench::agents::{alive, Agents};
 
 /// The agent (omnode) and its CLI (omctl), built beside this benchmark
 /// (`bench/agent.sh` builds them first); `main` looks them up before any
@@ -35,98 +33,9 @@ fn program(name: &str) -> PathBuf {
     })
 }
 
-struct Bench {
-    lan: Lan,
-    dir: tempfile::TempDir,
-    key: PathBuf,
-    cluster: String,
-    agents: Vec<Option<Reaped>>,
-}
-
-impl Bench {
-    fn new(tag: &str, net: u8, n: usize) -> Self {
-        let lan = Lan::new(tag, net, n);
-        let dir = shared_tempdir();
-        let key = dir.path().join("key");
-        let ok = Command::new(&*OMNODE)
-            .args(["keygen", "--out"])
-            .arg(&key)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run omnode keygen")
-            .success();
-        assert!(ok, "keygen failed");
-        Self {
-            lan,
-            dir,
-            key,
-            cluster: format!("bench-{tag}"),
-            agents: (0..n).map(|_| None).collect(),
-        }
-    }
-
-    fn socket(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("n{i}.sock"))
-    }
-
-    fn start(&mut self, i: usize, extra: &[&str]) {
-        let log = std::fs::File::create(self.dir.path().join(format!("n{i}.log"))).unwrap();
-        let child = netns_command(&self.lan.nodes[i], &*OMNODE)
-            .args(["agent", "--allow-root-jobs"])
-            .arg("--key-file")
-            .arg(&self.key)
-            .arg("--socket")
-            .arg(self.socket(i))
-            .args(["--name", &format!("n{i}"), "--cluster", &self.cluster])
-            .args(["--interface", "eth0", "--speed", "1"])
-            .arg("--state-dir")
-            .arg(self.dir.path().join(format!("state{i}")))
-            .args(extra)
-            .env("OM_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start omnode agent");
-        self.agents[i] = Some(Reaped(child));
-    }
-
-    /// Polls agents `who` every 20 ms until `ok(i, status)` holds for all.
-    async fn until(
-        &self,
-        who: &[usize],
-        limit: Duration,
-        ok: impl Fn(usize, &agent_control::ClusterStatus) -> bool,
-    ) -> Option<Duration> {
-        let t = Instant::now();
-        let mut done = vec![false; self.agents.len()];
-        while t.elapsed() < limit {
-            let polls = who.iter().filter(|&&i| !done[i]).map(|&i| {
-                let s = self.socket(i);
-                async move { (i, control::status(&s).await) }
-            });
-            for (i, r) in futures::future::join_all(polls).await {
-                if r.is_ok_and(|s| ok(i, &s)) {
-                    done[i] = true;
-                }
-            }
-            if who.iter().all(|&i| done[i]) {
-                return Some(t.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
-    }
-}
-
-impl Drop for Bench {
-    fn drop(&mut self) {
-        // SIGTERM first: the agents leave and remove their job cgroups.
-        terminate(self.agents.iter_mut().flatten(), Duration::from_secs(3));
-    }
-}
-
-fn alive(s: &agent_control::ClusterStatus) -> usize {
-    s.nodes.iter().filter(|n| n.state == "alive").count()
+/// The benchmark's agents: `omcluster_bench::agents::Agents` over omnode.
+fn bench(tag: &str, net: u8, n: usize) -> Agents {
+    Agents::new(&OMNODE, tag, net, n)
 }
 
 fn ms(d: Option<Duration>) -> String {
@@ -135,7 +44,7 @@ fn ms(d: Option<Duration>) -> String {
 
 async fn membership(n: usize, net: u8) {
     let limit = Duration::from_secs(60);
-    let mut b = Bench::new(&format!("b{n}"), net, n);
+    let mut b = bench(&format!("b{n}"), net, n);
     let everyone: Vec<usize> = (0..n).collect();
     let rest: Vec<usize> = (1..n).collect();
     // Cold start of all but n0.
@@ -231,7 +140,7 @@ async fn placement() {
     let quotas = [1u32, 2, 3, 4];
     let n = quotas.len();
     let jobs = 12;
-    let mut b = Bench::new("bp", 99, n);
+    let mut b = bench("bp", 99, n);
     for (i, q) in quotas.iter().enumerate() {
         b.start(i, &["--cpu-quota", &q.to_string()]);
     }

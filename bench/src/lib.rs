@@ -12,8 +12,11 @@
 //! - [`image`]: the node image with the peers a benchmark runs on the nodes
 //!   (`share`, `migrate`);
 //! - [`binaries`]: the workspace's own programs a benchmark starts
-//!   (`agent`: omnode and omctl), found beside the benchmark's binary.
+//!   (`agent`, `web`: omnode and omctl), found beside the benchmark's binary;
+//! - [`agents`]: a cluster of agents, one per network namespace (`agent`,
+//!   `web`).
 
+pub mod agents;
 pub mod binaries;
 pub mod image;
 

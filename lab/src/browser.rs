@@ -7,7 +7,9 @@
 //! [`in_netns`] runs a closure on such a thread with a current-thread tokio
 //! runtime; [`Driver`] is the chromedriver process, its process group (the
 //! browsers included) killed on drop; [`Driver::session`] opens a window of
-//! a given size, as a phone when asked.
+//! a given size, as a phone when asked. The steps every browser test and
+//! benchmark takes are here too: [`js`], [`until`], [`centre`], [`drag`],
+//! and where screenshots go ([`screenshot_dir`]).
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -15,6 +17,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder};
+use serde_json::Value;
 
 use crate::error::io_err;
 use crate::gate::Need;
@@ -171,4 +174,104 @@ impl Drop for Driver {
         let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
     }
+}
+
+/// Where screenshots go: `OM_SCREENSHOTS`, else `web-view-screenshots` in
+/// `scratch` (a test's `CARGO_TARGET_TMPDIR`); made if missing.
+pub fn screenshot_dir(scratch: &str) -> Result<std::path::PathBuf, LabError> {
+    let dir = std::env::var_os("OM_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(scratch).join("web-view-screenshots"));
+    std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Runs `script` (a function body returning a value; a promise is awaited)
+/// in the page.
+pub async fn js(c: &Client, script: &str) -> Result<Value, LabError> {
+    c.execute(script, vec![])
+        .await
+        .map_err(|e| LabError::Browser {
+            what: format!("running {script}"),
+            cause: e.to_string(),
+        })
+}
+
+/// Waits until `script` returns true; after `limit`, an error naming
+/// `what` with the start of the page's text. How long it took.
+pub async fn until(
+    c: &Client,
+    what: &str,
+    limit: Duration,
+    script: &str,
+) -> Result<Duration, LabError> {
+    let t0 = Instant::now();
+    loop {
+        if js(c, script).await? == Value::Bool(true) {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > limit {
+            let page = js(c, "return document.body.innerText.slice(0, 2000)").await?;
+            return Err(LabError::Browser {
+                what: what.to_string(),
+                cause: format!("not within {limit:?}; the page says: {page}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The centre of the element `css`, in viewport pixels.
+pub async fn centre(c: &Client, css: &str) -> Result<(f64, f64), LabError> {
+    let v = js(
+        c,
+        &format!(
+            "const r = document.querySelector({css:?}).getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]"
+        ),
+    )
+    .await?;
+    match (v[0].as_f64(), v[1].as_f64()) {
+        (Some(x), Some(y)) => Ok((x, y)),
+        _ => Err(LabError::Browser {
+            what: format!("finding {css}"),
+            cause: format!("its box is {v}"),
+        }),
+    }
+}
+
+/// Drags the element `what` onto the element `onto` with the mouse, in
+/// two strokes of 400 ms as a hand would.
+pub async fn drag(c: &Client, what: &str, onto: &str) -> Result<(), LabError> {
+    use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
+    let (x1, y1) = centre(c, what).await?;
+    let (x2, y2) = centre(c, onto).await?;
+    let stroke = Some(Duration::from_millis(400));
+    let mouse = MouseActions::new("mouse".into())
+        .then(PointerAction::MoveTo {
+            duration: None,
+            x: x1,
+            y: y1,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        })
+        .then(PointerAction::MoveTo {
+            duration: stroke,
+            x: (x1 + x2) / 2.0,
+            y: (y1 + y2) / 2.0,
+        })
+        .then(PointerAction::MoveTo {
+            duration: stroke,
+            x: x2,
+            y: y2,
+        })
+        .then(PointerAction::Up {
+            button: MOUSE_BUTTON_LEFT,
+        });
+    c.perform_actions(mouse)
+        .await
+        .map_err(|e| LabError::Browser {
+            what: format!("dragging {what} onto {onto}"),
+            cause: e.to_string(),
+        })
 }

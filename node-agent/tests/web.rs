@@ -693,16 +693,10 @@ fn web_view_api_sessions_actions_stream_and_metrics_on_eight_agents() {
     assert_eq!(web.get("/api/cluster", Some(&steer)).status, 401);
 }
 
-/// Where the browser tests put their screenshots (`OM_SCREENSHOTS`, else
-/// the test target's scratch directory); the README's come from there.
+/// Where the browser tests put their screenshots; the README's come
+/// from there.
 fn screenshot_dir() -> std::path::PathBuf {
-    let dir = std::env::var_os("OM_SCREENSHOTS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-view-screenshots")
-        });
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    lab::browser::screenshot_dir(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
 
 /// Width and height of a PNG.
@@ -717,34 +711,21 @@ mod browser {
     //! The steps of the browser test, in the namespace of the serving node.
 
     use std::path::{Path, PathBuf};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use fantoccini::{Client, Locator};
-    use serde_json::{json, Value};
+    use serde_json::Value;
 
     /// Runs `script` (a function body returning a value) in the page.
     pub async fn js(c: &Client, script: &str) -> Value {
-        c.execute(script, vec![])
-            .await
-            .unwrap_or_else(|e| panic!("{script}: {e}"))
+        lab::browser::js(c, script).await.unwrap()
     }
 
     /// Waits until `script` returns true; panics naming `what` after `limit`.
     pub async fn until(c: &Client, what: &str, limit: Duration, script: &str) -> Duration {
-        let t0 = Instant::now();
-        loop {
-            if js(c, script).await == json!(true) {
-                return t0.elapsed();
-            }
-            if t0.elapsed() > limit {
-                let body = js(c, "return document.body.innerText.slice(0, 2000)").await;
-                panic!("{what}: not within {limit:?}; the page says: {body}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        lab::browser::until(c, what, limit, script).await.unwrap()
     }
 
-    /// Clicks the element `css`.
     /// Clicks the element `css`. The page redraws its tables as events
     /// arrive, so the element found may be replaced before the click
     /// lands: then it is found again (a few times at most).
@@ -778,40 +759,9 @@ mod browser {
         c.perform_actions(a).await.expect("pressing keys");
     }
 
-    /// The centre of the element `css`, in viewport pixels.
-    pub async fn centre(c: &Client, css: &str) -> (f64, f64) {
-        let v = js(c, &format!("const r = document.querySelector({css:?}).getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]")).await;
-        (v[0].as_f64().unwrap(), v[1].as_f64().unwrap())
-    }
-
     /// Drags the element `what` onto the element `onto` with the mouse.
     pub async fn drag(c: &Client, what: &str, onto: &str) {
-        use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
-        let (x1, y1) = centre(c, what).await;
-        let (x2, y2) = centre(c, onto).await;
-        let mouse = MouseActions::new("mouse".into())
-            .then(PointerAction::MoveTo {
-                duration: None,
-                x: x1,
-                y: y1,
-            })
-            .then(PointerAction::Down {
-                button: MOUSE_BUTTON_LEFT,
-            })
-            .then(PointerAction::MoveTo {
-                duration: Some(Duration::from_millis(300)),
-                x: (x1 + x2) / 2.0,
-                y: (y1 + y2) / 2.0,
-            })
-            .then(PointerAction::MoveTo {
-                duration: Some(Duration::from_millis(300)),
-                x: x2,
-                y: y2,
-            })
-            .then(PointerAction::Up {
-                button: MOUSE_BUTTON_LEFT,
-            });
-        c.perform_actions(mouse).await.expect("dragging");
+        lab::browser::drag(c, what, onto).await.unwrap()
     }
 
     /// Shows view `view` (its tab), and waits for `ready`.

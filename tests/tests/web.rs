@@ -9,53 +9,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
-use fantoccini::Client;
+use lab::browser::{js, until};
 use lab::ClusterLab;
-use serde_json::{json, Value};
-
-/// Where the screenshots go (`OM_SCREENSHOTS`, else the test's scratch
-/// directory).
-fn screenshot_dir() -> std::path::PathBuf {
-    std::env::var_os("OM_SCREENSHOTS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-view-screenshots")
-        })
-}
-
-async fn js(c: &Client, script: &str) -> Result<Value> {
-    c.execute(script, vec![])
-        .await
-        .with_context(|| format!("running {script}"))
-}
-
-/// Waits until `script` returns true.
-async fn until(c: &Client, what: &str, limit: Duration, script: &str) -> Result<Duration> {
-    let t0 = Instant::now();
-    loop {
-        if js(c, script).await? == json!(true) {
-            return Ok(t0.elapsed());
-        }
-        if t0.elapsed() > limit {
-            let page = js(c, "return document.body.innerText.slice(0, 1500)").await?;
-            anyhow::bail!("{what}: not within {limit:?}; the page says {page}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The centre of the element `css`, in viewport pixels.
-async fn centre(c: &Client, css: &str) -> Result<(f64, f64)> {
-    let v = js(
-        c,
-        &format!(
-            "const r = document.querySelector({css:?}).getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]"
-        ),
-    )
-    .await?;
-    Ok((v[0].as_f64().context("x")?, v[1].as_f64().context("y")?))
-}
+use serde_json::Value;
 
 /// Drags a job's dot from `from` onto `to` in the migration monitor, in a
 /// browser on the lab's LAN, and checks the move with `omctl ps`.
@@ -77,8 +33,7 @@ pub fn check_drag_migration(lab: &ClusterLab, from: &str, to: &str) -> Result<()
     let url = String::from_utf8(out.stdout)?.trim().to_string();
     let log = lab.work_dir().join("chromedriver.log");
     let ns = lab.lan().name().to_string();
-    let shots = screenshot_dir();
-    std::fs::create_dir_all(&shots)?;
+    let shots = lab::browser::screenshot_dir(env!("CARGO_TARGET_TMPDIR"))?;
     let (from_s, to_s, id_s) = (from.to_string(), to.to_string(), id.clone());
     let drag = lab::browser::in_netns(&ns.clone(), move |rt| -> Result<Duration> {
         let driver = lab::browser::Driver::start(&ns, 9515, &log)?;
@@ -95,16 +50,8 @@ pub fn check_drag_migration(lab: &ClusterLab, from: &str, to: &str) -> Result<()
             let dot = format!("#monitor [data-job=\"{id_s}\"]");
             until(&c, "the job's dot", Duration::from_secs(20), &format!("return !!document.querySelector({dot:?})")).await?;
             let target = format!("#monitor .node[data-node=\"{to_s}\"] circle");
-            let (x1, y1) = centre(&c, &dot).await?;
-            let (x2, y2) = centre(&c, &target).await?;
             let t0 = Instant::now();
-            let mouse = MouseActions::new("mouse".into())
-                .then(PointerAction::MoveTo { duration: None, x: x1, y: y1 })
-                .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
-                .then(PointerAction::MoveTo { duration: Some(Duration::from_millis(400)), x: (x1 + x2) / 2.0, y: (y1 + y2) / 2.0 })
-                .then(PointerAction::MoveTo { duration: Some(Duration::from_millis(400)), x: x2, y: y2 })
-                .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
-            c.perform_actions(mouse).await?;
+            lab::browser::drag(&c, &dot, &target).await?;
             // The page says what the move did, and the dot sits at the target.
             until(&c, "the move's line", Duration::from_secs(90),
                 &format!("return document.querySelector('#notice').textContent.includes('moved from {from_s} to {to_s}')")).await?;
