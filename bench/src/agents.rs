@@ -57,7 +57,8 @@ impl Agents {
     }
 
     /// Starts agent `i` (named `n<i>`, speed 1, root's jobs allowed) with
-    /// `extra` arguments; its log is `n<i>.log` in [`Self::dir`].
+    /// `extra` arguments; its log is `n<i>.log` in [`Self::dir`], at the
+    /// level `OM_BENCH_LOG` gives (`warn` by default).
     pub fn start(&mut self, i: usize, extra: &[&str]) {
         let log = std::fs::File::create(self.dir.path().join(format!("n{i}.log"))).unwrap();
         let child = netns_command(&self.lan.nodes[i], &self.omnode)
@@ -71,7 +72,10 @@ impl Agents {
             .arg("--state-dir")
             .arg(self.dir.path().join(format!("state{i}")))
             .args(extra)
-            .env("OM_LOG", "warn")
+            .env(
+                "OM_LOG",
+                std::env::var("OM_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

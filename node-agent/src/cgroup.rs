@@ -244,6 +244,13 @@ impl JobCgroup {
         Ok(dir)
     }
 
+    /// The processes in job `job`'s cgroup (every process of the job: they
+    /// inherit it from the holder); `None` if it cannot be read.
+    pub fn job_processes(&self, job: &str) -> Option<Vec<u32>> {
+        let text = fs::read_to_string(self.dir.join(sanitize(job)).join("cgroup.procs")).ok()?;
+        Some(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
     /// Removes a job's cgroup once its processes are gone.
     pub fn remove_job(&self, job: &str) {
         let _ = fs::remove_dir(self.dir.join(sanitize(job)));

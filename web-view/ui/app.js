@@ -93,11 +93,20 @@ function startStream() {
     state.machines = d.machines;
     views.statusChanged(state);
   });
+  // Events that arrive faster than the page draws are drawn once, the
+  // latest, on the next frame (the moves animate from the oldest table).
+  let before = null;
   source.addEventListener("jobs", (ev) => {
     const d = JSON.parse(ev.data);
-    const old = state.jobs;
+    if (before === null) {
+      before = state.jobs;
+      requestAnimationFrame(() => {
+        const old = before;
+        before = null;
+        views.jobsChanged(state, old);
+      });
+    }
     state.jobs = d.jobs;
-    views.jobsChanged(state, old);
   });
 }
 

@@ -271,6 +271,28 @@ function jobRow(j, withSelect) {
   return el("tr", { "data-job": j.job }, cells);
 }
 
+/** Rows already drawn, by table and job, with what they show: a table of
+ *  a thousand jobs redraws only the rows that changed. */
+const rowCache = new Map();
+
+function cachedRow(j, withSelect) {
+  const texts = jobColumns.map((c) => (c.show ? c.show(j) : String(jobValue(c, j))));
+  const sig = `${texts.join("\u0001")}|${withSelect && selected.has(j.job)}`;
+  const key = `${withSelect}:${j.job}`;
+  const hit = rowCache.get(key);
+  if (hit && hit.sig === sig) return hit.tr;
+  const tr = jobRow(j, withSelect);
+  rowCache.set(key, { sig, tr });
+  return tr;
+}
+
+/** Puts `rows` in `tbody` unless they are there already, in that order. */
+function placeRows(tbody, rows, key) {
+  const cur = tbody.children;
+  if (cur.length === rows.length && rows.every((r, i) => cur[i] === r)) return;
+  replaceRows(tbody, rows, key);
+}
+
 function sortedJobs(jobs) {
   const c = jobColumns.find((c) => c.key === sort.key);
   return [...jobs].sort((a, b) => {
@@ -285,9 +307,11 @@ function renderJobs(state) {
   const f = $("#job-filter").value.trim().toLowerCase();
   const shown = sortedJobs(state.jobs).filter((j) => !f ||
     [j.job, j.argv.join(" "), String(j.uid), j.node, j.home].some((s) => s.toLowerCase().includes(f)));
-  for (const id of [...selected]) if (!state.jobs.some((j) => j.job === id)) selected.delete(id);
+  const running = new Set(state.jobs.map((j) => j.job));
+  for (const id of [...selected]) if (!running.has(id)) selected.delete(id);
+  for (const k of [...rowCache.keys()]) if (!running.has(k.slice(k.indexOf(":") + 1))) rowCache.delete(k);
   jobHead($("#jobs"), true);
-  replaceRows($("#jobs tbody"), shown.map((j) => jobRow(j, true)), "data-job");
+  placeRows($("#jobs tbody"), shown.map((j) => cachedRow(j, true)), "data-job");
   $("#job-count").textContent = `${shown.length} of ${state.jobs.length} jobs`;
   const target = $("#job-target");
   const keep = target.value;

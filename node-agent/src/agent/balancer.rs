@@ -136,9 +136,25 @@ impl Balancer {
         let mut jobs = Vec::new();
         let (mut demand, mut ran) = (0.0, 0.0);
         let mut seen = HashMap::new();
+        // A job's processes are its cgroup's; without job cgroups, the
+        // process tree below its init, /proc read once for every job.
+        let cgroup = x.cgroup.as_ref();
+        let table = if infos.is_empty() || cgroup.is_some() {
+            job::ProcTable::default()
+        } else {
+            job::ProcTable::read()
+        };
         for info in infos {
             let Some(init) = info.pid else { continue };
-            let procs = job::processes(init);
+            let procs = match cgroup.and_then(|cg| cg.job_processes(&info.job)) {
+                // The holder that started it shares the cgroup, not the job.
+                Some(p) if p.contains(&init) => {
+                    let holder = job::parent(init);
+                    p.into_iter().filter(|&x| Some(x) != holder).collect()
+                }
+                _ if cgroup.is_some() => job::processes(init),
+                _ => table.below(init),
+            };
             let u = usage::of(&procs);
             if let Some((t, prev)) = self.last.get(&info.job) {
                 let dt = now.duration_since(*t).as_nanos().max(1) as f64;

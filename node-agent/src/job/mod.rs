@@ -284,45 +284,73 @@ pub async fn restore(
     Err("the restore holder did not report".into())
 }
 
-/// The job init `init` (its pid here) and every process below it.
-pub fn processes(init: u32) -> Vec<u32> {
-    let mut parent_of: Vec<(u32, u32)> = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
+/// Every process of the machine and its parent, read once from `/proc`:
+/// what [`ProcTable::below`] walks for each job, so that a round over all
+/// jobs reads `/proc` once rather than once per job.
+#[derive(Debug, Default)]
+pub struct ProcTable {
+    children: std::collections::HashMap<u32, Vec<u32>>,
+    present: std::collections::HashSet<u32>,
+}
+
+impl ProcTable {
+    /// The machine's processes now.
+    pub fn read() -> Self {
+        let mut t = ProcTable::default();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return t;
+        };
         for e in dir.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
             if let Some(ppid) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')?
-                        .1
-                        .split_whitespace()
-                        .nth(1)?
-                        .parse()
-                        .ok()
-                })
+                .and_then(|s| parent_in_stat(&s))
             {
-                parent_of.push((pid, ppid));
+                t.present.insert(pid);
+                t.children.entry(ppid).or_default().push(pid);
             }
         }
+        t
     }
-    if !parent_of.iter().any(|&(p, _)| p == init) {
-        return Vec::new();
+
+    /// `init` and every process below it (empty if `init` is gone).
+    pub fn below(&self, init: u32) -> Vec<u32> {
+        if !self.present.contains(&init) {
+            return Vec::new();
+        }
+        let mut out = vec![init];
+        let mut i = 0;
+        while i < out.len() {
+            if let Some(kids) = self.children.get(&out[i]) {
+                out.extend(kids);
+            }
+            i += 1;
+        }
+        out
     }
-    let mut out = vec![init];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i];
-        out.extend(
-            parent_of
-                .iter()
-                .filter(|&&(_, pp)| pp == p)
-                .map(|&(c, _)| c),
-        );
-        i += 1;
-    }
-    out
+}
+
+/// The parent pid in a `/proc/PID/stat` line (the command name in
+/// parentheses may hold anything, so the fields count from the last `)`).
+fn parent_in_stat(stat: &str) -> Option<u32> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The parent of process `pid`.
+pub fn parent(pid: u32) -> Option<u32> {
+    parent_in_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The job init `init` (its pid here) and every process below it.
+pub fn processes(init: u32) -> Vec<u32> {
+    ProcTable::read().below(init)
 }
 
 fn state(pid: u32) -> Option<char> {
@@ -453,6 +481,25 @@ pub fn pending_bytes(fd: &impl AsRawFd) -> usize {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn the_table_finds_a_process_and_its_children() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let me = std::process::id();
+        let t = ProcTable::read();
+        let mine = t.below(me);
+        assert_eq!(mine[0], me);
+        assert!(mine.contains(&child.id()), "{mine:?}");
+        assert_eq!(t.below(child.id()), vec![child.id()]);
+        assert_eq!(parent(child.id()), Some(me));
+        assert_eq!(parent_in_stat("7 (a) b) c) S 42 7 7"), Some(42));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(processes(child.id()).is_empty());
+    }
 
     #[test]
     fn unread_input_is_copied_and_left_in_the_pipe_even_after_the_writer_closed() {
