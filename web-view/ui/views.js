@@ -293,11 +293,14 @@ function placeRows(tbody, rows, key) {
   replaceRows(tbody, rows, key);
 }
 
+/** One collator for every comparison (`localeCompare` makes one a call). */
+const collator = new Intl.Collator(undefined, { numeric: true });
+
 function sortedJobs(jobs) {
   const c = jobColumns.find((c) => c.key === sort.key);
   return [...jobs].sort((a, b) => {
     const x = jobValue(c, a), y = jobValue(c, b);
-    return (typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y), undefined, { numeric: true })) * sort.dir;
+    return (typeof x === "number" && typeof y === "number" ? x - y : collator.compare(String(x), String(y))) * sort.dir;
   });
 }
 
