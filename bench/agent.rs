@@ -27,10 +27,7 @@ static OMNODE: LazyLock<PathBuf> = LazyLock::new(|| program("omnode"));
 static OMCTL: LazyLock<PathBuf> = LazyLock::new(|| program("omctl"));
 
 fn program(name: &str) -> PathBuf {
-    omcluster_bench::binaries::built(name).unwrap_or_else(|e| {
-        eprintln!("agent bench: {e}");
-        std::process::exit(1);
-    })
+    omcluster_bench::binaries::built_or_exit("agent", name)
 }
 
 /// The benchmark's agents: `omcluster_bench::agents::Agents` over omnode.

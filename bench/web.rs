@@ -39,10 +39,7 @@ static OMNODE: LazyLock<PathBuf> = LazyLock::new(|| program("omnode"));
 static OMCTL: LazyLock<PathBuf> = LazyLock::new(|| program("omctl"));
 
 fn program(name: &str) -> PathBuf {
-    omcluster_bench::binaries::built(name).unwrap_or_else(|e| {
-        eprintln!("web bench: {e}");
-        std::process::exit(1);
-    })
+    omcluster_bench::binaries::built_or_exit("web", name)
 }
 
 /// Probe jobs started (and then ended) while the browsers watch.

@@ -42,3 +42,11 @@ pub fn built(name: &str) -> Result<PathBuf, BinaryError> {
         Err(BinaryError::NotBuilt { path })
     }
 }
+
+/// [`built`], or the end of benchmark `bench` with the reason on stderr.
+pub fn built_or_exit(bench: &str, name: &str) -> PathBuf {
+    built(name).unwrap_or_else(|e| {
+        eprintln!("{bench} bench: {e}");
+        std::process::exit(1);
+    })
+}

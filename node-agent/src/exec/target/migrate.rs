@@ -37,9 +37,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::{drive, Home, HomeLink, RunningJob};
-use crate::exec::{
-    ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_AGENT, EXIT_NO_PERMISSION,
-};
+use crate::exec::{ExecContext, EXIT_CANNOT_RUN, EXIT_NODE_LOST, EXIT_NO_AGENT};
 use crate::job;
 use crate::state::{MigrateCmd, MigrateResult};
 use crate::stream::{connect, SecureStream};
@@ -69,22 +67,7 @@ pub(crate) async fn order(order: MigrateOrder, ctx: &ExecContext, mut s: SecureS
 
 async fn run_order(order: MigrateOrder, ctx: &ExecContext) -> MigrateResult {
     let node = &ctx.node;
-    let info = ctx.state.job(&order.job);
-    let Some(info) = info else {
-        return Err((
-            EXIT_CANNOT_RUN,
-            format!("job {} does not run on node {node}", order.job),
-        ));
-    };
-    if order.uid != 0 && order.uid != info.uid {
-        return Err((
-            EXIT_NO_PERMISSION,
-            format!(
-                "job {} belongs to uid {}; only its owner or root may move it",
-                info.job, info.uid
-            ),
-        ));
-    }
+    let info = super::owned_job(ctx, &order.job, order.uid, "move")?;
     if let Some(why) = &info.cantmove {
         return Err((
             EXIT_CANNOT_RUN,

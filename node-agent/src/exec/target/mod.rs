@@ -98,6 +98,32 @@ async fn start(req: &ExecRequest, ctx: &ExecContext) -> Result<Started, (i32, St
     .await
 }
 
+/// The job `job` running here, if the caller `uid` may `act` on it (its
+/// owner or root): what a move and a signal or renice both check first.
+pub(crate) fn owned_job(
+    ctx: &ExecContext,
+    job: &str,
+    uid: u32,
+    act: &str,
+) -> Result<JobInfo, (i32, String)> {
+    let Some(info) = ctx.state.job(job) else {
+        return Err((
+            EXIT_CANNOT_RUN,
+            format!("job {job} does not run on node {}", ctx.node),
+        ));
+    };
+    if uid != 0 && uid != info.uid {
+        return Err((
+            EXIT_NO_PERMISSION,
+            format!(
+                "job {} belongs to uid {}; only its owner or root may {act} it",
+                info.job, info.uid
+            ),
+        ));
+    }
+    Ok(info)
+}
+
 /// Runs an accepted request to its end.
 pub(crate) async fn run_job(req: ExecRequest, ctx: ExecContext, s: SecureStream) {
     let mut home = HomeLink::new(s);

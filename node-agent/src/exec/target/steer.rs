@@ -33,21 +33,7 @@ pub(crate) async fn steer(order: SteerOrder, ctx: &ExecContext) -> PeerFrame {
 /// [`steer`] as a result: what the agent's own `omctl` gets too.
 pub(crate) async fn steer_here(o: SteerOrder, ctx: &ExecContext) -> SteerResult {
     o.order.valid().map_err(|e| (EXIT_CANNOT_RUN, e))?;
-    let Some(info) = ctx.state.job(&o.job) else {
-        return Err((
-            EXIT_CANNOT_RUN,
-            format!("job {} is not running on node {}", o.job, ctx.node),
-        ));
-    };
-    if o.uid != 0 && o.uid != info.uid {
-        return Err((
-            EXIT_NO_PERMISSION,
-            format!(
-                "job {} belongs to uid {}; only its owner or root may signal or renice it",
-                info.job, info.uid
-            ),
-        ));
-    }
+    super::owned_job(ctx, &o.job, o.uid, "signal or renice")?;
     let (reply, rx) = oneshot::channel();
     let cmd = SteerCmd {
         order: o.order,
